@@ -1,0 +1,154 @@
+"""The assignment problem as arrays: what every formulation and solver works from.
+
+:func:`build_problem` joins a validated instance and its predictions into an immutable
+:class:`Problem`. Solvers receive only this: they never call predictors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qlmio_opt.instance import Instance, Objective
+from qlmio_opt.predictors.base import Predictions
+
+
+def _ro(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One window's assignment problem.
+
+    Arrays indexed by request r (R), node n (N), link k (K) and site s (S). ``allowed[r, n]`` is
+    eligibility (reachable, modality) and the request's own quality floor and deadline checked on
+    the predicted (uncongested) values. Memory capacities are ``inf`` where unbounded.
+    """
+
+    name: str
+    request_ids: tuple[str, ...]
+    node_ids: tuple[str, ...]
+    link_ids: tuple[str, ...]
+    is_edge: np.ndarray  # (N,) bool
+    quality: np.ndarray  # (R, N)
+    latency_s: np.ndarray  # (R, N)
+    memory_gb: np.ndarray  # (R, N)
+    allowed: np.ndarray  # (R, N) bool
+    node_memory_gb: np.ndarray  # (N,)
+    node_concurrency: np.ndarray  # (N,)
+    request_site: np.ndarray  # (R,)
+    route_links: np.ndarray  # (S, N, K) bool
+    upload_megabits: np.ndarray  # (R,)
+    link_capacity_megabits: np.ndarray  # (K,)
+    min_quality: np.ndarray  # (R,) NaN = none
+    deadline_s: np.ndarray  # (R,) inf = none
+    objective: Objective
+    quality_target: float | None  # resolved for quality_floor, None for weighted
+    congestion: bool
+    components: dict[str, np.ndarray]
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.request_ids)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_ids)
+
+    @property
+    def deferral_allowed(self) -> bool:
+        return self.objective.deferral_penalty_s is not None
+
+    def pair_cost(self) -> np.ndarray:
+        """Objective contribution of each pair (without congestion), ``inf`` where not allowed."""
+        obj = self.objective
+        if obj.mode == "weighted":
+            cost = (
+                obj.latency_weight * self.latency_s / obj.latency_scale_s
+                - obj.quality_weight * self.quality
+            )
+        else:
+            cost = self.latency_s.copy()
+        return np.where(self.allowed, cost, np.inf)
+
+    def deferral_cost(self) -> float:
+        """Objective cost of deferring one request (inf when deferral is off)."""
+        obj = self.objective
+        if obj.deferral_penalty_s is None:
+            return np.inf
+        if obj.mode == "weighted":
+            return obj.latency_weight * obj.deferral_penalty_s / obj.latency_scale_s
+        return obj.deferral_penalty_s
+
+    def path_links(self, request: int, node: int) -> np.ndarray:
+        """Indices of the links request ``request`` crosses to reach ``node``."""
+        return np.flatnonzero(self.route_links[self.request_site[request], node])
+
+
+def build_problem(instance: Instance, predictions: Predictions) -> Problem:
+    """Join ``instance`` and ``predictions`` into a :class:`Problem`."""
+    shape = (len(instance.requests), len(instance.nodes))
+    if predictions.shape != shape:
+        raise ValueError(f"predictions have shape {predictions.shape}, instance needs {shape}")
+    min_q = np.array(
+        [np.nan if r.min_quality is None else r.min_quality for r in instance.requests], dtype=float
+    )
+    deadline = np.array(
+        [np.inf if r.deadline_s is None else r.deadline_s for r in instance.requests], dtype=float
+    )
+    allowed = predictions.eligible.copy()
+    allowed &= np.isnan(min_q)[:, None] | (predictions.quality >= np.nan_to_num(min_q)[:, None])
+    allowed &= predictions.latency_s <= deadline[:, None]
+    is_edge = np.array([n.tier == "edge" for n in instance.nodes])
+    site_index = {s: i for i, s in enumerate(instance.network.sites)}
+    link_cap = np.array(
+        [k.bandwidth_mbps * instance.window_s for k in instance.network.links], dtype=float
+    )
+    problem = Problem(
+        name=instance.name,
+        request_ids=instance.request_ids,
+        node_ids=instance.node_ids,
+        link_ids=instance.link_ids,
+        is_edge=_ro(is_edge),
+        quality=predictions.quality,
+        latency_s=predictions.latency_s,
+        memory_gb=predictions.memory_gb,
+        allowed=_ro(allowed),
+        node_memory_gb=_ro(instance.node_memory_gb),
+        node_concurrency=_ro(instance.node_concurrency),
+        request_site=_ro(np.array([site_index[r.site] for r in instance.requests], dtype=np.int64)),
+        route_links=_ro(instance.network_graph.incidence()),
+        upload_megabits=_ro(predictions.upload_bytes * 8.0 / 1e6),
+        link_capacity_megabits=_ro(link_cap),
+        min_quality=_ro(min_q),
+        deadline_s=_ro(deadline),
+        objective=instance.objective,
+        quality_target=None,
+        congestion=predictions.congestion,
+        components=dict(predictions.components),
+    )
+    if instance.objective.mode == "quality_floor":
+        target = instance.objective.quality_target
+        if target is None:
+            target = all_cloud_quality(problem) - instance.objective.quality_tolerance
+        object.__setattr__(problem, "quality_target", float(target))
+    return problem
+
+
+def all_cloud_quality(problem: Problem) -> float:
+    """Mean predicted quality when every request goes to its lowest-latency cloud node.
+
+    Requests no cloud node can take count with their best eligible quality anywhere.
+    """
+    if problem.num_requests == 0:
+        return 0.0
+    cloud_latency = np.where(problem.allowed & ~problem.is_edge, problem.latency_s, np.inf)
+    best = np.argmin(cloud_latency, axis=1)
+    has_cloud = np.isfinite(cloud_latency[np.arange(problem.num_requests), best])
+    fallback = np.where(problem.allowed, problem.quality, 0.0).max(axis=1)
+    quality = np.where(has_cloud, problem.quality[np.arange(problem.num_requests), best], fallback)
+    return float(quality.mean())

@@ -1,0 +1,131 @@
+"""What every predictor returns, the interface it follows, and how overrides replace it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from qlmio_opt.instance import Instance
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.array(array, copy=True)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per request-node pair predictions for one window (arrays of shape ``(R, N)``).
+
+    Attributes
+    ----------
+    quality
+        Probability that the node's model completes the request's task.
+    latency_s
+        End-to-end latency (window wait + upload + RTT + vision + prefill + decode) on an
+        otherwise idle node; the formulation adds congestion when ``congestion`` is true.
+    memory_gb
+        KV-cache memory the request holds on the node.
+    eligible
+        False where the pair is impossible (unreachable, modality unsupported, null override).
+    upload_bytes
+        Bytes each request sends across every link of its path, shape ``(R,)``.
+    components
+        The latency's parts by name (``wait_s``, ``transfer_s``, ``rtt_s``, ``vision_s``,
+        ``prefill_s``, ``decode_s``) plus ``image_tokens`` and ``output_tokens``, each ``(R, N)``.
+    congestion
+        Whether the formulation should model congestion on top of ``latency_s`` (false when the
+        instance's latencies are given as overrides: given values are final).
+    source
+        Which predictor produced the values (``"analytic"``, ``"overrides"``, ...).
+    """
+
+    quality: np.ndarray
+    latency_s: np.ndarray
+    memory_gb: np.ndarray
+    eligible: np.ndarray
+    upload_bytes: np.ndarray
+    components: Mapping[str, np.ndarray] = field(default_factory=dict)
+    congestion: bool = True
+    source: str = "analytic"
+
+    def __post_init__(self) -> None:
+        shape = self.quality.shape
+        for name in ("latency_s", "memory_gb", "eligible"):
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {shape}")
+        for name in ("quality", "latency_s", "memory_gb", "eligible", "upload_bytes"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(
+            self, "components", {k: _frozen(v) for k, v in dict(self.components).items()}
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.quality.shape
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """The scikit-learn-like contract of every predictor.
+
+    Settings go in ``__init__``; ``fit`` learns (a no-op for analytic predictors) and returns
+    ``self``; ``predict`` maps a validated instance to :class:`Predictions`.
+    """
+
+    def fit(self, data=None, y=None) -> Predictor: ...
+
+    def predict(self, instance: Instance) -> Predictions: ...
+
+
+def apply_overrides(instance: Instance, predictions: Predictions | None) -> Predictions:
+    """Replace predicted matrices by the instance's overrides, where it has them."""
+    ov = instance.overrides
+    if ov is None:
+        if predictions is None:
+            raise ValueError("no predictions and no overrides")
+        return predictions
+    shape = (len(instance.requests), len(instance.nodes))
+    base = predictions
+    latency = (
+        np.array([[np.nan if v is None else v for v in row] for row in ov.latency_s], dtype=float)
+        if ov.latency_s is not None
+        else None
+    )
+    if latency is not None:
+        latency = latency.reshape(shape)
+    quality = np.array(ov.quality, dtype=float).reshape(shape) if ov.quality is not None else None
+    memory = (
+        np.array(ov.memory_gb, dtype=float).reshape(shape) if ov.memory_gb is not None else None
+    )
+    if base is None and (latency is None or quality is None or memory is None):
+        raise ValueError("partial overrides need a predictor for the rest")
+    eligible = base.eligible.copy() if base is not None else np.ones(shape, dtype=bool)
+    if latency is not None:
+        eligible &= ~np.isnan(latency)
+        latency = np.where(np.isnan(latency), np.inf, latency)
+    upload = base.upload_bytes if base is not None else _upload_bytes(instance)
+    return Predictions(
+        quality=quality if quality is not None else base.quality,
+        latency_s=latency if latency is not None else base.latency_s,
+        memory_gb=memory if memory is not None else base.memory_gb,
+        eligible=eligible,
+        upload_bytes=upload,
+        components={} if latency is not None else (base.components if base else {}),
+        congestion=latency is None and (base.congestion if base else False),
+        source="overrides" if base is None else f"{base.source}+overrides",
+    )
+
+
+def _upload_bytes(instance: Instance) -> np.ndarray:
+    return np.array([r.upload_bytes for r in instance.requests], dtype=float)
+
+
+def needs_predictor(instance: Instance) -> bool:
+    """False when overrides give latency, quality and memory for every pair."""
+    ov = instance.overrides
+    return ov is None or ov.latency_s is None or ov.quality is None or ov.memory_gb is None
