@@ -1,0 +1,255 @@
+"""The ``qlmio-opt`` command line.
+
+Exit codes: 0 done; 1 internal error; 2 invalid input or usage; 3 no feasible decision
+(infeasible window, or a rule-based policy that breaks a constraint); 4 time limit with no solution.
+Errors print one line per problem and never a traceback (set ``QLMIO_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from qlmio_opt.errors import InputError, QlmioError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INFEASIBLE, EXIT_TIME_LIMIT = 0, 1, 2, 3, 4
+
+app = typer.Typer(
+    name="qlmio-opt",
+    help="Assign windows of multimodal LLM requests to edge servers or the cloud.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _width() -> int | None:
+    """Let rich size tables to the terminal; when piped or captured, use a wide page."""
+    return None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+
+
+out = Console(soft_wrap=True, width=_width())
+err = Console(stderr=True, soft_wrap=True)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+CatalogOption = Annotated[
+    list[Path] | None,
+    typer.Option("--catalog", help="TOML file adding or overriding catalog entries (repeatable)."),
+]
+
+
+def _catalog(paths: list[Path] | None):
+    from qlmio_opt.catalog import default_catalog, load_catalog
+
+    return load_catalog(*paths) if paths else default_catalog()
+
+
+@app.command()
+def solve(
+    files: Annotated[list[Path], typer.Argument(help="Instance JSON files.")],
+    solver: Annotated[str, typer.Option("--solver", "-s", help="Solver name.")] = "latency-greedy",
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", min=0.0, help="Seconds per window.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
+    predictors: Annotated[str, typer.Option(help="Predictors: analytic.")] = "analytic",
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the solution JSON here (a folder for several files)."),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json.")
+    ] = OutputFormat.table,
+    catalog: CatalogOption = None,
+) -> None:
+    """Solve windows and show the decision per node, the link use and the predicted means."""
+    from qlmio_opt.io import read_instance, write_solution
+    from qlmio_opt.predictors import get_predictor
+    from qlmio_opt.report import solution_table, summary_table
+    from qlmio_opt.solve import solve as solve_instance
+    from qlmio_opt.solvers import get_solver
+
+    try:
+        get_solver(solver)
+        get_predictor(predictors)
+    except ValueError as exc:
+        raise InputError([_usage_issue(str(exc))]) from None
+    cat = _catalog(catalog)
+    instances = [read_instance(f, catalog=cat) for f in files]
+    solutions = []
+    for path, instance in zip(files, instances, strict=True):
+        solution = solve_instance(
+            instance, solver, predictors=predictors, time_limit=time_limit, seed=seed
+        )
+        solutions.append(solution)
+        if out_path is not None:
+            target = out_path / f"{path.stem}.solution.json" if len(files) > 1 else out_path
+            write_solution(solution, target)
+    if fmt is OutputFormat.json:
+        payload = [s.to_dict() for s in solutions]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=1))
+    elif len(solutions) == 1:
+        solution_table(out, instances[0], solutions[0])
+    else:
+        summary_table(out, files, solutions)
+    raise typer.Exit(_exit_code_for(solutions))
+
+
+def _exit_code_for(solutions) -> int:
+    from qlmio_opt.solution import Status
+
+    statuses = {s.status for s in solutions}
+    if Status.INFEASIBLE in statuses or Status.ERROR in statuses:
+        return EXIT_INFEASIBLE
+    if any(s.status is Status.TIME_LIMIT and not s.assignment for s in solutions):
+        return EXIT_TIME_LIMIT
+    return EXIT_OK
+
+
+def _usage_issue(message: str):
+    from qlmio_opt.errors import Issue
+
+    return Issue("command line", message)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Instance or solution JSON files.")],
+    catalog: CatalogOption = None,
+) -> None:
+    """Check files against the format; print every problem with its JSON path."""
+    from qlmio_opt.io import read_instance, read_json, read_solution
+
+    cat = _catalog(catalog)
+    failed = 0
+    for path in files:
+        try:
+            data = read_json(path)
+            if isinstance(data, dict) and data.get("format") == "qlmio-opt/solution":
+                read_solution(path)
+                out.print(f"[green]ok[/]  {path}  (solution)")
+                continue
+            inst = read_instance(path, catalog=cat)
+        except InputError as exc:
+            failed += 1
+            err.print(exc.render(), markup=False, highlight=False)
+            continue
+        out.print(
+            f"[green]ok[/]  {path}  ({len(inst.requests)} requests, {len(inst.nodes)} nodes, "
+            f"{len(inst.network.links)} links)"
+        )
+    if failed:
+        err.print(f"{failed} of {len(files)} file(s) invalid")
+        raise typer.Exit(EXIT_INPUT)
+
+
+class SchemaKind(StrEnum):
+    instance = "instance"
+    solution = "solution"
+
+
+@app.command()
+def schema(
+    kind: Annotated[SchemaKind, typer.Argument(help="instance or solution.")] = SchemaKind.instance,
+) -> None:
+    """Print the JSON Schema of the instance (or solution) format."""
+    from qlmio_opt.schema import schema_text
+
+    print(schema_text(kind.value))
+
+
+@app.command()
+def generate(
+    scenario: Annotated[str, typer.Option(help="Scenario name.")] = "default",
+    count: Annotated[int, typer.Option(min=1, max=100_000, help="Number of windows.")] = 100,
+    seed: Annotated[
+        int, typer.Option(help="Seed; window k depends only on (scenario, k, seed).")
+    ] = 0,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write window_NNN.json into.")
+    ] = Path("instances"),
+) -> None:
+    """Generate benchmark windows from the public traces and prompts."""
+    from qlmio_opt.scenarios import SCENARIOS
+    from qlmio_opt.scenarios.generate import write_windows
+
+    if scenario not in SCENARIOS:
+        raise InputError(
+            [_usage_issue(f'unknown scenario "{scenario}"; choose from {", ".join(SCENARIOS)}')]
+        )
+    paths = write_windows(out_dir, scenario, count, seed)
+    out.print(f"wrote {len(paths)} window(s) to {out_dir}")
+
+
+class CatalogKind(StrEnum):
+    models = "models"
+    devices = "devices"
+    tasks = "tasks"
+
+
+@app.command("catalog")
+def show_catalog(
+    kind: Annotated[
+        CatalogKind, typer.Argument(help="models, devices or tasks.")
+    ] = CatalogKind.models,
+    catalog: CatalogOption = None,
+) -> None:
+    """Show the catalog (with user TOML files merged) as a table."""
+    from qlmio_opt.report import frame_table
+
+    cat = _catalog(catalog)
+    frame = {
+        CatalogKind.models: cat.models_frame,
+        CatalogKind.devices: cat.devices_frame,
+        CatalogKind.tasks: cat.tasks_frame,
+    }[kind]()
+    frame = frame.drop(columns=["display_name"], errors="ignore")
+    frame_table(
+        out, frame, title=f"{kind.value} catalog (values and sources: qlmio_opt/catalog/data)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script: run the app, turning errors into exit codes.
+
+    Usage errors are reported by the CLI library itself (exit code 2); our own errors are
+    printed as one line per problem; anything else is a bug, reported without a traceback.
+    """
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_INTERNAL)
+    except InputError as exc:
+        err.print(exc.render(), markup=False, highlight=False)
+        return EXIT_INPUT
+    except QlmioError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        return EXIT_INPUT
+    except Exception as exc:
+        if os.environ.get("QLMIO_DEBUG") == "1":
+            raise
+        err.print(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "(this is a bug in qlmio-opt; rerun with QLMIO_DEBUG=1 for the traceback)",
+            markup=False,
+            highlight=False,
+        )
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
