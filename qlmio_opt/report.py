@@ -85,7 +85,7 @@ def solution_table(console: Console, instance: Instance, solution: Solution) -> 
     console.print(links)
     head = Table(show_header=False, title="summary", title_justify="left")
     head.add_column("what")
-    head.add_column("value", justify="right")
+    head.add_column("value")
     head.add_row("objective", _num(solution.objective, ".6g"))
     if solution.bound is not None:
         head.add_row("bound", _num(solution.bound, ".6g"))
