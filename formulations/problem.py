@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qlmio_opt.formulations.congestion import CongestionCurve, curve, zero_curve
 from qlmio_opt.instance import Instance, Objective
 from qlmio_opt.predictors.base import Predictions
 
@@ -50,6 +51,7 @@ class Problem:
     quality_target: float | None  # resolved for quality_floor, None for weighted
     congestion: bool
     components: dict[str, np.ndarray]
+    congestion_curves: tuple[CongestionCurve, ...]  # (N,) total extra latency per node count
 
     @property
     def num_requests(self) -> int:
@@ -74,6 +76,18 @@ class Problem:
         else:
             cost = self.latency_s.copy()
         return np.where(self.allowed, cost, np.inf)
+
+    @property
+    def latency_cost_weight(self) -> float:
+        """Objective units per second of latency (``latency_weight / latency_scale_s`` or 1)."""
+        obj = self.objective
+        return obj.latency_weight / obj.latency_scale_s if obj.mode == "weighted" else 1.0
+
+    def congestion_s(self, counts: np.ndarray) -> np.ndarray:
+        """Total extra latency per node for ``counts`` requests on each node."""
+        return np.array(
+            [float(c(int(m))) for c, m in zip(self.congestion_curves, counts, strict=True)]
+        )
 
     def deferral_cost(self) -> float:
         """Objective cost of deferring one request (inf when deferral is off)."""
@@ -130,6 +144,7 @@ def build_problem(instance: Instance, predictions: Predictions) -> Problem:
         quality_target=None,
         congestion=predictions.congestion,
         components=dict(predictions.components),
+        congestion_curves=_congestion_curves(instance, predictions, allowed),
     )
     if instance.objective.mode == "quality_floor":
         target = instance.objective.quality_target
@@ -152,3 +167,41 @@ def all_cloud_quality(problem: Problem) -> float:
     fallback = np.where(problem.allowed, problem.quality, 0.0).max(axis=1)
     quality = np.where(has_cloud, problem.quality[np.arange(problem.num_requests), best], fallback)
     return float(quality.mean())
+
+
+def _congestion_curves(
+    instance: Instance, predictions: Predictions, allowed: np.ndarray
+) -> tuple[CongestionCurve, ...]:
+    """One convex curve per node, from the stand-alone service times of the requests it may take.
+
+    See :mod:`qlmio_opt.formulations.congestion` for the model.
+    """
+    counts = allowed.sum(axis=0)
+    parts = predictions.components
+    needed = ("vision_s", "prefill_s", "decode_s", "image_tokens", "output_tokens")
+    if not predictions.congestion or any(k not in parts for k in needed):
+        return tuple(zero_curve(int(c)) for c in counts)
+    catalog = instance.resolved_catalog
+    service = parts["vision_s"] + parts["prefill_s"] + parts["decode_s"]
+    prompt = np.array([r.prompt_tokens for r in instance.requests], dtype=float)[:, None]
+    # a decode step reads, per request, the KV of its context (prompt + image + half the output)
+    context = prompt + parts["image_tokens"] + parts["output_tokens"] / 2
+    curves = []
+    for j, node in enumerate(instance.nodes):
+        rows = allowed[:, j]
+        if not rows.any():
+            curves.append(zero_curve(0))
+            continue
+        model = catalog.model(node.model)
+        kv_bytes = float(np.mean(context[rows, j])) * model.kv_bytes_per_token
+        alpha = kv_bytes / (model.weights_gb * 1e9 + kv_bytes)
+        curves.append(
+            curve(
+                max_count=int(counts[j]),
+                concurrency=int(instance.node_concurrency[j]),
+                service_s=float(np.mean(service[rows, j])),
+                decode_s=float(np.mean(parts["decode_s"][rows, j])),
+                alpha=alpha,
+            )
+        )
+    return tuple(curves)

@@ -18,10 +18,17 @@ BINDING_SHARE = 0.99
 
 @dataclass(frozen=True)
 class Evaluation:
+    """What an assignment achieves under the problem's model.
+
+    ``node_congestion_s`` is the total extra latency congestion adds on each node; a request's
+    latency is its stand-alone latency plus its node's average share of that.
+    """
+
     objective: float
     mean_latency_s: float | None
     mean_quality: float | None
     node_requests: np.ndarray
+    node_congestion_s: np.ndarray
     node_memory_gb: np.ndarray
     link_requests: np.ndarray
     link_megabits: np.ndarray
@@ -31,6 +38,20 @@ class Evaluation:
     @property
     def feasible(self) -> bool:
         return not self.violations
+
+    def request_latency_s(self, problem: Problem, assignment: np.ndarray) -> np.ndarray:
+        """Each placed request's latency with its node's congestion share (NaN if deferred)."""
+        out = np.full(len(assignment), np.nan)
+        placed = assignment >= 0
+        nodes = assignment[placed]
+        share = np.divide(
+            self.node_congestion_s,
+            self.node_requests,
+            out=np.zeros_like(self.node_congestion_s),
+            where=self.node_requests > 0,
+        )
+        out[placed] = problem.latency_s[np.flatnonzero(placed), nodes] + share[nodes]
+        return out
 
 
 def link_load(problem: Problem, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +65,7 @@ def link_load(problem: Problem, assignment: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def evaluate(problem: Problem, assignment: np.ndarray) -> Evaluation:
-    """Objective and every constraint of ``problem`` for ``assignment`` (no congestion term)."""
+    """Objective (with congestion) and every constraint of ``problem`` for ``assignment``."""
     assignment = np.asarray(assignment, dtype=np.int64)
     if assignment.shape != (problem.num_requests,):
         raise ValueError(
@@ -57,11 +78,11 @@ def evaluate(problem: Problem, assignment: np.ndarray) -> Evaluation:
     quality = problem.quality[idx, nodes]
     cost = problem.pair_cost()[idx, nodes]
     num_deferred = int((~placed).sum())
-    objective = float(cost.sum()) + (
-        num_deferred * problem.deferral_cost() if num_deferred else 0.0
-    )
-
     node_requests = np.bincount(nodes, minlength=problem.num_nodes)
+    congestion = problem.congestion_s(node_requests)
+    objective = float(cost.sum()) + problem.latency_cost_weight * float(congestion.sum())
+    if num_deferred:
+        objective += num_deferred * problem.deferral_cost()
     node_memory = np.bincount(
         nodes, weights=problem.memory_gb[idx, nodes], minlength=problem.num_nodes
     )
@@ -101,9 +122,10 @@ def evaluate(problem: Problem, assignment: np.ndarray) -> Evaluation:
             binding.append(f"quality target {problem.quality_target:.4f}")
     return Evaluation(
         objective=objective,
-        mean_latency_s=float(latency.mean()) if len(idx) else None,
+        mean_latency_s=float((latency.sum() + congestion.sum()) / len(idx)) if len(idx) else None,
         mean_quality=float(quality.mean()) if len(idx) else None,
         node_requests=node_requests,
+        node_congestion_s=congestion,
         node_memory_gb=node_memory,
         link_requests=link_requests,
         link_megabits=link_mb,

@@ -31,7 +31,9 @@ class RequestDecision(Frozen):
     request: Id
     node: Id | None = Field(description="Chosen node; null when the request is deferred.")
     quality: float | None = Field(description="Predicted quality on the chosen node.")
-    latency_s: float | None = Field(description="Predicted latency on the chosen node.")
+    latency_s: float | None = Field(
+        description="Predicted latency on the chosen node, with its share of the node's congestion."
+    )
 
 
 class NodeUsage(Frozen):
@@ -39,6 +41,9 @@ class NodeUsage(Frozen):
     tier: Literal["edge", "cloud"]
     requests: int
     memory_gb: float = Field(description="KV-cache memory the window's requests use.")
+    congestion_s: float = Field(
+        default=0.0, description="Total extra latency congestion adds over the node's requests."
+    )
     memory_capacity_gb: float | None = Field(description="Free memory; null = unbounded.")
     max_concurrency: int
 
@@ -73,6 +78,9 @@ class Solution(Frozen):
     mean_latency_s: float | None = None
     mean_quality: float | None = None
     times: Times = Times()
+    solver_stats: dict[Str, float] = Field(
+        default_factory=dict, description="Solver-specific timings and counts (e.g. highs_run_s)."
+    )
     assignment: dict[Str, Str] = Field(default_factory=dict, description="request id -> node id.")
     deferred: tuple[Id, ...] = ()
     requests: tuple[RequestDecision, ...] = ()
@@ -85,3 +93,36 @@ class Solution(Frozen):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def node_of(self, request_id: str) -> str | None:
+        """The node a request was assigned to (None when deferred or unassigned)."""
+        return self.assignment.get(request_id)
+
+    def frame(self):
+        """The per-request decisions as a pandas DataFrame indexed by request id."""
+        import pandas as pd
+
+        rows = [d.model_dump() for d in self.requests]
+        return pd.DataFrame(rows, columns=["request", "node", "quality", "latency_s"]).set_index(
+            "request"
+        )
+
+    def summary(self) -> str:
+        """A few lines for people: status, objective, bound and gap, means, binding limits."""
+        lines = [f"{self.instance}: {self.solver} -> {self.status.value}"]
+        if self.message:
+            lines.append(f"  {self.message}")
+        if self.objective is not None:
+            gap = f", gap {self.gap:.3%}" if self.gap is not None else ""
+            bound = f", bound {self.bound:.6g}" if self.bound is not None else ""
+            lines.append(f"  objective {self.objective:.6g}{bound}{gap}")
+        if self.mean_latency_s is not None:
+            lines.append(
+                f"  {len(self.assignment)} assigned, {len(self.deferred)} deferred; mean latency "
+                f"{self.mean_latency_s:.3f} s, mean quality {self.mean_quality:.4f}"
+            )
+        if self.binding:
+            lines.append("  binding: " + "; ".join(self.binding))
+        if self.violations:
+            lines.append("  violated: " + "; ".join(self.violations))
+        return "\n".join(lines)

@@ -62,6 +62,7 @@ def to_solution(
         "solver": solver_name,
         "predictors": predictors,
         "times": times,
+        "solver_stats": dict(result.stats),
     }
     if result.assignment is None:
         return Solution(status=result.status, message=result.message, bound=result.bound, **common)
@@ -78,6 +79,7 @@ def to_solution(
     decisions = []
     mapping: dict[str, str] = {}
     deferred = []
+    latency = ev.request_latency_s(problem, assignment)
     for r, n in enumerate(assignment):
         rid = problem.request_ids[r]
         if n < 0:
@@ -90,7 +92,7 @@ def to_solution(
                 request=rid,
                 node=problem.node_ids[n],
                 quality=float(problem.quality[r, n]),
-                latency_s=float(problem.latency_s[r, n]),
+                latency_s=float(latency[r]),
             )
         )
     nodes = [
@@ -99,6 +101,7 @@ def to_solution(
             tier=node.tier,
             requests=int(ev.node_requests[j]),
             memory_gb=float(ev.node_memory_gb[j]),
+            congestion_s=float(ev.node_congestion_s[j]),
             memory_capacity_gb=(
                 float(problem.node_memory_gb[j]) if np.isfinite(problem.node_memory_gb[j]) else None
             ),

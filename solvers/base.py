@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +25,7 @@ class SolverResult:
     bound: float | None = None
     reported_objective: float | None = None
     message: str | None = None
+    stats: Mapping[str, float] = field(default_factory=dict)  # e.g. build_s, highs_run_s
 
 
 class Solver(ABC):
