@@ -123,4 +123,21 @@ def solve_highs(
     }.get(status, f"other: {h.modelStatusToString(status)}")
     if bound is not None and not np.isfinite(bound):
         bound = None
+    if values is not None and initial is not None and not relax:
+        recomputed = float(milp.col_cost @ values)
+        if abs(recomputed - objective) > 1e-6 * max(1.0, abs(objective)):
+            # Seen with HiGHS 1.16 when presolve solves the whole model: the reported objective
+            # is right but the columns handed back are the warm start. Solve again without it.
+            again = solve_highs(
+                milp, time_limit=time_limit, mip_rel_gap=mip_rel_gap, threads=threads, seed=seed
+            )
+            return HighsOutcome(
+                again.status,
+                again.values,
+                again.objective,
+                again.bound,
+                again.mip_gap,
+                run_s + again.run_s,
+                passed - start + again.pass_s,
+            )
     return HighsOutcome(name, values, objective, bound, gap, run_s, passed - start)

@@ -65,8 +65,12 @@ class Problem:
     def deferral_allowed(self) -> bool:
         return self.objective.deferral_penalty_s is not None
 
-    def pair_cost(self) -> np.ndarray:
-        """Objective contribution of each pair (without congestion), ``inf`` where not allowed."""
+    def pair_cost(self, *, masked: bool = True) -> np.ndarray:
+        """Objective contribution of each pair (without congestion).
+
+        ``inf`` where not allowed, unless ``masked`` is false (then the formula's value, which is
+        still ``inf`` where the latency is: unreachable or forbidden by an override).
+        """
         obj = self.objective
         if obj.mode == "weighted":
             cost = (
@@ -75,7 +79,7 @@ class Problem:
             )
         else:
             cost = self.latency_s.copy()
-        return np.where(self.allowed, cost, np.inf)
+        return np.where(self.allowed, cost, np.inf) if masked else cost
 
     @property
     def latency_cost_weight(self) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 
 from qlmio_opt.catalog import Catalog
 from qlmio_opt.instance import Instance
-from qlmio_opt.predictors.base import Predictions
+from qlmio_opt.predictors.base import Predictions, structural_eligibility
 from qlmio_opt.predictors.features import RequestArrays, request_arrays
 
 COMPONENTS = ("wait_s", "transfer_s", "rtt_s", "vision_s", "prefill_s", "decode_s")
@@ -60,7 +60,7 @@ class AnalyticPredictor:
         memory = np.zeros(shape)
         image_tokens = np.zeros(shape)
         output_tokens = np.zeros(shape)
-        eligible = np.zeros(shape, dtype=bool)
+        eligible = structural_eligibility(instance)
 
         graph = instance.network_graph
         rtt_ms = graph.rtt_ms_matrix()[req.site_idx]  # (R, N); NaN = unreachable
@@ -72,13 +72,10 @@ class AnalyticPredictor:
         for j, node in enumerate(instance.nodes):
             model = catalog.model(node.model)
             device = catalog.device(node.device)
-            accepts_images = "image" in (node.modalities or model.modalities)
             tokens = self._image_tokens(model, req)
             image_tokens[:, j] = tokens
             out = np.minimum(req.max_output_tokens, typical_out)
             output_tokens[:, j] = out
-            reachable = ~np.isnan(rtt_ms[:, j])
-            eligible[:, j] = reachable & (accepts_images | (req.num_images == 0))
 
             with np.errstate(divide="ignore", invalid="ignore"):
                 parts["transfer_s"][:, j] = 8.0 * req.upload_bytes / (bottleneck[:, j] * 1e6)

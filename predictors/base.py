@@ -82,6 +82,20 @@ class Predictor(Protocol):
     def predict(self, instance: Instance) -> Predictions: ...
 
 
+def structural_eligibility(instance: Instance) -> np.ndarray:
+    """``(R, N)``: the node is reachable from the request's site and accepts its inputs."""
+    catalog = instance.resolved_catalog
+    site_index = {s: i for i, s in enumerate(instance.network.sites)}
+    sites = np.array([site_index[r.site] for r in instance.requests], dtype=np.int64)
+    reachable = ~np.isnan(instance.network_graph.rtt_ms_matrix())[sites]  # (R, N)
+    has_images = np.array([bool(r.images) for r in instance.requests], dtype=bool)
+    takes_images = np.array(
+        ["image" in (n.modalities or catalog.model(n.model).modalities) for n in instance.nodes],
+        dtype=bool,
+    )
+    return reachable & (takes_images[None, :] | ~has_images[:, None])
+
+
 def apply_overrides(instance: Instance, predictions: Predictions | None) -> Predictions:
     """Replace predicted matrices by the instance's overrides, where it has them."""
     ov = instance.overrides
@@ -104,7 +118,7 @@ def apply_overrides(instance: Instance, predictions: Predictions | None) -> Pred
     )
     if base is None and (latency is None or quality is None or memory is None):
         raise ValueError("partial overrides need a predictor for the rest")
-    eligible = base.eligible.copy() if base is not None else np.ones(shape, dtype=bool)
+    eligible = base.eligible.copy() if base is not None else structural_eligibility(instance)
     if latency is not None:
         eligible &= ~np.isnan(latency)
         latency = np.where(np.isnan(latency), np.inf, latency)

@@ -76,7 +76,7 @@ def evaluate(problem: Problem, assignment: np.ndarray) -> Evaluation:
     nodes = assignment[placed]
     latency = problem.latency_s[idx, nodes]
     quality = problem.quality[idx, nodes]
-    cost = problem.pair_cost()[idx, nodes]
+    cost = problem.pair_cost(masked=False)[idx, nodes]  # a rule may break eligibility: say so
     num_deferred = int((~placed).sum())
     node_requests = np.bincount(nodes, minlength=problem.num_nodes)
     congestion = problem.congestion_s(node_requests)

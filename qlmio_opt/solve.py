@@ -17,7 +17,7 @@ from qlmio_opt.solvers.base import SolverResult
 
 def solve(
     instance: Instance,
-    solver: str | Solver = "latency-greedy",
+    solver: str | Solver = "exact",
     *,
     predictors: str | Predictor = "analytic",
     time_limit: float | None = None,
@@ -74,7 +74,7 @@ def to_solution(
         status = Status.INFEASIBLE
         message = f"the {solver_name} rule breaks {len(ev.violations)} constraint(s)"
     gap = None
-    if result.bound is not None and ev.objective != 0:
+    if result.bound is not None and np.isfinite(ev.objective) and ev.objective != 0:
         gap = abs(ev.objective - result.bound) / abs(ev.objective)
     decisions = []
     mapping: dict[str, str] = {}
@@ -92,7 +92,7 @@ def to_solution(
                 request=rid,
                 node=problem.node_ids[n],
                 quality=float(problem.quality[r, n]),
-                latency_s=float(latency[r]),
+                latency_s=float(latency[r]) if np.isfinite(latency[r]) else None,
             )
         )
     nodes = [
@@ -118,13 +118,16 @@ def to_solution(
         )
         for k, link_id in enumerate(problem.link_ids)
     ]
+    def finite(value: float | None) -> float | None:
+        return value if value is not None and np.isfinite(value) else None
+
     return Solution(
         status=status,
         message=message,
-        objective=ev.objective,
+        objective=finite(ev.objective),
         bound=result.bound,
         gap=gap,
-        mean_latency_s=ev.mean_latency_s,
+        mean_latency_s=finite(ev.mean_latency_s),
         mean_quality=ev.mean_quality,
         assignment=mapping,
         deferred=tuple(deferred),
