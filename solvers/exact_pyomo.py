@@ -1,0 +1,191 @@
+"""``exact-pyomo``: the MILP of ``docs/formulation.md`` built in Pyomo and solved by HiGHS.
+
+The model comes from :func:`qlmio_opt.formulations.pyomo_model.build_pyomo_model`; HiGHS is
+reached through Pyomo's redesigned solver interface (``pyomo.contrib.solver``, registered as
+``"highs"``; needs Pyomo >= 6.9.3, developed on 6.10.1). It is the readable reference for the
+direct highspy build (``exact``): same columns and rows, slower to assemble (about 1.2 s of Pyomo
+build and translation on a 1,000-request window, against 0.1 s). Pyomo is imported on first use
+(``import pyomo.environ`` takes about 1 s).
+
+Windows that :func:`qlmio_opt.solvers.diagnose.infeasibility_reason` can already blame (a request
+with no allowed node, ...) are answered INFEASIBLE before any model is built. ``stats`` holds
+``build_s`` (Pyomo model), ``highs_pass_s`` (``set_instance``: Pyomo to HiGHS, plus the MIP start)
+and ``highs_run_s`` (the ``solve`` call), and the model's ``columns`` and ``rows``. A time limit
+with no incumbent is an ERROR (there is no assignment to return).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from qlmio_opt.formulations.problem import Problem
+from qlmio_opt.solution import Status
+from qlmio_opt.solvers.base import Solver, SolverResult
+from qlmio_opt.solvers.diagnose import infeasibility_reason
+
+DEFAULT_TIME_LIMIT_S = 60.0
+
+# Every automatic re-scan of the model off: the model is handed to HiGHS once, by set_instance.
+_NO_AUTO_UPDATES = {
+    "check_for_new_or_removed_constraints": False,
+    "check_for_new_or_removed_vars": False,
+    "check_for_new_or_removed_params": False,
+    "check_for_new_objective": False,
+    "update_constraints": False,
+    "update_vars": False,
+    "update_parameters": False,
+    "update_named_expressions": False,
+    "update_objective": False,
+}
+
+
+class ExactPyomo(Solver):
+    """Optimal assignment by MILP: Pyomo model, HiGHS branch and bound."""
+
+    name = "exact-pyomo"
+    description = "MILP of docs/formulation.md as a Pyomo model, solved by HiGHS"
+
+    def solve(
+        self,
+        problem: Problem,
+        *,
+        time_limit: float | None = None,
+        seed: int = 0,
+        initial: np.ndarray | None = None,
+        mip_rel_gap: float = 1e-4,
+    ) -> SolverResult:
+        """Solve ``problem``; ``initial`` (node per request, -1 = deferred) is a MIP start.
+
+        ``time_limit`` is in seconds (None = 60). Returns OPTIMAL (within ``mip_rel_gap``),
+        TIME_LIMIT with the best assignment found, INFEASIBLE with the constraint to blame, or
+        ERROR naming the solver's termination condition.
+        """
+        if problem.num_requests == 0:
+            return SolverResult(Status.OPTIMAL, np.zeros(0, dtype=np.int64), 0.0, 0.0)
+        # A request with no allowed node (or another single culprit) is named before building.
+        reason = infeasibility_reason(problem)
+        if reason is not None:
+            return SolverResult(Status.INFEASIBLE, None, message=reason)
+        if initial is not None:
+            initial = np.asarray(initial, dtype=np.int64)
+            if initial.shape != (problem.num_requests,):
+                raise ValueError(
+                    f"initial has shape {initial.shape}, expected ({problem.num_requests},)"
+                )
+
+        # Imported here: Pyomo is slow to import and only this solver needs it. pyomo.environ
+        # first: it registers "highs" in pyomo.contrib.solver's factory.
+        import pyomo.environ  # noqa: F401
+        from pyomo.common.gc_manager import PauseGC
+        from pyomo.contrib.solver.common.factory import SolverFactory
+        from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
+
+        from qlmio_opt.formulations.pyomo_model import assignment_from_model, build_pyomo_model
+
+        start = time.perf_counter()
+        model = build_pyomo_model(problem)
+        built = time.perf_counter()
+        opt = SolverFactory("highs")
+        try:
+            with PauseGC():
+                opt.set_instance(model)  # Pyomo -> HiGHS translation
+            if initial is not None:
+                _set_start(opt, model, problem, initial)
+            passed = time.perf_counter()
+            results = opt.solve(
+                model,
+                time_limit=DEFAULT_TIME_LIMIT_S if time_limit is None else float(time_limit),
+                rel_gap=mip_rel_gap,
+                load_solutions=False,
+                raise_exception_on_nonoptimal_result=False,
+                solver_options={"random_seed": int(seed) % 2**31},
+                auto_updates=_NO_AUTO_UPDATES,
+            )
+        except Exception as exc:  # a failing solver call is a result, not a crash
+            return SolverResult(
+                Status.ERROR, None, message=f"HiGHS (Pyomo) failed: {type(exc).__name__}: {exc}"
+            )
+        stats = {
+            "build_s": built - start,
+            "highs_pass_s": passed - built,
+            "highs_run_s": time.perf_counter() - passed,
+            "columns": float(model.nvariables()),
+            "rows": float(model.nconstraints()),
+        }
+
+        condition = results.termination_condition
+        has_solution = results.solution_status in (SolutionStatus.optimal, SolutionStatus.feasible)
+        bound = results.objective_bound
+        bound = float(bound) if bound is not None and np.isfinite(bound) else None
+        objective = results.incumbent_objective
+        if condition in (
+            TerminationCondition.provenInfeasible,
+            TerminationCondition.infeasibleOrUnbounded,
+        ):
+            # the model is bounded (binaries, theta >= 0 at a non-negative cost): infeasible
+            return SolverResult(
+                Status.INFEASIBLE,
+                None,
+                message="HiGHS proved that no assignment satisfies memory, bandwidth and the "
+                "quality target together (no single request or resource explains it alone)",
+                stats=stats,
+            )
+        if has_solution and condition in (
+            TerminationCondition.convergenceCriteriaSatisfied,
+            TerminationCondition.maxTimeLimit,
+        ):
+            results.solution_loader.load_vars()
+            status = (
+                Status.OPTIMAL
+                if condition is TerminationCondition.convergenceCriteriaSatisfied
+                else Status.TIME_LIMIT
+            )
+            return SolverResult(
+                status,
+                assignment_from_model(model, problem.num_requests),
+                bound=bound,
+                reported_objective=None if objective is None else float(objective),
+                stats=stats,
+            )
+        found = "a feasible solution" if has_solution else "no feasible solution"
+        return SolverResult(
+            Status.ERROR,
+            None,
+            bound=bound,
+            message=f"HiGHS (Pyomo) stopped with termination condition {condition.name} "
+            f"and {found}",
+            stats=stats,
+        )
+
+
+def _set_start(opt, model, problem: Problem, assignment: np.ndarray) -> None:
+    """Give HiGHS ``assignment`` as a starting incumbent (ignored by HiGHS if infeasible).
+
+    ``pyomo.contrib.solver``'s HiGHS interface has no warm-start option, so this writes the
+    column values into its highspy object; on an interface without those (private) attributes
+    the start is skipped.
+    """
+    highs = getattr(opt, "_solver_model", None)
+    columns = getattr(opt, "_pyomo_var_to_solver_var_map", None)
+    if highs is None or columns is None:
+        return
+    import highspy
+
+    counts = np.bincount(assignment[assignment >= 0], minlength=problem.num_nodes)
+    start_values = [(var, float(assignment[r] == n)) for (r, n), var in model.x.items()]
+    if problem.deferral_allowed:
+        start_values += [(var, float(assignment[r] < 0)) for r, var in model.d.items()]
+    for n in model.CONGESTED:
+        start_values.append((model.count[n], float(counts[n])))
+        start_values.append((model.theta[n], float(problem.congestion_curves[n](int(counts[n])))))
+    values = np.zeros(highs.getNumCol())
+    for var, value in start_values:
+        column = columns.get(id(var))
+        if column is not None:  # a variable no row or objective uses never reaches HiGHS
+            values[column] = value
+    start = highspy.HighsSolution()
+    start.col_value = values.tolist()
+    start.value_valid = True
+    highs.setSolution(start)
