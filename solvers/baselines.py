@@ -3,6 +3,13 @@
 ``all-cloud`` and ``all-edge`` apply their rule even when it breaks a capacity; the caller's
 evaluation then reports the violated constraints (status ``infeasible``) with the assignment
 kept, so the rule's cost is visible. ``latency-greedy`` respects every constraint.
+
+``random``, ``round-robin``, ``quality-greedy`` and ``threshold`` are rules too: each ranks a
+request's allowed nodes its own way and takes the first that still has KV memory for it (see
+:class:`RankingRule` for what happens when none has). They never look at link bandwidth, so they
+may overload a link; the evaluation reports it. ``per-request`` gives each request its own
+cheapest pair and then repairs the capacities and the quality floor, so it is feasible or says
+why not.
 """
 
 from __future__ import annotations
@@ -89,3 +96,374 @@ class LatencyGreedy(Solver):
             residual.place(r, chosen)
             assignment[r] = chosen
         return SolverResult(Status.FEASIBLE, assignment)
+
+
+# -- rules that rank the allowed nodes ----------------------------------------------------------
+
+_ROOM_TOL = 1e-9
+
+
+class RankingRule(Solver):
+    """In arrival order, each request to the first node of its rule's ranking that has room.
+
+    A subclass ranks a request's allowed nodes (:meth:`ranking`). The rule respects node memory
+    as a serving engine's admission check would: nodes without KV memory left for the request
+    are skipped. When none of the ranked nodes has room, the request is deferred if the window
+    allows deferral (that is what deferral is for); otherwise the rule is applied anyway and the
+    request goes to the first node of its ranking, overloading it, and the caller's evaluation
+    reports the broken memory constraint. Link bandwidth is not observed (a dispatcher does not
+    see the window's link budget), so a rule may overload a link; the evaluation reports that too.
+    A request allowed on no node is deferred when deferral is on, else the window is reported
+    infeasible naming it.
+    """
+
+    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+        """The allowed ``nodes`` of request ``r``, best first."""
+        raise NotImplementedError
+
+    def start(self, problem: Problem, seed: int) -> None:
+        """Reset per-solve state (random generator, cursor)."""
+
+    def placed(self, problem: Problem, r: int, n: int) -> None:
+        """Hook called after request ``r`` is placed on node ``n``."""
+
+    def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+        self.start(problem, seed)
+        memory_left = problem.node_memory_gb.astype(float).copy()
+        assignment = np.full(problem.num_requests, -1, dtype=np.int64)
+        for r in _arrival_order(problem):
+            nodes = np.flatnonzero(problem.allowed[r])
+            if len(nodes) == 0:
+                if problem.deferral_allowed:
+                    continue
+                return SolverResult(
+                    Status.INFEASIBLE,
+                    None,
+                    message=explain_unplaceable(problem, r, Residual(problem)),
+                )
+            ranked = self.ranking(problem, r, nodes)
+            room = [n for n in ranked if problem.memory_gb[r, n] <= memory_left[n] + _ROOM_TOL]
+            if room:
+                n = room[0]
+            elif problem.deferral_allowed:
+                continue
+            else:
+                n = ranked[0]  # the rule's own choice, memory or not: the evaluation reports it
+            memory_left[n] -= problem.memory_gb[r, n]
+            assignment[r] = n
+            self.placed(problem, r, n)
+        return SolverResult(Status.FEASIBLE, assignment)
+
+
+class RandomRule(RankingRule):
+    """Each request to a uniformly random allowed node that has memory for it.
+
+    Memory: respected as in :class:`RankingRule` (a random dispatcher in front of serving
+    engines that turn a request away when its KV cache does not fit). The choice is uniform over
+    the allowed nodes with room; with none, the request is deferred when allowed, else sent to a
+    uniformly random allowed node regardless. Reproducible: the generator is seeded by ``seed``
+    (the solve's, unless one is given here).
+    """
+
+    name = "random"
+    description = "each request to a uniformly random allowed node with memory left (seeded)"
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+
+    def start(self, problem: Problem, seed: int) -> None:
+        self._rng = np.random.default_rng(self.seed if self.seed is not None else seed)
+
+    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+        # a random order of the allowed nodes: its first node with room is uniform among them
+        return [int(n) for n in self._rng.permutation(nodes)]
+
+
+class RoundRobin(RankingRule):
+    """The nodes in turn, in arrival order, skipping nodes a request may not use.
+
+    A cursor walks the node list cyclically; each request takes the first node from the cursor
+    on that is allowed for it and has memory for it, and the cursor moves past that node. Memory:
+    respected as in :class:`RankingRule` (a full node is skipped like an ineligible one, as a
+    load balancer skips a backend that refuses work); with no allowed node with room, the
+    request is deferred when allowed, else it takes the next allowed node in turn regardless.
+    """
+
+    name = "round-robin"
+    description = "allowed nodes in turn, in arrival order, skipping nodes without memory left"
+
+    def start(self, problem: Problem, seed: int) -> None:
+        self._cursor = 0
+
+    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+        count = problem.num_nodes
+        return sorted((int(n) for n in nodes), key=lambda n: (n - self._cursor) % count)
+
+    def placed(self, problem: Problem, r: int, n: int) -> None:
+        self._cursor = (n + 1) % problem.num_nodes
+
+
+class QualityGreedy(RankingRule):
+    """Each request to its highest-quality allowed node (ties: lower latency, then node order).
+
+    Memory: respected as in :class:`RankingRule`: when the best node is full the request spills to
+    the next best with room (deferred when nothing has room and deferral is on, else placed on
+    its best node regardless). Bandwidth is ignored, so on thin uplinks it overloads links
+    towards the (usually higher-quality) cloud; the evaluation reports them.
+    """
+
+    name = "quality-greedy"
+    description = "each request to its highest-quality allowed node with memory left"
+
+    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+        return sorted(
+            (int(n) for n in nodes),
+            key=lambda n: (-problem.quality[r, n], problem.latency_s[r, n], n),
+        )
+
+
+class Threshold(RankingRule):
+    """Edge when it is good enough, else the cloud.
+
+    A request goes to its best edge node (highest predicted quality; ties: lower latency) when
+    that quality is at least its best cloud quality less ``margin`` (default 0.05); otherwise to
+    its lowest-latency cloud node. A request no cloud node may take counts any edge node as good
+    enough; one no edge node may take goes to the cloud.
+
+    Memory: respected as in :class:`RankingRule`: a full edge node is skipped for the next edge
+    node that also clears the bar, then for the cloud nodes by latency (the usual offload when
+    the edge is busy). Edge nodes below the bar are never used for a request a cloud node may
+    take. With no room on any of those nodes the request is deferred when allowed, else sent
+    where the rule points regardless. The bar is compared with a 1e-9 tolerance, so that
+    ``0.85 >= 0.9 - 0.05`` holds in floating point.
+    """
+
+    name = "threshold"
+    description = "edge when its quality is within a margin of the cloud's, else the cloud"
+
+    def __init__(self, margin: float = 0.05) -> None:
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.margin = float(margin)
+
+    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+        q, lat = problem.quality[r], problem.latency_s[r]
+        edge = [int(n) for n in nodes if problem.is_edge[n]]
+        cloud = sorted((int(n) for n in nodes if not problem.is_edge[n]), key=lambda n: (lat[n], n))
+        bar = max((q[n] for n in cloud), default=-np.inf) - self.margin - _ROOM_TOL
+        good = sorted((n for n in edge if q[n] >= bar), key=lambda n: (-q[n], lat[n], n))
+        return good + cloud  # with no cloud node every edge node clears the bar
+
+
+# -- per-request optimum, then repaired ---------------------------------------------------------
+
+
+class PerRequest(Solver):
+    """Each request's own cheapest pair, ignoring coupling, then repaired to feasibility.
+
+    Step 1: every request takes the pair of least :meth:`Problem.pair_cost` (no congestion, no
+    capacities), or is deferred when deferral is on and costs less than its cheapest pair.
+    Step 2: while a node's memory or a link's bandwidth is over its capacity (the worst first,
+    relative to its capacity), the request using it that is cheapest to move (least increase of
+    its own pair cost; ties: the one freeing most, then the lower index) moves to another allowed
+    node that has room and whose path avoids the over-full link, or is deferred when deferral is
+    on. A move never overloads anything else, so the total overload only falls. Step 3
+    (``quality_floor`` only): while ``sum (Q - T)`` over the placed requests is negative, the move
+    with the least cost increase per unit of quality gained is made: to a better node with room,
+    the deferral of a request below the target, or the placement of a deferred request above it.
+    When no move is left the window is reported infeasible with a message naming the constraint
+    and the requests it holds.
+    """
+
+    name = "per-request"
+    description = "each request's own cheapest pair, then moved off over-full nodes and links"
+
+    def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+        cost = problem.pair_cost()
+        defer_cost = problem.deferral_cost()
+        state = _Load(problem)
+        for r in range(problem.num_requests):
+            if not problem.allowed[r].any():
+                if problem.deferral_allowed:
+                    continue
+                return SolverResult(
+                    Status.INFEASIBLE,
+                    None,
+                    message=explain_unplaceable(problem, r, Residual(problem)),
+                )
+            n = int(np.argmin(cost[r]))
+            if not defer_cost < cost[r, n]:
+                state.move(r, n)
+        while (over := state.worst_overload()) is not None:
+            move = self._cheapest_relief(problem, state, cost, defer_cost, over)
+            if move is None:
+                return SolverResult(Status.INFEASIBLE, None, message=state.stuck_message(over))
+            state.move(*move)
+        if problem.quality_target is not None:
+            message = self._raise_quality(problem, state, cost, defer_cost)
+            if message is not None:
+                return SolverResult(Status.INFEASIBLE, None, message=message)
+        return SolverResult(Status.FEASIBLE, state.assignment.copy())
+
+    @staticmethod
+    def _cheapest_relief(problem, state, cost, defer_cost, over) -> tuple[int, int] | None:
+        """The cheapest move of a request off the over-full resource ``over``."""
+        kind, index = over
+        users = state.users(kind, index)
+        here = state.assignment[users]
+        ok = problem.allowed[users] & state.fits(users)
+        ok[np.arange(len(users)), here] = False
+        if kind == "link":
+            ok &= ~problem.route_links[problem.request_site[users], :, index]
+        delta = np.where(ok, cost[users] - cost[users, here][:, None], np.inf)
+        if problem.deferral_allowed:
+            delta = np.column_stack([delta, defer_cost - cost[users, here]])
+        best_node = np.argmin(delta, axis=1)
+        best = delta[np.arange(len(users)), best_node]
+        if not np.isfinite(best).any():
+            return None
+        relief = (
+            problem.memory_gb[users, here] if kind == "memory" else problem.upload_megabits[users]
+        )
+        pick = min(np.flatnonzero(np.isfinite(best)), key=lambda i: (best[i], -relief[i], i))
+        n = int(best_node[pick])
+        return int(users[pick]), (-1 if n == problem.num_nodes else n)
+
+    @staticmethod
+    def _raise_quality(problem, state, cost, defer_cost) -> str | None:
+        """Raise ``sum (Q - T)`` to zero at the least cost per unit of quality, or say why not."""
+        target = problem.quality_target
+        q = problem.quality
+        rows = np.arange(problem.num_requests)
+        while (slack := state.quality_slack(target)) < -_ROOM_TOL:
+            here = state.assignment
+            placed = here >= 0
+            q_here = np.where(placed, q[rows, np.maximum(here, 0)], target)
+            c_here = np.where(placed, cost[rows, np.maximum(here, 0)], defer_cost)
+            gain = q - q_here[:, None]
+            ok = problem.allowed & state.fits(rows) & (gain > _ROOM_TOL)
+            ok[rows[placed], here[placed]] = False
+            with np.errstate(invalid="ignore"):
+                ratio = np.where(ok, (cost - c_here[:, None]) / np.where(ok, gain, 1.0), np.inf)
+            if problem.deferral_allowed:
+                defer_gain = np.where(placed, target - q_here, 0.0)
+                defer_ok = placed & (defer_gain > _ROOM_TOL)
+                defer_ratio = np.where(
+                    defer_ok, (defer_cost - c_here) / np.where(defer_ok, defer_gain, 1.0), np.inf
+                )
+                ratio = np.column_stack([ratio, defer_ratio])
+                gain = np.column_stack([gain, defer_gain])
+            if not np.isfinite(ratio).any():
+                return _floor_message(problem, state, target, slack)
+            r, n = np.unravel_index(
+                min(
+                    np.flatnonzero(np.isfinite(ratio)),
+                    key=lambda f: (ratio.flat[f], -gain.flat[f], f),
+                ),
+                ratio.shape,
+            )
+            state.move(int(r), -1 if n == problem.num_nodes else int(n))
+        return None
+
+
+def _floor_message(problem: Problem, state: _Load, target: float, slack: float) -> str:
+    placed = np.flatnonzero(state.assignment >= 0)
+    quality = problem.quality[placed, state.assignment[placed]]
+    worst = placed[np.argmin(quality)]
+    node = problem.node_ids[state.assignment[worst]]
+    defer = " or be deferred" if problem.deferral_allowed else ""
+    return (
+        f"quality floor: the mean quality of the placed requests stays at {quality.mean():.4f}, "
+        f"below the target {target:.4f} (sum of Q - T = {slack:.4f}): no request can move to a "
+        f"better allowed node with room{defer}; the lowest is request "
+        f'"{problem.request_ids[worst]}" (quality {quality.min():.4f} on "{node}")'
+    )
+
+
+class _Load:
+    """An assignment with its memory per node and megabits per link, for :class:`PerRequest`."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.assignment = np.full(problem.num_requests, -1, dtype=np.int64)
+        self.memory = np.zeros(problem.num_nodes)
+        self.megabits = np.zeros(len(problem.link_ids))
+
+    def move(self, r: int, n: int) -> None:
+        """Put request ``r`` on node ``n`` (``-1``: defer it)."""
+        p = self.problem
+        here = self.assignment[r]
+        if here >= 0:
+            self.memory[here] -= p.memory_gb[r, here]
+            self.megabits[p.path_links(r, here)] -= p.upload_megabits[r]
+        if n >= 0:
+            self.memory[n] += p.memory_gb[r, n]
+            self.megabits[p.path_links(r, n)] += p.upload_megabits[r]
+        self.assignment[r] = n
+
+    def worst_overload(self) -> tuple[str, int] | None:
+        """The resource most over its capacity (excess relative to capacity), or None."""
+        p = self.problem
+        candidates = []
+        for n in range(p.num_nodes):
+            cap = p.node_memory_gb[n]
+            if np.isfinite(cap) and self.memory[n] > cap + _ROOM_TOL:
+                candidates.append(((self.memory[n] - cap) / cap, "memory", n))
+        for k, cap in enumerate(p.link_capacity_megabits):
+            if self.megabits[k] > cap + _ROOM_TOL:
+                candidates.append(((self.megabits[k] - cap) / cap, "link", k))
+        if not candidates:
+            return None
+        _, kind, index = max(candidates, key=lambda c: c[0])
+        return kind, index
+
+    def users(self, kind: str, index: int) -> np.ndarray:
+        """Requests placed on node ``index`` (memory) or routed across link ``index``."""
+        p = self.problem
+        placed = np.flatnonzero(self.assignment >= 0)
+        if kind == "memory":
+            return placed[self.assignment[placed] == index]
+        return placed[p.route_links[p.request_site[placed], self.assignment[placed], index]]
+
+    def fits(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), N)``: whether moving each request to each node keeps that node's memory
+        and the links its new path adds within capacity (its current node counts as fitting)."""
+        p = self.problem
+        here = self.assignment[rows]
+        memory_ok = (
+            self.memory[None, :] + p.memory_gb[rows] <= p.node_memory_gb[None, :] + _ROOM_TOL
+        )
+        routes = p.route_links[p.request_site[rows]]  # (rows, N, K)
+        old = np.where(
+            (here >= 0)[:, None], routes[np.arange(len(rows)), np.maximum(here, 0)], False
+        )
+        link_ok = (
+            self.megabits[None, :] + p.upload_megabits[rows][:, None]
+            <= p.link_capacity_megabits[None, :] + _ROOM_TOL
+        )
+        added = routes & ~old[:, None, :]
+        return memory_ok & ~(added & ~link_ok[:, None, :]).any(axis=2)
+
+    def quality_slack(self, target: float) -> float:
+        placed = np.flatnonzero(self.assignment >= 0)
+        return float((self.problem.quality[placed, self.assignment[placed]] - target).sum())
+
+    def stuck_message(self, over: tuple[str, int]) -> str:
+        p = self.problem
+        kind, index = over
+        users = ", ".join(f'"{p.request_ids[r]}"' for r in self.users(kind, index))
+        if kind == "memory":
+            what = (
+                f'memory on node "{p.node_ids[index]}" ({self.memory[index]:.3f} GB > '
+                f"{p.node_memory_gb[index]:.3f} GB free)"
+            )
+        else:
+            what = (
+                f'bandwidth on link "{p.link_ids[index]}" ({self.megabits[index]:.2f} Mb > '
+                f"{p.link_capacity_megabits[index]:.2f} Mb)"
+            )
+        defer = "" if p.deferral_allowed else " and deferral is off"
+        return (
+            f"{what} stays over capacity: no request on it (request(s) {users}) may move to "
+            f"another allowed node with room{defer}"
+        )
