@@ -20,6 +20,7 @@ if (
 ):
     __path__.append(str(_root))
 
+from qlmio_opt.api import assign
 from qlmio_opt.errors import InputError, QlmioError
 from qlmio_opt.instance import Image, Instance, Link, Network, Node, Objective, Request
 from qlmio_opt.io import read_instance, read_solution, write_instance, write_solution
@@ -41,6 +42,7 @@ __all__ = [
     "Solution",
     "Status",
     "__version__",
+    "assign",
     "read_instance",
     "read_solution",
     "solve",

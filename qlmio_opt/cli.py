@@ -59,9 +59,12 @@ def _catalog(paths: list[Path] | None):
 @app.command()
 def solve(
     files: Annotated[list[Path], typer.Argument(help="Instance JSON files.")],
-    solver: Annotated[str, typer.Option("--solver", "-s", help="Solver name.")] = "latency-greedy",
+    solver: Annotated[
+        str, typer.Option("--solver", "-s", help="Solver name (see `qlmio-opt solvers`).")
+    ] = "exact",
     time_limit: Annotated[
-        float | None, typer.Option("--time-limit", min=0.0, help="Seconds per window.")
+        float | None,
+        typer.Option("--time-limit", min=0.0, help="Seconds per window (exact: default 60)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
     predictors: Annotated[str, typer.Option(help="Predictors: analytic.")] = "analytic",
@@ -153,6 +156,120 @@ def validate(
     if failed:
         err.print(f"{failed} of {len(files)} file(s) invalid")
         raise typer.Exit(EXIT_INPUT)
+
+
+@app.command()
+def compare(
+    files: Annotated[list[Path], typer.Argument(help="Instance JSON files.")],
+    solvers: Annotated[
+        str | None, typer.Option(help="Comma-separated solver names (default: all registered).")
+    ] = None,
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", min=0.0, help="Seconds per solve.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the table as CSV.")] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json.")
+    ] = OutputFormat.table,
+    catalog: CatalogOption = None,
+) -> None:
+    """Solve windows with several solvers: objective, gap to exact, means and time per solver."""
+    from rich.progress import Progress
+
+    from qlmio_opt.compare import compare as run_compare
+    from qlmio_opt.compare import summarise
+    from qlmio_opt.io import read_instance
+    from qlmio_opt.report import frame_table
+    from qlmio_opt.solvers import SOLVERS
+
+    names = [s.strip() for s in solvers.split(",")] if solvers else list(SOLVERS)
+    unknown = [n for n in names if n not in SOLVERS]
+    if unknown:
+        raise InputError(
+            [_usage_issue(f'unknown solver "{unknown[0]}"; choose from {", ".join(SOLVERS)}')]
+        )
+    cat = _catalog(catalog)
+    instances = [read_instance(f, catalog=cat) for f in files]
+    with Progress(console=err, transient=True, disable=fmt is OutputFormat.json) as bar:
+        task = bar.add_task("solving", total=len(instances) * len(names))
+        frame = run_compare(
+            instances, names, time_limit=time_limit, seed=seed, progress=lambda: bar.advance(task)
+        )
+    if out_path is not None:
+        frame.to_csv(out_path, index=False)
+    summary = summarise(frame)
+    if fmt is OutputFormat.json:
+        print(
+            json.dumps(
+                {
+                    "runs": json.loads(frame.to_json(orient="records")),
+                    "summary": json.loads(summary.to_json(orient="index")),
+                },
+                indent=1,
+            )
+        )
+        return
+    if len(instances) <= 10:
+        frame_table(out, frame.set_index(["instance", "solver"]), title="per window")
+    frame_table(out, summary, title=f"summary over {len(instances)} window(s)")
+
+
+@app.command()
+def check(
+    instance_file: Annotated[Path, typer.Argument(help="Instance JSON file.")],
+    solution_file: Annotated[Path, typer.Argument(help="Solution JSON file.")],
+    catalog: CatalogOption = None,
+) -> None:
+    """Recompute a solution's objective and feasibility independently of the solvers."""
+    from qlmio_opt.check import check as run_check
+    from qlmio_opt.io import read_instance, read_solution
+
+    instance = read_instance(instance_file, catalog=_catalog(catalog))
+    solution = read_solution(solution_file)
+    report = run_check(instance, solution)
+    out.print(report.summary(), markup=False, highlight=False)
+    if not report.feasible or not report.objective_matches:
+        raise typer.Exit(EXIT_INFEASIBLE)
+
+
+@app.command()
+def pareto(
+    file: Annotated[Path, typer.Argument(help="Instance JSON file.")],
+    points: Annotated[int, typer.Option(min=2, max=200, help="Quality targets on the curve.")] = 10,
+    time_limit: Annotated[float, typer.Option(min=0.0, help="Seconds per point.")] = 10.0,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the CSV and PNG.")] = Path("."),
+    catalog: CatalogOption = None,
+) -> None:
+    """The quality-latency trade-off curve of a window, as CSV and PNG."""
+    from qlmio_opt.io import read_instance
+    from qlmio_opt.pareto import pareto_curve, plot_pareto
+    from qlmio_opt.report import frame_table
+
+    instance = read_instance(file, catalog=_catalog(catalog))
+    frame = pareto_curve(instance, points, time_limit=time_limit)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / f"{file.stem}.pareto.csv"
+    png_path = out_dir / f"{file.stem}.pareto.png"
+    frame.to_csv(csv_path, index=False)
+    plot_pareto(frame, png_path, title=f"{instance.name}: latency against quality")
+    frame_table(out, frame, title="trade-off curve (minimum latency per mean-quality target)")
+    out.print(f"wrote {csv_path} and {png_path}")
+
+
+@app.command("solvers")
+def list_solvers() -> None:
+    """List the registered solvers."""
+    from rich.table import Table
+
+    from qlmio_opt.solvers import SOLVERS
+
+    table = Table(title="solvers", title_justify="left")
+    table.add_column("name")
+    table.add_column("what it does")
+    for name, cls in SOLVERS.items():
+        table.add_row(name, cls.description)
+    out.print(table)
 
 
 class SchemaKind(StrEnum):

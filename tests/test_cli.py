@@ -26,7 +26,9 @@ def test_solve_default_window_prints_the_decision_table():
 
 
 def test_solve_json_has_the_solution_fields(capsys):
-    code = main(["solve", str(SMALL / "memory.json"), "--format", "json"])
+    code = main(
+        ["solve", str(SMALL / "memory.json"), "--solver", "latency-greedy", "--format", "json"]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0
     for key in (
@@ -52,7 +54,7 @@ def test_solve_json_has_the_solution_fields(capsys):
 
 def test_solve_writes_solution_files(tmp_path, capsys):
     files = [str(SMALL / "memory.json"), str(SMALL / "bandwidth.json")]
-    assert main(["solve", *files, "--out", str(tmp_path)]) == 0
+    assert main(["solve", *files, "--solver", "latency-greedy", "--out", str(tmp_path)]) == 0
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["bandwidth.solution.json", "memory.solution.json"]
     assert "solved windows" in capsys.readouterr().out
@@ -63,7 +65,7 @@ def test_infeasible_window_exits_3_with_the_reason(capsys):
     code = main(["solve", str(SMALL / "infeasible.json")])
     out = capsys.readouterr().out
     assert code == EXIT_INFEASIBLE
-    assert 'request "r1" fits on no node' in out
+    assert 'memory on node "edge-0": requests "r0", "r1" may run only there' in out
 
 
 @pytest.mark.parametrize(
