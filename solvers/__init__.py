@@ -6,9 +6,35 @@
 from __future__ import annotations
 
 from qlmio_opt.solvers.base import Solver, SolverResult
-from qlmio_opt.solvers.baselines import AllCloud, AllEdge, LatencyGreedy
+from qlmio_opt.solvers.baselines import (
+    AllCloud,
+    AllEdge,
+    LatencyGreedy,
+    PerRequest,
+    QualityGreedy,
+    RandomRule,
+    RoundRobin,
+    Threshold,
+)
+from qlmio_opt.solvers.exact import ExactHighs
+from qlmio_opt.solvers.exact_pyomo import ExactPyomo
 
-SOLVERS: dict[str, type[Solver]] = {cls.name: cls for cls in (AllCloud, AllEdge, LatencyGreedy)}
+# Listed in the order tables show them: exact first, then the fast path, then baselines.
+SOLVERS: dict[str, type[Solver]] = {
+    cls.name: cls
+    for cls in (
+        ExactHighs,
+        ExactPyomo,
+        AllCloud,
+        AllEdge,
+        RandomRule,
+        RoundRobin,
+        LatencyGreedy,
+        QualityGreedy,
+        Threshold,
+        PerRequest,
+    )
+}
 
 
 def get_solver(name: str | Solver) -> Solver:
