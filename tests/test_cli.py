@@ -115,3 +115,44 @@ def test_committed_windows_are_what_the_generator_writes(tmp_path):
     assert main(["generate", "--count", "3", "--seed", "0", "--out", str(tmp_path)]) == 0
     for name in ("window_000.json", "window_001.json", "window_002.json"):
         assert (tmp_path / name).read_text() == (INSTANCES / name).read_text()
+
+
+def test_compare_prints_gaps_and_writes_csv(tmp_path, capsys):
+    out_csv = tmp_path / "c.csv"
+    files = [str(SMALL / "memory.json"), str(SMALL / "bandwidth.json")]
+    code = main(
+        ["compare", *files, "--solvers", "exact,latency-greedy,all-cloud", "--out", str(out_csv)]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "median_gap" in text and "latency-greedy" in text
+    import pandas as pd
+
+    frame = pd.read_csv(out_csv)
+    mem = frame[(frame.instance == "small_memory") & (frame.solver == "latency-greedy")]
+    assert mem.gap.iloc[0] == pytest.approx((-21.7 + 22.3) / 22.3)
+
+
+def test_check_command_accepts_a_good_solution_and_rejects_a_tampered_one(tmp_path, capsys):
+    sol = tmp_path / "s.json"
+    assert main(["solve", str(SMALL / "memory.json"), "--out", str(sol)]) == 0
+    assert main(["check", str(SMALL / "memory.json"), str(sol)]) == 0
+    data = json.loads(sol.read_text())
+    data["assignment"]["r2"] = "edge-0"  # 1.5 GB on a 0.8 GB node
+    sol.write_text(json.dumps(data))
+    assert main(["check", str(SMALL / "memory.json"), str(sol)]) == EXIT_INFEASIBLE
+    assert "memory" in capsys.readouterr().out
+
+
+def test_pareto_writes_csv_and_png(tmp_path):
+    assert (
+        main(["pareto", str(SMALL / "analytic.json"), "--points", "3", "--out", str(tmp_path)]) == 0
+    )
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "analytic.pareto.csv")
+    assert len(frame) == 3
+    ok = frame.dropna(subset=["mean_latency_s"])
+    # a higher quality target never buys a lower latency
+    assert ok.mean_latency_s.is_monotonic_increasing
+    assert (tmp_path / "analytic.pareto.png").stat().st_size > 1000
