@@ -18,6 +18,7 @@ from qlmio_opt.solvers.baselines import (
 )
 from qlmio_opt.solvers.exact import ExactHighs
 from qlmio_opt.solvers.exact_pyomo import ExactPyomo
+from qlmio_opt.solvers.greedy import Greedy
 
 # Listed in the order tables show them: exact first, then the fast path, then baselines.
 SOLVERS: dict[str, type[Solver]] = {
@@ -25,6 +26,7 @@ SOLVERS: dict[str, type[Solver]] = {
     for cls in (
         ExactHighs,
         ExactPyomo,
+        Greedy,
         AllCloud,
         AllEdge,
         RandomRule,

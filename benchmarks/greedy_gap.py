@@ -1,0 +1,229 @@
+"""Optimality gap and speed of the greedy solver against the exact MILP on the committed windows.
+
+Usage (from the checkout)::
+
+    python benchmarks/greedy_gap.py [--limit N] [--time-limit 60] [--no-cache]
+
+For every ``instances/window_*.json`` it solves the window with ``greedy`` and with the exact
+solver (``solvers/exact.py``'s ``ExactHighs`` when it is importable, else a direct HiGHS model
+built here), then prints one row per window and the median / p95 gap and the median speed ratio.
+Gap = (greedy objective - exact objective) / |exact objective|, both recomputed by
+:func:`qlmio_opt.evaluation.evaluate`. Exact results are cached in ``benchmarks/out/`` (keyed by
+window, time limit and which exact solver ran), so re-running after a greedy change is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qlmio_opt import read_instance  # noqa: E402
+from qlmio_opt.evaluation import evaluate  # noqa: E402
+from qlmio_opt.formulations import build_problem  # noqa: E402
+from qlmio_opt.formulations.problem import Problem  # noqa: E402
+from qlmio_opt.predictors import predict  # noqa: E402
+from qlmio_opt.solvers.greedy import Greedy  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def exact_solver():
+    """The package's exact solver if it exists yet, else the local HiGHS model."""
+    try:
+        from qlmio_opt.solvers.exact import ExactHighs
+    except ImportError:
+        return "local-highs", _local_exact
+    solver = ExactHighs()
+
+    def run(problem: Problem, time_limit: float):
+        result = solver.solve(problem, time_limit=time_limit)
+        return str(result.status), result.assignment, result.bound
+
+    return "exact", run
+
+
+def _local_exact(problem: Problem, time_limit: float):
+    """The MILP of docs/formulation.md through scipy's HiGHS interface.
+
+    Returns
+    -------
+    tuple
+        ``(status, assignment or None, dual bound or None)``.
+    """
+    import scipy.sparse as sp
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    reqs, nodes = np.nonzero(problem.allowed)
+    num_r, num_n = problem.num_requests, problem.num_nodes
+    defer = problem.deferral_allowed
+    num_x = len(reqs)
+    num_d = num_r if defer else 0
+    count_col = num_x + num_d  # m_n, then theta_n, per node
+    num_cols = count_col + 2 * num_n
+    cost = np.zeros(num_cols)
+    cost[:num_x] = problem.pair_cost()[reqs, nodes]
+    cost[num_x : num_x + num_d] = problem.deferral_cost()
+    cost[count_col + num_n :] = problem.latency_cost_weight
+    rows, cols, vals, lo, hi = [], [], [], [], []
+
+    def add(c, v, lower, upper):
+        rows.append(np.full(len(c), len(lo)))
+        cols.append(np.asarray(c))
+        vals.append(np.asarray(v, dtype=float))
+        lo.append(lower)
+        hi.append(upper)
+
+    for r in range(num_r):
+        c = list(np.flatnonzero(reqs == r)) + ([num_x + r] if defer else [])
+        add(c, np.ones(len(c)), 1, 1)
+    for n in range(num_n):
+        on = np.flatnonzero(nodes == n)
+        if np.isfinite(problem.node_memory_gb[n]):
+            add(on, problem.memory_gb[reqs[on], n], -np.inf, problem.node_memory_gb[n])
+        add(np.r_[on, count_col + n], np.r_[np.ones(len(on)), -1.0], 0, 0)
+        for a, b in zip(*problem.congestion_curves[n].segments(), strict=True):
+            add([count_col + num_n + n, count_col + n], [1.0, -a], b, np.inf)
+    crosses = problem.route_links[problem.request_site[reqs], nodes]
+    for k in range(len(problem.link_ids)):
+        on = np.flatnonzero(crosses[:, k])
+        add(on, problem.upload_megabits[reqs[on]], -np.inf, problem.link_capacity_megabits[k])
+    if problem.quality_target is not None:
+        add(np.arange(num_x), problem.quality[reqs, nodes] - problem.quality_target, 0, np.inf)
+    matrix = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(len(lo), num_cols),
+    )
+    upper = np.ones(num_cols)
+    upper[count_col:] = np.inf
+    integrality = np.zeros(num_cols)
+    integrality[: num_x + num_d] = 1
+    res = milp(
+        cost,
+        constraints=LinearConstraint(matrix, lo, hi),
+        integrality=integrality,
+        bounds=Bounds(np.zeros(num_cols), upper),
+        options={"time_limit": time_limit, "mip_rel_gap": 1e-6},
+    )
+    if res.x is None:
+        return "infeasible" if res.status == 2 else f"status {res.status}", None, None
+    assignment = np.full(num_r, -1, dtype=np.int64)
+    chosen = res.x[:num_x] > 0.5
+    assignment[reqs[chosen]] = nodes[chosen]
+    bound = getattr(res, "mip_dual_bound", None)
+    return ("optimal" if res.status == 0 else "time_limit"), assignment, bound
+
+
+def cached_exact(path: Path, problem: Problem, time_limit: float, use_cache: bool) -> dict:
+    """Exact objective, status and time for one window (from the cache when present)."""
+    kind, run = exact_solver()
+    cache = OUT / f"{path.stem}.{kind}.{time_limit:g}s.json"
+    if use_cache and cache.exists():
+        return json.loads(cache.read_text())
+    start = time.perf_counter()
+    status, assignment, bound = run(problem, time_limit)
+    elapsed = time.perf_counter() - start
+    record = {
+        "status": status,
+        "time_s": elapsed,
+        "objective": None,
+        "bound": None if bound is None else float(bound),
+        "assignment": None,
+    }
+    if assignment is not None:
+        ev = evaluate(problem, assignment)
+        record["objective"] = ev.objective if ev.feasible else None
+        record["assignment"] = [int(a) for a in assignment]
+    OUT.mkdir(exist_ok=True)
+    (OUT / ".gitignore").write_text("*\n")
+    cache.write_text(json.dumps(record))
+    return record
+
+
+def greedy_run(problem: Problem, repeats: int) -> tuple[float | None, float, str]:
+    """Greedy objective (None if infeasible), best-of-``repeats`` wall time and status."""
+    solver = Greedy()
+    best = np.inf
+    result = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = solver.solve(problem)
+        best = min(best, time.perf_counter() - start)
+    if result.assignment is None:
+        return None, best, str(result.status)
+    ev = evaluate(problem, result.assignment)
+    if ev.violations:
+        return None, best, "violates: " + "; ".join(ev.violations)
+    return ev.objective, best, str(result.status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="only the first N windows")
+    parser.add_argument("--time-limit", type=float, default=60.0, help="exact solver limit (s)")
+    parser.add_argument("--repeats", type=int, default=3, help="greedy timing: best of N")
+    parser.add_argument("--no-cache", action="store_true", help="re-solve the exact model")
+    args = parser.parse_args(argv)
+
+    paths = sorted((ROOT / "instances").glob("window_*.json"))[: args.limit]
+    header = (
+        f"{'window':<11}{'req':>5}{'nodes':>6}{'exact obj':>13}{'status':>11}{'mip gap':>9}"
+        f"{'greedy obj':>13}{'gap %':>8}{'exact s':>9}{'greedy ms':>10}{'speedup':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    gaps, ratios, near_500x6 = [], [], []
+    for path in paths:
+        instance = read_instance(path)
+        problem = build_problem(instance, predict(instance))
+        exact = cached_exact(path, problem, args.time_limit, not args.no_cache)
+        obj, g_time, g_status = greedy_run(problem, args.repeats)
+        opt = exact["objective"]
+        gap = None
+        if opt is not None and obj is not None:
+            gap = (obj - opt) / max(abs(opt), 1e-9)
+            gaps.append(gap)
+        ratio = exact["time_s"] / g_time
+        ratios.append(ratio)
+        if problem.num_nodes == 6 and 400 <= problem.num_requests <= 600:
+            near_500x6.append(f"{path.stem} ({problem.num_requests} x 6) {1000 * g_time:.1f} ms")
+        mip_gap = _mip_gap(opt, exact.get("bound"))
+        print(
+            f"{path.stem:<11}{problem.num_requests:>5}{problem.num_nodes:>6}"
+            f"{_fmt(opt, 13, '.4f')}{exact['status']:>11}{mip_gap:>9}"
+            f"{_fmt(obj, 13, '.4f')}{_fmt(None if gap is None else 100 * gap, 8, '.3f')}"
+            f"{exact['time_s']:>9.2f}{1000 * g_time:>10.2f}{ratio:>9.0f}"
+            + ("" if obj is not None else f"  greedy: {g_status}")
+        )
+    if gaps:
+        pct = 100 * np.asarray(gaps)
+        print(
+            f"\n{len(gaps)} windows compared: median gap {np.median(pct):.3f}%, "
+            f"p95 {np.percentile(pct, 95):.3f}%, max {pct.max():.3f}%; "
+            f"median speed ratio {statistics.median(ratios):.0f}x"
+        )
+    if near_500x6:
+        print("greedy on ~500-request x 6-node windows: " + "; ".join(near_500x6))
+    return 0
+
+
+def _mip_gap(objective: float | None, bound: float | None) -> str:
+    if objective is None or bound is None:
+        return "-"
+    return f"{100 * abs(objective - bound) / max(abs(objective), 1e-9):.3f}%"
+
+
+def _fmt(value: float | None, width: int, spec: str) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

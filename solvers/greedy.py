@@ -1,0 +1,273 @@
+"""The fast path: Lagrangian prices, rounding, repair and local search.
+
+About 10-60 ms per window of 20-1,000 requests (``benchmarks/greedy_gap.py`` measures it against
+the exact solver), in four steps:
+
+1. **Prices.** The Lagrangian dual of the capacity rows (memory per node, bandwidth per link,
+   the quality floor) and of the node counts (which carry the congestion term) is maximised
+   (:mod:`qlmio_opt.solvers.greedy_prices`). Its value is a lower bound, reported as ``bound``.
+2. **Rounding.** Each request takes the column (a node, or deferral) of least reduced cost.
+3. **Repair.** Overloads are removed by moves that penalise them at the dual prices, growing
+   until the assignment is feasible (:mod:`qlmio_opt.solvers.greedy_repair`); requests may
+   cascade through several resources, and deferral is one more column when it is allowed.
+4. **Local search.** Exact single-request shifts and pairs of moves (swaps, evictions), room
+   made for blocked moves by cascades, then the same searches steered by the prices, scaled
+   and randomly perturbed (:mod:`qlmio_opt.solvers.local_search`); the best feasible
+   assignment is kept. The search stops early once it is within ``Effort.gap`` of the bound.
+
+The amount of search is a fixed number of work units per window, counted rather than timed,
+so the answer depends only on the problem and the seed; ``time_limit`` only cuts it short.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from qlmio_opt.formulations.problem import Problem
+from qlmio_opt.solution import Status
+from qlmio_opt.solvers.base import Residual, Solver, SolverResult, explain_unplaceable
+from qlmio_opt.solvers.diagnose import infeasibility_reason
+from qlmio_opt.solvers.greedy_prices import Dual, Prices
+from qlmio_opt.solvers.greedy_repair import repair, room_pass
+from qlmio_opt.solvers.greedy_state import TOL, State, Window, build_window
+from qlmio_opt.solvers.local_search import (
+    IMPROVES,
+    Budget,
+    Weights,
+    descend,
+    price_table,
+    priced_search,
+    unit_weights,
+)
+
+# Two ways to repair the rounding: overload penalised at a multiple of its dual price, and how
+# fast that penalty grows while overloads remain. The gentle one lets requests cascade longer.
+# Neither is better on every window, so both are run and the better result is kept.
+REPAIRS = ((2.0, 2.0), (0.5, 1.2))
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How hard the greedy works on one window.
+
+    Attributes
+    ----------
+    temperatures
+        Smoothing temperatures of the dual, as fractions of the mean pair cost, in order.
+    dual_evaluations
+        Dual evaluations allowed per temperature.
+    search_work
+        Work units for repair and local search (about a microsecond of NumPy time each, see
+        :class:`~qlmio_opt.solvers.local_search.Budget`).
+    variants
+        Price-guided searches tried (price scales 1, 1/2, 2, then random perturbations).
+    gap
+        The search stops once the incumbent is within this relative gap of the dual bound.
+    """
+
+    temperatures: tuple[float, ...] = (0.1, 0.01, 0.001)
+    dual_evaluations: int = 25
+    search_work: float = 20_000.0
+    variants: int = 12
+    gap: float = 1e-4
+
+
+class Greedy(Solver):
+    """Lagrangian rounding, repair and price-guided local search.
+
+    Parameters
+    ----------
+    effort
+        Search effort (:class:`Effort`); the default targets tens of milliseconds per window.
+    """
+
+    name = "greedy"
+    description = "Lagrangian prices, repair and local search (tens of milliseconds per window)"
+
+    def __init__(self, effort: Effort | None = None) -> None:
+        self.effort = effort or Effort()
+
+    def solve(
+        self,
+        problem: Problem,
+        *,
+        time_limit: float | None = None,
+        seed: int = 0,
+        initial: np.ndarray | None = None,
+    ) -> SolverResult:
+        """Assign every request of ``problem`` to a node (or defer it).
+
+        Parameters
+        ----------
+        problem
+            The window.
+        time_limit
+            Seconds; cuts the search short if the fixed effort takes longer (the answer is
+            then still feasible, but no longer independent of the machine's speed).
+        seed
+            Seeds the price perturbations: same problem and seed, same answer.
+        initial
+            An assignment (node index per request, -1 deferred) to start the local search from
+            instead of the rounded prices; it is repaired first if it breaks a capacity.
+
+        Returns
+        -------
+        SolverResult
+            ``FEASIBLE`` with the assignment and the Lagrangian lower bound, or ``INFEASIBLE``
+            with a message naming a request and the constraint it cannot meet.
+        """
+        start = time.perf_counter()
+        reason = infeasibility_reason(problem)
+        if reason is not None:
+            return SolverResult(Status.INFEASIBLE, None, message=reason)
+        if problem.num_requests == 0:
+            return SolverResult(Status.OPTIMAL, np.zeros(0, dtype=np.int64), bound=0.0)
+        window = build_window(problem)
+        effort = self.effort
+        dual = Dual(window, problem.allowed.sum(axis=0))
+        scale = float(np.abs(window.cost[np.isfinite(window.cost)]).mean())
+        y, evaluations = dual.maximise(
+            None, tuple(scale * t for t in effort.temperatures), effort.dual_evaluations
+        )
+        bound, columns = dual.value(y)
+        priced = time.perf_counter()
+        if initial is not None:
+            columns = _columns(window, initial)
+        deadline = None if time_limit is None else start + time_limit
+        budget = Budget(effort.search_work, deadline)
+        prices = dual.prices(y)
+        state, weights = _repaired(window, columns, prices, budget)
+        if not state.feasible():
+            return SolverResult(Status.INFEASIBLE, None, message=_explain(problem, state))
+        if not _proven(state.value, bound, effort.gap):
+            state = _search(state, prices, weights, budget, effort, seed, bound)
+        return SolverResult(
+            Status.FEASIBLE,
+            np.where(state.columns == window.defer, -1, state.columns),
+            bound=bound,
+            reported_objective=state.value,
+            stats={
+                "dual_evaluations": float(evaluations),
+                "dual_s": priced - start,
+                "search_s": time.perf_counter() - priced,
+                "search_work_left": budget.left,
+            },
+        )
+
+
+def _columns(window: Window, initial: np.ndarray) -> np.ndarray:
+    """Window columns of an assignment (-1 = deferral), checked against the window."""
+    initial = np.asarray(initial, dtype=np.int64)
+    if initial.shape != (window.num_requests,):
+        raise ValueError(
+            f"initial assignment has shape {initial.shape}, expected ({window.num_requests},)"
+        )
+    if ((initial < -1) | (initial >= window.num_nodes)).any():
+        raise ValueError("initial assignment has node indices out of range")
+    columns = np.where(initial < 0, window.defer, initial)
+    allowed = np.isfinite(window.cost[np.arange(window.num_requests), columns])
+    # a pair that is not allowed (or deferral when it is off): start from the cheapest column
+    return np.where(allowed, columns, np.argmin(window.cost, axis=1))
+
+
+def _repaired(
+    window: Window, columns: np.ndarray, prices: Prices, budget: Budget
+) -> tuple[State, Weights]:
+    """``columns`` repaired each way of :data:`REPAIRS` and descended; the better state and
+    the weights that got it. The state is infeasible only if no repair succeeded.
+
+    Each repair has its own allowance (a quarter of the search budget's start), so that the
+    second is not starved by the first one's descent.
+    """
+    best, best_weights = None, None
+    allowance = budget.left / 4
+    for factor, grow in REPAIRS:
+        if best is not None and best.feasible() and budget.exhausted:
+            break
+        state = State(window, columns)
+        weights = _repair_weights(window, prices, factor)
+        if repair(state, Budget(allowance, budget.deadline), weights, grow):
+            descend(state, budget)
+            if best is None or not best.feasible() or state.value < best.value:
+                best, best_weights = state, weights
+        elif best is None:
+            best, best_weights = state, weights
+    return best, best_weights
+
+
+def _repair_weights(window: Window, prices: Prices, factor: float) -> Weights:
+    """Overload penalties: ``factor`` times the dual prices, and at least a tenth of a typical
+    pair cost per typical request's use (a price is 0 where the relaxation had room)."""
+    floor = unit_weights(window).scaled(0.1)
+    return Weights(
+        np.maximum(factor * prices.memory, floor.memory),
+        np.maximum(factor * prices.link, floor.link),
+        max(factor * prices.quality, floor.quality),
+    )
+
+
+def _proven(value: float, bound: float, gap: float) -> bool:
+    """Whether ``value`` is within relative ``gap`` of the lower ``bound``."""
+    return value - bound <= gap * max(1.0, abs(value))
+
+
+def _search(
+    state: State,
+    prices: Prices,
+    weights: Weights,
+    budget: Budget,
+    effort: Effort,
+    seed: int,
+    bound: float,
+) -> State:
+    """Room-making and price-guided searches, each from the best state so far."""
+    rng = np.random.default_rng(seed)
+    best = _make_room(state, weights, budget)
+    base = (prices.memory, prices.link, prices.quality)
+    scales = [1.0, 0.5, 2.0] + [None] * effort.variants  # None: a random perturbation
+    for scale in scales[: effort.variants]:
+        if budget.exhausted or _proven(best.value, bound, effort.gap):
+            break
+        if scale is None:
+            memory, link, quality = (p * np.exp(rng.normal(0.0, 0.5, np.shape(p))) for p in base)
+        else:
+            memory, link, quality = (scale * p for p in base)
+        trial = priced_search(best, price_table(best, memory, link, float(quality)), budget)
+        if trial.feasible() and trial.value < best.value - IMPROVES:
+            best = _make_room(trial, weights, budget)
+    return best
+
+
+def _make_room(state: State, weights: Weights, budget: Budget) -> State:
+    """Room passes until one keeps nothing."""
+    while not budget.exhausted and room_pass(state, budget, weights):
+        pass
+    return state
+
+
+def _explain(problem: Problem, state: State) -> str:
+    """Why the repair could not make ``state`` feasible: a request and the constraint.
+
+    The last request on an overloaded node or link is named, with what every node it may use
+    lacks once all other requests are placed as they are.
+    """
+    w = state.w
+    memory, links, _ = state.violations()
+    stuck = memory[state.columns] > TOL
+    over = links > TOL
+    if over.any():
+        stuck |= w.paths[w.site, state.columns][:, over].any(axis=1)
+    if not stuck.any():
+        return (
+            f"the quality target {problem.quality_target:.4f} could not be met together with "
+            "the memory and bandwidth limits (deferral is off)"
+        )
+    r = int(np.flatnonzero(stuck)[-1])
+    residual = Residual(problem)
+    for other in np.flatnonzero(state.columns < w.defer):
+        if other != r:
+            residual.place(int(other), int(state.columns[other]))
+    return explain_unplaceable(problem, r, residual)

@@ -1,0 +1,247 @@
+"""Dual prices for the greedy: the Lagrangian of the capacity rows and of the node counts.
+
+Dualising memory (``lambda_n``), bandwidth (``mu_k``), the quality floor (``nu``) and the count
+of each node (``pi_n``, which splits the congestion term off) leaves a problem that separates by
+request: each takes the column with the least *reduced cost*::
+
+    c[r, n] + lambda_n M[r, n] + sum_k mu_k U[r] P[r, n, k] - nu (Q[r, n] - T) + pi_n
+
+and each node the count ``m`` minimising ``kappa E_n(m) - pi_n m``. The dual function (the sum
+of those minima less the priced capacities) is a lower bound on the optimum for any prices with
+``lambda, mu, nu >= 0``. It is maximised on an entropy-smoothed version (soft minima at a
+temperature that is lowered in stages) by a projected quasi-Newton method: with a few dozen
+prices, that takes far fewer evaluations than subgradient steps, and the smoothing spreads
+requests that are indifferent between nodes instead of letting them all jump at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qlmio_opt.solvers.greedy_state import Window
+
+BIG = 1e9  # stands for inf inside soft minima
+TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Dual prices, all ``>= 0`` except ``count`` (``pi``).
+
+    Attributes
+    ----------
+    memory
+        ``(C,)`` per GB on each column (0 without a memory row).
+    link
+        ``(L,)`` per megabit on each kept link.
+    quality
+        Per unit of ``Q - T`` on the quality floor.
+    count
+        ``(C,)`` per request on each node (0 on deferral).
+    """
+
+    memory: np.ndarray
+    link: np.ndarray
+    quality: float
+    count: np.ndarray
+
+
+class Dual:
+    """The dual function of a :class:`Window` and its soft (smoothed) version.
+
+    The prices form one vector ``y``: first the capacity rows (memory columns, links, the
+    quality floor), each in *request units* (price times the typical use of one request, so
+    the coordinates are commensurate for the optimiser), then one count price per congested
+    node. All of a request's reduced costs are then ``cost + y @ A`` with one dense matrix
+    ``A`` of shape ``(D, C * R)`` (column-major pairs), which keeps an evaluation to a few
+    array operations.
+    """
+
+    def __init__(self, window: Window, allowed_counts: np.ndarray) -> None:
+        w = self.w = window
+        num_r, width = w.cost.shape
+        finite = np.isfinite(w.cost)
+        self.cost = np.where(finite, w.cost, BIG).T.ravel().astype(np.float32)  # (C * R,)
+        self.memory_cols = np.flatnonzero(np.isfinite(w.memory_cap))
+        self.nodes = np.flatnonzero((w.congestion[:, 1:] > TINY).any(axis=1))
+        self.has_quality = w.gain is not None
+        rows, units, caps = [], [], []
+        for n in self.memory_cols:
+            row = np.zeros((width, num_r))
+            row[n] = w.memory[:, n]
+            rows.append(row)
+            units.append(_typical(w.memory[:, n], finite[:, n]))
+            caps.append(w.memory_cap[n])
+        upload_unit = _typical(w.upload, True)
+        crosses = w.paths[w.site]  # (R, C, L)
+        for k in range(len(w.links)):
+            rows.append((crosses[:, :, k] * w.upload[:, None]).T)
+            units.append(upload_unit)
+            caps.append(w.link_cap[k])
+        if self.has_quality:
+            rows.append(-w.gain.T)
+            units.append(_typical(w.gain, finite))
+            caps.append(0.0)
+        self.num_capacity = len(rows)
+        self.unit = np.asarray(units, dtype=float)
+        self.scaled_cap = np.asarray(caps, dtype=float) / np.maximum(self.unit, TINY)
+        for n in self.nodes:
+            row = np.zeros((width, num_r))
+            row[n] = 1.0
+            rows.append(row)
+        scale = np.r_[1.0 / np.maximum(self.unit, TINY), np.ones(len(self.nodes))]
+        matrix = np.array([row.ravel() for row in rows]).reshape(len(rows), width * num_r)
+        self.exact_matrix = matrix * scale[:, None]  # for the reported bound
+        # float32 for the many smoothed evaluations: their soft minima need no more
+        self.matrix = self.exact_matrix.astype(np.float32)
+        self.shape = (width, num_r)
+        m = np.arange(w.congestion.shape[1], dtype=float)
+        self.m = m
+        limit = allowed_counts[self.nodes][:, None]
+        self.congestion = np.where(m[None, :] <= limit, w.congestion[self.nodes], BIG)
+        self.congestion = self.congestion.astype(np.float32)
+        self.m32 = m.astype(np.float32)
+
+    @property
+    def size(self) -> int:
+        return self.matrix.shape[0]
+
+    def prices(self, y: np.ndarray) -> Prices:
+        """Unpack a price vector into :class:`Prices` (per GB, per megabit, ...)."""
+        w = self.w
+        raw = y[: self.num_capacity] / np.maximum(self.unit, TINY)
+        num_memory = len(self.memory_cols)
+        num_links = len(w.links)
+        memory = np.zeros(w.num_nodes + 1)
+        memory[self.memory_cols] = raw[:num_memory]
+        link = raw[num_memory : num_memory + num_links]
+        quality = float(raw[-1]) if self.has_quality else 0.0
+        count = np.zeros(w.num_nodes + 1)
+        count[self.nodes] = y[self.num_capacity :]
+        return Prices(memory=memory, link=link, quality=quality, count=count)
+
+    def _node_terms(self, y: np.ndarray) -> np.ndarray:
+        """``(N', m)`` ``kappa E(m) - pi m`` of each congested node."""
+        pi = y[self.num_capacity :, None].astype(np.float32)
+        return self.congestion - pi * self.m32[None, :]
+
+    def value(self, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """The exact dual value (a lower bound) and the columns minimising the reduced cost.
+
+        Computed in double precision from the problem arrays (the bound is reported).
+        """
+        red = (self.w.cost.T.ravel() + y @ self.exact_matrix).reshape(self.shape)
+        columns = np.argmin(red, axis=0)
+        total = red.min(axis=0).sum() - y[: self.num_capacity] @ self.scaled_cap
+        limit = self.congestion < BIG / 2
+        terms = self.w.congestion[self.nodes] - y[self.num_capacity :, None] * self.m[None, :]
+        total += np.where(limit, terms, np.inf).min(axis=1, initial=np.inf).sum()
+        return float(total), columns
+
+    def soft(self, y: np.ndarray, tau: float) -> tuple[float, np.ndarray]:
+        """Minus the smoothed dual at temperature ``tau`` and its gradient (for a minimiser)."""
+        red = (self.cost + y.astype(np.float32) @ self.matrix).reshape(self.shape)
+        low, p = _soft_min(red, tau)
+        node_low, q = _soft_min(self._node_terms(y), tau, axis=1)
+        total = float(low.sum(dtype=float) + node_low.sum(dtype=float))
+        total -= y[: self.num_capacity] @ self.scaled_cap
+        grad = (self.matrix @ p.ravel()).astype(float)
+        grad[: self.num_capacity] -= self.scaled_cap
+        grad[self.num_capacity :] -= q @ self.m32
+        return -total, -grad
+
+    def maximise(
+        self, y0: np.ndarray | None, taus: tuple[float, ...], max_evals
+    ) -> tuple[np.ndarray, int]:
+        """Maximise the smoothed dual at each temperature in turn.
+
+        ``max_evals`` is the number of evaluations allowed per temperature (one number, or one
+        per temperature). Returns the price vector and the number of evaluations used.
+        """
+        y = np.zeros(self.size) if y0 is None else y0
+        lower = np.arange(self.size) < self.num_capacity
+        evaluations = 0
+        limits = np.broadcast_to(max_evals, (len(taus),))
+        inverse, previous = None, None
+        for tau, limit in zip(taus, limits, strict=True):
+            if inverse is not None:
+                inverse = inverse * (tau / previous)  # curvature grows as 1 / tau
+            y, used, inverse = projected_bfgs(
+                lambda v, t=tau: self.soft(v, t), y, lower, int(limit), inverse
+            )
+            evaluations += used
+            previous = tau
+        return y, evaluations
+
+
+def projected_bfgs(fun, x0: np.ndarray, lower: np.ndarray, max_evals: int, inverse=None):
+    """Minimise ``fun`` (value, gradient) subject to ``x >= 0`` where ``lower``.
+
+    A projected quasi-Newton method with a dense inverse-Hessian estimate (there are only a
+    few dozen prices): the BFGS direction on the free variables, a step projected onto the
+    bounds and halved until it decreases enough (Armijo). Stops after ``max_evals``
+    evaluations or two steps in a row that gain less than a millionth.
+
+    Returns
+    -------
+    tuple
+        The last accepted point, the number of evaluations and the inverse-Hessian estimate
+        (to warm-start a related problem).
+    """
+    floor = np.where(lower, 0.0, -np.inf)
+    x = np.maximum(x0, floor)
+    f, g = fun(x)
+    evals, stalled = 1, 0
+    while evals < max_evals and stalled < 2:
+        pinned = (x <= floor) & (g > 0.0)
+        free_g = np.where(pinned, 0.0, g)
+        size = np.abs(free_g).max(initial=0.0)
+        if size < 1e-9:
+            break
+        if inverse is None:
+            d, t = -free_g, 1.0 / size
+        else:
+            d, t = -(inverse @ free_g), 1.0
+            d[pinned] = 0.0
+            if d @ free_g >= 0.0:
+                d, t, inverse = -free_g, 1.0 / size, None
+        while True:
+            x_new = np.maximum(x + t * d, floor)
+            f_new, g_new = fun(x_new)
+            evals += 1
+            if f_new <= f + 1e-4 * (free_g @ (x_new - x)) or evals >= max_evals or t < 1e-10:
+                break
+            t *= 0.5
+        if f_new > f:
+            break
+        stalled = stalled + 1 if f - f_new <= 1e-6 * max(1.0, abs(f)) else 0
+        s, y = x_new - x, g_new - g
+        sy = s @ y
+        if sy > 1e-12:
+            if inverse is None:
+                inverse = np.eye(len(x)) * (sy / (y @ y))
+            hy = inverse @ y
+            rho = 1.0 / sy
+            inverse += np.outer(rho * rho * (sy + y @ hy) * s - rho * hy, s) - np.outer(rho * s, hy)
+        x, f, g = x_new, f_new, g_new
+    return x, evals, inverse
+
+
+def _typical(values: np.ndarray, mask) -> float:
+    """Mean of the nonzero ``|values|`` over ``mask`` (1 if there is none)."""
+    magnitude = np.where(mask, np.abs(values), 0.0)
+    count = int((magnitude > 0).sum())
+    return float(magnitude.sum() / count) if count else 1.0
+
+
+def _soft_min(values: np.ndarray, tau: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``-tau log sum exp(-v / tau)`` along ``axis`` (0 or 1) and the softmax weights."""
+    low = values.min(axis=axis)
+    shifted = low[None, :] if axis == 0 else low[:, None]
+    # terms below exp(-40) do not matter; clipping keeps exp off its slow underflow path
+    z = np.exp(np.maximum((shifted - values) * np.float32(1.0 / tau), np.float32(-40.0)))
+    total = z.sum(axis=axis)
+    z /= total[None, :] if axis == 0 else total[:, None]
+    return low - tau * np.log(total), z

@@ -1,0 +1,149 @@
+"""Feasibility for the greedy solver: repairing an overloaded state, and making room.
+
+:func:`repair` turns the rounded Lagrangian assignment (which may overload memory, links or the
+quality floor) into a feasible one; :func:`room_pass` uses the same machinery as a local-search
+move, placing a request where it does not fit yet and letting others cascade out of its way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qlmio_opt.solvers.greedy_state import TOL, State
+from qlmio_opt.solvers.local_search import (
+    IMPROVES,
+    Budget,
+    Weights,
+    descend,
+    fits_table,
+    penalty_descent,
+    shift_table,
+    unit_weights,
+)
+
+
+def repair(state: State, budget: Budget, weights: Weights | None = None, grow: float = 2.0) -> bool:
+    """Make ``state`` feasible, giving up as little objective as possible.
+
+    First :func:`~qlmio_opt.solvers.local_search.penalty_descent` (overload penalised by
+    ``weights``, e.g. from the dual prices, growing by ``grow`` while overloads remain). If that
+    does not get there: rounds of moves at the least extra cost per unit of relief, never
+    overloading what was within its limit. If those get stuck and deferral is allowed, memory
+    and bandwidth are repaired first without guarding the quality floor, then the floor alone
+    (deferring a request below the target always lifts it), which always ends feasible.
+    Requests may be moved even if they are placed already; deferral is just one more column.
+    Returns whether the state is feasible at the end.
+    """
+    weights = weights or unit_weights(state.w)
+    if penalty_descent(state, budget, weights, passes=60, grow=grow):
+        return True
+    if _repair_rounds(state, budget, 50, capacity=True, quality=True):
+        return True
+    if not state.w.can_defer:
+        return False
+    unlimited = Budget(np.inf)  # finishing a repair is not optional
+    rounds = state.w.num_requests + 1
+    _repair_rounds(state, unlimited, rounds, capacity=True, quality=False)
+    return _repair_rounds(state, unlimited, rounds, capacity=False, quality=True)
+
+
+def relief_table(state: State, capacity: bool = True, quality: bool = True) -> np.ndarray:
+    """``(R, C)`` how much of the current overload each move removes.
+
+    Each overloaded resource counts in units of its own overload, so curing one completely
+    adds 1. ``capacity`` (memory, links) and ``quality`` choose which overloads count.
+    """
+    w, a = state.w, state.columns
+    memory, links, deficit = state.violations()
+    relief = np.zeros(w.cost.shape)
+    if capacity:
+        hot = memory[a] > TOL
+        if hot.any():
+            freed = np.minimum(w.memory[state.rows, a], memory[a]) / np.where(hot, memory[a], 1)
+            relief += np.where(hot, freed, 0.0)[:, None]
+        over = links > TOL
+        if over.any():
+            left = w.paths[:, :, None, over] & ~w.paths[:, None, :, over]  # (site, a, c, O)
+            share = np.minimum(w.upload[:, None], links[over]) / links[over]  # (R, O)
+            relief += np.einsum("rco,ro->rc", left[w.site, a], share)
+    if quality and deficit > TOL:
+        change = w.gain - w.gain[state.rows, a][:, None]
+        relief += np.clip(change / deficit, 0.0, 1.0)
+    relief[state.rows, a] = 0.0
+    return relief
+
+
+def _repair_rounds(
+    state: State, budget: Budget, rounds: int, *, capacity: bool, quality: bool
+) -> bool:
+    """Rounds of ranking every relieving move once, then applying the best still useful."""
+    for _ in range(rounds):
+        if state.feasible():
+            return True
+        relief = relief_table(state, capacity, quality)
+        ok = fits_table(state, quality=quality) & (relief > TOL)
+        ok[state.frozen] = False
+        score = np.where(ok, shift_table(state, budget) / np.where(ok, relief, 1.0), np.inf)
+        best = np.argmin(score, axis=1)
+        best_score = score[state.rows, best]
+        order = np.argsort(best_score, kind="stable")
+        moved = False
+        for r in order[np.isfinite(best_score[order])]:
+            col = int(best[r])
+            if _relieves(state, r, col, capacity, quality) and state.fits(r, col, quality):
+                state.shift(r, col)
+                moved = True
+                if state.feasible():
+                    return True
+        if not moved or budget.exhausted:
+            break
+    return state.feasible()
+
+
+def _relieves(state: State, r: int, col: int, capacity: bool, quality: bool) -> bool:
+    """Whether moving ``r`` to ``col`` reduces an overload that counts."""
+    w, a = state.w, int(state.columns[r])
+    if capacity:
+        if w.memory[r, a] > 0 and state.memory_load[a] > w.memory_cap[a] + TOL:
+            return True
+        over = state.link_load > w.link_cap + TOL
+        if any(over[k] for k in w.link_moves(int(w.site[r]), a, col)[1]):
+            return True
+    return bool(quality and state.quality_slack < -TOL and w.gain[r, col] > w.gain[r, a])
+
+
+def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -> int:
+    """Make room for the most valuable blocked shifts by cascades of other moves.
+
+    Each root ``r1 -> c1`` (an improving shift that does not fit, at most two columns per
+    request: typically a deferred request that could be placed) is applied, then
+    :func:`~qlmio_opt.solvers.local_search.penalty_descent` moves requests until nothing is
+    overloaded. They may cascade through several resources (r2 leaves a full link for another
+    path, r3 leaves that one, ...), and r1 itself may move on. A descent then refills what was
+    freed. The result is kept if it beats the start, else undone. Returns how many were kept.
+    """
+    blocked = np.where(fits_table(state), np.inf, shift_table(state, budget))
+    order = np.argsort(blocked, axis=None, kind="stable")
+    tried: dict[int, int] = {}
+    kept = 0
+    for index in order[: 4 * roots]:
+        r1, c1 = (int(i) for i in np.unravel_index(index, blocked.shape))
+        if not blocked[r1, c1] < -IMPROVES or len(tried) >= roots or budget.exhausted:
+            break
+        if tried.get(r1, 0) >= 2:
+            continue
+        tried[r1] = tried.get(r1, 0) + 1
+        before, start = state.value, state.columns.copy()
+        if state.fits(r1, c1):  # an earlier root made room: a plain shift now
+            if state.shift_delta(r1, c1) < -IMPROVES:
+                state.shift(r1, c1)
+                kept += 1
+            continue
+        state.shift(r1, c1)
+        if penalty_descent(state, budget, weights, passes=15):
+            descend(state, budget)
+            if state.value < before - IMPROVES:
+                kept += 1
+                continue
+        state.restore(start)
+    return kept

@@ -1,0 +1,281 @@
+"""Moves of the greedy solver on a :class:`~qlmio_opt.solvers.greedy_state.State`.
+
+Every single-request move (a *shift* of request r to column c, deferral included) is evaluated
+for all requests at once as ``(R, C)`` tables: :func:`shift_table` (exact objective change,
+congestion included), :func:`fits_table` (capacities) and :func:`penalty_table` (change in
+weighted overload). Passes then apply the best moves one by one, each re-checked exactly
+against the state as it is by then.
+
+Work is metered by a :class:`Budget` in units of about a microsecond of NumPy time, counted,
+not timed, so the answer does not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from qlmio_opt.solvers.greedy_state import TOL, State, Window
+
+IMPROVES = 1e-9  # a move must gain more than this (objective units) to count
+MAX_CHECKS = 64  # moves re-checked per pass; further down the list most have gone stale
+# work units: a pass's tables cost an overhead plus a little per cell, a re-check a few units
+TABLE_WORK, CELL_WORK, CHECK_WORK = 300.0, 0.06, 10.0
+
+
+class Budget:
+    """How much search is left, in work units (about a microsecond of NumPy time each).
+
+    Parameters
+    ----------
+    work
+        Work units the search may spend.
+    deadline
+        ``time.perf_counter()`` value after which the search stops, or None.
+    """
+
+    def __init__(self, work: float, deadline: float | None = None) -> None:
+        self.left = float(work)
+        self.deadline = deadline
+
+    def spend(self, work: float) -> None:
+        self.left -= work
+
+    def spend_table(self, cells: int) -> None:
+        """Charge one pass's move tables over ``cells`` request-column pairs."""
+        self.left -= TABLE_WORK + CELL_WORK * cells
+
+    @property
+    def exhausted(self) -> bool:
+        if self.left <= 0:
+            return True
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Penalty per unit of overload: ``(C,)`` memory columns, ``(L,)`` links, quality deficit."""
+
+    memory: np.ndarray
+    link: np.ndarray
+    quality: float
+
+    def scaled(self, factor: float) -> Weights:
+        return Weights(self.memory * factor, self.link * factor, self.quality * factor)
+
+
+def unit_weights(window: Window) -> Weights:
+    """Weights that make one typical request's worth of overload cost one typical pair cost."""
+    finite = np.isfinite(window.cost)
+    scale = max(float(np.median(np.abs(window.cost[finite]))) if finite.any() else 1.0, 1e-6)
+    typical = window.memory.sum(axis=0) / np.maximum((window.memory > 0).sum(axis=0), 1)
+    typical = np.where(typical > 0, typical, 1.0)
+    memory = np.where(np.isfinite(window.memory_cap), scale / typical, 0.0)
+    upload = window.upload[window.upload > 0]
+    link = np.full(len(window.links), scale / (upload.mean() if len(upload) else 1.0))
+    quality = 0.0
+    if window.gain is not None:
+        gains = np.abs(window.gain[finite & (window.gain != 0)])
+        quality = scale / (gains.mean() if len(gains) else 1.0)
+    return Weights(memory, link, quality)
+
+
+def shift_table(state: State, budget: Budget | None = None) -> np.ndarray:
+    """``(R, C)`` exact objective change of moving each request to each column (inf: no move)."""
+    w, a = state.w, state.columns
+    if budget is not None:
+        budget.spend_table(w.cost.size)
+    add, remove = state.marginals()
+    delta = w.cost - w.cost[state.rows, a][:, None]
+    delta += add[None, :] - remove[a][:, None]
+    delta[state.rows, a] = np.inf
+    return delta
+
+
+def fits_table(state: State, quality: bool = True) -> np.ndarray:
+    """``(R, C)`` whether each move pushes no capacity over (or further over) its limit.
+
+    Staying put counts as fitting. With ``quality=False`` the quality floor is not checked.
+    """
+    w, a = state.w, state.columns
+    ok = np.isfinite(w.cost)
+    ok &= state.memory_load[None, :] + w.memory <= w.memory_cap[None, :] + TOL
+    if len(w.links):
+        slack = w.link_cap - state.link_load
+        gained = w.paths[:, None, :, :] & ~w.paths[:, :, None, :]  # (site, from, to, link)
+        room = np.where(gained, slack, np.inf).min(axis=3)
+        ok &= w.upload[:, None] <= room[w.site, a] + TOL
+    if quality and w.gain is not None:
+        after = state.quality_slack + w.gain - w.gain[state.rows, a][:, None]
+        ok &= after >= min(state.quality_slack, 0.0) - TOL
+    ok[state.rows, a] = True
+    return ok
+
+
+def penalty_table(state: State, weights: Weights) -> np.ndarray:
+    """``(R, C)`` change in weighted overload of every shift."""
+    w, a, rows = state.w, state.columns, state.rows
+    load, cap = state.memory_load, w.memory_cap
+    over = np.maximum(load - cap, 0.0)
+    table = weights.memory * (np.maximum(load + w.memory - cap, 0.0) - over)
+    freed = np.maximum(load[a] - w.memory[rows, a] - cap[a], 0.0) - over[a]
+    table += (weights.memory[a] * freed)[:, None]
+    # only links that one move could push over (or that are over) can change
+    link_load = state.link_load
+    for k in np.flatnonzero(link_load + w.upload.max(initial=0.0) > w.link_cap + TOL):
+        cross = w.crossing[:, :, k]
+        after = link_load[k] + w.upload[:, None] * (cross - cross[rows, a][:, None])
+        now = max(link_load[k] - w.link_cap[k], 0.0)
+        table += weights.link[k] * (np.maximum(after - w.link_cap[k], 0.0) - now)
+    if w.gain is not None:
+        after = state.quality_slack + w.gain - w.gain[rows, a][:, None]
+        table += weights.quality * (np.maximum(-after, 0.0) - max(-state.quality_slack, 0.0))
+    table[rows, a] = 0.0
+    return table
+
+
+def overload_cost(state: State, weights: Weights) -> float:
+    """Weighted total overload of ``state`` (0 when feasible)."""
+    memory, links, deficit = state.violations()
+    return float(weights.memory @ memory + weights.link @ links + weights.quality * deficit)
+
+
+def price_table(state: State, memory: np.ndarray, link: np.ndarray, quality: float) -> np.ndarray:
+    """``(R, C)`` priced resource use of every pair: memory, bandwidth, minus quality gain."""
+    w = state.w
+    use = memory[None, :] * w.memory
+    if len(w.links):
+        use = use + w.upload[:, None] * (w.paths.astype(float) @ link)[w.site]
+    if w.gain is not None:
+        use = use - quality * w.gain
+    return use
+
+
+def shift_pass(state: State, budget: Budget, price: np.ndarray | None = None) -> int:
+    """Apply improving shifts that fit, best first, each re-checked exactly.
+
+    With ``price`` (a :func:`price_table`) moves are judged by objective change plus the change
+    in priced resource use. Returns the number of moves made.
+    """
+    delta = shift_table(state, budget)
+    if price is not None:
+        delta += price - price[state.rows, state.columns][:, None]
+    delta = np.where(fits_table(state), delta, np.inf)
+    best = np.argmin(delta, axis=1)
+    gain = delta[state.rows, best]
+    order = np.argsort(gain, kind="stable")
+    order = order[gain[order] < -IMPROVES][:MAX_CHECKS]
+    budget.spend(CHECK_WORK * len(order))
+    moved = 0
+    for r in order:
+        col = int(best[r])
+        change = state.shift_delta(r, col)
+        if price is not None:
+            change += price[r, col] - price[r, state.columns[r]]
+        if change < -IMPROVES and state.fits(r, col):
+            state.shift(r, col)
+            moved += 1
+    return moved
+
+
+def penalty_descent(
+    state: State, budget: Budget, weights: Weights, passes: int = 30, grow: float = 2.0
+) -> bool:
+    """Reach feasibility by shifts that lower objective plus weighted overload.
+
+    A move may overload another resource if that is cheaper than its alternatives, so requests
+    cascade (r1 leaves a full node for a second one, r2 leaves that one, ...). The weights of
+    resources still overloaded after a pass are multiplied by ``grow``. Frozen requests stay.
+    Returns whether the state is feasible at the end.
+    """
+    for _ in range(passes):
+        if state.feasible():
+            return True
+        if budget.exhausted:
+            break
+        table = shift_table(state, budget) + penalty_table(state, weights)
+        table[state.frozen] = np.inf
+        best = np.argmin(table, axis=1)
+        gain = table[state.rows, best]
+        order = np.argsort(gain, kind="stable")
+        checks = order[gain[order] < -IMPROVES][:MAX_CHECKS]
+        budget.spend(CHECK_WORK * len(checks))
+        memory_w, link_w = weights.memory.tolist(), weights.link.tolist()
+        for r in checks:
+            col = int(best[r])
+            change = state.shift_delta(r, col)
+            change += state.overload_delta(r, col, memory_w, link_w, weights.quality)
+            if change < -IMPROVES:
+                state.shift(r, col)
+        memory, links, deficit = state.violations()
+        weights = Weights(
+            np.where(memory > TOL, weights.memory * grow, weights.memory),
+            np.where(links > TOL, weights.link * grow, weights.link),
+            weights.quality * (grow if deficit > TOL else 1.0),
+        )
+    return state.feasible()
+
+
+def pair_pass(state: State, budget: Budget, candidates: int = 8) -> int:
+    """Blocked improving shifts, each with the best second move that makes the state feasible.
+
+    A first move ``r1 -> c1`` that would gain but overloads something (a node's memory, a link,
+    the quality floor) is applied; every second move ``r2 -> c2`` after which nothing is
+    overloaded is evaluated exactly (a swap is ``c2`` = r1's old column; an eviction to
+    deferral makes room for a more valuable request). The best pair is kept if it gains.
+    Returns the number of pairs kept.
+    """
+    blocked = np.where(fits_table(state), np.inf, shift_table(state, budget))
+    flat = np.argsort(blocked, axis=None, kind="stable")[:candidates]
+    any_overload = Weights(
+        np.isfinite(state.w.memory_cap).astype(float), np.ones(len(state.w.links)), 1.0
+    )
+    kept = 0
+    for index in flat:
+        r1, c1 = (int(i) for i in np.unravel_index(index, blocked.shape))
+        if not blocked[r1, c1] < -IMPROVES or budget.exhausted:
+            break
+        first = state.shift_delta(r1, c1)
+        if state.fits(r1, c1):  # an earlier pair made room: a plain shift now
+            if first < -IMPROVES:
+                state.shift(r1, c1)
+                kept += 1
+            continue
+        back = int(state.columns[r1])
+        state.shift(r1, c1)
+        over = overload_cost(state, any_overload)
+        ends_feasible = penalty_table(state, any_overload) + over <= TOL
+        second = np.where(ends_feasible, shift_table(state, budget), np.inf)
+        second[r1] = np.inf
+        r2, c2 = (int(i) for i in np.unravel_index(np.argmin(second), second.shape))
+        if first + second[r2, c2] < -IMPROVES:
+            state.shift(r2, c2)
+            kept += 1
+        else:
+            state.shift(r1, back)
+    return kept
+
+
+def descend(state: State, budget: Budget) -> State:
+    """Shift passes, and pair passes when no shift improves, until neither does."""
+    while not budget.exhausted:
+        if shift_pass(state, budget):
+            continue
+        if not pair_pass(state, budget):
+            break
+    return state
+
+
+def priced_search(state: State, price: np.ndarray, budget: Budget, passes: int = 20) -> State:
+    """A copy of ``state`` moved by priced shifts, then descended on the true objective.
+
+    Pricing scarce resources moves requests off them even at a small cost, which makes room
+    for moves the plain descent cannot reach (e.g. placing a deferred request).
+    """
+    trial = state.copy()
+    for _ in range(passes):
+        if budget.exhausted or not shift_pass(trial, budget, price):
+            break
+    return descend(trial, budget)
