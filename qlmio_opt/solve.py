@@ -118,6 +118,7 @@ def to_solution(
         )
         for k, link_id in enumerate(problem.link_ids)
     ]
+
     def finite(value: float | None) -> float | None:
         return value if value is not None and np.isfinite(value) else None
 
