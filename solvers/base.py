@@ -10,6 +10,7 @@ import numpy as np
 
 from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.solution import Status
+from qlmio_opt.solvers.diagnose import why_not_allowed
 
 
 @dataclass(frozen=True)
@@ -81,19 +82,8 @@ def explain_unplaceable(problem: Problem, r: int, residual: Residual) -> str:
     for n in range(problem.num_nodes):
         if not problem.allowed[r, n]:
             reasons.append(
-                f'"{problem.node_ids[n]}" not allowed ({_why_not_allowed(problem, r, n)})'
+                f'"{problem.node_ids[n]}" not allowed ({why_not_allowed(problem, r, n)})'
             )
         else:
             reasons.append(residual.shortfall(r, n) or "?")
     return f'request "{problem.request_ids[r]}" fits on no node: ' + "; ".join(reasons)
-
-
-def _why_not_allowed(problem: Problem, r: int, n: int) -> str:
-    q, lat = problem.quality[r, n], problem.latency_s[r, n]
-    if not np.isfinite(lat):
-        return "unreachable or unsupported input"
-    if not np.isnan(problem.min_quality[r]) and q < problem.min_quality[r]:
-        return f"quality {q:.3f} < floor {problem.min_quality[r]:.3f}"
-    if lat > problem.deadline_s[r]:
-        return f"latency {lat:.2f} s > deadline {problem.deadline_s[r]:.2f} s"
-    return "ineligible"
