@@ -5,8 +5,8 @@ Usage (from the checkout)::
     python benchmarks/greedy_gap.py [--limit N] [--time-limit 60] [--no-cache]
 
 For every ``instances/window_*.json`` it solves the window with ``greedy`` and with the exact
-solver (``solvers/exact.py``'s ``ExactHighs`` when it is importable, else a direct HiGHS model
-built here), then prints one row per window and the median / p95 gap and the median speed ratio.
+solver (``solvers/exact.py``'s ``ExactHighs``), then prints one row per window and the
+median / p95 gap and the median speed ratio.
 Gap = (greedy objective - exact objective) / |exact objective|, both recomputed by
 :func:`qlmio_opt.evaluation.evaluate`. Exact results are cached in ``benchmarks/out/`` (keyed by
 window, time limit and which exact solver ran), so re-running after a greedy change is quick.
@@ -17,31 +17,27 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from qlmio_opt import read_instance
+from qlmio_opt.evaluation import evaluate
+from qlmio_opt.formulations import build_problem
+from qlmio_opt.formulations.problem import Problem
+from qlmio_opt.predictors import predict
+from qlmio_opt.solvers.greedy import Greedy
 
-from qlmio_opt import read_instance  # noqa: E402
-from qlmio_opt.evaluation import evaluate  # noqa: E402
-from qlmio_opt.formulations import build_problem  # noqa: E402
-from qlmio_opt.formulations.problem import Problem  # noqa: E402
-from qlmio_opt.predictors import predict  # noqa: E402
-from qlmio_opt.solvers.greedy import Greedy  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
 def exact_solver():
-    """The package's exact solver if it exists yet, else the local HiGHS model."""
-    try:
-        from qlmio_opt.solvers.exact import ExactHighs
-    except ImportError:
-        return "local-highs", _local_exact
+    """The package's exact solver, as ``(cache key, run(problem, time_limit))``."""
+    from qlmio_opt.solvers.exact import ExactHighs
+
     solver = ExactHighs()
 
     def run(problem: Problem, time_limit: float):
@@ -49,77 +45,6 @@ def exact_solver():
         return str(result.status), result.assignment, result.bound
 
     return "exact", run
-
-
-def _local_exact(problem: Problem, time_limit: float):
-    """The MILP of docs/formulation.md through scipy's HiGHS interface.
-
-    Returns
-    -------
-    tuple
-        ``(status, assignment or None, dual bound or None)``.
-    """
-    import scipy.sparse as sp
-    from scipy.optimize import Bounds, LinearConstraint, milp
-
-    reqs, nodes = np.nonzero(problem.allowed)
-    num_r, num_n = problem.num_requests, problem.num_nodes
-    defer = problem.deferral_allowed
-    num_x = len(reqs)
-    num_d = num_r if defer else 0
-    count_col = num_x + num_d  # m_n, then theta_n, per node
-    num_cols = count_col + 2 * num_n
-    cost = np.zeros(num_cols)
-    cost[:num_x] = problem.pair_cost()[reqs, nodes]
-    cost[num_x : num_x + num_d] = problem.deferral_cost()
-    cost[count_col + num_n :] = problem.latency_cost_weight
-    rows, cols, vals, lo, hi = [], [], [], [], []
-
-    def add(c, v, lower, upper):
-        rows.append(np.full(len(c), len(lo)))
-        cols.append(np.asarray(c))
-        vals.append(np.asarray(v, dtype=float))
-        lo.append(lower)
-        hi.append(upper)
-
-    for r in range(num_r):
-        c = list(np.flatnonzero(reqs == r)) + ([num_x + r] if defer else [])
-        add(c, np.ones(len(c)), 1, 1)
-    for n in range(num_n):
-        on = np.flatnonzero(nodes == n)
-        if np.isfinite(problem.node_memory_gb[n]):
-            add(on, problem.memory_gb[reqs[on], n], -np.inf, problem.node_memory_gb[n])
-        add(np.r_[on, count_col + n], np.r_[np.ones(len(on)), -1.0], 0, 0)
-        for a, b in zip(*problem.congestion_curves[n].segments(), strict=True):
-            add([count_col + num_n + n, count_col + n], [1.0, -a], b, np.inf)
-    crosses = problem.route_links[problem.request_site[reqs], nodes]
-    for k in range(len(problem.link_ids)):
-        on = np.flatnonzero(crosses[:, k])
-        add(on, problem.upload_megabits[reqs[on]], -np.inf, problem.link_capacity_megabits[k])
-    if problem.quality_target is not None:
-        add(np.arange(num_x), problem.quality[reqs, nodes] - problem.quality_target, 0, np.inf)
-    matrix = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(len(lo), num_cols),
-    )
-    upper = np.ones(num_cols)
-    upper[count_col:] = np.inf
-    integrality = np.zeros(num_cols)
-    integrality[: num_x + num_d] = 1
-    res = milp(
-        cost,
-        constraints=LinearConstraint(matrix, lo, hi),
-        integrality=integrality,
-        bounds=Bounds(np.zeros(num_cols), upper),
-        options={"time_limit": time_limit, "mip_rel_gap": 1e-6},
-    )
-    if res.x is None:
-        return "infeasible" if res.status == 2 else f"status {res.status}", None, None
-    assignment = np.full(num_r, -1, dtype=np.int64)
-    chosen = res.x[:num_x] > 0.5
-    assignment[reqs[chosen]] = nodes[chosen]
-    bound = getattr(res, "mip_dual_bound", None)
-    return ("optimal" if res.status == 0 else "time_limit"), assignment, bound
 
 
 def cached_exact(path: Path, problem: Problem, time_limit: float, use_cache: bool) -> dict:
