@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             f"p95 {np.percentile(pct, 95):.3f}%, max {pct.max():.3f}%; "
             f"median speed ratio {statistics.median(ratios):.0f}x"
         )
+        if not args.no_cache:
+            print(
+                "(exact times come from the cache and were measured when it was filled, maybe on "
+                "a busier machine: for a side-by-side ratio run benchmarks/solver_gaps.py)"
+            )
     if near_500x6:
         print("greedy on ~500-request x 6-node windows: " + "; ".join(near_500x6))
     return 0

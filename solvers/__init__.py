@@ -18,7 +18,7 @@ from qlmio_opt.solvers.baselines import (
 )
 from qlmio_opt.solvers.exact import ExactHighs
 from qlmio_opt.solvers.exact_pyomo import ExactPyomo
-from qlmio_opt.solvers.greedy import Greedy
+from qlmio_opt.solvers.greedy import Greedy, GreedyThorough
 
 # Listed in the order tables show them: exact first, then the fast path, then baselines.
 SOLVERS: dict[str, type[Solver]] = {
@@ -27,6 +27,7 @@ SOLVERS: dict[str, type[Solver]] = {
         ExactHighs,
         ExactPyomo,
         Greedy,
+        GreedyThorough,
         AllCloud,
         AllEdge,
         RandomRule,
