@@ -81,19 +81,13 @@ def assign(
         instance, name, predictors=predictors or "analytic", time_limit=limit, seed=seed
     )
     if solver == "auto" and not solution.status.has_assignment:
-        fallback = solve(instance, "greedy" if _has("greedy") else "latency-greedy", seed=seed)
+        fallback = solve(instance, "greedy", seed=seed)
         if fallback.status.has_assignment:
             solution = fallback
     elapsed = time.perf_counter() - start
     return solution.model_copy(
         update={"times": solution.times.model_copy(update={"total_s": elapsed})}
     )
-
-
-def _has(name: str) -> bool:
-    from qlmio_opt.solvers import SOLVERS
-
-    return name in SOLVERS
 
 
 def _plain(value: Any) -> Any:

@@ -19,12 +19,7 @@ def test_assign_request_objects_against_an_instance(site):
     assert set(decision.assignment) == {r.id for r in site.requests[:25]}
     report = check(
         site.replace(
-            requests=[
-                r.to_dict()
-                if hasattr(r, "to_dict")
-                else r.model_dump(mode="json", exclude_unset=True)
-                for r in site.requests[:25]
-            ]
+            requests=[r.model_dump(mode="json", exclude_unset=True) for r in site.requests[:25]]
         ),
         decision,
     )
