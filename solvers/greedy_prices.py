@@ -24,6 +24,7 @@ from qlmio_opt.solvers.greedy_state import Window
 
 BIG = 1e9  # stands for inf inside soft minima
 TINY = 1e-12
+STALL = 1e-6  # a quasi-Newton step gaining less than this (relative) counts as stalled
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def projected_bfgs(fun, x0: np.ndarray, lower: np.ndarray, max_evals: int, inver
             t *= 0.5
         if f_new > f:
             break
-        stalled = stalled + 1 if f - f_new <= 1e-6 * max(1.0, abs(f)) else 0
+        stalled = stalled + 1 if f - f_new <= STALL * max(1.0, abs(f)) else 0
         s, y = x_new - x, g_new - g
         sy = s @ y
         if sy > 1e-12:
@@ -240,8 +241,11 @@ def _soft_min(values: np.ndarray, tau: float, axis: int = 0) -> tuple[np.ndarray
     """``-tau log sum exp(-v / tau)`` along ``axis`` (0 or 1) and the softmax weights."""
     low = values.min(axis=axis)
     shifted = low[None, :] if axis == 0 else low[:, None]
+    z = np.subtract(shifted, values)
+    z *= np.float32(1.0 / tau)
     # terms below exp(-40) do not matter; clipping keeps exp off its slow underflow path
-    z = np.exp(np.maximum((shifted - values) * np.float32(1.0 / tau), np.float32(-40.0)))
+    np.maximum(z, np.float32(-40.0), out=z)
+    np.exp(z, out=z)
     total = z.sum(axis=axis)
     z /= total[None, :] if axis == 0 else total[:, None]
     return low - tau * np.log(total), z

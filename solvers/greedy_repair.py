@@ -14,9 +14,9 @@ from qlmio_opt.solvers.local_search import (
     IMPROVES,
     Budget,
     Weights,
-    descend,
     fits_table,
     penalty_descent,
+    shift_pass,
     shift_table,
     unit_weights,
 )
@@ -119,8 +119,10 @@ def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -
     request: typically a deferred request that could be placed) is applied, then
     :func:`~qlmio_opt.solvers.local_search.penalty_descent` moves requests until nothing is
     overloaded. They may cascade through several resources (r2 leaves a full link for another
-    path, r3 leaves that one, ...), and r1 itself may move on. A descent then refills what was
-    freed. The result is kept if it beats the start, else undone. Returns how many were kept.
+    path, r3 leaves that one, ...), and r1 itself may move on. Improving shifts then refill what was
+    freed (plain shifts; the caller descends fully afterwards). A chain is abandoned once its
+    moves cost more than the root gains. The result is kept if it beats the start, else
+    undone. Returns how many were kept.
     """
     blocked = np.where(fits_table(state), np.inf, shift_table(state, budget))
     order = np.argsort(blocked, axis=None, kind="stable")
@@ -140,8 +142,12 @@ def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -
                 kept += 1
             continue
         state.shift(r1, c1)
-        if penalty_descent(state, budget, weights, passes=15):
-            descend(state, budget)
+        # give up on a chain whose moves already cost more than the root gains
+        limit = before + (before - state.value)
+        if penalty_descent(state, budget, weights, passes=15, limit=limit):
+            # plain shifts only: the caller descends fully once no root is kept any more
+            while not budget.exhausted and shift_pass(state, budget):
+                pass
             if state.value < before - IMPROVES:
                 kept += 1
                 continue

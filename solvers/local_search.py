@@ -124,11 +124,13 @@ def penalty_table(state: State, weights: Weights) -> np.ndarray:
     table += (weights.memory[a] * freed)[:, None]
     # only links that one move could push over (or that are over) can change
     link_load = state.link_load
-    for k in np.flatnonzero(link_load + w.upload.max(initial=0.0) > w.link_cap + TOL):
-        cross = w.crossing[:, :, k]
-        after = link_load[k] + w.upload[:, None] * (cross - cross[rows, a][:, None])
-        now = max(link_load[k] - w.link_cap[k], 0.0)
-        table += weights.link[k] * (np.maximum(after - w.link_cap[k], 0.0) - now)
+    hot = np.flatnonzero(link_load + w.upload.max(initial=0.0) > w.link_cap + TOL)
+    if len(hot):
+        cross = w.crossing[:, :, hot]  # (R, C, H)
+        after = link_load[hot] + w.upload[:, None, None] * (cross - cross[rows, a][:, None, :])
+        cap = w.link_cap[hot]
+        now = np.maximum(link_load[hot] - cap, 0.0)
+        table += (np.maximum(after - cap, 0.0) - now) @ weights.link[hot]
     if w.gain is not None:
         after = state.quality_slack + w.gain - w.gain[rows, a][:, None]
         table += weights.quality * (np.maximum(-after, 0.0) - max(-state.quality_slack, 0.0))
@@ -181,19 +183,25 @@ def shift_pass(state: State, budget: Budget, price: np.ndarray | None = None) ->
 
 
 def penalty_descent(
-    state: State, budget: Budget, weights: Weights, passes: int = 30, grow: float = 2.0
+    state: State,
+    budget: Budget,
+    weights: Weights,
+    passes: int = 30,
+    grow: float = 2.0,
+    limit: float = np.inf,
 ) -> bool:
     """Reach feasibility by shifts that lower objective plus weighted overload.
 
     A move may overload another resource if that is cheaper than its alternatives, so requests
     cascade (r1 leaves a full node for a second one, r2 leaves that one, ...). The weights of
     resources still overloaded after a pass are multiplied by ``grow``. Frozen requests stay.
-    Returns whether the state is feasible at the end.
+    Gives up once the objective exceeds ``limit`` (a room-making chain that already costs more
+    than it can gain). Returns whether the state is feasible at the end.
     """
     for _ in range(passes):
         if state.feasible():
             return True
-        if budget.exhausted:
+        if budget.exhausted or state.value > limit:
             break
         table = shift_table(state, budget) + penalty_table(state, weights)
         table[state.frozen] = np.inf
