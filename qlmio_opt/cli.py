@@ -310,6 +310,111 @@ def generate(
     out.print(f"wrote {len(paths)} window(s) to {out_dir}")
 
 
+class Trace(StrEnum):
+    azure_conv = "azure-conv"
+    azure_code = "azure-code"
+    mooncake = "mooncake"
+    servegen = "servegen"
+
+
+class ReplayPredictors(StrEnum):
+    analytic = "analytic"
+    oracle = "oracle"
+
+
+@app.command()
+def simulate(
+    trace: Annotated[Trace, typer.Option(help="Arrival trace.")] = Trace.azure_conv,
+    duration: Annotated[
+        float, typer.Option(min=1.0, max=86_400.0, help="Seconds of the trace to replay.")
+    ] = 300.0,
+    window: Annotated[float, typer.Option(min=0.05, max=600.0, help="Window length (s).")] = 2.0,
+    policies: Annotated[
+        str,
+        typer.Option(help="Comma-separated solver names, plus oracle (exact with the truth)."),
+    ] = "exact,greedy,all-cloud,per-request,oracle",
+    predictors: Annotated[
+        ReplayPredictors, typer.Option(help="Predictors of the non-oracle policies.")
+    ] = ReplayPredictors.analytic,
+    edge_capacity: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="Share of each edge box's memory and slots."),
+    ] = 1.0,
+    time_limit: Annotated[
+        float, typer.Option("--time-limit", min=0.0, help="Seconds per window and solver.")
+    ] = 10.0,
+    seed: Annotated[int, typer.Option(help="Deployment, stream and world seed.")] = 0,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the CSVs and PNG plots.")
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json.")
+    ] = OutputFormat.table,
+) -> None:
+    """Replay a trace window by window under several policies; measure them in the world."""
+    from qlmio_opt.report import frame_table
+    from qlmio_opt.simulator import ReplayConfig, World, WorldConfig, workload
+    from qlmio_opt.simulator.metrics import reduction_table
+    from qlmio_opt.simulator.output import summary_json, write_results
+
+    names = tuple(p.strip() for p in policies.split(",") if p.strip())
+    try:
+        config = ReplayConfig(
+            window_s=window,
+            policies=names,
+            predictors=predictors.value,
+            time_limit=time_limit,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise InputError([_usage_issue(str(exc))]) from None
+    load = workload(trace.value, duration, seed=seed, edge_capacity=edge_capacity)
+    if not load.requests:
+        raise InputError([_usage_issue(f"no request arrives in the first {duration:g} s")])
+    world = World(config=WorldConfig(seed=seed))
+    result = _replay_with_progress(load, world, config, quiet=fmt is OutputFormat.json)
+    if out_dir is not None:
+        paths = write_results(result, out_dir)
+    if fmt is OutputFormat.json:
+        print(json.dumps(summary_json(result), indent=2))
+        return
+    summary = result.summary()
+    frame_table(
+        out,
+        summary,
+        title=(
+            f"{trace.value}: {len(load.requests)} requests in {duration:g} s, windows of "
+            f"{window:g} s, {predictors.value} predictors"
+        ),
+    )
+    if "all-cloud" in summary.index:
+        frame_table(out, reduction_table(summary), title="against all-cloud")
+    if out_dir is not None:
+        out.print(f"wrote {len(paths)} files to {out_dir}")
+
+
+def _replay_with_progress(load, world, config, *, quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from qlmio_opt.simulator import replay
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    ) as bar:
+        tasks = {p: bar.add_task(p, total=None) for p in config.policies}
+
+        def progress(policy: str, done: int, total: int) -> None:
+            bar.update(tasks[policy], completed=done, total=total)
+
+        return replay(load, world, config, progress=progress)
+
+
 class CatalogKind(StrEnum):
     models = "models"
     devices = "devices"

@@ -1,0 +1,69 @@
+"""The oracle predictor: the world's own truth, handed to the formulation as predictions.
+
+Quality is the drawn outcome (1 if the node's model truly completes the request, else 0);
+latency is the request's true stand-alone latency on the node (window wait, upload alone on its
+path, RTT, true vision, prefill and decode with the true output length). The formulation still
+adds its congestion model for requests sharing a node, since the truth of congestion depends on
+the assignment being decided. Solving each window exactly with these predictions is the
+*oracle policy*: it bounds what any predictor can reach with the same optimiser.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qlmio_opt.instance import Instance, Request
+from qlmio_opt.predictors.base import Predictions, structural_eligibility
+from qlmio_opt.simulator.world import World
+
+
+class OraclePredictor:
+    """Predictions that are the world's truth (see the module docstring).
+
+    Parameters
+    ----------
+    world
+        The world whose truth is revealed.
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def fit(self, data=None, y=None) -> OraclePredictor:
+        self.is_fitted_ = True
+        return self
+
+    def predict(self, instance: Instance) -> Predictions:
+        requests: tuple[Request, ...] = instance.requests
+        truth = self.world.pairs(requests, instance.nodes)
+        eligible = structural_eligibility(instance)
+        graph = instance.network_graph
+        site_index = {s: i for i, s in enumerate(instance.network.sites)}
+        sites = np.array([site_index[r.site] for r in requests], dtype=np.int64)
+        rtt = graph.rtt_ms_matrix()[sites] / 1000.0
+        bottleneck = graph.bottleneck_mbps_matrix()[sites]
+        upload = np.array([r.upload_bytes for r in requests], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            transfer = 8.0 * upload[:, None] / (bottleneck * 1e6)
+        wait = np.array([max(instance.window_s - r.arrival_s, 0.0) for r in requests])
+        wait = np.broadcast_to(wait[:, None], transfer.shape)
+        latency = wait + transfer + rtt + truth.vision_s + truth.prefill_s + truth.decode_solo_s
+        return Predictions(
+            quality=np.where(eligible, truth.completed.astype(float), 0.0),
+            latency_s=np.where(eligible, latency, np.inf),
+            memory_gb=truth.kv_reserve_gb,
+            eligible=eligible,
+            upload_bytes=upload,
+            components={
+                "wait_s": np.array(wait),
+                "transfer_s": np.where(eligible, transfer, 0.0),
+                "rtt_s": np.where(eligible, rtt, 0.0),
+                "vision_s": truth.vision_s,
+                "prefill_s": truth.prefill_s,
+                "decode_s": truth.decode_solo_s,
+                "image_tokens": truth.image_tokens,
+                "output_tokens": truth.output_tokens,
+            },
+            congestion=True,
+            source="oracle",
+        )

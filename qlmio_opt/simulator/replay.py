@@ -1,0 +1,377 @@
+"""Replay a request stream window by window under several policies and measure them in the world.
+
+Window ``k`` collects the requests arriving in ``[k w, (k + 1) w)`` plus those the policy
+deferred from window ``k - 1``; at its close the policy assigns it (solver + predictors), the
+dispatched requests upload over the shared links, and the nodes serve them
+(:mod:`qlmio_opt.simulator.engine`). Once the trace has ended, windows keep closing with deferral
+switched off until every request is dispatched, so every request is served exactly once.
+
+Every policy sees the same stream and the same world (hence the same hidden truth). A request's
+latency runs from its arrival to its last output token; it is completed when the node's model
+truly completes it (:class:`~qlmio_opt.simulator.world.World`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qlmio_opt.catalog import Catalog
+from qlmio_opt.instance import Instance, Request
+from qlmio_opt.predictors import get_predictor, predict
+from qlmio_opt.simulator.engine import NodeJobs, serve_node, share_link
+from qlmio_opt.simulator.oracle import OraclePredictor
+from qlmio_opt.simulator.workload import Workload
+from qlmio_opt.simulator.world import PairTruth, World
+from qlmio_opt.solution import RequestDecision, Solution, Status
+from qlmio_opt.solve import solve
+from qlmio_opt.solvers import SOLVERS
+
+ORACLE = "oracle"
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How windows are formed and decided.
+
+    Attributes
+    ----------
+    window_s
+        Window length (seconds).
+    policies
+        Solver names (``qlmio-opt solvers``) plus ``"oracle"`` (exact with the world's truth).
+    predictors
+        Predictors the non-oracle policies use (``"analytic"`` or ``"oracle"``).
+    time_limit
+        Per-window time limit of every solver (seconds).
+    seed
+        Seed of the randomised solvers.
+    """
+
+    window_s: float = 2.0
+    policies: tuple[str, ...] = ("exact", "greedy", "all-cloud", "per-request", ORACLE)
+    predictors: str = "analytic"
+    time_limit: float | None = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.window_s > 0:
+            raise ValueError(f"window_s must be > 0; got {self.window_s}")
+        unknown = [p for p in self.policies if p != ORACLE and p not in SOLVERS]
+        if unknown:
+            raise ValueError(
+                f"unknown polic{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
+                f"choose from {', '.join([*SOLVERS, ORACLE])}"
+            )
+        if not self.policies:
+            raise ValueError("no policies given")
+        if self.predictors not in ("analytic", ORACLE):
+            raise ValueError(f'unknown predictors "{self.predictors}"; use analytic or oracle')
+
+
+@dataclass
+class PolicyRun:
+    """One policy's replay: a row per request and a row per window."""
+
+    policy: str
+    requests: pd.DataFrame
+    windows: pd.DataFrame
+    edge_busy_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ReplayResult:
+    runs: dict[str, PolicyRun]
+    workload: Workload
+    config: ReplayConfig
+    node_tiers: dict[str, str]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per policy (see :func:`qlmio_opt.simulator.metrics.summarise`)."""
+        from qlmio_opt.simulator.metrics import summarise
+
+        return summarise(self)
+
+
+class _Stream:
+    """The workload as validated requests with their world truth, shared by every policy."""
+
+    def __init__(self, workload: Workload, world: World, catalog: Catalog) -> None:
+        self.workload = workload
+        probe = Instance.from_dict(
+            {"name": "probe", "window_s": 1.0, **workload.base}, catalog=catalog
+        )
+        self.catalog = probe.resolved_catalog
+        self.nodes = probe.nodes
+        self.node_ids = probe.node_ids
+        self.tiers = {n.id: n.tier for n in probe.nodes}
+        self.memory_gb = probe.node_memory_gb
+        self.concurrency = probe.node_concurrency
+        self.graph = probe.network_graph
+        self.link_mbps = np.array([k.bandwidth_mbps for k in probe.network.links])
+        self.site_index = {s: i for i, s in enumerate(probe.network.sites)}
+        self.requests = [Request(arrival_s=0.0, **body) for body in workload.requests]
+        self.index = {r.id: i for i, r in enumerate(self.requests)}
+        self.arrival = workload.arrival_s
+        self.truth: PairTruth = world.pairs(self.requests, probe.nodes)
+        self.speeds = [world.speeds(n) for n in probe.nodes]
+        self._routes: dict[tuple[str, str], Any] = {}
+        self.upload_bits = np.array([8.0 * r.upload_bytes for r in self.requests])
+
+    def route(self, site: str, node: str):
+        key = (site, node)
+        if key not in self._routes:
+            self._routes[key] = self.graph.route(site, node)
+        return self._routes[key]
+
+    def window_instance(self, k: int, rows: Sequence[int], window_s: float, defer: bool):
+        start = k * window_s
+        reqs = []
+        for i in rows:
+            body = dict(self.workload.requests[i])
+            waited = start - self.arrival[i]
+            if waited > 0:  # carried over from an earlier window
+                body["arrival_s"] = 0.0
+                if "deadline_s" in body:
+                    left = body["deadline_s"] - waited
+                    if left > 0:
+                        body["deadline_s"] = left
+                    else:
+                        del body["deadline_s"]
+            else:
+                body["arrival_s"] = min(float(-waited), window_s)
+            reqs.append(body)
+        base = dict(self.workload.base)
+        if not defer:
+            base["objective"] = {**base["objective"], "deferral_penalty_s": None}
+        return Instance.from_dict(
+            {"name": f"window_{k}", "window_s": window_s, **base, "requests": reqs},
+            catalog=self.catalog,
+        )
+
+
+def replay(
+    workload: Workload,
+    world: World | None = None,
+    config: ReplayConfig | None = None,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ReplayResult:
+    """Replay ``workload`` under every policy of ``config`` in ``world``.
+
+    ``progress(policy, windows_done, windows_total)`` is called after every window.
+    """
+    world = world or World()
+    config = config or ReplayConfig()
+    stream = _Stream(workload, world, world.catalog)
+    runs = {
+        policy: _run_policy(stream, world, config, policy, progress) for policy in config.policies
+    }
+    return ReplayResult(runs=runs, workload=workload, config=config, node_tiers=stream.tiers)
+
+
+def _predictor_for(policy: str, config: ReplayConfig, world: World):
+    if policy == ORACLE or config.predictors == ORACLE:
+        return OraclePredictor(world)
+    return get_predictor(config.predictors)
+
+
+def _run_policy(
+    stream: _Stream,
+    world: World,
+    config: ReplayConfig,
+    policy: str,
+    progress: Callable[[str, int, int], None] | None,
+) -> PolicyRun:
+    w = config.window_s
+    n_req = len(stream.requests)
+    n_nodes = len(stream.node_ids)
+    solver = "exact" if policy == ORACLE else policy
+    predictor = _predictor_for(policy, config, world)
+    window_of = np.floor(stream.arrival / w).astype(np.int64)
+    last_window = int(window_of.max()) if n_req else -1
+    new_by_window = np.split(
+        np.arange(n_req), np.searchsorted(window_of, np.arange(1, last_window + 1))
+    )
+
+    node = np.full(n_req, -1, dtype=np.int64)
+    dispatch = np.full(n_req, np.nan)
+    upload_end = np.full(n_req, np.nan)
+    node_arrive = np.full(n_req, np.nan)
+    deferrals = np.zeros(n_req, dtype=np.int64)
+    predicted = np.full(n_req, np.nan)
+    predicted_quality = np.full(n_req, np.nan)
+    link_free = np.zeros(len(stream.link_mbps))
+    windows: list[dict[str, Any]] = []
+    carried: list[int] = []
+    k = 0
+    total = last_window + 1
+    while k <= last_window or carried:
+        new = list(new_by_window[k]) if k <= last_window else []
+        rows = carried + new
+        close = (k + 1) * w
+        if not rows:
+            k += 1
+            continue
+        defer = k < last_window
+        inst = stream.window_instance(k, rows, w, defer)
+        start = time.perf_counter()
+        sol = solve(
+            inst, solver, predictors=predictor, time_limit=config.time_limit, seed=config.seed
+        )
+        fallback = ""
+        if not sol.assignment and not sol.deferred:
+            sol, fallback = _fallback(inst, predictor, config)
+        decide_s = time.perf_counter() - start
+        carried = []
+        by_link: dict[int, list[int]] = {}
+        for pos, i in enumerate(rows):
+            rid = stream.requests[i].id
+            target = sol.assignment.get(rid)
+            if target is None:
+                carried.append(i)
+                deferrals[i] += 1
+                continue
+            j = stream.node_ids.index(target)
+            node[i] = j
+            dispatch[i] = close
+            decision = sol.requests[pos]
+            waited = max(k * w - stream.arrival[i], 0.0)
+            predicted[i] = (decision.latency_s or np.nan) + waited
+            predicted_quality[i] = decision.quality if decision.quality is not None else np.nan
+            route = stream.route(stream.requests[i].site, target)
+            for link in route.link_idx:
+                by_link.setdefault(int(link), []).append(i)
+        sent = [i for i in rows if node[i] >= 0 and dispatch[i] == close]
+        done_upload = {i: close for i in sent}
+        for link, members in by_link.items():
+            begin = max(close, link_free[link])
+            finish = share_link(stream.upload_bits[members], stream.link_mbps[link] * 1e6, begin)
+            link_free[link] = float(finish.max())
+            for i, t in zip(members, finish, strict=True):
+                done_upload[i] = max(done_upload[i], float(t))
+        for i in sent:
+            route = stream.route(stream.requests[i].site, stream.node_ids[node[i]])
+            upload_end[i] = done_upload[i]
+            node_arrive[i] = done_upload[i] + route.rtt_ms / 1000.0
+        windows.append(
+            {
+                "window": k,
+                "requests": len(rows),
+                "dispatched": len(sent),
+                "deferred": len(carried),
+                "status": str(sol.status),
+                "fallback": fallback,
+                "message": sol.message or "",
+                "decision_s": decide_s,
+                "predicted_objective": sol.objective,
+            }
+        )
+        k += 1
+        if progress is not None:
+            progress(policy, min(k, total), total)
+
+    truth = stream.truth
+    rows_all = np.arange(n_req)
+    admit = np.full(n_req, np.nan)
+    prefill_end = np.full(n_req, np.nan)
+    finish = np.full(n_req, np.nan)
+    busy: dict[str, float] = {}
+    for j in range(n_nodes):
+        mine = rows_all[node == j]
+        jobs = NodeJobs(
+            arrive_s=node_arrive[mine],
+            compute_s=truth.compute_s[mine, j],
+            tokens=truth.output_tokens[mine, j],
+            kv_reserve_gb=truth.kv_reserve_gb[mine, j],
+            kv_read_gb=truth.kv_read_gb[mine, j],
+        )
+        speed = stream.speeds[j]
+        times = serve_node(
+            jobs,
+            concurrency=int(stream.concurrency[j]),
+            memory_gb=float(stream.memory_gb[j]),
+            weights_gb=speed.weights_gb,
+            decode_tok_s=speed.decode_tok_s,
+        )
+        admit[mine], prefill_end[mine], finish[mine] = (
+            times.admit_s,
+            times.prefill_end_s,
+            times.finish_s,
+        )
+        busy[stream.node_ids[j]] = times.busy_s
+    served = node >= 0
+    completed = np.zeros(n_req, dtype=bool)
+    completed[served] = truth.completed[rows_all[served], node[served]]
+    deadline = np.array([np.nan if r.deadline_s is None else r.deadline_s for r in stream.requests])
+    latency = finish - stream.arrival
+    frame = pd.DataFrame(
+        {
+            "request": [r.id for r in stream.requests],
+            "task": [r.task for r in stream.requests],
+            "arrival_s": stream.arrival,
+            "node": [stream.node_ids[j] if j >= 0 else None for j in node],
+            "tier": [stream.tiers[stream.node_ids[j]] if j >= 0 else None for j in node],
+            "deferrals": deferrals,
+            "dispatch_s": dispatch,
+            "upload_end_s": upload_end,
+            "node_arrival_s": node_arrive,
+            "admit_s": admit,
+            "prefill_end_s": prefill_end,
+            "finish_s": finish,
+            "latency_s": latency,
+            "predicted_latency_s": predicted,
+            "predicted_quality": predicted_quality,
+            "completed": completed,
+            "deadline_s": deadline,
+            "deadline_missed": np.where(np.isnan(deadline), False, latency > deadline),
+            "output_tokens": np.where(
+                served, truth.output_tokens[rows_all, np.maximum(node, 0)], np.nan
+            ),
+        }
+    )
+    return PolicyRun(policy, frame, pd.DataFrame(windows), busy)
+
+
+def _fallback(inst: Instance, predictor, config: ReplayConfig):
+    """A decision for a window the policy found infeasible: first without the per-request
+    quality floors, then every request on its fastest reachable node (ignoring capacities)."""
+    relaxed = inst.replace(
+        requests=[
+            {
+                k: v
+                for k, v in r.model_dump(mode="json", exclude_unset=True).items()
+                if k != "min_quality"
+            }
+            for r in inst.requests
+        ]
+    )
+    sol = solve(relaxed, "greedy", predictors=predictor, seed=config.seed)
+    if sol.assignment or sol.deferred:
+        return sol, "floors dropped"
+    predictions = predict(inst, predictor)
+    fastest = np.argmin(np.where(predictions.eligible, predictions.latency_s, np.inf), axis=1)
+    decisions = [
+        RequestDecision(
+            request=r.id,
+            node=inst.nodes[n].id,
+            quality=float(predictions.quality[i, n]),
+            latency_s=float(predictions.latency_s[i, n]),
+        )
+        for i, (r, n) in enumerate(zip(inst.requests, fastest, strict=True))
+    ]
+    sol = Solution(
+        instance=inst.name,
+        solver="fastest-node",
+        predictors=predictions.source,
+        status=Status.FEASIBLE,
+        message="no feasible assignment: every request sent to its fastest reachable node",
+        assignment={d.request: d.node for d in decisions},
+        requests=tuple(decisions),
+    )
+    return sol, "fastest node"
