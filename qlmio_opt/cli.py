@@ -415,6 +415,42 @@ def _replay_with_progress(load, world, config, *, quiet: bool):
         return replay(load, world, config, progress=progress)
 
 
+@app.command("bench-data")
+def bench_data_command(
+    requests: Annotated[
+        int, typer.Option("--requests", min=1, max=1_000_000, help="Requests to measure.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the requests and loads.")] = 0,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for bench.csv.gz, meta.json, DATA_CARD.md.")
+    ] = Path("bench-data"),
+) -> None:
+    """Run every request on every node of the scenario and write the benchmark dataset."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from qlmio_opt.report import frame_table
+    from qlmio_opt.simulator.dataset import bench_data, write_bench_data
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("requests", total=requests)
+        data = bench_data(
+            requests, seed, progress=lambda done, total: bar.update(task, completed=done)
+        )
+    paths = write_bench_data(data, out_dir)
+    import pandas as pd
+
+    counts = pd.DataFrame(data.split_counts()).T.rename_axis("split")
+    frame_table(out, counts, title=f"{len(data.table)} rows ({requests} requests x nodes)")
+    out.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
 class CatalogKind(StrEnum):
     models = "models"
     devices = "devices"

@@ -8,6 +8,7 @@ learned predictors train on.
 
 from __future__ import annotations
 
+from qlmio_opt.simulator.dataset import BenchData, bench_data, write_bench_data
 from qlmio_opt.simulator.metrics import reduction_table, summarise
 from qlmio_opt.simulator.oracle import OraclePredictor
 from qlmio_opt.simulator.replay import ORACLE, PolicyRun, ReplayConfig, ReplayResult, replay
@@ -17,6 +18,7 @@ from qlmio_opt.simulator.world import World, WorldConfig
 __all__ = [
     "ORACLE",
     "TRACES",
+    "BenchData",
     "OraclePredictor",
     "PolicyRun",
     "ReplayConfig",
@@ -24,9 +26,11 @@ __all__ = [
     "Workload",
     "World",
     "WorldConfig",
+    "bench_data",
     "deployment",
     "reduction_table",
     "replay",
     "summarise",
     "workload",
+    "write_bench_data",
 ]

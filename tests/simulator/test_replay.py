@@ -140,3 +140,14 @@ def test_cli_simulate_bad_policy_exits_2(capsys):
     code = main(["simulate", "--duration", "10", "--policies", "greedy,magic"])
     assert code == 2
     assert "unknown policy magic" in capsys.readouterr().err
+
+
+def test_cli_bench_data_writes_the_dataset(tmp_path, capsys):
+    code = main(["bench-data", "--requests", "12", "--seed", "2", "--out", str(tmp_path)])
+    assert code == 0
+    from qlmio_opt.simulator.dataset import read_bench_table
+
+    table = read_bench_table(tmp_path)
+    assert table["request"].nunique() == 12
+    assert (tmp_path / "DATA_CARD.md").read_text().startswith("# qlmio-opt benchmark dataset")
+    assert "rows" in capsys.readouterr().out
