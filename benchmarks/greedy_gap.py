@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     print("-" * len(header))
-    gaps, ratios, near_500x6 = [], [], []
+    gaps, ratios, near_500x6, greedy_times, exact_times = [], [], [], [], []
     for path in paths:
         instance = read_instance(path)
         problem = build_problem(instance, predict(instance))
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             gaps.append(gap)
         ratio = exact["time_s"] / g_time
         ratios.append(ratio)
+        greedy_times.append(g_time)
+        exact_times.append(exact["time_s"])
         if problem.num_nodes == 6 and 400 <= problem.num_requests <= 600:
             near_500x6.append(f"{path.stem} ({problem.num_requests} x 6) {1000 * g_time:.1f} ms")
         mip_gap = _mip_gap(opt, exact.get("bound"))
@@ -134,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{len(gaps)} windows compared: median gap {np.median(pct):.3f}%, "
             f"p95 {np.percentile(pct, 95):.3f}%, max {pct.max():.3f}%; "
             f"median speed ratio {statistics.median(ratios):.0f}x"
+        )
+        ms = 1000 * np.asarray(greedy_times)
+        print(
+            f"{int((pct > 3.0).sum())} windows above a 3% gap; "
+            f"greedy time median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms; "
+            "exact median / greedy median "
+            f"{statistics.median(exact_times) / statistics.median(greedy_times):.0f}x"
         )
         if not args.no_cache:
             print(
