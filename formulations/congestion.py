@@ -96,11 +96,22 @@ def lower_convex_envelope(values: np.ndarray) -> np.ndarray:
 
 
 def curve(
-    max_count: int, concurrency: int, service_s: float, decode_s: float, alpha: float
+    max_count: int,
+    concurrency: int,
+    service_s: float,
+    decode_s: float,
+    alpha: float,
+    active: int = 0,
 ) -> CongestionCurve:
-    """The convex congestion curve of one node for up to ``max_count`` requests."""
+    """The convex congestion curve of one node for up to ``max_count`` requests.
+
+    With ``active`` requests of earlier windows already on the node, the window's ``m`` requests
+    come after them: the curve is ``raw(active + m) - raw(active)``.
+    """
     m = np.arange(max(max_count, 1) + 1)
-    raw = raw_total(m, concurrency, service_s, decode_s, alpha)
+    raw = raw_total(m + active, concurrency, service_s, decode_s, alpha) - raw_total(
+        np.array([active]), concurrency, service_s, decode_s, alpha
+    )
     env = lower_convex_envelope(raw)
     return CongestionCurve(values=env, envelope_gap_s=float(np.max(raw - env)))
 

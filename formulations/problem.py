@@ -206,6 +206,7 @@ def _congestion_curves(
                 service_s=float(np.mean(service[rows, j])),
                 decode_s=float(np.mean(parts["decode_s"][rows, j])),
                 alpha=alpha,
+                active=node.active_requests,
             )
         )
     return tuple(curves)

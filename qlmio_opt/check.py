@@ -192,11 +192,21 @@ def lower_envelope(values: np.ndarray) -> np.ndarray:
 
 
 def congestion_curve(
-    max_count: int, concurrency: int, service_s: float, decode_s: float, alpha: float
+    max_count: int,
+    concurrency: int,
+    service_s: float,
+    decode_s: float,
+    alpha: float,
+    active: int = 0,
 ) -> np.ndarray:
-    """``E(m)`` for ``m = 0 .. max_count``: the envelope of queueing + batching on that range."""
+    """``E(m)`` for ``m = 0 .. max_count``: the envelope of queueing + batching on that range,
+    counted after the node's ``active`` requests of earlier windows."""
+    before = congestion_total(active, concurrency, service_s, decode_s, alpha)
     raw = np.array(
-        [congestion_total(m, concurrency, service_s, decode_s, alpha) for m in range(max_count + 1)]
+        [
+            congestion_total(active + m, concurrency, service_s, decode_s, alpha) - before
+            for m in range(max_count + 1)
+        ]
     )
     return lower_envelope(raw)
 
@@ -487,6 +497,7 @@ def _node_congestion(
             float(np.mean(service)),
             float(np.mean(decode)),
             alpha,
+            node.active_requests,
         )
         out[j] = curve[int(counts[j])]
     return out

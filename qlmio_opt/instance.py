@@ -28,6 +28,7 @@ from qlmio_opt.catalog import Catalog, default_catalog
 from qlmio_opt.errors import InputError, Issue
 from qlmio_opt.network import LinkSpec, NetworkGraph
 from qlmio_opt.types import (
+    ActiveRequests,
     BandwidthMbps,
     Bytes,
     Concurrency,
@@ -108,6 +109,11 @@ class Node(Frozen):
     )
     modalities: tuple[Literal["text", "image"], ...] | None = Field(
         default=None, description="Input kinds accepted; null = the model's."
+    )
+    active_requests: ActiveRequests = Field(
+        default=0,
+        description="Requests of earlier windows still on the node (on their way, queued or in "
+        "service) when this window is decided; the window's requests queue and batch behind them.",
     )
 
 

@@ -156,3 +156,23 @@ def frame_table(console: Console, frame: pd.DataFrame, title: str) -> None:
         table.add_row(*row)
     # never squeeze a catalog table: it is read, not skimmed
     console.print(table, width=max(console.width, sum(widths) + 3 * len(widths) + 1))
+
+
+def markdown_table(frame: pd.DataFrame, *, index: bool = True, digits: int = 4) -> str:
+    """A DataFrame as a GitHub markdown table (floats to ``digits`` significant digits)."""
+    if index:
+        frame = frame.reset_index()
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if value != value else format(value, f".{digits}g")
+        return str(value)
+
+    lines = [
+        "| " + " | ".join(str(c) for c in frame.columns) + " |",
+        "|" + "---|" * len(frame.columns),
+    ]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
+    return "\n".join(lines)

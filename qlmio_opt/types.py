@@ -25,6 +25,7 @@ Bytes = Annotated[int, Strict(), Field(ge=1, le=2_000_000_000)]
 Tokens = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
 OutputTokens = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
 Concurrency = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
+ActiveRequests = Annotated[int, Strict(), Field(ge=0, le=1_000_000)]
 
 MemoryGB = Annotated[float, Strict(), Field(gt=0, le=100_000)]
 BandwidthMbps = Annotated[float, Strict(), Field(gt=0, le=10_000_000)]

@@ -476,3 +476,14 @@ def test_unknown_predictors_name_asks_for_them():
         check(instance, solution)
     assert "MyPredictor" in str(err.value)
     assert check(instance, solution, predictors="analytic").feasible
+
+
+def test_congestion_curve_after_active_requests_by_hand():
+    # c = 2, one service round of 1 s, no batching: with 2 requests already on the node the
+    # window's first two wait one round each, the next two wait two rounds each
+    from qlmio_opt.formulations.congestion import curve
+
+    expected = [0, 1, 2, 4, 6]
+    assert np.allclose(congestion_curve(4, 2, 1.0, 0.0, 0.0, active=2), expected)
+    assert np.allclose(curve(4, 2, 1.0, 0.0, 0.0, active=2).values, expected)
+    assert np.allclose(congestion_curve(4, 2, 1.0, 0.0, 0.0, active=0), [0, 0, 0, 1, 2])

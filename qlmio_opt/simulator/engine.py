@@ -58,6 +58,152 @@ class NodeTimes:
     busy_s: float
 
 
+class NodeServer:
+    """One node serving jobs over time; jobs may be added while it runs (see the module
+    docstring). Add jobs with :meth:`add`, advance the clock with :meth:`run_until`.
+
+    ``decode_tok_s`` is the single-stream speed with a negligible context: one step of a batch
+    reading ``K`` GB of KV cache takes ``(weights_gb + K) / (decode_tok_s * weights_gb)``.
+    """
+
+    def __init__(
+        self, *, concurrency: int, memory_gb: float, weights_gb: float, decode_tok_s: float
+    ) -> None:
+        self.concurrency = int(concurrency)
+        self.memory_gb = float(memory_gb)
+        self.weights_gb = float(weights_gb)
+        self.bandwidth = float(decode_tok_s) * float(weights_gb)
+        self.compute_s: list[float] = []
+        self.tokens: list[float] = []
+        self.reserve: list[float] = []
+        self.read: list[float] = []
+        self.arrive: list[float] = []
+        self.admit_s: list[float] = []
+        self.prefill_end_s: list[float] = []
+        self.finish_s: list[float] = []
+        self.busy_s = 0.0
+        self.finished = 0
+        self._arrivals: list[tuple[float, int]] = []  # heap of (arrival, job)
+        self._waiting: deque[int] = deque()
+        self._prefill_queue: deque[int] = deque()
+        self._prefilling: int | None = None
+        self._prefill_done_at = np.inf
+        self._decoding: list[tuple[float, int]] = []  # heap of (token clock at finish, job)
+        self._clock = 0.0  # tokens every decoding job has advanced since the start
+        self._batch_kv = 0.0
+        self._running = 0
+        self._used = 0.0
+        self.now = 0.0
+
+    @property
+    def outstanding(self) -> int:
+        """Jobs added and not finished (on their way, waiting, or in service)."""
+        return len(self.arrive) - self.finished
+
+    def add(self, jobs: NodeJobs) -> np.ndarray:
+        """Add jobs (arriving at or after the current time); returns their job numbers."""
+        first = len(self.arrive)
+        for k in range(len(jobs.arrive_s)):
+            j = first + k
+            if jobs.arrive_s[k] < self.now - 1e-9:
+                raise ValueError("a job cannot arrive before the node's current time")
+            self.arrive.append(float(jobs.arrive_s[k]))
+            self.compute_s.append(float(jobs.compute_s[k]))
+            self.tokens.append(float(jobs.tokens[k]))
+            self.reserve.append(float(jobs.kv_reserve_gb[k]))
+            self.read.append(float(jobs.kv_read_gb[k]))
+            self.admit_s.append(np.nan)
+            self.prefill_end_s.append(np.nan)
+            self.finish_s.append(np.nan)
+            heapq.heappush(self._arrivals, (self.arrive[j], j))
+        return np.arange(first, len(self.arrive))
+
+    def _step_s(self) -> float:
+        return (self.weights_gb + self._batch_kv) / self.bandwidth
+
+    def _admit_waiting(self) -> None:
+        while self._waiting:
+            j = self._waiting[0]
+            fits = self._used + self.reserve[j] <= self.memory_gb + 1e-12
+            if self._running >= self.concurrency or not (fits or self._running == 0):
+                return
+            self._waiting.popleft()
+            self._running += 1
+            self._used += self.reserve[j]
+            self.admit_s[j] = self.now
+            self._prefill_queue.append(j)
+
+    def _start_prefill(self) -> None:
+        if self._prefilling is None and self._prefill_queue:
+            self._prefilling = self._prefill_queue.popleft()
+            self._prefill_done_at = self.now + self.compute_s[self._prefilling]
+
+    def _finish(self, j: int) -> None:
+        self.finish_s[j] = self.now
+        self.finished += 1
+        self._batch_kv -= self.read[j]
+        self._running -= 1
+        self._used -= self.reserve[j]
+
+    def run_until(self, t: float = np.inf) -> None:
+        """Process every event up to time ``t`` (all of them when ``t`` is infinite)."""
+        while True:
+            next_arrival = self._arrivals[0][0] if self._arrivals else np.inf
+            if self._prefilling is not None:
+                next_done = self._prefill_done_at
+            elif self._decoding:
+                next_done = self.now + (self._decoding[0][0] - self._clock) * self._step_s()
+            else:
+                next_done = np.inf
+            event = min(next_arrival, next_done)
+            if event == np.inf or event > t:
+                break
+            if self._running > 0:
+                self.busy_s += event - self.now
+            if self._prefilling is None and self._decoding:
+                self._clock += (event - self.now) / self._step_s()
+            self.now = event
+            if next_done <= next_arrival:
+                if self._prefilling is not None:
+                    j = self._prefilling
+                    self.prefill_end_s[j] = self.now
+                    self._prefilling = None
+                    heapq.heappush(self._decoding, (self._clock + self.tokens[j], j))
+                    self._batch_kv += self.read[j]
+                else:
+                    _, j = heapq.heappop(self._decoding)
+                    self._finish(j)
+                    # every job that reaches the same token count ends at the same instant
+                    while self._decoding and self._decoding[0][0] <= self._clock + 1e-9:
+                        _, k = heapq.heappop(self._decoding)
+                        self._finish(k)
+                    if not self._decoding:
+                        self._batch_kv = 0.0
+                    if self._running == 0:
+                        self._used = 0.0
+            else:
+                _, j = heapq.heappop(self._arrivals)
+                self._waiting.append(j)
+            self._admit_waiting()
+            self._start_prefill()
+        if t != np.inf and t > self.now:
+            if self._running > 0:
+                self.busy_s += t - self.now
+            if self._prefilling is None and self._decoding:
+                self._clock += (t - self.now) / self._step_s()
+            self.now = t
+
+    def times(self, jobs: np.ndarray | None = None) -> NodeTimes:
+        """Admission, prefill end and finish of ``jobs`` (default: all), and the busy time."""
+        pick = slice(None) if jobs is None else jobs
+        return NodeTimes(
+            np.asarray(self.admit_s)[pick],
+            np.asarray(self.prefill_end_s)[pick],
+            np.asarray(self.finish_s)[pick],
+            self.busy_s,
+        )
+
+
 def serve_node(
     jobs: NodeJobs,
     *,
@@ -66,94 +212,31 @@ def serve_node(
     weights_gb: float,
     decode_tok_s: float,
 ) -> NodeTimes:
-    """Simulate one node serving ``jobs`` (see the module docstring).
-
-    ``decode_tok_s`` is the single-stream speed with a negligible context: one step of a batch
-    reading ``K`` GB of KV cache takes ``(weights_gb + K) / (decode_tok_s * weights_gb)``.
-    """
+    """Simulate one node serving ``jobs`` (given in any order) to the end."""
     n = len(jobs.arrive_s)
-    admit = np.full(n, np.nan)
-    prefill_end = np.full(n, np.nan)
-    finish = np.full(n, np.nan)
+    server = NodeServer(
+        concurrency=concurrency,
+        memory_gb=memory_gb,
+        weights_gb=weights_gb,
+        decode_tok_s=decode_tok_s,
+    )
     if n == 0:
-        return NodeTimes(admit, prefill_end, finish, 0.0)
-    bandwidth = decode_tok_s * weights_gb
+        empty = np.zeros(0)
+        return NodeTimes(empty, empty, empty, 0.0)
+    # add in arrival order so that ties are served in the given order
     order = np.lexsort((np.arange(n), jobs.arrive_s))
-    arrivals = deque(int(i) for i in order)
-    waiting: deque[int] = deque()
-    prefill_queue: deque[int] = deque()
-    prefilling: int | None = None
-    prefill_done_at = np.inf
-    decoding: list[tuple[float, int]] = []  # heap of (token clock at finish, job)
-    clock = 0.0  # tokens every decoding job has advanced since the start
-    batch_kv = 0.0
-    running = 0
-    used = 0.0
-    now = 0.0
-    busy = 0.0
-
-    def admit_waiting() -> None:
-        nonlocal running, used
-        while waiting:
-            j = waiting[0]
-            fits = used + jobs.kv_reserve_gb[j] <= memory_gb + 1e-12
-            if running >= concurrency or not (fits or running == 0):
-                return
-            waiting.popleft()
-            running += 1
-            used += jobs.kv_reserve_gb[j]
-            admit[j] = now
-            prefill_queue.append(j)
-
-    def start_prefill() -> None:
-        nonlocal prefilling, prefill_done_at
-        if prefilling is None and prefill_queue:
-            prefilling = prefill_queue.popleft()
-            prefill_done_at = now + jobs.compute_s[prefilling]
-
-    while arrivals or waiting or prefilling is not None or decoding:
-        next_arrival = jobs.arrive_s[arrivals[0]] if arrivals else np.inf
-        if prefilling is not None:
-            next_done = prefill_done_at
-        elif decoding:
-            step = (weights_gb + batch_kv) / bandwidth
-            next_done = now + (decoding[0][0] - clock) * step
-        else:
-            next_done = np.inf
-        t = min(next_arrival, next_done)
-        if running > 0:
-            busy += t - now
-        if prefilling is None and decoding:
-            clock += (t - now) / ((weights_gb + batch_kv) / bandwidth)
-        now = t
-        if next_done <= next_arrival:
-            if prefilling is not None:
-                j = prefilling
-                prefill_end[j] = now
-                prefilling = None
-                heapq.heappush(decoding, (clock + jobs.tokens[j], j))
-                batch_kv += jobs.kv_read_gb[j]
-            else:
-                _, j = heapq.heappop(decoding)
-                finish[j] = now
-                batch_kv -= jobs.kv_read_gb[j]
-                if not decoding:
-                    batch_kv = 0.0
-                running -= 1
-                used -= jobs.kv_reserve_gb[j]
-                # every job that reaches the same token count ends at the same instant
-                while decoding and decoding[0][0] <= clock + 1e-9:
-                    _, k = heapq.heappop(decoding)
-                    finish[k] = now
-                    batch_kv -= jobs.kv_read_gb[k]
-                    running -= 1
-                    used -= jobs.kv_reserve_gb[k]
-                if not decoding:
-                    batch_kv = 0.0
-                if running == 0:
-                    used = 0.0
-        else:
-            waiting.append(arrivals.popleft())
-        admit_waiting()
-        start_prefill()
-    return NodeTimes(admit, prefill_end, finish, busy)
+    ids = server.add(
+        NodeJobs(
+            jobs.arrive_s[order],
+            jobs.compute_s[order],
+            jobs.tokens[order],
+            jobs.kv_reserve_gb[order],
+            jobs.kv_read_gb[order],
+        )
+    )
+    server.run_until()
+    times = server.times()
+    out = [np.empty(n) for _ in range(3)]
+    for arr, src in zip(out, (times.admit_s, times.prefill_end_s, times.finish_s), strict=True):
+        arr[order] = src[ids]
+    return NodeTimes(out[0], out[1], out[2], times.busy_s)

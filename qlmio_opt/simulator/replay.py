@@ -24,7 +24,7 @@ import pandas as pd
 from qlmio_opt.catalog import Catalog
 from qlmio_opt.instance import Instance, Request
 from qlmio_opt.predictors import get_predictor, predict
-from qlmio_opt.simulator.engine import NodeJobs, serve_node, share_link
+from qlmio_opt.simulator.engine import NodeJobs, NodeServer, share_link
 from qlmio_opt.simulator.oracle import OraclePredictor
 from qlmio_opt.simulator.workload import Workload
 from qlmio_opt.simulator.world import PairTruth, World
@@ -51,6 +51,10 @@ class ReplayConfig:
         Per-window time limit of every solver (seconds).
     seed
         Seed of the randomised solvers.
+    observe_load
+        Whether each window's instance tells the policy how many requests of earlier windows are
+        still on each node (``active_requests``): a scheduler sees its responses come back, so it
+        knows. When false, every window is decided as if the nodes were idle.
     """
 
     window_s: float = 2.0
@@ -58,6 +62,7 @@ class ReplayConfig:
     predictors: str = "analytic"
     time_limit: float | None = 10.0
     seed: int = 0
+    observe_load: bool = True
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:
@@ -129,7 +134,14 @@ class _Stream:
             self._routes[key] = self.graph.route(site, node)
         return self._routes[key]
 
-    def window_instance(self, k: int, rows: Sequence[int], window_s: float, defer: bool):
+    def window_instance(
+        self,
+        k: int,
+        rows: Sequence[int],
+        window_s: float,
+        defer: bool,
+        active: Sequence[int] | None = None,
+    ) -> Instance:
         start = k * window_s
         reqs = []
         for i in rows:
@@ -149,6 +161,11 @@ class _Stream:
         base = dict(self.workload.base)
         if not defer:
             base["objective"] = {**base["objective"], "deferral_penalty_s": None}
+        if active is not None:
+            base["nodes"] = [
+                {**node, "active_requests": int(a)}
+                for node, a in zip(base["nodes"], active, strict=True)
+            ]
         return Instance.from_dict(
             {"name": f"window_{k}", "window_s": window_s, **base, "requests": reqs},
             catalog=self.catalog,
@@ -207,6 +224,16 @@ def _run_policy(
     predicted = np.full(n_req, np.nan)
     predicted_quality = np.full(n_req, np.nan)
     link_free = np.zeros(len(stream.link_mbps))
+    servers = [
+        NodeServer(
+            concurrency=int(stream.concurrency[j]),
+            memory_gb=float(stream.memory_gb[j]),
+            weights_gb=stream.speeds[j].weights_gb,
+            decode_tok_s=stream.speeds[j].decode_tok_s,
+        )
+        for j in range(n_nodes)
+    ]
+    job_of = np.full(n_req, -1, dtype=np.int64)
     windows: list[dict[str, Any]] = []
     carried: list[int] = []
     k = 0
@@ -219,7 +246,10 @@ def _run_policy(
             k += 1
             continue
         defer = k < last_window
-        inst = stream.window_instance(k, rows, w, defer)
+        for server in servers:
+            server.run_until(close)
+        active = [server.outstanding for server in servers] if config.observe_load else None
+        inst = stream.window_instance(k, rows, w, defer, active)
         start = time.perf_counter()
         sol = solve(
             inst, solver, predictors=predictor, time_limit=config.time_limit, seed=config.seed
@@ -259,6 +289,21 @@ def _run_policy(
             route = stream.route(stream.requests[i].site, stream.node_ids[node[i]])
             upload_end[i] = done_upload[i]
             node_arrive[i] = done_upload[i] + route.rtt_ms / 1000.0
+        truth = stream.truth
+        for j in range(n_nodes):
+            mine = np.array([i for i in sent if node[i] == j], dtype=np.int64)
+            if len(mine) == 0:
+                continue
+            order = mine[np.lexsort((mine, node_arrive[mine]))]
+            job_of[order] = servers[j].add(
+                NodeJobs(
+                    arrive_s=node_arrive[order],
+                    compute_s=truth.compute_s[order, j],
+                    tokens=truth.output_tokens[order, j],
+                    kv_reserve_gb=truth.kv_reserve_gb[order, j],
+                    kv_read_gb=truth.kv_read_gb[order, j],
+                )
+            )
         windows.append(
             {
                 "window": k,
@@ -282,23 +327,10 @@ def _run_policy(
     prefill_end = np.full(n_req, np.nan)
     finish = np.full(n_req, np.nan)
     busy: dict[str, float] = {}
-    for j in range(n_nodes):
+    for j, server in enumerate(servers):
+        server.run_until()
         mine = rows_all[node == j]
-        jobs = NodeJobs(
-            arrive_s=node_arrive[mine],
-            compute_s=truth.compute_s[mine, j],
-            tokens=truth.output_tokens[mine, j],
-            kv_reserve_gb=truth.kv_reserve_gb[mine, j],
-            kv_read_gb=truth.kv_read_gb[mine, j],
-        )
-        speed = stream.speeds[j]
-        times = serve_node(
-            jobs,
-            concurrency=int(stream.concurrency[j]),
-            memory_gb=float(stream.memory_gb[j]),
-            weights_gb=speed.weights_gb,
-            decode_tok_s=speed.decode_tok_s,
-        )
+        times = server.times(job_of[mine])
         admit[mine], prefill_end[mine], finish[mine] = (
             times.admit_s,
             times.prefill_end_s,

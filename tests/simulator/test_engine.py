@@ -120,3 +120,38 @@ def test_node_invariants(rows, concurrency, memory):
         running = (times.admit_s <= t + 1e-12) & (times.finish_s > t + 1e-12)
         assert running.sum() <= concurrency
         assert running.sum() == 1 or reserve[running].sum() <= memory + 1e-9
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 20), st.floats(0, 2), st.integers(1, 100), st.floats(0.1, 4)),
+        min_size=1,
+        max_size=20,
+    ),
+    st.lists(st.floats(0, 20), max_size=4),
+)
+def test_adding_jobs_while_running_equals_one_batch(rows, cuts):
+    """The replay adds each window's jobs after advancing the node to the window's close."""
+    from qlmio_opt.simulator.engine import NodeServer
+
+    arrive, compute, tokens, reserve = map(np.array, zip(*rows, strict=True))
+    read = reserve / 4
+    kwargs = dict(concurrency=3, memory_gb=6.0, weights_gb=4.0, decode_tok_s=25.0)
+    whole = serve_node(_jobs(arrive, compute, tokens, reserve, read), **kwargs)
+    server = NodeServer(**kwargs)
+    order = np.lexsort((np.arange(len(arrive)), arrive))
+    ids = np.empty(len(arrive), dtype=np.int64)
+    done = 0
+    for cut in [*sorted(cuts), np.inf]:
+        take = order[done:][arrive[order[done:]] < cut] if np.isfinite(cut) else order[done:]
+        server.run_until(min(cut, float(arrive[take].min())) if len(take) else cut)
+        if len(take):
+            ids[take] = server.add(
+                _jobs(arrive[take], compute[take], tokens[take], reserve[take], read[take])
+            )
+        done += len(take)
+    server.run_until()
+    assert server.outstanding == 0
+    assert np.allclose(server.times(ids).finish_s, whole.finish_s)
+    assert np.allclose(server.times(ids).admit_s, whole.admit_s)

@@ -173,3 +173,28 @@ def test_matrix_objective_equals_evaluation_for_any_assignment():
         )
         cols = columns_from_assignment(milp, problem, assignment)
         assert milp.col_cost @ cols == pytest.approx(evaluate(problem, assignment).objective)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 100_000), active=st.integers(0, 12))
+def test_requests_already_on_a_node_shift_its_congestion(seed, active):
+    """Earlier windows' requests on a node: exact still equals brute force, the checker agrees,
+    and the node's congestion is never lower than on an idle node."""
+    from qlmio_opt.check import check
+    from qlmio_opt.solve import solve
+
+    base = read_instance(SMALL / "analytic.json").to_dict()
+    first = base["requests"][0]
+    rng = np.random.default_rng(seed)
+    base["requests"] = [dict(first, id=f"q{i}", arrival_s=0.1 * i) for i in range(5)]
+    idle = Instance.from_dict(base)
+    base["nodes"][0]["active_requests"] = active
+    busy = Instance.from_dict(base)
+    p_idle, p_busy = problem_of(idle), problem_of(busy)
+    counts = np.arange(p_busy.congestion_curves[0].max_count + 1)
+    assert (p_busy.congestion_curves[0](counts) >= p_idle.congestion_curves[0](counts) - 1e-9).all()
+    result = ExactHighs(mip_rel_gap=1e-9).solve(p_busy)
+    assert evaluate(p_busy, result.assignment).objective == pytest.approx(brute_force(p_busy))
+    solution = solve(busy, "greedy", seed=int(rng.integers(0, 10)))
+    report = check(busy, solution)
+    assert report.feasible and report.objective_matches and not report.mismatches, report.summary()
