@@ -254,9 +254,9 @@ def _run_policy(
         sol = solve(
             inst, solver, predictors=predictor, time_limit=config.time_limit, seed=config.seed
         )
-        fallback = ""
+        fallback, why = "", sol.message or ""
         if not sol.assignment and not sol.deferred:
-            sol, fallback = _fallback(inst, predictor, config)
+            sol, fallback = _fallback(inst, solver, predictor, config)
         decide_s = time.perf_counter() - start
         carried = []
         by_link: dict[int, list[int]] = {}
@@ -312,7 +312,7 @@ def _run_policy(
                 "deferred": len(carried),
                 "status": str(sol.status),
                 "fallback": fallback,
-                "message": sol.message or "",
+                "message": why,
                 "decision_s": decide_s,
                 "predicted_objective": sol.objective,
             }
@@ -370,22 +370,26 @@ def _run_policy(
     return PolicyRun(policy, frame, pd.DataFrame(windows), busy)
 
 
-def _fallback(inst: Instance, predictor, config: ReplayConfig):
-    """A decision for a window the policy found infeasible: first without the per-request
-    quality floors, then every request on its fastest reachable node (ignoring capacities)."""
+def _fallback(inst: Instance, solver: str, predictor, config: ReplayConfig):
+    """A decision for a window the policy found infeasible: the same solver without the
+    per-request quality floors and deadlines, then greedy without them, then every request on its
+    fastest reachable node (ignoring capacities). The world still counts the missed deadlines."""
     relaxed = inst.replace(
         requests=[
             {
                 k: v
                 for k, v in r.model_dump(mode="json", exclude_unset=True).items()
-                if k != "min_quality"
+                if k not in ("min_quality", "deadline_s")
             }
             for r in inst.requests
         ]
     )
-    sol = solve(relaxed, "greedy", predictors=predictor, seed=config.seed)
-    if sol.assignment or sol.deferred:
-        return sol, "floors dropped"
+    for name in dict.fromkeys((solver, "greedy")):
+        sol = solve(
+            relaxed, name, predictors=predictor, time_limit=config.time_limit, seed=config.seed
+        )
+        if sol.assignment or sol.deferred:
+            return sol, f"{name} without floors and deadlines"
     predictions = predict(inst, predictor)
     fastest = np.argmin(np.where(predictions.eligible, predictions.latency_s, np.inf), axis=1)
     decisions = [

@@ -27,6 +27,7 @@ from qlmio_opt.scenarios.default import Scenario
 from qlmio_opt.scenarios.generate import _output_cap, _requests, _topology, get_scenario
 
 TRACES = ("azure-conv", "azure-code", "mooncake", "servegen")
+BLOCK = 256  # requests drawn per random stream
 
 
 @dataclass(frozen=True)
@@ -175,29 +176,36 @@ def workload(
     sc = get_scenario(scenario)
     base = deployment(sc, seed, edge_capacity=edge_capacity, objective=objective)
     arrival, trace_out = trace_arrivals(trace, duration_s, seed)
-    rng = np.random.default_rng([int(seed), 15485863])
     sites = base["network"]["sites"]
-    drawn = _requests(sc, rng, len(arrival), len(sites))
-    floors = rng.random(len(arrival)) < sc.min_quality_share
-    floor_values = rng.choice(sc.min_quality_values, len(arrival))
-    deadlines = rng.random(len(arrival)) < sc.deadline_share
-    slack = np.exp(rng.uniform(*np.log(sc.deadline_slack_s), len(arrival)))
     bodies = []
-    for i, r in enumerate(drawn["requests"]):
-        body = {
-            "id": f"q{i:06d}",
-            "site": sites[r["site_idx"]],
-            "task": r["task"],
-            "prompt": r["prompt"],
-            "prompt_tokens": r["prompt_tokens"],
-            "images": r["images"],
-            "max_output_tokens": (
-                _output_cap(sc, int(trace_out[i])) if trace_out[i] >= 0 else r["max_output_tokens"]
-            ),
-        }
-        if floors[i]:
-            body["min_quality"] = float(floor_values[i])
-        if deadlines[i]:
-            body["deadline_s"] = float(f"{slack[i]:.4g}")
-        bodies.append(body)
+    # drawn in blocks, each from its own stream: a longer replay starts with the same requests
+    for block in range(0, len(arrival), BLOCK):
+        rng = np.random.default_rng([int(seed), 15485863, block // BLOCK])
+        n = min(BLOCK, len(arrival) - block)
+        # always a whole block, so that the draws do not depend on where the replay ends
+        drawn = _requests(sc, rng, BLOCK, len(sites))
+        floors = rng.random(BLOCK) < sc.min_quality_share
+        floor_values = rng.choice(sc.min_quality_values, BLOCK)
+        deadlines = rng.random(BLOCK) < sc.deadline_share
+        slack = np.exp(rng.uniform(*np.log(sc.deadline_slack_s), BLOCK))
+        for k, r in enumerate(drawn["requests"][:n]):
+            i = block + k
+            body = {
+                "id": f"q{i:06d}",
+                "site": sites[r["site_idx"]],
+                "task": r["task"],
+                "prompt": r["prompt"],
+                "prompt_tokens": r["prompt_tokens"],
+                "images": r["images"],
+                "max_output_tokens": (
+                    _output_cap(sc, int(trace_out[i]))
+                    if trace_out[i] >= 0
+                    else r["max_output_tokens"]
+                ),
+            }
+            if floors[k]:
+                body["min_quality"] = float(floor_values[k])
+            if deadlines[k]:
+                body["deadline_s"] = float(f"{slack[k]:.4g}")
+            bodies.append(body)
     return Workload(base=base, requests=tuple(bodies), arrival_s=arrival, trace=trace)

@@ -151,3 +151,10 @@ def test_cli_bench_data_writes_the_dataset(tmp_path, capsys):
     assert table["request"].nunique() == 12
     assert (tmp_path / "DATA_CARD.md").read_text().startswith("# qlmio-opt benchmark dataset")
     assert "rows" in capsys.readouterr().out
+
+
+def test_a_longer_workload_starts_with_the_same_requests():
+    short = workload("azure-conv", 60.0, seed=4)
+    long = workload("azure-conv", 180.0, seed=4)
+    assert long.requests[: len(short.requests)] == short.requests
+    assert np.array_equal(long.arrival_s[: len(short.arrival_s)], short.arrival_s)
