@@ -121,6 +121,10 @@ CASES = {
         variant(setter(["nodes", 0, "memory_gb"], -2.0)),
         'nodes[0] (node "edge-0").memory_gb: must be a number of GB in (0, 100000], null (unbounded) or "auto" (device memory less weights); got -2',
     ),
+    "negative_active_requests.json": (
+        variant(setter(["nodes", 0, "active_requests"], -1)),
+        'nodes[0] (node "edge-0").active_requests: must be >= 0',
+    ),
     "duplicate_request_id.json": (
         variant(setter(["requests", 2, "id"], "r0")),
         'requests[2].id: duplicate request id "r0" (first used at requests[0])',
