@@ -1,0 +1,468 @@
+"""Features of the learned quality predictor: one function for training rows and predictions.
+
+Design
+------
+A learned predictor silently goes wrong when the features it is trained on are computed by one
+piece of code and the features it predicts from by another. Here there is exactly **one**
+feature function, :func:`quality_features`, and it reads one narrow input: per (request, node)
+pair the columns of :data:`PAIR_COLUMNS`, which the benchmark table already has and which
+:func:`pairs_from_instance` reduces an :class:`~qlmio_opt.instance.Instance` to (request-major
+order, the table's order). Per-image sizes are deliberately **not** part of that input, because
+the table (``bench.csv.gz``) does not carry them; the instance path throws them away too, so both
+paths see the same information and give bit-identical features
+(``tests/predictors/test_learned_quality.py`` checks it).
+
+Features (names in :meth:`FeatureSpec.names`):
+
+- ``task=<t>``: one-hot over the catalog's task families (fixed at training time).
+- Prompt, hand-made and transparent (no learned text reduction to save): ``q_yes_no`` (the
+  question opens with an auxiliary verb), ``q_numeric`` (counting, time, year, price, ...),
+  ``q_reading`` (what is written, brand, name, title, ...), ``q_describe`` (describe, explain,
+  why), ``ocr_line`` (a ``Reference OCR token:`` line is present), ``log_ocr_tokens``
+  (``log1p`` of its comma-separated tokens), ``question_words`` (words of the first line) and
+  ``log_prompt_tokens``. These few indicators were preferred to a hashed bag of words reduced by
+  a saved projection: nothing learned has to be stored for them, and the model file stays
+  numbers-only.
+- Images: ``n_images``, ``log_image_pixels`` (``log1p`` of the total pixels) and
+  ``log_image_tokens`` (tokens the node's model spends on them).
+- Resolution, as in :class:`~qlmio_opt.predictors.analytic.AnalyticPredictor` (``ratio`` /
+  ``ref_ratio``): ``log_seen_share`` is the log of the share of the request's pixels the model
+  sees after its resize rule, ``log_seen_vs_reference`` that minus the same log-share for the
+  task's reference image, ``resolution_shift`` the latter times the task's
+  ``resolution_exponent`` and ``analytic_quality`` the analytic predictor's quality
+  ``accuracy * exp(resolution_shift)`` clipped to [0, 1]. Without per-image sizes the seen
+  pixels are **estimated** from the aggregates (:func:`seen_pixels_estimate`): exact for
+  Qwen's ``patch`` rule (``tokens * patch_px**2``), for ``fixed`` rules and for single images
+  under ``tiles`` rules; for several tiled images the tiles are assumed equal per image, and the
+  ``openai-tiles`` rule sees each image as a square of the mean area. ``log_tokens_per_mpx``
+  gives the trees the raw token density as well.
+- Model, from the catalog only: ``log_params_b``, ``family=<f>`` (one-hot over the catalog's
+  families), ``acc_task`` (published accuracy for the row's task), ``acc_mean`` (published
+  accuracy averaged over the task families) and ``tier_cloud``. There is **no model-id one-hot**:
+  the estimator must generalise to a model it has not seen through these catalog features.
+
+A task or family unknown to the :class:`FeatureSpec` gets an all-zero one-hot block; a model must
+be in the catalog passed in (an instance's own catalog, inline entries included, works).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from qlmio_opt.catalog import Catalog
+from qlmio_opt.catalog.image_tokens import ImageTokenRule
+from qlmio_opt.instance import Instance
+
+__all__ = [
+    "FEATURE_VERSION",
+    "PAIR_COLUMNS",
+    "PROMPT_FEATURES",
+    "FeatureSpec",
+    "instance_features",
+    "pairs_from_instance",
+    "pairs_from_table",
+    "prompt_features",
+    "quality_features",
+    "seen_pixels_estimate",
+]
+
+FEATURE_VERSION = 1
+"""Bumped whenever a feature's definition changes (saved models record it)."""
+
+PAIR_COLUMNS: tuple[str, ...] = (
+    "task",
+    "prompt",
+    "prompt_tokens",
+    "n_images",
+    "image_pixels",
+    "image_tokens",
+    "model",
+    "tier",
+)
+"""The per-pair columns :func:`quality_features` reads (all present in the bench table)."""
+
+PROMPT_FEATURES: tuple[str, ...] = (
+    "q_yes_no",
+    "q_numeric",
+    "q_reading",
+    "q_describe",
+    "ocr_line",
+    "log_ocr_tokens",
+    "question_words",
+)
+
+_IMAGE_FEATURES: tuple[str, ...] = (
+    "log_prompt_tokens",
+    "n_images",
+    "log_image_pixels",
+    "log_image_tokens",
+    "log_tokens_per_mpx",
+    "log_seen_share",
+    "log_seen_vs_reference",
+    "resolution_shift",
+    "analytic_quality",
+)
+_MODEL_FEATURES: tuple[str, ...] = ("log_params_b", "acc_task", "acc_mean", "tier_cloud")
+
+
+# Question vocabulary (matched on the lower-cased words of the question, not by regex search:
+# a set lookup per word keeps a window's prompts well under a millisecond).
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_AUXILIARY = _words(
+    "is are am does do did can could was were has have had will would should shall may might must"
+)
+_HOW_NUMERIC = _words("many much old long far tall big high")
+_WHAT_NUMERIC = _words(
+    "number time year date day percentage percent price amount value score age size speed"
+)
+_READING = _words(
+    "written write writing say says said brand name names named title word words letter letters "
+    "text label called spell spelled read reads"
+)
+_DESCRIBE = _words("describe explain why detail details detailed caption")
+_NUMERIC_BIGRAMS = frozenset(
+    [("how", w) for w in _HOW_NUMERIC] + [(q, w) for q in ("what", "which") for w in _WHAT_NUMERIC]
+)
+_WORD = re.compile(r"[a-z0-9']+")
+_OCR_LINE = "Reference OCR token:"
+
+
+# --------------------------------------------------------------------------------------------
+# the feature specification (what is fixed at training time)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The category lists the one-hot blocks are built over, fixed when a model is trained.
+
+    Parameters
+    ----------
+    tasks
+        Task families, in one-hot order.
+    families
+        Model families, in one-hot order.
+    """
+
+    tasks: tuple[str, ...]
+    families: tuple[str, ...]
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> FeatureSpec:
+        """Every task family and model family of ``catalog`` (families sorted)."""
+        return cls(
+            tasks=tuple(catalog.tasks),
+            families=tuple(sorted({m.family for m in catalog.models.values()})),
+        )
+
+    def names(self) -> tuple[str, ...]:
+        """Column names of the feature matrix, in order."""
+        return (
+            *(f"task={t}" for t in self.tasks),
+            *PROMPT_FEATURES,
+            *_IMAGE_FEATURES,
+            *_MODEL_FEATURES,
+            *(f"family={f}" for f in self.families),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (see :meth:`from_dict`)."""
+        return {"tasks": list(self.tasks), "families": list(self.families)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` on a malformed mapping."""
+        out = {}
+        for key in ("tasks", "families"):
+            value = data.get(key) if isinstance(data, Mapping) else None
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"feature_spec.{key} must be a list of strings")
+            if len(set(value)) != len(value):
+                raise ValueError(f"feature_spec.{key} has duplicates")
+            out[key] = tuple(value)
+        return cls(**out)
+
+
+# --------------------------------------------------------------------------------------------
+# the two sources, reduced to the same per-pair columns
+# --------------------------------------------------------------------------------------------
+def pairs_from_table(table: Any) -> dict[str, np.ndarray]:
+    """The :data:`PAIR_COLUMNS` of a bench table (a ``DataFrame`` or a mapping of columns).
+
+    Raises
+    ------
+    ValueError
+        If a column is missing.
+    """
+    missing = [c for c in PAIR_COLUMNS if c not in table]
+    if missing:
+        raise ValueError(f"the table lacks the column(s) {', '.join(missing)}")
+    return {
+        "task": np.asarray(table["task"], dtype=object),
+        "prompt": np.asarray(table["prompt"], dtype=object),
+        "prompt_tokens": np.asarray(table["prompt_tokens"], dtype=float),
+        "n_images": np.asarray(table["n_images"], dtype=float),
+        "image_pixels": np.asarray(table["image_pixels"], dtype=float),
+        "image_tokens": np.asarray(table["image_tokens"], dtype=float),
+        "model": np.asarray(table["model"], dtype=object),
+        "tier": np.asarray(table["tier"], dtype=object),
+    }
+
+
+def pairs_from_instance(
+    instance: Instance, catalog: Catalog | None = None
+) -> dict[str, np.ndarray]:
+    """The :data:`PAIR_COLUMNS` of every (request, node) pair, request-major like the table.
+
+    Image tokens are the node's model's tokens summed over the request's images (the same
+    catalog rule the simulator applies); everything else per image is reduced to the request's
+    totals, exactly the information the bench table holds.
+    """
+    catalog = catalog or instance.resolved_catalog
+    reqs, nodes = instance.requests, instance.nodes
+    n_req, n_node = len(reqs), len(nodes)
+    flat = [(i, im.width, im.height) for i, r in enumerate(reqs) for im in r.images]
+    img = np.array(flat, dtype=np.int64).reshape(-1, 3)
+    owner, width, height = img[:, 0], img[:, 1], img[:, 2]
+    pixels = np.bincount(owner, weights=(width * height).astype(float), minlength=n_req)
+    tokens = np.zeros((n_req, n_node))
+    for key in dict.fromkeys(n.model for n in nodes):
+        cols = [j for j, n in enumerate(nodes) if n.model == key]
+        if len(owner):
+            per_image = catalog.model(key).image_tokens.tokens_array(width, height).astype(float)
+            tokens[:, cols] = np.bincount(owner, weights=per_image, minlength=n_req)[:, None]
+
+    def per_request(values: Sequence[Any], dtype: Any) -> np.ndarray:
+        return np.repeat(np.asarray(values, dtype=dtype), n_node)
+
+    def per_node(values: Sequence[Any]) -> np.ndarray:
+        return np.tile(np.asarray(values, dtype=object), n_req)
+
+    return {
+        "task": per_request([r.task for r in reqs], object),
+        "prompt": per_request([r.prompt or "" for r in reqs], object),
+        "prompt_tokens": per_request([r.prompt_tokens for r in reqs], float),
+        "n_images": per_request([len(r.images) for r in reqs], float),
+        "image_pixels": np.repeat(pixels, n_node),
+        "image_tokens": tokens.ravel(),
+        "model": per_node([n.model for n in nodes]),
+        "tier": per_node([n.tier for n in nodes]),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# pieces
+# --------------------------------------------------------------------------------------------
+def _one_prompt(prompt: str) -> tuple[float, ...]:
+    question, _, rest = prompt.partition("\n")
+    words = _WORD.findall(question.lower())
+    vocabulary = set(words)
+    numeric = not _NUMERIC_BIGRAMS.isdisjoint(pairwise(words))
+    n_ocr, has_ocr = 0, False
+    for line in rest.split("\n") if rest else ():
+        if line.startswith(_OCR_LINE):
+            has_ocr = True
+            body = line[len(_OCR_LINE) :]
+            n_ocr += body.count(",") + 1 if body.strip() else 0
+    return (
+        float(bool(words) and words[0] in _AUXILIARY),
+        float(numeric),
+        float(not vocabulary.isdisjoint(_READING)),
+        float(not vocabulary.isdisjoint(_DESCRIBE)),
+        float(has_ocr),
+        math.log1p(n_ocr),
+        float(len(words)),
+    )
+
+
+def prompt_features(prompts: Sequence[Any]) -> np.ndarray:
+    """``(n, len(PROMPT_FEATURES))`` hand-made prompt features (each distinct prompt parsed once).
+
+    The first line is the question, read as lower-case words: ``q_yes_no`` if the first is an
+    auxiliary verb (is, are, does, can, ...), ``q_numeric`` for "how many/much/old/..." and
+    "what/which number/time/year/price/...", ``q_reading`` and ``q_describe`` if any word is in
+    their vocabulary. ``Reference OCR token:`` lines count their comma-separated fields
+    (``log_ocr_tokens = log1p(count)``); ``question_words`` counts the question's words. ``None``
+    counts as an empty prompt.
+    """
+    distinct, codes = _factorize(prompts)
+    rows = [_one_prompt("" if p is None else str(p)) for p in distinct]
+    table = np.array(rows, dtype=float).reshape(len(rows), len(PROMPT_FEATURES))
+    return table[codes]
+
+
+def _factorize(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
+    """Distinct values in order of appearance, and each value's index among them."""
+    index: dict[Any, int] = {}
+    codes = np.fromiter(
+        (index.setdefault(v, len(index)) for v in values), dtype=np.intp, count=len(values)
+    )
+    return list(index), codes
+
+
+def seen_pixels_estimate(
+    rule: ImageTokenRule, n_images: np.ndarray, pixels: np.ndarray, tokens: np.ndarray
+) -> np.ndarray:
+    """Pixels the model sees over a request's images, from the totals only.
+
+    Parameters
+    ----------
+    rule
+        The model's image-token rule.
+    n_images, pixels, tokens
+        Per pair: image count, total pixels, and the model's total image tokens.
+
+    Returns
+    -------
+    numpy.ndarray
+        Estimated seen pixels, at most ``pixels`` (0 where there are no images). Exact for the
+        ``patch`` and ``fixed`` rules and for a single image under ``tiles``; see the module
+        docstring for the rest.
+    """
+    n = np.asarray(n_images, dtype=float)
+    px = np.asarray(pixels, dtype=float)
+    tok = np.asarray(tokens, dtype=float)
+    has = (n > 0) & (px > 0)
+    p = rule.params
+    seen = np.zeros(len(n))
+    if rule.kind == "patch":
+        seen = tok * float(p["patch_px"]) ** 2
+    elif rule.kind == "fixed":
+        seen = n * float(p["input_px"]) ** 2
+    elif rule.kind == "tiles":
+        per_image = np.divide(tok / float(p["tokens_per_tile"]), n, out=np.zeros(len(n)), where=has)
+        if p["thumbnail"]:
+            per_image = np.where(per_image > 1.0, per_image - 1.0, per_image)
+        seen = n * per_image * float(p["tile_px"]) ** 2
+    elif has.any():  # openai-tiles and any later rule: each image a square of the mean area
+        side = np.sqrt(np.divide(px, n, out=np.ones(len(n)), where=has))
+        side = np.maximum(1, np.round(side)).astype(np.int64)
+        seen = n * rule.seen_pixels_array(side, side).astype(float)
+    return np.where(has, np.minimum(seen, px), 0.0)
+
+
+def _reference_share(rule: ImageTokenRule, width: int, height: int) -> float:
+    ref_px = width * height
+    return min(rule.seen_pixels(width, height), ref_px) / ref_px
+
+
+# --------------------------------------------------------------------------------------------
+# the feature function
+# --------------------------------------------------------------------------------------------
+def quality_features(pairs: Mapping[str, Any], catalog: Catalog, spec: FeatureSpec) -> np.ndarray:
+    """The feature matrix of the learned quality model (see the module docstring).
+
+    Parameters
+    ----------
+    pairs
+        Per (request, node) pair, the columns of :data:`PAIR_COLUMNS` (a bench table, or the
+        output of :func:`pairs_from_table` / :func:`pairs_from_instance`).
+    catalog
+        Where models and tasks are looked up.
+    spec
+        The one-hot categories (fixed at training time).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_pairs, len(spec.names()))`` float64, finite.
+    """
+    cols = pairs_from_table(pairs)
+    task, model = cols["task"], cols["model"]
+    n = len(task)
+    n_img, px, tok = cols["n_images"], cols["image_pixels"], cols["image_tokens"]
+    has = (n_img > 0) & (px > 0)
+    blocks: list[np.ndarray] = []
+
+    # categorical columns as codes into their distinct values (lookup tables, then one gather)
+    tasks, t_code = _factorize(task)
+    models, m_code = _factorize(model)
+    task_specs = [catalog.task(t) for t in tasks]
+    model_specs = [catalog.model(m) for m in models]
+
+    blocks.append(
+        np.array([[float(t == s) for s in spec.tasks] for t in tasks]).reshape(-1, len(spec.tasks))[
+            t_code
+        ]
+    )
+    # prompt: request-major tables repeat each prompt once per node; parse each distinct one once
+    blocks.append(prompt_features(cols["prompt"]))
+
+    # per (model, task): published accuracy, reference seen share; per task: the exponent
+    acc = np.array([[float(m.accuracy[t]) for t in tasks] for m in model_specs])
+    ref = np.array(
+        [
+            [
+                _reference_share(m.image_tokens, t.reference_width, t.reference_height)
+                for t in task_specs
+            ]
+            for m in model_specs
+        ]
+    )
+    acc_task = acc[m_code, t_code]
+    ref_share = ref[m_code, t_code]
+    exponent = np.array([t.resolution_exponent for t in task_specs])[t_code]
+    per_model = []  # log_params_b, acc_mean, family one-hot
+    for m in model_specs:
+        accs = [float(m.accuracy[t]) for t in spec.tasks if t in m.accuracy]
+        fam = [float(m.family == f) for f in spec.families]
+        per_model.append([math.log(m.params_b), float(np.mean(accs)) if accs else 0.0, *fam])
+    model_rows = np.array(per_model).reshape(len(models), 2 + len(spec.families))[m_code]
+    seen = np.zeros(n)
+    for i, m in enumerate(model_specs):
+        rows = m_code == i
+        seen[rows] = seen_pixels_estimate(m.image_tokens, n_img[rows], px[rows], tok[rows])
+
+    safe_px = np.where(has, px, 1.0)
+    log_share = np.where(has, np.log(np.where(has, seen, 1.0) / safe_px), 0.0)
+    log_vs_ref = np.where(has, log_share - np.log(ref_share), 0.0)
+    shift = exponent * log_vs_ref
+    tokens_per_mpx = np.where(has, np.log(np.maximum(tok, 1.0) / (safe_px / 1e6)), 0.0)
+    blocks.append(
+        np.column_stack(
+            [
+                np.log1p(cols["prompt_tokens"]),
+                n_img,
+                np.log1p(px),
+                np.log1p(tok),
+                tokens_per_mpx,
+                log_share,
+                log_vs_ref,
+                shift,
+                np.clip(acc_task * np.exp(shift), 0.0, 1.0),
+            ]
+        )
+    )
+    blocks.append(
+        np.column_stack(
+            [
+                model_rows[:, 0],
+                acc_task,
+                model_rows[:, 1],
+                (cols["tier"] == "cloud").astype(float),
+            ]
+        )
+    )
+    blocks.append(model_rows[:, 2:])
+    out = np.concatenate(blocks, axis=1)
+    if not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
+        names = spec.names()
+        raise ValueError(f"non-finite feature(s): {', '.join(names[i] for i in bad)}")
+    return out
+
+
+def instance_features(
+    instance: Instance, spec: FeatureSpec, catalog: Catalog | None = None
+) -> np.ndarray:
+    """``(R * N, n_features)``: :func:`quality_features` of every pair of ``instance``."""
+    catalog = catalog or instance.resolved_catalog
+    return quality_features(pairs_from_instance(instance, catalog), catalog, spec)

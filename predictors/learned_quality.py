@@ -1,0 +1,744 @@
+"""The learned quality model (issue MGQP): gradient-boosted trees, calibrated, saved as numbers.
+
+Training (:meth:`LearnedQualityModel.fit`) takes a benchmark table
+(:func:`qlmio_opt.simulator.dataset.bench_data`), computes the features of
+:mod:`qlmio_opt.predictors.learned_features` (one function for training and prediction), fits a
+scikit-learn :class:`~sklearn.ensemble.HistGradientBoostingClassifier` on the ``train`` split
+to the observed ``completed`` outcome (never on the hidden ``true_completion_prob``) and
+calibrates its probabilities on the ``validation`` split with an isotonic regression fitted by
+hand, so that the calibration map is just two arrays (knots and values, applied with
+:func:`numpy.interp`). Hyper-parameters are fixed a priori (small trees, see
+:class:`LearnedQualityModel`); the ``test`` split is never touched here.
+
+**Safe model files.** :meth:`~LearnedQualityModel.save` writes two files and no pickle:
+
+- ``<name>.json``: format and version, the package and scikit-learn versions that trained it,
+  the settings, the feature specification and names, validation metrics, a description of the
+  training data, and the SHA-256 of the ``.npz``;
+- ``<name>.npz``: every tree's node arrays (``value``, ``feature_idx``, ``num_threshold``,
+  ``missing_go_to_left``, ``left``, ``right``, ``is_leaf``; trees stacked, ``tree_offsets``
+  marks where each starts), the ``baseline`` raw prediction and the calibration arrays
+  ``calibration_x`` / ``calibration_y``.
+
+:meth:`~LearnedQualityModel.load` reads them with :func:`json.load` and
+``numpy.load(allow_pickle=False)`` only, checks every field (dtype, shape, finiteness, feature
+indices, child indices pointing forward inside their own tree, the hash) and refuses anything
+else with a ``ValueError`` naming the file and the field. Prediction never needs scikit-learn:
+:class:`TreeEnsemble` runs the trees in numpy, vectorised over samples *and* trees. All trees'
+nodes are stacked into one array (leaves point to themselves), a ``(n_samples, n_trees)``
+matrix of node indices starts at the roots and steps down one level per iteration, for as many
+iterations as the deepest tree; the raw score is the baseline plus the sum of the reached leaf
+values, the probability its logistic, exactly as scikit-learn computes it (the tests check
+equality to 1e-9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qlmio_opt.catalog import Catalog, default_catalog
+from qlmio_opt.instance import Instance
+from qlmio_opt.predictors.learned_features import (
+    FEATURE_VERSION,
+    FeatureSpec,
+    instance_features,
+    quality_features,
+)
+
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_VERSION",
+    "NPZ_FIELDS",
+    "LearnedQualityModel",
+    "TreeEnsemble",
+    "expected_calibration_error",
+    "quality_metrics",
+]
+
+MODEL_FORMAT = "qlmio-opt/learned-quality"
+MODEL_VERSION = 1
+
+# field -> dtype kind ("f" float, "i" integer, "b" boolean)
+NPZ_FIELDS: Mapping[str, str] = {
+    "value": "f",
+    "feature_idx": "i",
+    "num_threshold": "f",
+    "missing_go_to_left": "b",
+    "left": "i",
+    "right": "i",
+    "is_leaf": "b",
+    "tree_offsets": "i",
+    "baseline": "f",
+    "calibration_x": "f",
+    "calibration_y": "f",
+}
+_NODE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right")
+_JSON_KEYS = (
+    "format",
+    "version",
+    "package_version",
+    "sklearn_version",
+    "settings",
+    "feature_version",
+    "feature_spec",
+    "feature_names",
+    "n_trees",
+    "metrics",
+    "training_data",
+    "npz_file",
+    "npz_sha256",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over ``bins`` equal-width probability bins.
+
+    ``sum_b (n_b / n) |mean(y in b) - mean(p in b)|``; a probability of exactly 1 falls in the
+    last bin.
+    """
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if len(y) == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    gap = np.abs(np.bincount(idx, y, bins) - np.bincount(idx, p, bins))
+    return float(gap.sum() / len(y)) if count.sum() else float("nan")
+
+
+def quality_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """AUC, Brier score, log loss and 10-bin ECE of probabilities ``p`` for outcomes ``y``."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    both = len(np.unique(y)) == 2
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return {
+        "rows": len(y),
+        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "brier": float(np.mean((p - y) ** 2)),
+        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
+        "ece": expected_calibration_error(y, p),
+        "mean_predicted": float(p.mean()),
+        "mean_observed": float(y.mean()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# numpy tree inference
+# --------------------------------------------------------------------------------------------
+class _Refused(ValueError):
+    """A field of a model file failed its check."""
+
+
+@dataclass(frozen=True, eq=False)
+class TreeEnsemble:
+    """Stacked binary trees with numpy inference (see the module docstring).
+
+    Attributes
+    ----------
+    arrays
+        The checked ``.npz`` fields (:data:`NPZ_FIELDS`).
+    n_features
+        Columns the trees read.
+    """
+
+    arrays: Mapping[str, np.ndarray]
+    n_features: int
+
+    def __post_init__(self) -> None:
+        a = self.arrays
+        offsets = a["tree_offsets"].astype(np.intp)
+        n_nodes = len(a["value"])
+        leaf = a["is_leaf"].astype(bool)
+        start = np.repeat(offsets[:-1], np.diff(offsets))  # tree start of every node
+        own = np.arange(n_nodes, dtype=np.intp)
+        left = np.where(leaf, own, start + a["left"].astype(np.intp))
+        right = np.where(leaf, own, start + a["right"].astype(np.intp))
+        depth = np.zeros(n_nodes, dtype=np.intp)
+        for i in np.flatnonzero(~leaf):  # children come after their parent: one forward pass
+            depth[left[i]] = depth[right[i]] = depth[i] + 1
+        # Inference walks "doubled" indices 2 * node (+1 to go right): the child lookup is then
+        # one gather, and the per-node arrays are repeated twice to be indexed the same way.
+        children = np.empty(2 * n_nodes, dtype=np.intp)
+        children[0::2], children[1::2] = 2 * left, 2 * right
+        feature = np.where(leaf, 0, a["feature_idx"]).astype(np.intp)
+        threshold = np.where(leaf, np.inf, a["num_threshold"])  # a leaf always goes "left": itself
+        set_ = object.__setattr__
+        set_(self, "_children2", children)
+        set_(self, "_feature2", np.repeat(feature, 2))
+        set_(self, "_threshold2", np.repeat(threshold, 2))
+        set_(self, "_missing_right2", np.repeat(~(leaf | a["missing_go_to_left"].astype(bool)), 2))
+        set_(self, "_value", a["value"].astype(float))
+        set_(self, "_roots", offsets[:-1].copy())
+        object.__setattr__(self, "depth", int(depth.max()) if n_nodes else 0)
+
+    @property
+    def n_trees(self) -> int:
+        return len(self._roots)
+
+    @property
+    def baseline(self) -> float:
+        return float(self.arrays["baseline"][0])
+
+    @classmethod
+    def from_estimator(cls, estimator: Any) -> TreeEnsemble:
+        """Stack the trees of a fitted binary ``HistGradientBoostingClassifier``.
+
+        Raises
+        ------
+        ValueError
+            If the model is not binary or has categorical splits.
+        """
+        predictors = estimator._predictors
+        if any(len(it) != 1 for it in predictors):
+            raise ValueError("only binary classifiers (one tree per iteration) are supported")
+        nodes = [it[0].nodes for it in predictors]
+        if any(nd["is_categorical"].any() for nd in nodes):
+            raise ValueError("categorical splits are not supported by the numpy inference")
+        baseline = np.asarray(estimator._baseline_prediction, dtype=float).ravel()
+        if baseline.shape != (1,):
+            raise ValueError(f"unexpected baseline shape {baseline.shape}")
+        sizes = [len(nd) for nd in nodes]
+        cat = np.concatenate(nodes) if nodes else np.zeros(0, dtype=object)
+        arrays = {
+            "value": cat["value"].astype(np.float64),
+            "feature_idx": cat["feature_idx"].astype(np.int64),
+            "num_threshold": cat["num_threshold"].astype(np.float64),
+            "missing_go_to_left": cat["missing_go_to_left"].astype(bool),
+            "left": cat["left"].astype(np.int64),
+            "right": cat["right"].astype(np.int64),
+            "is_leaf": cat["is_leaf"].astype(bool),
+            "tree_offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            "baseline": baseline,
+        }
+        n_features = int(estimator.n_features_in_)
+        return cls(_check_arrays({**arrays, **_identity()}, "estimator", n_features), n_features)
+
+    def raw_predict(self, X: np.ndarray) -> np.ndarray:
+        """Raw scores (log-odds) of the rows of ``X``: baseline + sum of the trees' leaves."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
+        n = X.shape[0]
+        node = np.broadcast_to(2 * self._roots, (n, self.n_trees))  # doubled indices
+        flat = X.ravel()
+        row = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
+        has_nan = bool(np.isnan(flat).any())
+        # indices were checked at load: "clip" only skips numpy's bounds checks
+        for _ in range(self.depth):
+            x = np.take(flat, row + np.take(self._feature2, node, mode="clip"), mode="clip")
+            right = x > np.take(self._threshold2, node, mode="clip")  # sklearn: left if x <= t
+            if has_nan:
+                right |= np.isnan(x) & np.take(self._missing_right2, node, mode="clip")
+            node = np.take(self._children2, node + right, mode="clip")
+        return self.baseline + np.take(self._value, node // 2, mode="clip").sum(axis=1)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probability of the positive class (the logistic of :meth:`raw_predict`)."""
+        raw = self.raw_predict(X)
+        return 1.0 / (1.0 + np.exp(-raw))
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+class LearnedQualityModel:
+    """Probability that a node's model completes a request, learned from the bench table.
+
+    Parameters
+    ----------
+    max_iter
+        Boosting iterations (trees).
+
+    The defaults (60 trees of at most 8 leaves and depth 3, learning rate 0.1, leaves of at
+    least 40 rows, L2 1.0, no early stopping) were chosen among seven small configurations by
+    the log loss on the validation split of a 2,000-request seed-0 table (all within 0.003 of
+    each other), preferring the smallest: a 500-request x 6-node window then predicts in a few
+    milliseconds (``benchmarks/learned_quality.py``).
+    learning_rate
+        Shrinkage of every tree.
+    max_leaf_nodes, max_depth
+        Size of each tree; the depth also bounds the numpy inference's steps.
+    min_samples_leaf
+        Smallest leaf.
+    l2_regularization
+        L2 penalty on leaf values.
+    calibration
+        ``"isotonic"`` (fitted on the ``validation`` split) or ``"none"``.
+    catalog
+        Where models and tasks are looked up at training time; default: the shipped catalog.
+    n_threads
+        OpenMP threads scikit-learn may use while training (``None``: its default). One is the
+        fastest for tables of this size on a small, shared machine, and the result does not
+        depend on it.
+    random_state
+        Seed of scikit-learn's randomness (binning subsample); with early stopping off and
+        fewer than 200,000 training rows the fit is deterministic anyway.
+
+    Attributes
+    ----------
+    feature_spec_ : FeatureSpec
+    feature_names_ : tuple of str
+    estimator_ : HistGradientBoostingClassifier or None
+        The fitted scikit-learn model (``None`` after :meth:`load`).
+    forest_ : TreeEnsemble
+        The trees, for numpy inference.
+    calibration_x_, calibration_y_ : numpy.ndarray
+        The isotonic calibration map (raw probability knots and their calibrated values).
+    metrics_ : dict
+        Validation metrics before and after calibration.
+    training_data_ : dict
+        What the model was trained on.
+    """
+
+    def __init__(
+        self,
+        max_iter: int = 60,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 8,
+        max_depth: int = 3,
+        min_samples_leaf: int = 40,
+        l2_regularization: float = 1.0,
+        calibration: str = "isotonic",
+        catalog: Catalog | None = None,
+        n_threads: int | None = 1,
+        random_state: int | None = 0,
+    ) -> None:
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.calibration = calibration
+        self.catalog = catalog
+        self.n_threads = n_threads
+        self.random_state = random_state
+
+    # -- settings ----------------------------------------------------------------------------
+    _SETTINGS = (
+        "max_iter",
+        "learning_rate",
+        "max_leaf_nodes",
+        "max_depth",
+        "min_samples_leaf",
+        "l2_regularization",
+        "calibration",
+        "n_threads",
+        "random_state",
+    )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The settings (scikit-learn convention)."""
+        return {**{k: getattr(self, k) for k in self._SETTINGS}, "catalog": self.catalog}
+
+    def _estimator(self) -> Any:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            max_depth=self.max_depth,
+            min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization,
+            early_stopping=False,
+            random_state=self.random_state,
+        )
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, table: Any, y: Any = None) -> LearnedQualityModel:
+        """Fit the trees on the ``train`` rows and the calibration on the ``validation`` rows.
+
+        Parameters
+        ----------
+        table
+            A bench table (``pandas.DataFrame``) with the columns of
+            :data:`~qlmio_opt.predictors.learned_features.PAIR_COLUMNS`, ``split`` and
+            ``completed``.
+        y
+            Ignored (the target is the table's ``completed``).
+
+        Returns
+        -------
+        LearnedQualityModel
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If a column is missing, a split is empty, the outcome has a single class or the
+            calibration setting is unknown.
+        """
+        if self.calibration not in ("isotonic", "none"):
+            raise ValueError(f'calibration must be "isotonic" or "none"; got {self.calibration!r}')
+        for col in ("split", "completed"):
+            if col not in table:
+                raise ValueError(f"the table lacks the column {col}")
+        import sklearn
+
+        catalog = self.catalog or default_catalog()
+        spec = FeatureSpec.from_catalog(catalog)
+        split = np.asarray(table["split"], dtype=object)
+        train, val = split == "train", split == "validation"
+        if not train.any():
+            raise ValueError("the table has no train rows")
+        if self.calibration == "isotonic" and not val.any():
+            raise ValueError("isotonic calibration needs validation rows")
+        X = quality_features(table, catalog, spec)
+        target = np.asarray(table["completed"], dtype=np.int64)
+        if len(np.unique(target[train])) != 2:
+            raise ValueError("the train rows hold a single outcome class")
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.n_threads):
+            estimator = self._estimator().fit(X[train], target[train])
+        forest = TreeEnsemble.from_estimator(estimator)
+        raw_val = forest.predict_proba(X[val]) if val.any() else np.zeros(0)
+        if val.any():
+            ref = estimator.predict_proba(X[val])[:, 1]
+            if not np.allclose(raw_val, ref, rtol=0, atol=1e-9):
+                raise RuntimeError("numpy tree inference disagrees with scikit-learn")
+        if self.calibration == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            iso.fit(raw_val, target[val])
+            cal_x = np.asarray(iso.X_thresholds_, dtype=float)
+            cal_y = np.asarray(iso.y_thresholds_, dtype=float)
+        else:
+            cal_x, cal_y = _identity()["calibration_x"], _identity()["calibration_y"]
+
+        arrays = dict(forest.arrays, calibration_x=cal_x, calibration_y=cal_y)
+        self.feature_spec_ = spec
+        self.feature_names_ = spec.names()
+        self.estimator_ = estimator
+        self.forest_ = TreeEnsemble(_check_arrays(arrays, "fit", X.shape[1]), X.shape[1])
+        self.calibration_x_ = cal_x
+        self.calibration_y_ = cal_y
+        self.sklearn_version_ = sklearn.__version__
+        self.metrics_ = {}
+        if val.any():
+            self.metrics_ = {
+                "validation_uncalibrated": quality_metrics(target[val], raw_val),
+                "validation_calibrated_in_sample": quality_metrics(
+                    target[val], self._calibrate(raw_val)
+                ),
+            }
+        self.training_data_ = _describe(table, train, val, X[train], target[train])
+        return self
+
+    # -- prediction --------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "forest_"):
+            raise ValueError("this LearnedQualityModel is not fitted; call fit or load first")
+
+    def _calibrate(self, p: np.ndarray) -> np.ndarray:
+        return np.clip(np.interp(p, self.calibration_x_, self.calibration_y_), 0.0, 1.0)
+
+    def predict_proba_features(self, X: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Completion probability of feature rows ``X`` (numpy inference)."""
+        self._check_fitted()
+        raw = self.forest_.predict_proba(X)
+        return self._calibrate(raw) if calibrated else raw
+
+    def features_table(self, table: Any, catalog: Catalog | None = None) -> np.ndarray:
+        """The feature matrix of a bench table's rows."""
+        self._check_fitted()
+        return quality_features(
+            table, catalog or self.catalog or default_catalog(), self.feature_spec_
+        )
+
+    def predict_proba_table(
+        self, table: Any, calibrated: bool = True, catalog: Catalog | None = None
+    ) -> np.ndarray:
+        """Completion probability of every row of a bench table, shape ``(n_rows,)``."""
+        return self.predict_proba_features(self.features_table(table, catalog), calibrated)
+
+    def predict_proba_instance(
+        self, instance: Instance, calibrated: bool = True, catalog: Catalog | None = None
+    ) -> np.ndarray:
+        """``(R, N)`` completion probability of every request on every node of ``instance``."""
+        self._check_fitted()
+        shape = (len(instance.requests), len(instance.nodes))
+        if shape[0] == 0:
+            return np.zeros(shape)
+        X = instance_features(instance, self.feature_spec_, catalog or instance.resolved_catalog)
+        return self.predict_proba_features(X, calibrated).reshape(shape)
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write ``<path>.json`` and ``<path>.npz`` (a ``.json``/``.npz`` suffix is dropped).
+
+        Returns
+        -------
+        tuple of Path
+            The JSON and the ``.npz`` file.
+        """
+        self._check_fitted()
+        from qlmio_opt import __version__
+
+        json_path, npz_path = _paths(path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = dict(self.forest_.arrays)
+        arrays["calibration_x"] = self.calibration_x_
+        arrays["calibration_y"] = self.calibration_y_
+        with open(npz_path, "wb") as fh:
+            np.savez(fh, **{k: np.ascontiguousarray(arrays[k]) for k in NPZ_FIELDS})
+        settings = {k: getattr(self, k) for k in self._SETTINGS}
+        meta = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "package_version": __version__,
+            "sklearn_version": self.sklearn_version_,
+            "settings": settings,
+            "feature_version": FEATURE_VERSION,
+            "feature_spec": self.feature_spec_.to_dict(),
+            "feature_names": list(self.feature_names_),
+            "n_trees": self.forest_.n_trees,
+            "metrics": _json_safe(self.metrics_),
+            "training_data": _json_safe(self.training_data_),
+            "npz_file": npz_path.name,
+            "npz_sha256": hashlib.sha256(npz_path.read_bytes()).hexdigest(),
+        }
+        json_path.write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        return json_path, npz_path
+
+    @classmethod
+    def load(cls, path: str | Path, catalog: Catalog | None = None) -> LearnedQualityModel:
+        """Read a model written by :meth:`save` (JSON and ``.npz`` of plain arrays, no pickle).
+
+        Raises
+        ------
+        ValueError
+            Naming the file and the field, if anything is missing, malformed or inconsistent.
+        FileNotFoundError
+            If a file is missing.
+        """
+        json_path, _ = _paths(path)
+        meta = _read_json(json_path)
+        npz_path = json_path.parent / meta["npz_file"]
+        spec = meta["_spec"]
+        arrays = _read_npz(npz_path, len(spec.names()))
+        digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
+        if digest != meta["npz_sha256"]:
+            raise ValueError(
+                f"{json_path}: field 'npz_sha256': {npz_path.name} has SHA-256 {digest}, not the "
+                "recorded one (the arrays were changed or belong to another model)"
+            )
+        settings = meta["settings"]
+        model = cls(**{k: settings[k] for k in cls._SETTINGS}, catalog=catalog)
+        model.feature_spec_ = spec
+        model.feature_names_ = spec.names()
+        model.estimator_ = None
+        model.forest_ = TreeEnsemble(arrays, len(spec.names()))
+        model.calibration_x_ = arrays["calibration_x"]
+        model.calibration_y_ = arrays["calibration_y"]
+        model.sklearn_version_ = meta["sklearn_version"]
+        model.metrics_ = meta["metrics"]
+        model.training_data_ = meta["training_data"]
+        return model
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _identity() -> dict[str, np.ndarray]:
+    return {"calibration_x": np.array([0.0, 1.0]), "calibration_y": np.array([0.0, 1.0])}
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix in (".json", ".npz"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".json"), p.with_name(p.name + ".npz")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _describe(
+    table: Any, train: np.ndarray, val: np.ndarray, X: np.ndarray, y: np.ndarray
+) -> dict[str, Any]:
+    requests = np.asarray(table["request"], dtype=object) if "request" in table else None
+    models = np.asarray(table["model"], dtype=object)
+    tasks = np.asarray(table["task"], dtype=object)
+    out: dict[str, Any] = {
+        "source": "qlmio_opt.simulator.dataset bench table (synthetic world truth)",
+        "target": "completed (drawn outcome; true_completion_prob never used)",
+        "train_rows": int(train.sum()),
+        "validation_rows": int(val.sum()),
+        "models": sorted(set(models[train])),
+        "tasks": {str(t): int((tasks[train] == t).sum()) for t in sorted(set(tasks[train]))},
+        "completion_rate": float(y.mean()),
+        "features_sha256": hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(),
+    }
+    if requests is not None:
+        out["train_requests"] = len(set(requests[train]))
+        out["validation_requests"] = len(set(requests[val]))
+        out["request_id_prefixes"] = sorted({str(r).split("-", 1)[0] for r in requests[train]})
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 JSON ({exc})") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object at the top level")
+
+    def fail(field: str, problem: str) -> ValueError:
+        return ValueError(f"{path}: field '{field}': {problem}")
+
+    for key in _JSON_KEYS:
+        if key not in meta:
+            raise fail(key, "missing")
+    if meta["format"] != MODEL_FORMAT:
+        raise fail("format", f"expected {MODEL_FORMAT!r}, got {meta['format']!r}")
+    if meta["version"] != MODEL_VERSION:
+        raise fail("version", f"unsupported version {meta['version']!r} (reads {MODEL_VERSION})")
+    if meta["feature_version"] != FEATURE_VERSION:
+        raise fail(
+            "feature_version",
+            f"model built with feature version {meta['feature_version']!r}, this code computes "
+            f"version {FEATURE_VERSION}",
+        )
+    try:
+        spec = FeatureSpec.from_dict(meta["feature_spec"])
+    except ValueError as exc:
+        raise fail("feature_spec", str(exc)) from None
+    if meta["feature_names"] != list(spec.names()):
+        raise fail("feature_names", "do not match the features this code computes for the spec")
+    settings = meta["settings"]
+    if not isinstance(settings, dict):
+        raise fail("settings", "must be an object")
+    for key in LearnedQualityModel._SETTINGS:
+        if key not in settings:
+            raise fail(f"settings.{key}", "missing")
+    npz_file = meta["npz_file"]
+    if not isinstance(npz_file, str) or Path(npz_file).name != npz_file or not npz_file:
+        raise fail("npz_file", "must be a bare file name next to the JSON")
+    sha = meta["npz_sha256"]
+    if not isinstance(sha, str) or len(sha) != 64:
+        raise fail("npz_sha256", "must be a hex SHA-256")
+    meta["_spec"] = spec
+    return meta
+
+
+def _read_npz(path: Path, n_features: int) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # pickle, truncated zip, garbage: all refused the same way
+        raise ValueError(f"{path}: not an .npz archive of plain arrays ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not an .npz archive")
+    with archive:
+        names = set(archive.files)
+        arrays = {}
+        for key in NPZ_FIELDS:
+            if key not in names:
+                raise ValueError(f"{path}: field '{key}': missing")
+            try:
+                arrays[key] = np.array(archive[key])
+            except Exception as exc:
+                raise ValueError(f"{path}: field '{key}': unreadable ({exc})") from None
+        extra = names - set(NPZ_FIELDS)
+        if extra:
+            raise ValueError(f"{path}: field '{sorted(extra)[0]}': unexpected")
+    return _check_arrays(arrays, str(path), n_features)
+
+
+def _check_arrays(
+    arrays: dict[str, np.ndarray], source: str, n_features: int | None = None
+) -> dict[str, np.ndarray]:
+    """Check every field; return them with canonical dtypes (read-only)."""
+
+    def fail(field: str, problem: str) -> _Refused:
+        return _Refused(f"{source}: field '{field}': {problem}")
+
+    out: dict[str, np.ndarray] = {}
+    for key, kind in NPZ_FIELDS.items():
+        a = arrays[key]
+        if a.ndim != 1:
+            raise fail(key, f"must be one-dimensional, has shape {a.shape}")
+        if kind == "f":
+            if a.dtype.kind not in "fiu":
+                raise fail(key, f"must be floating point, is {a.dtype}")
+            a = a.astype(np.float64)
+            if np.isnan(a).any():
+                raise fail(key, "contains NaN")
+        elif kind == "i":
+            if a.dtype.kind not in "iu":
+                raise fail(key, f"must be integer, is {a.dtype}")
+            a = a.astype(np.int64)
+        else:
+            if a.dtype.kind not in "biu" or (
+                a.dtype.kind != "b" and np.isin(a, [0, 1], invert=True).any()
+            ):
+                raise fail(key, f"must be boolean, is {a.dtype}")
+            a = a.astype(bool)
+        a.setflags(write=False)
+        out[key] = a
+
+    n_nodes = len(out["value"])
+    for key in (*_NODE_FIELDS, "is_leaf"):
+        if len(out[key]) != n_nodes:
+            raise fail(key, f"has {len(out[key])} entries, expected {n_nodes} (one per node)")
+    if not np.isfinite(out["value"]).all():
+        raise fail("value", "contains infinite values")
+    off = out["tree_offsets"]
+    if len(off) < 2 or off[0] != 0 or off[-1] != n_nodes or (np.diff(off) <= 0).any():
+        raise fail("tree_offsets", f"must rise strictly from 0 to the {n_nodes} nodes")
+    size = np.repeat(np.diff(off), np.diff(off))
+    local = np.arange(n_nodes) - np.repeat(off[:-1], np.diff(off))
+    split = ~out["is_leaf"]
+    if n_features is not None:
+        f = out["feature_idx"][split]
+        if ((f < 0) | (f >= n_features)).any():
+            raise fail("feature_idx", f"split on a feature outside 0..{n_features - 1}")
+    for key in ("left", "right"):
+        child = out[key][split]
+        if ((child <= local[split]) | (child >= size[split])).any():
+            raise fail(key, "child index outside its tree or not after its parent")
+    if (out["left"][split] == out["right"][split]).any():
+        raise fail("right", "equals the left child")
+    if out["baseline"].shape != (1,) or not np.isfinite(out["baseline"]).all():
+        raise fail("baseline", "must be one finite number")
+    cx, cy = out["calibration_x"], out["calibration_y"]
+    if len(cx) < 1 or len(cx) != len(cy):
+        raise fail("calibration_y", f"has {len(cy)} entries, calibration_x {len(cx)}")
+    if not np.isfinite(cx).all() or (np.diff(cx) < 0).any():
+        raise fail("calibration_x", "must be finite and non-decreasing")
+    if (cy < 0).any() or (cy > 1).any() or (np.diff(cy) < 0).any():
+        raise fail("calibration_y", "must be non-decreasing probabilities")
+    return out

@@ -1,0 +1,305 @@
+"""The learned quality model (issue MGQP): features, numpy inference, safe files, predictor."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qlmio_opt.instance import Instance
+from qlmio_opt.predictors import AnalyticPredictor, Predictor
+from qlmio_opt.predictors.learned import LearnedPredictor
+from qlmio_opt.predictors.learned_features import (
+    FeatureSpec,
+    instance_features,
+    prompt_features,
+    quality_features,
+)
+from qlmio_opt.predictors.learned_quality import NPZ_FIELDS, LearnedQualityModel
+from qlmio_opt.scenarios.generate import get_scenario
+from qlmio_opt.simulator.dataset import BenchData, _draw_requests, bench_data
+
+N_REQUESTS = 150
+
+
+def bench_instance(data: BenchData, split: str | None = None) -> Instance:
+    """The bench requests (all, or one split) on the bench nodes, as one instance.
+
+    The table has no per-image sizes, so the request bodies are drawn again exactly as
+    ``bench_data`` drew them (a private helper of the dataset module).
+    """
+    reqs = _draw_requests(get_scenario(data.scenario), data.n_requests, data.seed)
+    ids = data.table["request"].to_numpy()[:: len(data.nodes)]
+    assert [r.id for r in reqs] == list(ids)
+    if split is not None:
+        keep = set(data.table.loc[data.table["split"] == split, "request"])
+        reqs = [r for r in reqs if r.id in keep]
+    links = [
+        {"id": f"l{j}", "from": "s0", "to": n.id, "bandwidth_mbps": 100.0, "rtt_ms": 10.0}
+        for j, n in enumerate(data.nodes)
+    ]
+    return Instance.from_dict(
+        {
+            "format": "qlmio-opt/instance",
+            "version": 1,
+            "name": "bench",
+            "window_s": 1.0,
+            "nodes": [n.model_dump(mode="json", exclude_unset=True) for n in data.nodes],
+            "network": {"sites": ["s0"], "links": links},
+            "requests": [r.model_dump(mode="json", exclude_unset=True) for r in reqs],
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def bench() -> BenchData:
+    return bench_data(N_REQUESTS, seed=5)
+
+
+@pytest.fixture(scope="session")
+def model(bench: BenchData) -> LearnedQualityModel:
+    return LearnedQualityModel(random_state=0).fit(bench.table)
+
+
+@pytest.fixture(scope="session")
+def test_rows(bench: BenchData):
+    return bench.table[bench.table["split"] == "test"]
+
+
+@pytest.fixture(scope="session")
+def saved(model: LearnedQualityModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("model") / "quality"
+    model.save(base)
+    return base
+
+
+# -- fit and predict ----------------------------------------------------------------------------
+def test_fit_predict_shapes_and_probabilities(model, test_rows, bench) -> None:
+    p = model.predict_proba_table(test_rows)
+    assert p.shape == (len(test_rows),)
+    assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
+    assert model.feature_names_ == model.feature_spec_.names()
+    assert model.forest_.n_trees == model.max_iter
+    assert model.forest_.depth <= model.max_depth
+    assert model.training_data_["train_rows"] == int((bench.table["split"] == "train").sum())
+    assert set(model.metrics_) == {"validation_uncalibrated", "validation_calibrated_in_sample"}
+
+
+def test_two_fits_with_the_same_random_state_are_identical(model, bench, test_rows) -> None:
+    again = LearnedQualityModel(random_state=0).fit(bench.table)
+    np.testing.assert_array_equal(
+        again.predict_proba_table(test_rows), model.predict_proba_table(test_rows)
+    )
+    for key in NPZ_FIELDS:
+        np.testing.assert_array_equal(again.forest_.arrays[key], model.forest_.arrays[key])
+
+
+def test_features_from_table_and_instance_are_identical(bench) -> None:
+    instance = bench_instance(bench)
+    catalog = instance.resolved_catalog
+    spec = FeatureSpec.from_catalog(catalog)
+    from_table = quality_features(bench.table, catalog, spec)
+    from_instance = instance_features(instance, spec)
+    assert from_table.shape == (len(bench.table), len(spec.names()))
+    np.testing.assert_array_equal(from_table, from_instance)
+
+
+def test_features_have_no_model_id_and_read_the_prompt() -> None:
+    names = FeatureSpec(tasks=("ocr",), families=("Qwen2-VL",)).names()
+    assert not any(n.startswith("model=") for n in names)
+    rows = prompt_features(
+        [
+            "Is this a cat?\nReference OCR token: a, b, c",
+            "How many people are there?",
+            "What is written on the sign?",
+            None,
+        ]
+    )
+    assert rows[0, :3].tolist() == [1.0, 0.0, 0.0]  # yes/no
+    assert rows[0, 5] == pytest.approx(np.log1p(3))  # three OCR tokens
+    assert rows[1, 1] == 1.0 and rows[2, 2] == 1.0  # numeric, reading
+    assert (rows[3] == 0).all()
+
+
+def test_numpy_inference_equals_sklearn(model, test_rows) -> None:
+    X = model.features_table(test_rows)
+    ours = model.predict_proba_features(X, calibrated=False)
+    theirs = model.estimator_.predict_proba(X)[:, 1]
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
+    # missing values follow each split's missing_go_to_left, as in scikit-learn
+    rng = np.random.default_rng(0)
+    X_nan = X.copy()
+    X_nan[rng.random(X.shape) < 0.2] = np.nan
+    np.testing.assert_allclose(
+        model.predict_proba_features(X_nan, calibrated=False),
+        model.estimator_.predict_proba(X_nan)[:, 1],
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+def test_learned_predictor_follows_the_contract(bench, model, saved) -> None:
+    instance = bench_instance(bench, split="test")
+    pred = LearnedPredictor(quality_model_path=saved.with_suffix(".json"))
+    assert isinstance(pred, Predictor)
+    assert pred.fit() is pred
+    p = pred.predict(instance)
+    base = AnalyticPredictor().predict(instance)
+    assert p.shape == base.shape == (len(instance.requests), len(instance.nodes))
+    assert p.source == "learned"
+    np.testing.assert_array_equal(p.latency_s, base.latency_s)
+    np.testing.assert_array_equal(p.memory_gb, base.memory_gb)
+    np.testing.assert_array_equal(p.eligible, base.eligible)
+    rows = bench.table["split"] == "test"
+    expected = model.predict_proba_table(bench.table[rows]).reshape(p.shape)
+    np.testing.assert_allclose(p.quality, expected, rtol=0, atol=1e-12)
+    trained = LearnedPredictor().fit(bench)
+    np.testing.assert_array_equal(trained.predict(instance).quality, p.quality)
+    with pytest.raises(ValueError, match="not fitted"):
+        LearnedPredictor().predict(instance)
+    with pytest.raises(ValueError, match="quality_model_path"):
+        LearnedPredictor().fit()
+
+
+# -- safe files ---------------------------------------------------------------------------------
+def test_save_load_round_trip_without_pickle(model, saved, test_rows, monkeypatch) -> None:
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("load must never unpickle")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    loaded = LearnedQualityModel.load(saved)
+    assert loaded.estimator_ is None
+    np.testing.assert_array_equal(
+        loaded.predict_proba_table(test_rows), model.predict_proba_table(test_rows)
+    )
+    meta = json.loads(saved.with_suffix(".json").read_text())
+    assert meta["feature_names"] == list(model.feature_names_)
+    assert meta["settings"]["max_iter"] == model.max_iter
+    assert meta["training_data"]["train_rows"] == model.training_data_["train_rows"]
+    assert "validation_uncalibrated" in meta["metrics"]
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    base = tmp_path / "quality"
+    for suffix in (".json", ".npz"):
+        base.with_suffix(suffix).write_bytes(saved.with_suffix(suffix).read_bytes())
+    return base
+
+
+def _arrays(base: Path) -> dict[str, np.ndarray]:
+    with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _first_split(arrays: dict[str, np.ndarray]) -> int:
+    return int(np.flatnonzero(~arrays["is_leaf"].astype(bool))[0])
+
+
+def _wrong_shape(a):
+    a["value"] = a["value"][:, None]
+
+
+def _short(a):
+    a["left"] = a["left"][:-1]
+
+
+def _nan(a):
+    a["num_threshold"] = a["num_threshold"].copy()
+    a["num_threshold"][_first_split(a)] = np.nan
+
+
+def _bad_child(a):
+    a["right"] = a["right"].copy()
+    a["right"][_first_split(a)] = 10_000
+
+
+def _cycle(a):
+    a["left"] = a["left"].copy()
+    a["left"][_first_split(a)] = 0
+
+
+def _bad_feature(a):
+    a["feature_idx"] = a["feature_idx"].copy()
+    a["feature_idx"][_first_split(a)] = 999
+
+
+def _missing(a):
+    del a["calibration_y"]
+
+
+def _float_offsets(a):
+    a["tree_offsets"] = a["tree_offsets"].astype(float)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "field"),
+    [
+        (_wrong_shape, "value"),
+        (_short, "left"),
+        (_nan, "num_threshold"),
+        (_bad_child, "right"),
+        (_cycle, "left"),
+        (_bad_feature, "feature_idx"),
+        (_missing, "calibration_y"),
+        (_float_offsets, "tree_offsets"),
+    ],
+)
+def test_tampered_arrays_are_refused(saved, tmp_path, tamper, field) -> None:
+    base = _copy(saved, tmp_path)
+    arrays = _arrays(base)
+    tamper(arrays)
+    np.savez(base.with_suffix(".npz"), **arrays)
+    with pytest.raises(ValueError, match=rf"quality\.npz: field '{field}'"):
+        LearnedQualityModel.load(base)
+
+
+def test_changed_numbers_fail_the_hash(saved, tmp_path) -> None:
+    base = _copy(saved, tmp_path)
+    arrays = _arrays(base)
+    arrays["value"] = arrays["value"] + 0.5  # well-formed, but not the recorded model
+    np.savez(base.with_suffix(".npz"), **arrays)
+    with pytest.raises(ValueError, match=r"quality\.json: field 'npz_sha256'"):
+        LearnedQualityModel.load(base)
+
+
+@pytest.mark.parametrize("payload", ["pickle", "object-array", "garbage"])
+def test_non_array_files_are_refused(saved, tmp_path, payload) -> None:
+    base = _copy(saved, tmp_path)
+    npz = base.with_suffix(".npz")
+    if payload == "pickle":
+        npz.write_bytes(pickle.dumps({"value": np.zeros(3)}))
+        match = r"quality\.npz: not an \.npz archive"
+    elif payload == "object-array":
+        arrays = _arrays(base)
+        arrays["value"] = np.array([{"x": 1}], dtype=object)
+        np.savez(npz, **arrays)
+        match = r"quality\.npz: field 'value'"
+    else:
+        npz.write_bytes(b"PK\x03\x04 truncated")
+        match = r"quality\.npz: not an \.npz archive"
+    with pytest.raises(ValueError, match=match):
+        LearnedQualityModel.load(base)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda m: m.pop("settings"), "settings"),
+        (lambda m: m.update(format="something-else"), "format"),
+        (lambda m: m.update(feature_version=0), "feature_version"),
+        (lambda m: m["feature_names"].reverse(), "feature_names"),
+        (lambda m: m.update(npz_file="../elsewhere.npz"), "npz_file"),
+    ],
+)
+def test_tampered_json_is_refused(saved, tmp_path, edit, field) -> None:
+    base = _copy(saved, tmp_path)
+    path = base.with_suffix(".json")
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"quality\.json: field '{field}'"):
+        LearnedQualityModel.load(base)
