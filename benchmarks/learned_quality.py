@@ -42,7 +42,7 @@ from qlmio_opt.predictors.learned_features import instance_features
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel, quality_metrics
 from qlmio_opt.scenarios.generate import get_scenario
 from qlmio_opt.simulator.dataset import BenchData, _draw_requests, bench_data
-from qlmio_opt.simulator.world import World, discrimination, prompt_difficulty
+from qlmio_opt.simulator.world import World, discrimination
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = ROOT / "docs" / "predictors_reliability.png"
@@ -85,7 +85,7 @@ def observable_ceiling(instance: Instance, models: list[str]) -> np.ndarray:
     reqs = list(instance.requests)
     z, w = np.polynomial.hermite_e.hermegauss(40)
     w = w / w.sum()
-    p = np.array([prompt_difficulty(r.prompt) for r in reqs])
+    p = np.array([world.prompt_difficulty(r.prompt) for r in reqs])
     out = np.empty((len(reqs), len(models)))
     for j, key in enumerate(models):
         spec = world.catalog.model(key)

@@ -6,8 +6,12 @@ decides, solvers see only the predictions, and the replay measures policies agai
 
 **Completion** follows a two-parameter item-response model. Request ``r`` has a hidden
 difficulty ``d_r = sigma * z_r + p_r``: ``z_r`` a standard normal drawn from the request's id,
-``p_r`` a difficulty read from its prompt (numeric questions are harder, yes/no questions easier,
-a cluttered OCR line harder). Model ``m`` completes a task-``t`` request with probability::
+``p_r`` a difficulty read from its prompt: rules (numeric questions are harder, yes/no questions
+easier, a cluttered OCR line harder) plus a hidden weight per question word, drawn from the
+world's seed (what a question is about: some subjects are harder than others). The prompt
+accounts for about a third of the latent variance, as the question does for the judged score in
+the real M4A1 log (``docs/simulator.md``). Model ``m`` completes a task-``t`` request with
+probability::
 
     P = sigmoid(a[m, t] - s[m] * d_r + kappa[t] * log(seen share / reference seen share))
 
@@ -54,6 +58,7 @@ _NUMERIC = re.compile(
 )
 _LONG = re.compile(r"\b(describe|explain|why|detail|details|caption)\b", re.IGNORECASE)
 _OCR_LINE = "Reference OCR token:"
+_WORD = re.compile(r"[a-z0-9']+")
 
 _GAUSS_HERMITE = np.polynomial.hermite_e.hermegauss(40)
 
@@ -78,6 +83,9 @@ class WorldConfig:
         Lognormal noise of a pair's output length around the request's.
     speed_sd
         Lognormal jitter of a pair's vision and prefill time.
+    word_sd
+        Spread of the hidden per-word difficulty; a question's word part is the sum of its
+        distinct words' weights over the square root of their number.
     """
 
     seed: int = 0
@@ -87,20 +95,28 @@ class WorldConfig:
     verbosity_sd: float = 0.15
     pair_output_sd: float = 0.1
     speed_sd: float = 0.05
+    word_sd: float = 1.0
 
 
 def prompt_difficulty(prompt: str | None) -> float:
-    """Difficulty read from a prompt: numeric questions +0.6, yes/no questions -0.6, and
-    ``0.2 * log(1 + OCR tokens)`` for the clutter of the reference OCR line."""
+    """The rule part of a prompt's difficulty: numeric questions +0.9, yes/no questions -0.9, and
+    ``0.3 * log(1 + OCR tokens)`` for the clutter of the reference OCR line."""
     if not prompt:
         return 0.0
     question = prompt.split("\n", 1)[0]
-    value = 0.6 * bool(_NUMERIC.search(question)) - 0.6 * bool(_YES_NO.search(question))
+    value = 0.9 * bool(_NUMERIC.search(question)) - 0.9 * bool(_YES_NO.search(question))
     for line in prompt.split("\n")[1:]:
         if line.startswith(_OCR_LINE):
             tokens = [t for t in line[len(_OCR_LINE) :].split(",") if t.strip()]
-            value += 0.2 * np.log1p(len(tokens))
+            value += 0.3 * np.log1p(len(tokens))
     return float(value)
+
+
+def question_words(prompt: str | None) -> tuple[str, ...]:
+    """The distinct lower-case words of a prompt's question (its first line), sorted."""
+    if not prompt:
+        return ()
+    return tuple(sorted(set(_WORD.findall(prompt.split("\n", 1)[0].lower()))))
 
 
 def prompt_length_factor(prompt: str | None) -> float:
@@ -194,6 +210,17 @@ class World:
         self.catalog = catalog or default_catalog()
         self.config = config or WorldConfig()
         self._ability: dict[tuple[str, str], float] = {}
+        self._word_weight: dict[str, float] = {}
+
+    def prompt_difficulty(self, prompt: str | None) -> float:
+        """``p_r``: the rule part (:func:`prompt_difficulty`) plus the hidden word part."""
+        words = question_words(prompt)
+        missing = [w for w in words if w not in self._word_weight]
+        if missing:
+            weights = self.config.word_sd * normals(self.config.seed, missing, "word")
+            self._word_weight.update(zip(missing, weights.tolist(), strict=True))
+        word_part = sum(self._word_weight[w] for w in words) / np.sqrt(len(words)) if words else 0.0
+        return prompt_difficulty(prompt) + float(word_part)
 
     # -- completion --------------------------------------------------------------------------
     @cached_property
@@ -203,13 +230,13 @@ class World:
         from qlmio_opt.traces import load_textvqa_prompts
 
         prompts = load_textvqa_prompts()
-        values = np.array([prompt_difficulty(p) for p in prompts["prompt"]])
+        values = np.array([self.prompt_difficulty(p) for p in prompts["prompt"]])
         tasks = prompts["task"].to_numpy()
         out = {}
         for task in self.catalog.tasks:
             own = values[tasks == task]
             if task == "captioning":
-                own = np.array([prompt_difficulty(p) for p in DEFAULT.caption_prompts])
+                own = np.array([self.prompt_difficulty(p) for p in DEFAULT.caption_prompts])
             out[task] = own if len(own) >= 5 or task == "captioning" else values
         return out
 
@@ -235,7 +262,7 @@ class World:
         """Hidden difficulty ``d_r`` of each request."""
         ids = [r.id for r in requests]
         z = normals(self.config.seed, ids, "difficulty")
-        p = np.array([prompt_difficulty(r.prompt) for r in requests])
+        p = np.array([self.prompt_difficulty(r.prompt) for r in requests])
         return self.config.difficulty_sd * z + p
 
     def resolution_shift(
