@@ -158,3 +158,17 @@ def test_a_longer_workload_starts_with_the_same_requests():
     long = workload("azure-conv", 180.0, seed=4)
     assert long.requests[: len(short.requests)] == short.requests
     assert np.array_equal(long.arrival_s[: len(short.arrival_s)], short.arrival_s)
+
+
+@pytest.mark.parametrize("trace", ["azure-conv", "azure-code", "mooncake", "servegen"])
+def test_every_trace_gives_a_sorted_stream(trace):
+    load = workload(trace, 60.0, seed=0)
+    assert len(load.requests) > 0
+    assert (np.diff(load.arrival_s) >= 0).all()
+    assert load.arrival_s[0] >= 0 and load.arrival_s[-1] < 60.0
+    assert len({r["id"] for r in load.requests}) == len(load.requests)
+
+
+def test_unknown_trace_is_rejected():
+    with pytest.raises(ValueError, match="unknown trace"):
+        workload("nope", 10.0)
