@@ -4,7 +4,8 @@ Run ``python benchmarks/learned_quality.py [--requests 3000] [--test-requests 10
 
 1. generates the training table (``bench_data(requests, seed=0)``) and trains
    :class:`~qlmio_opt.predictors.learned_quality.LearnedQualityModel` with its a-priori
-   settings on the ``train`` split, calibrated on ``validation``;
+   settings on the ``train`` split, calibrated on ``validation``; and, for comparison, the same
+   model without the learned text score (``text_buckets=0``: the features of version 1);
 2. scores the learned and the analytic quality on two held-out sets: the seed-0 ``test`` split
    and a fresh table from seed 1 (every row; other requests, other loads). Both predictors
    predict through their ``predict(instance)`` path, on instances holding the same requests
@@ -104,9 +105,13 @@ def scored_rows(data: BenchData, split: str | None, predictors: dict) -> pd.Data
     instance = bench_instance(data, set(rows["request"]))
     out = rows[["request", "node", "model", "task", "completed", "true_completion_prob"]].copy()
     for name, pred in predictors.items():
-        out[name] = pred.predict(instance).quality.ravel()
+        if name != "learned (no text)":
+            out[name] = pred.predict(instance).quality.ravel()
     model = predictors["learned"].quality_model_
     out["learned (uncalibrated)"] = model.predict_proba_instance(instance, calibrated=False).ravel()
+    plain = predictors["learned (no text)"].quality_model_
+    predictors = {k: v for k, v in predictors.items() if k != "learned (no text)"}
+    out["learned (no text)"] = plain.predict_proba_instance(instance).ravel()
     models = [n.model for n in instance.nodes]
     out["observable ceiling"] = observable_ceiling(instance, models).ravel()
     return out.drop_duplicates(["request", "model"]).reset_index(drop=True)
@@ -124,10 +129,10 @@ def metric_rows(df: pd.DataFrame, columns: list[str], by: str | None = None) -> 
     return pd.DataFrame(records)
 
 
-def markdown(df: pd.DataFrame) -> str:
+def markdown(df: pd.DataFrame, digits: int = 3) -> str:
     def fmt(v):
         if isinstance(v, float | np.floating):
-            return "" if np.isnan(v) else f"{v:.3f}"
+            return "" if np.isnan(v) else f"{v:.{digits}f}"
         return str(v)
 
     head = "| " + " | ".join(df.columns) + " |"
@@ -145,14 +150,15 @@ def reliability_png(df: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
     edges = np.linspace(0, 1, 11)
-    for col, marker in (("analytic", "s"), ("learned", "o")):
+    for col, marker in (("analytic", "s"), ("learned (no text)", "^"), ("learned", "o")):
         p, y = df[col].to_numpy(), df["completed"].to_numpy()
         idx = np.minimum((p * 10).astype(int), 9)
-        mp = [p[idx == b].mean() for b in range(10) if (idx == b).any()]
-        my = [y[idx == b].mean() for b in range(10) if (idx == b).any()]
+        full = [b for b in range(10) if (idx == b).sum() >= 20]  # bins of >= 20 pairs
+        mp = [p[idx == b].mean() for b in full]
+        my = [y[idx == b].mean() for b in full]
         ax.plot(mp, my, marker=marker, label=col)
     ax.set_xticks(edges)
-    ax.set_xlabel("predicted completion probability (10 bins)")
+    ax.set_xlabel("predicted completion probability (10 bins, those of >= 20 pairs)")
     ax.set_ylabel("observed completion rate")
     ax.set_title(f"Quality reliability on held-out data\n({len(df):,} request-model pairs)")
     ax.legend(loc="upper left")
@@ -175,7 +181,8 @@ def timing(model: LearnedQualityModel, data: BenchData) -> dict[str, float]:
         picked[-1] = next(n for n in data.nodes if n.tier == "cloud")
     instance = bench_instance(data, set(ids), picked)
     spec = model.feature_spec_
-    X = instance_features(instance, spec)
+    coef = model.text_coef_
+    X = instance_features(instance, spec, text_coef=coef)
 
     def median_ms(fn, runs: int = 30) -> float:
         fn()
@@ -188,7 +195,7 @@ def timing(model: LearnedQualityModel, data: BenchData) -> dict[str, float]:
 
     return {
         "pairs": X.shape[0],
-        "features_ms": median_ms(lambda: instance_features(instance, spec)),
+        "features_ms": median_ms(lambda: instance_features(instance, spec, text_coef=coef)),
         "trees_ms": median_ms(lambda: model.predict_proba_features(X)),
         "quality_ms": median_ms(lambda: model.predict_proba_instance(instance)),
     }
@@ -216,12 +223,28 @@ def main() -> None:
         f"{ {k: v for k, v in model.get_params().items() if k != 'catalog'} }"
     )
     val = model.metrics_["validation_uncalibrated"]
-    print(f"validation (uncalibrated): AUC {val['auc']:.3f}, Brier {val['brier']:.4f}\n")
+    txt = model.metrics_["validation_text"]
+    print(
+        f"validation (uncalibrated): AUC {val['auc']:.3f}, Brier {val['brier']:.4f}; text score "
+        f"alone: AUC of the analytic logit {txt['auc_analytic']:.3f}, plus the text score "
+        f"{txt['auc_analytic_plus_text']:.3f}; {int((model.text_coef_ != 0).sum())} non-zero "
+        "text coefficients"
+    )
+    plain = LearnedQualityModel(random_state=0, text_buckets=0).fit(train.table)
+    val = plain.metrics_["validation_uncalibrated"]
+    print(f"no-text model, validation: AUC {val['auc']:.3f}, Brier {val['brier']:.4f}\n")
 
-    learned = LearnedPredictor()
-    learned.quality_model_ = model
-    learned.analytic_ = AnalyticPredictor().fit()
-    predictors = {"analytic": AnalyticPredictor().fit(), "learned": learned}
+    def as_predictor(quality_model: LearnedQualityModel) -> LearnedPredictor:
+        pred = LearnedPredictor()
+        pred.quality_model_ = quality_model
+        pred.analytic_ = AnalyticPredictor().fit()
+        return pred
+
+    predictors = {
+        "analytic": AnalyticPredictor().fit(),
+        "learned": as_predictor(model),
+        "learned (no text)": as_predictor(plain),
+    }
 
     sets = {
         "seed-0 test split": scored_rows(train, "test", predictors),
@@ -234,6 +257,7 @@ def main() -> None:
 
     cols = [
         "analytic",
+        "learned (no text)",
         "learned",
         "learned (uncalibrated)",
         "observable ceiling",
@@ -247,7 +271,7 @@ def main() -> None:
             keep = {"set": name, "rows": int(m["rows"][0]), "observed": m["observed"][0]}
             table.append(keep | {c: m[f"{metric} {c}"][0] for c in cols})
         renamed = pd.DataFrame(table).rename(columns={"true_completion_prob": "hidden truth"})
-        print(f"**{metric}**\n\n{markdown(renamed)}\n")
+        print(f"**{metric}**\n\n{markdown(renamed, 4 if metric == 'Brier' else 3)}\n")
     print(
         "observable ceiling: the world's probability averaged over the hidden difficulty draw "
         "(the best possible from observable inputs); hidden truth: true_completion_prob (knows "
@@ -255,14 +279,24 @@ def main() -> None:
     )
     for name, df in sets.items():
         print(f"\n## Per model, {name}\n")
-        per = metric_rows(df, cols[:2], by="model")
+        per = metric_rows(df, cols[:3], by="model")
         print(markdown(per))
+        better = (per["AUC learned"] > per["AUC analytic"]).sum()
+        brier = (per["Brier learned"] < per["Brier analytic"]).sum()
+        print(
+            f"\nlearned vs analytic: higher AUC on {better} of {len(per)} models, lower Brier on "
+            f"{brier}; Brier difference {(per['Brier learned'] - per['Brier analytic']).min():+.4f}"
+            f" to {(per['Brier learned'] - per['Brier analytic']).max():+.4f}"
+        )
 
     print("\n## Held-out model: trained without any row of the model, scored on its rows\n")
     records = []
     for held in HELD_OUT:
         t = train.table
         without = LearnedQualityModel(random_state=0).fit(t[t["model"] != held])
+        plain_without = LearnedQualityModel(random_state=0, text_buckets=0).fit(
+            t[t["model"] != held]
+        )
         assert held not in without.training_data_["models"]
         for name, df in sets.items():
             mine = df[df["model"] == held].copy()
@@ -272,7 +306,10 @@ def main() -> None:
             tab = tab[tab["model"] == held].drop_duplicates(["request", "model"])
             assert list(tab["request"]) == list(mine["request"])
             mine["learned (held out)"] = without.predict_proba_table(tab)
-            rec = metric_rows(mine, ["analytic", "learned (held out)", "learned"])
+            mine["learned no text (held out)"] = plain_without.predict_proba_table(tab)
+            rec = metric_rows(
+                mine, ["analytic", "learned no text (held out)", "learned (held out)", "learned"]
+            )
             records.append(rec.assign(set=f"{held}, {name}"))
     held_df = pd.concat(records, ignore_index=True)
     keep = [c for c in held_df.columns if not c.startswith("ECE")]

@@ -15,14 +15,24 @@ paths see the same information and give bit-identical features
 Features (names in :meth:`FeatureSpec.names`):
 
 - ``task=<t>``: one-hot over the catalog's task families (fixed at training time).
-- Prompt, hand-made and transparent (no learned text reduction to save): ``q_yes_no`` (the
-  question opens with an auxiliary verb), ``q_numeric`` (counting, time, year, price, ...),
-  ``q_reading`` (what is written, brand, name, title, ...), ``q_describe`` (describe, explain,
-  why), ``ocr_line`` (a ``Reference OCR token:`` line is present), ``log_ocr_tokens``
-  (``log1p`` of its comma-separated tokens), ``question_words`` (words of the first line) and
-  ``log_prompt_tokens``. These few indicators were preferred to a hashed bag of words reduced by
-  a saved projection: nothing learned has to be stored for them, and the model file stays
-  numbers-only.
+- Prompt, hand-made and transparent: ``q_yes_no`` (the question opens with an auxiliary verb),
+  ``q_numeric`` (counting, time, year, price, ...), ``q_reading`` (what is written, brand, name,
+  title, ...), ``q_describe`` (describe, explain, why), ``ocr_line`` (a ``Reference OCR token:``
+  line is present), ``log_ocr_tokens`` (``log1p`` of its comma-separated tokens),
+  ``question_words`` (words of the first line) and ``log_prompt_tokens``.
+- Prompt, learned (only if ``FeatureSpec.text_buckets > 0``): ``text_score``, a linear score of
+  the question's words. The distinct lower-case words of the question (its first line, regex
+  ``[a-z0-9']+``) are hashed to ``text_buckets`` buckets by a fixed function (the first 8 bytes
+  of their BLAKE2b digest, little-endian, modulo the bucket count: the same on every machine and
+  in every process, unlike Python's ``hash``); the bag holds ``1 / sqrt(distinct words)`` per
+  word (:func:`text_bag`), and the score is the bag times a coefficient vector learned at
+  training time (:func:`text_scores`; the model file stores the vector as a plain float array).
+  Some subjects are harder than others, and no hand-made indicator can tell which; the
+  coefficients learn it from the outcomes (see
+  :class:`~qlmio_opt.predictors.learned_quality.LearnedQualityModel`). ``text_logit`` is the
+  score added to the logit of ``analytic_quality`` (:func:`analytic_logit`), the scale the
+  coefficients were fitted on: shallow trees split on the sum directly instead of
+  approximating it by a staircase over two columns. Both come after the image features.
 - Images: ``n_images``, ``log_image_pixels`` (``log1p`` of the total pixels) and
   ``log_image_tokens`` (tokens the node's model spends on them).
 - Resolution, as in :class:`~qlmio_opt.predictors.analytic.AnalyticPredictor` (``ratio`` /
@@ -47,10 +57,12 @@ be in the catalog passed in (an instance's own catalog, inline entries included,
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
@@ -64,16 +76,22 @@ __all__ = [
     "FEATURE_VERSION",
     "PAIR_COLUMNS",
     "PROMPT_FEATURES",
+    "TEXT_BUCKETS",
+    "TEXT_FEATURES",
     "FeatureSpec",
+    "analytic_logit",
     "instance_features",
     "pairs_from_instance",
     "pairs_from_table",
     "prompt_features",
     "quality_features",
+    "question_buckets",
     "seen_pixels_estimate",
+    "text_bag",
+    "text_scores",
 ]
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 """Bumped whenever a feature's definition changes (saved models record it)."""
 
 PAIR_COLUMNS: tuple[str, ...] = (
@@ -97,6 +115,13 @@ PROMPT_FEATURES: tuple[str, ...] = (
     "log_ocr_tokens",
     "question_words",
 )
+
+TEXT_FEATURES: tuple[str, ...] = ("text_score", "text_logit")
+"""The learned text feature(s), present when ``FeatureSpec.text_buckets > 0``."""
+
+TEXT_BUCKETS = 2**14
+"""Default number of hash buckets of the question words (a few thousand distinct words in the
+TextVQA prompts: collisions are rare)."""
 
 _IMAGE_FEATURES: tuple[str, ...] = (
     "log_prompt_tokens",
@@ -150,17 +175,25 @@ class FeatureSpec:
         Task families, in one-hot order.
     families
         Model families, in one-hot order.
+    text_buckets
+        Hash buckets of the learned text score (``0``: no text feature). A power of two from 16
+        to 2**20.
     """
 
     tasks: tuple[str, ...]
     families: tuple[str, ...]
+    text_buckets: int = TEXT_BUCKETS
+
+    def __post_init__(self) -> None:
+        _check_buckets(self.text_buckets)
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog) -> FeatureSpec:
+    def from_catalog(cls, catalog: Catalog, text_buckets: int = TEXT_BUCKETS) -> FeatureSpec:
         """Every task family and model family of ``catalog`` (families sorted)."""
         return cls(
             tasks=tuple(catalog.tasks),
             families=tuple(sorted({m.family for m in catalog.models.values()})),
+            text_buckets=text_buckets,
         )
 
     def names(self) -> tuple[str, ...]:
@@ -169,18 +202,23 @@ class FeatureSpec:
             *(f"task={t}" for t in self.tasks),
             *PROMPT_FEATURES,
             *_IMAGE_FEATURES,
+            *(TEXT_FEATURES if self.text_buckets else ()),
             *_MODEL_FEATURES,
             *(f"family={f}" for f in self.families),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (see :meth:`from_dict`)."""
-        return {"tasks": list(self.tasks), "families": list(self.families)}
+        return {
+            "tasks": list(self.tasks),
+            "families": list(self.families),
+            "text_buckets": self.text_buckets,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` on a malformed mapping."""
-        out = {}
+        out: dict[str, Any] = {}
         for key in ("tasks", "families"):
             value = data.get(key) if isinstance(data, Mapping) else None
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -188,7 +226,17 @@ class FeatureSpec:
             if len(set(value)) != len(value):
                 raise ValueError(f"feature_spec.{key} has duplicates")
             out[key] = tuple(value)
-        return cls(**out)
+        buckets = data.get("text_buckets")
+        if isinstance(buckets, bool) or not isinstance(buckets, int):
+            raise ValueError("feature_spec.text_buckets must be an integer")
+        return cls(**out, text_buckets=_check_buckets(buckets))
+
+
+def _check_buckets(n: Any) -> int:
+    ok = isinstance(n, int) and not isinstance(n, bool)
+    if not ok or not (n == 0 or (16 <= n <= 2**20 and n & (n - 1) == 0)):
+        raise ValueError(f"feature_spec.text_buckets must be 0 or a power of two 16..2**20: {n!r}")
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,6 +356,63 @@ def _factorize(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
     return list(index), codes
 
 
+@lru_cache(maxsize=2**17)
+def _word_hash(word: str) -> int:
+    """A word's fixed 64-bit hash (BLAKE2b, first 8 bytes, little-endian)."""
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def question_buckets(prompt: Any, n_buckets: int) -> np.ndarray:
+    """Hash buckets of the distinct lower-case words of a prompt's question (first line).
+
+    One entry per distinct word (two words may share a bucket), in sorted word order; ``None``
+    and an empty question give an empty array.
+    """
+    question = "" if prompt is None else str(prompt).partition("\n")[0]
+    words = sorted(set(_WORD.findall(question.lower())))
+    return np.array([_word_hash(w) % n_buckets for w in words], dtype=np.int64)
+
+
+def _distinct_bag(prompts: Sequence[Any], n_buckets: int) -> tuple[Any, np.ndarray]:
+    """The bag of the distinct prompts (CSR) and each prompt's row in it."""
+    from scipy import sparse
+
+    distinct, codes = _factorize(prompts)
+    buckets = [question_buckets(p, n_buckets) for p in distinct]
+    counts = np.array([len(b) for b in buckets], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indices = np.concatenate(buckets) if buckets else np.zeros(0, dtype=np.int64)
+    weight = np.repeat(1.0 / np.sqrt(np.maximum(counts, 1)), counts)
+    bag = sparse.csr_matrix((weight, indices, indptr), shape=(len(distinct), n_buckets))
+    bag.sum_duplicates()  # two words in one bucket add up
+    return bag, codes
+
+
+def text_bag(prompts: Sequence[Any], n_buckets: int) -> Any:
+    """``(n, n_buckets)`` sparse bag of the questions' hashed words (``scipy.sparse`` CSR).
+
+    Every distinct word of a question adds ``1 / sqrt(number of distinct words)`` to its bucket
+    (the module docstring). Each distinct prompt is parsed once.
+    """
+    bag, codes = _distinct_bag(prompts, n_buckets)
+    return bag[codes]
+
+
+def text_scores(prompts: Sequence[Any], coef: np.ndarray) -> np.ndarray:
+    """``text_bag(prompts, len(coef)) @ coef``: the learned text score of every prompt."""
+    coef = np.asarray(coef, dtype=np.float64)
+    if coef.ndim != 1 or not len(coef):
+        raise ValueError("the text coefficients must be a non-empty one-dimensional array")
+    bag, codes = _distinct_bag(prompts, len(coef))
+    return (bag @ coef)[codes]
+
+
+def analytic_logit(quality: np.ndarray) -> np.ndarray:
+    """``logit`` of the analytic quality clipped to [0.01, 0.99] (the text model's offset)."""
+    q = np.clip(np.asarray(quality, dtype=float), 0.01, 0.99)
+    return np.log(q / (1.0 - q))
+
+
 def seen_pixels_estimate(
     rule: ImageTokenRule, n_images: np.ndarray, pixels: np.ndarray, tokens: np.ndarray
 ) -> np.ndarray:
@@ -357,7 +462,14 @@ def _reference_share(rule: ImageTokenRule, width: int, height: int) -> float:
 # --------------------------------------------------------------------------------------------
 # the feature function
 # --------------------------------------------------------------------------------------------
-def quality_features(pairs: Mapping[str, Any], catalog: Catalog, spec: FeatureSpec) -> np.ndarray:
+def quality_features(
+    pairs: Mapping[str, Any],
+    catalog: Catalog,
+    spec: FeatureSpec,
+    text_coef: np.ndarray | None = None,
+    *,
+    text_score: np.ndarray | None = None,
+) -> np.ndarray:
     """The feature matrix of the learned quality model (see the module docstring).
 
     Parameters
@@ -369,15 +481,38 @@ def quality_features(pairs: Mapping[str, Any], catalog: Catalog, spec: FeatureSp
         Where models and tasks are looked up.
     spec
         The one-hot categories (fixed at training time).
+    text_coef
+        ``(spec.text_buckets,)``: the learned text coefficients (:func:`text_scores`); needed
+        when the spec has a text feature, unless ``text_score`` is given.
+    text_score
+        ``(n_pairs,)``: the text score itself (training passes its out-of-fold scores here).
 
     Returns
     -------
     numpy.ndarray
         ``(n_pairs, len(spec.names()))`` float64, finite.
+
+    Raises
+    ------
+    ValueError
+        On a missing column, a missing or misshapen text input, or a non-finite feature.
     """
     cols = pairs_from_table(pairs)
     task, model = cols["task"], cols["model"]
     n = len(task)
+    if spec.text_buckets:
+        if text_score is not None:
+            score = np.asarray(text_score, dtype=np.float64)
+            if score.shape != (n,):
+                raise ValueError(f"text_score must have shape ({n},); got {score.shape}")
+        elif text_coef is not None:
+            if np.shape(text_coef) != (spec.text_buckets,):
+                raise ValueError(
+                    f"text_coef must have shape ({spec.text_buckets},); got {np.shape(text_coef)}"
+                )
+            score = text_scores(cols["prompt"], text_coef)
+        else:
+            raise ValueError("this feature spec has a text score: pass text_coef or text_score")
     n_img, px, tok = cols["n_images"], cols["image_pixels"], cols["image_tokens"]
     has = (n_img > 0) & (px > 0)
     blocks: list[np.ndarray] = []
@@ -426,6 +561,7 @@ def quality_features(pairs: Mapping[str, Any], catalog: Catalog, spec: FeatureSp
     log_vs_ref = np.where(has, log_share - np.log(ref_share), 0.0)
     shift = exponent * log_vs_ref
     tokens_per_mpx = np.where(has, np.log(np.maximum(tok, 1.0) / (safe_px / 1e6)), 0.0)
+    analytic = np.clip(acc_task * np.exp(shift), 0.0, 1.0)
     blocks.append(
         np.column_stack(
             [
@@ -437,10 +573,12 @@ def quality_features(pairs: Mapping[str, Any], catalog: Catalog, spec: FeatureSp
                 log_share,
                 log_vs_ref,
                 shift,
-                np.clip(acc_task * np.exp(shift), 0.0, 1.0),
+                analytic,
             ]
         )
     )
+    if spec.text_buckets:
+        blocks.append(np.column_stack([score, analytic_logit(analytic) + score]))
     blocks.append(
         np.column_stack(
             [
@@ -461,8 +599,11 @@ def quality_features(pairs: Mapping[str, Any], catalog: Catalog, spec: FeatureSp
 
 
 def instance_features(
-    instance: Instance, spec: FeatureSpec, catalog: Catalog | None = None
+    instance: Instance,
+    spec: FeatureSpec,
+    catalog: Catalog | None = None,
+    text_coef: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(R * N, n_features)``: :func:`quality_features` of every pair of ``instance``."""
     catalog = catalog or instance.resolved_catalog
-    return quality_features(pairs_from_instance(instance, catalog), catalog, spec)
+    return quality_features(pairs_from_instance(instance, catalog), catalog, spec, text_coef)

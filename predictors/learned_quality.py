@@ -10,6 +10,18 @@ hand, so that the calibration map is just two arrays (knots and values, applied 
 :func:`numpy.interp`). Hyper-parameters are fixed a priori (small trees, see
 :class:`LearnedQualityModel`); the ``test`` split is never touched here.
 
+**Learned text score.** Before the trees, a linear model learns what the question's words say
+about difficulty: an L2-penalised logistic regression of ``completed`` on the hashed bag of the
+question's words (:func:`~qlmio_opt.predictors.learned_features.text_bag`), with the logit of
+the analytic quality as a fixed offset (so the words explain only what the analytic predictor
+misses), each request weighing 1 in total whatever its number of rows, and a free intercept
+that is dropped afterwards. Its coefficient vector turns every prompt into one number, the
+``text_score`` feature of the trees. To keep the trees from trusting a score fitted on the very
+outcomes they learn from, the ``train`` rows get **out-of-fold** scores (``text_folds`` folds
+grouped by request: a request's score comes from coefficients fitted without it); the
+validation rows, and every prediction later, use the coefficients fitted on all ``train`` rows,
+which the model file stores.
+
 **Safe model files.** :meth:`~LearnedQualityModel.save` writes two files and no pickle:
 
 - ``<name>.json``: format and version, the package and scikit-learn versions that trained it,
@@ -17,12 +29,14 @@ hand, so that the calibration map is just two arrays (knots and values, applied 
   training data, and the SHA-256 of the ``.npz``;
 - ``<name>.npz``: every tree's node arrays (``value``, ``feature_idx``, ``num_threshold``,
   ``missing_go_to_left``, ``left``, ``right``, ``is_leaf``; trees stacked, ``tree_offsets``
-  marks where each starts), the ``baseline`` raw prediction and the calibration arrays
-  ``calibration_x`` / ``calibration_y``.
+  marks where each starts), the ``baseline`` raw prediction, the calibration arrays
+  ``calibration_x`` / ``calibration_y`` and the text coefficients ``text_coef`` (one float per
+  hash bucket; empty without a text feature).
 
 :meth:`~LearnedQualityModel.load` reads them with :func:`json.load` and
 ``numpy.load(allow_pickle=False)`` only, checks every field (dtype, shape, finiteness, feature
-indices, child indices pointing forward inside their own tree, the hash) and refuses anything
+indices, child indices pointing forward inside their own tree, the text coefficients' length
+and finiteness, the hash) and refuses anything
 else with a ``ValueError`` naming the file and the field. Prediction never needs scikit-learn:
 :class:`TreeEnsemble` runs the trees in numpy, vectorised over samples *and* trees. All trees'
 nodes are stacked into one array (leaves point to themselves), a ``(n_samples, n_trees)``
@@ -48,9 +62,12 @@ from qlmio_opt.catalog import Catalog, default_catalog
 from qlmio_opt.instance import Instance
 from qlmio_opt.predictors.learned_features import (
     FEATURE_VERSION,
+    TEXT_BUCKETS,
     FeatureSpec,
+    analytic_logit,
     instance_features,
     quality_features,
+    text_bag,
 )
 
 __all__ = [
@@ -64,7 +81,7 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "qlmio-opt/learned-quality"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 # field -> dtype kind ("f" float, "i" integer, "b" boolean)
 NPZ_FIELDS: Mapping[str, str] = {
@@ -79,6 +96,7 @@ NPZ_FIELDS: Mapping[str, str] = {
     "baseline": "f",
     "calibration_x": "f",
     "calibration_y": "f",
+    "text_coef": "f",
 }
 _NODE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right")
 _JSON_KEYS = (
@@ -278,6 +296,15 @@ class LearnedQualityModel:
         L2 penalty on leaf values.
     calibration
         ``"isotonic"`` (fitted on the ``validation`` split) or ``"none"``.
+    text_buckets
+        Hash buckets of the learned text score (module docstring); ``0`` leaves it out (the
+        features of feature version 1).
+    text_penalty
+        L2 penalty of the text coefficients, each request weighing 1 in the loss. The default
+        was chosen by the validation log loss of the whole model on a 3,000-request seed-0
+        table (0.3, 1, 3, 10 tried; the test split unused).
+    text_folds
+        Folds (grouped by request) of the out-of-fold text scores of the ``train`` rows.
     catalog
         Where models and tasks are looked up at training time; default: the shipped catalog.
     n_threads
@@ -298,8 +325,11 @@ class LearnedQualityModel:
         The trees, for numpy inference.
     calibration_x_, calibration_y_ : numpy.ndarray
         The isotonic calibration map (raw probability knots and their calibrated values).
+    text_coef_ : numpy.ndarray
+        ``(text_buckets,)`` text coefficients fitted on all ``train`` rows.
     metrics_ : dict
-        Validation metrics before and after calibration.
+        Validation metrics before and after calibration, and of the text score alone
+        (``validation_text``: AUC of the analytic offset with and without it).
     training_data_ : dict
         What the model was trained on.
     """
@@ -313,6 +343,9 @@ class LearnedQualityModel:
         min_samples_leaf: int = 40,
         l2_regularization: float = 1.0,
         calibration: str = "isotonic",
+        text_buckets: int = TEXT_BUCKETS,
+        text_penalty: float = 1.0,
+        text_folds: int = 5,
         catalog: Catalog | None = None,
         n_threads: int | None = 1,
         random_state: int | None = 0,
@@ -324,6 +357,9 @@ class LearnedQualityModel:
         self.min_samples_leaf = min_samples_leaf
         self.l2_regularization = l2_regularization
         self.calibration = calibration
+        self.text_buckets = text_buckets
+        self.text_penalty = text_penalty
+        self.text_folds = text_folds
         self.catalog = catalog
         self.n_threads = n_threads
         self.random_state = random_state
@@ -337,6 +373,9 @@ class LearnedQualityModel:
         "min_samples_leaf",
         "l2_regularization",
         "calibration",
+        "text_buckets",
+        "text_penalty",
+        "text_folds",
         "n_threads",
         "random_state",
     )
@@ -380,8 +419,8 @@ class LearnedQualityModel:
         Raises
         ------
         ValueError
-            If a column is missing, a split is empty, the outcome has a single class or the
-            calibration setting is unknown.
+            If a column is missing, a split is empty, the outcome has a single class or a
+            setting is invalid.
         """
         if self.calibration not in ("isotonic", "none"):
             raise ValueError(f'calibration must be "isotonic" or "none"; got {self.calibration!r}')
@@ -390,18 +429,42 @@ class LearnedQualityModel:
                 raise ValueError(f"the table lacks the column {col}")
         import sklearn
 
+        if not (isinstance(self.text_folds, int) and self.text_folds >= 2):
+            raise ValueError(f"text_folds must be an integer >= 2; got {self.text_folds!r}")
+        if not (self.text_penalty > 0 and math.isfinite(self.text_penalty)):
+            raise ValueError(f"text_penalty must be positive; got {self.text_penalty!r}")
         catalog = self.catalog or default_catalog()
-        spec = FeatureSpec.from_catalog(catalog)
+        spec = FeatureSpec.from_catalog(catalog, self.text_buckets)
         split = np.asarray(table["split"], dtype=object)
         train, val = split == "train", split == "validation"
         if not train.any():
             raise ValueError("the table has no train rows")
         if self.calibration == "isotonic" and not val.any():
             raise ValueError("isotonic calibration needs validation rows")
-        X = quality_features(table, catalog, spec)
         target = np.asarray(table["completed"], dtype=np.int64)
         if len(np.unique(target[train])) != 2:
             raise ValueError("the train rows hold a single outcome class")
+        text_metrics: dict[str, Any] = {}
+        if spec.text_buckets:
+            # the analytic quality does not depend on the text: compute it without a score
+            base = quality_features(table, catalog, spec, text_score=np.zeros(len(target)))
+            offset = analytic_logit(base[:, spec.names().index("analytic_quality")])
+            coef, score = self._fit_text(table, spec, train, offset, target)
+            X = quality_features(table, catalog, spec, text_score=score)
+            if val.any() and len(np.unique(target[val])) == 2:
+                from sklearn.metrics import roc_auc_score
+
+                text_metrics = {
+                    "validation_text": {
+                        "auc_analytic": float(roc_auc_score(target[val], offset[val])),
+                        "auc_analytic_plus_text": float(
+                            roc_auc_score(target[val], offset[val] + score[val])
+                        ),
+                    }
+                }
+        else:
+            coef = np.zeros(0)
+            X = quality_features(table, catalog, spec)
 
         from threadpoolctl import threadpool_limits
 
@@ -423,13 +486,15 @@ class LearnedQualityModel:
         else:
             cal_x, cal_y = _identity()["calibration_x"], _identity()["calibration_y"]
 
-        arrays = dict(forest.arrays, calibration_x=cal_x, calibration_y=cal_y)
+        arrays = dict(forest.arrays, calibration_x=cal_x, calibration_y=cal_y, text_coef=coef)
+        arrays = _check_arrays(arrays, "fit", X.shape[1], spec.text_buckets)
         self.feature_spec_ = spec
         self.feature_names_ = spec.names()
         self.estimator_ = estimator
-        self.forest_ = TreeEnsemble(_check_arrays(arrays, "fit", X.shape[1]), X.shape[1])
-        self.calibration_x_ = cal_x
-        self.calibration_y_ = cal_y
+        self.forest_ = TreeEnsemble(arrays, X.shape[1])
+        self.calibration_x_ = arrays["calibration_x"]
+        self.calibration_y_ = arrays["calibration_y"]
+        self.text_coef_ = arrays["text_coef"]
         self.sklearn_version_ = sklearn.__version__
         self.metrics_ = {}
         if val.any():
@@ -438,9 +503,48 @@ class LearnedQualityModel:
                 "validation_calibrated_in_sample": quality_metrics(
                     target[val], self._calibrate(raw_val)
                 ),
+                **text_metrics,
             }
         self.training_data_ = _describe(table, train, val, X[train], target[train])
         return self
+
+    def _fit_text(
+        self,
+        table: Any,
+        spec: FeatureSpec,
+        train: np.ndarray,
+        offset: np.ndarray,
+        target: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Text coefficients on all train rows, and every row's text score (train: out of fold).
+
+        Folds group the train rows by ``request`` (by prompt if the table has no request
+        column), assigned by a permutation seeded with ``random_state`` (0 if ``None``).
+        """
+        bag = text_bag(np.asarray(table["prompt"], dtype=object), spec.text_buckets)
+        key = "request" if "request" in table else "prompt"
+        groups = np.asarray(table[key], dtype=object).astype(str)
+        _, group, rows_per_group = np.unique(groups, return_inverse=True, return_counts=True)
+        weight = 1.0 / rows_per_group[group]  # every request weighs 1 in the loss
+        y = target.astype(float)
+
+        def fit(rows: np.ndarray) -> np.ndarray:
+            return _fit_offset_logistic(
+                bag[rows], offset[rows], y[rows], weight[rows], self.text_penalty
+            )
+
+        coef = fit(train)
+        score = np.asarray(bag @ coef, dtype=float)
+        train_groups = np.unique(group[train])
+        rng = np.random.default_rng(0 if self.random_state is None else self.random_state)
+        fold_of = np.full(len(rows_per_group), -1)
+        fold_of[rng.permutation(train_groups)] = np.arange(len(train_groups)) % self.text_folds
+        fold = np.where(train, fold_of[group], -1)
+        for k in range(min(self.text_folds, len(train_groups))):
+            held = fold == k
+            rest = train & ~held
+            score[held] = bag[held] @ fit(rest) if rest.any() else 0.0
+        return coef, score
 
     # -- prediction --------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -460,7 +564,7 @@ class LearnedQualityModel:
         """The feature matrix of a bench table's rows."""
         self._check_fitted()
         return quality_features(
-            table, catalog or self.catalog or default_catalog(), self.feature_spec_
+            table, catalog or self.catalog or default_catalog(), self.feature_spec_, self.text_coef_
         )
 
     def predict_proba_table(
@@ -477,7 +581,9 @@ class LearnedQualityModel:
         shape = (len(instance.requests), len(instance.nodes))
         if shape[0] == 0:
             return np.zeros(shape)
-        X = instance_features(instance, self.feature_spec_, catalog or instance.resolved_catalog)
+        X = instance_features(
+            instance, self.feature_spec_, catalog or instance.resolved_catalog, self.text_coef_
+        )
         return self.predict_proba_features(X, calibrated).reshape(shape)
 
     # -- files -------------------------------------------------------------------------------
@@ -497,6 +603,7 @@ class LearnedQualityModel:
         arrays = dict(self.forest_.arrays)
         arrays["calibration_x"] = self.calibration_x_
         arrays["calibration_y"] = self.calibration_y_
+        arrays["text_coef"] = self.text_coef_
         with open(npz_path, "wb") as fh:
             np.savez(fh, **{k: np.ascontiguousarray(arrays[k]) for k in NPZ_FIELDS})
         settings = {k: getattr(self, k) for k in self._SETTINGS}
@@ -533,7 +640,7 @@ class LearnedQualityModel:
         meta = _read_json(json_path)
         npz_path = json_path.parent / meta["npz_file"]
         spec = meta["_spec"]
-        arrays = _read_npz(npz_path, len(spec.names()))
+        arrays = _read_npz(npz_path, len(spec.names()), spec.text_buckets)
         digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
         if digest != meta["npz_sha256"]:
             raise ValueError(
@@ -548,6 +655,7 @@ class LearnedQualityModel:
         model.forest_ = TreeEnsemble(arrays, len(spec.names()))
         model.calibration_x_ = arrays["calibration_x"]
         model.calibration_y_ = arrays["calibration_y"]
+        model.text_coef_ = arrays["text_coef"]
         model.sklearn_version_ = meta["sklearn_version"]
         model.metrics_ = meta["metrics"]
         model.training_data_ = meta["training_data"]
@@ -559,6 +667,36 @@ class LearnedQualityModel:
 # --------------------------------------------------------------------------------------------
 def _identity() -> dict[str, np.ndarray]:
     return {"calibration_x": np.array([0.0, 1.0]), "calibration_y": np.array([0.0, 1.0])}
+
+
+def _fit_offset_logistic(
+    bag: Any, offset: np.ndarray, y: np.ndarray, weight: np.ndarray, penalty: float
+) -> np.ndarray:
+    """Coefficients ``w`` of ``P(y) = sigmoid(offset + b + bag @ w)`` (L2 ``penalty`` on ``w``).
+
+    Minimises ``sum_i weight_i * logloss_i + penalty / 2 * |w|^2`` with L-BFGS (deterministic);
+    the intercept ``b`` is free and dropped from the result.
+    """
+    from scipy.optimize import minimize
+
+    bag_t = bag.T.tocsr()
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        w = params[1:]
+        z = offset + params[0] + bag @ w
+        p = 1.0 / (1.0 + np.exp(-z))
+        value = float(weight @ (np.logaddexp(0.0, z) - y * z)) + 0.5 * penalty * float(w @ w)
+        r = weight * (p - y)
+        return value, np.concatenate([[r.sum()], bag_t @ r + penalty * w])
+
+    start = np.zeros(bag.shape[1] + 1)
+    result = minimize(
+        loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 2000, "gtol": 1e-7}
+    )
+    coef = np.asarray(result.x[1:], dtype=np.float64)
+    if not np.isfinite(coef).all():
+        raise RuntimeError("the text model did not converge to finite coefficients")
+    return coef
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -653,7 +791,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_npz(path: Path, n_features: int) -> dict[str, np.ndarray]:
+def _read_npz(path: Path, n_features: int, text_buckets: int) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     try:
@@ -675,19 +813,28 @@ def _read_npz(path: Path, n_features: int) -> dict[str, np.ndarray]:
         extra = names - set(NPZ_FIELDS)
         if extra:
             raise ValueError(f"{path}: field '{sorted(extra)[0]}': unexpected")
-    return _check_arrays(arrays, str(path), n_features)
+    return _check_arrays(arrays, str(path), n_features, text_buckets)
 
 
 def _check_arrays(
-    arrays: dict[str, np.ndarray], source: str, n_features: int | None = None
+    arrays: dict[str, np.ndarray],
+    source: str,
+    n_features: int | None = None,
+    text_buckets: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Check every field; return them with canonical dtypes (read-only)."""
+    """Check every field; return them with canonical dtypes (read-only).
+
+    ``text_coef`` is checked (``text_buckets`` finite floats) unless ``text_buckets`` is
+    ``None`` (the trees alone, as :meth:`TreeEnsemble.from_estimator` builds them).
+    """
 
     def fail(field: str, problem: str) -> _Refused:
         return _Refused(f"{source}: field '{field}': {problem}")
 
     out: dict[str, np.ndarray] = {}
     for key, kind in NPZ_FIELDS.items():
+        if key == "text_coef" and text_buckets is None:
+            continue
         a = arrays[key]
         if a.ndim != 1:
             raise fail(key, f"must be one-dimensional, has shape {a.shape}")
@@ -741,4 +888,10 @@ def _check_arrays(
         raise fail("calibration_x", "must be finite and non-decreasing")
     if (cy < 0).any() or (cy > 1).any() or (np.diff(cy) < 0).any():
         raise fail("calibration_y", "must be non-decreasing probabilities")
+    if text_buckets is not None:
+        coef = out["text_coef"]
+        if coef.shape != (text_buckets,):
+            raise fail("text_coef", f"has {len(coef)} entries, expected {text_buckets} (buckets)")
+        if not np.isfinite(coef).all():
+            raise fail("text_coef", "contains infinite values")
     return out

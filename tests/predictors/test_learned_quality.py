@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -13,10 +14,15 @@ from qlmio_opt.instance import Instance
 from qlmio_opt.predictors import AnalyticPredictor, Predictor
 from qlmio_opt.predictors.learned import LearnedPredictor
 from qlmio_opt.predictors.learned_features import (
+    TEXT_FEATURES,
     FeatureSpec,
+    analytic_logit,
     instance_features,
     prompt_features,
     quality_features,
+    question_buckets,
+    text_bag,
+    text_scores,
 )
 from qlmio_opt.predictors.learned_quality import NPZ_FIELDS, LearnedQualityModel
 from qlmio_opt.scenarios.generate import get_scenario
@@ -85,7 +91,13 @@ def test_fit_predict_shapes_and_probabilities(model, test_rows, bench) -> None:
     assert model.forest_.n_trees == model.max_iter
     assert model.forest_.depth <= model.max_depth
     assert model.training_data_["train_rows"] == int((bench.table["split"] == "train").sum())
-    assert set(model.metrics_) == {"validation_uncalibrated", "validation_calibrated_in_sample"}
+    assert set(model.metrics_) == {
+        "validation_uncalibrated",
+        "validation_calibrated_in_sample",
+        "validation_text",
+    }
+    assert model.text_coef_.shape == (model.feature_spec_.text_buckets,)
+    assert np.isfinite(model.text_coef_).all() and np.abs(model.text_coef_).max() > 0
 
 
 def test_two_fits_with_the_same_random_state_are_identical(model, bench, test_rows) -> None:
@@ -97,19 +109,46 @@ def test_two_fits_with_the_same_random_state_are_identical(model, bench, test_ro
         np.testing.assert_array_equal(again.forest_.arrays[key], model.forest_.arrays[key])
 
 
-def test_features_from_table_and_instance_are_identical(bench) -> None:
+@pytest.mark.parametrize("text_buckets", [0, 2**12])
+def test_features_from_table_and_instance_are_identical(bench, text_buckets) -> None:
     instance = bench_instance(bench)
     catalog = instance.resolved_catalog
-    spec = FeatureSpec.from_catalog(catalog)
-    from_table = quality_features(bench.table, catalog, spec)
-    from_instance = instance_features(instance, spec)
+    spec = FeatureSpec.from_catalog(catalog, text_buckets)
+    coef = np.random.default_rng(0).normal(size=text_buckets)
+    from_table = quality_features(bench.table, catalog, spec, coef)
+    from_instance = instance_features(instance, spec, text_coef=coef)
     assert from_table.shape == (len(bench.table), len(spec.names()))
     np.testing.assert_array_equal(from_table, from_instance)
+    if text_buckets:
+        with pytest.raises(ValueError, match="text_coef or text_score"):
+            quality_features(bench.table, catalog, spec)
+        with pytest.raises(ValueError, match="text_coef must have shape"):
+            quality_features(bench.table, catalog, spec, coef[:-1])
+
+
+def test_text_bag_is_a_fixed_normalised_hash_of_the_question_words() -> None:
+    n = 2**14
+    word = int.from_bytes(hashlib.blake2b(b"team", digest_size=8).digest(), "little") % n
+    prompt = "What is the name of this TEAM team?\nReference OCR token: ignored, words"
+    buckets = question_buckets(prompt, n)
+    assert len(buckets) == 7 and word in buckets  # distinct words of the first line only
+    bag = text_bag([prompt, None, prompt], n).toarray()
+    assert bag.shape == (3, n)
+    np.testing.assert_allclose(bag[0][buckets], 1 / np.sqrt(7))
+    assert bag[0].sum() == pytest.approx(7 / np.sqrt(7)) and (bag[1] == 0).all()
+    np.testing.assert_array_equal(bag[0], bag[2])
+    coef = np.random.default_rng(1).normal(size=n)
+    np.testing.assert_allclose(text_scores([prompt, None], coef), [bag[0] @ coef, 0.0])
+    np.testing.assert_allclose(analytic_logit(np.array([0.0, 0.5, 1.0])), [-4.59512, 0, 4.59512])
 
 
 def test_features_have_no_model_id_and_read_the_prompt() -> None:
     names = FeatureSpec(tasks=("ocr",), families=("Qwen2-VL",)).names()
     assert not any(n.startswith("model=") for n in names)
+    assert set(TEXT_FEATURES) <= set(names)
+    assert not set(TEXT_FEATURES) & set(FeatureSpec(("ocr",), ("Qwen2-VL",), 0).names())
+    with pytest.raises(ValueError, match="power of two"):
+        FeatureSpec(tasks=("ocr",), families=(), text_buckets=1000)
     rows = prompt_features(
         [
             "Is this a cat?\nReference OCR token: a, b, c",
@@ -181,6 +220,28 @@ def test_save_load_round_trip_without_pickle(model, saved, test_rows, monkeypatc
     assert meta["settings"]["max_iter"] == model.max_iter
     assert meta["training_data"]["train_rows"] == model.training_data_["train_rows"]
     assert "validation_uncalibrated" in meta["metrics"]
+    assert meta["feature_spec"]["text_buckets"] == model.feature_spec_.text_buckets
+    np.testing.assert_array_equal(loaded.text_coef_, model.text_coef_)
+
+
+def test_train_rows_get_out_of_fold_text_scores(model, bench) -> None:
+    """A train request's text score does not depend on its own outcomes (no target leakage)."""
+    t = bench.table
+    spec = model.feature_spec_
+    train = (t["split"] == "train").to_numpy()
+    X = model.features_table(t)
+    offset = analytic_logit(X[:, model.feature_names_.index("analytic_quality")])
+    y = t["completed"].to_numpy().astype(np.int64)
+    coef, score = model._fit_text(t, spec, train, offset, y)
+    np.testing.assert_array_equal(coef, model.text_coef_)
+    full = text_scores(t["prompt"].to_numpy(), coef)
+    np.testing.assert_allclose(score[~train], full[~train], rtol=0, atol=1e-12)
+    assert not np.allclose(score[train], full[train])
+    one = (t["request"] == t.loc[train, "request"].iloc[0]).to_numpy()
+    flipped = np.where(one, 1 - y, y)
+    coef2, score2 = model._fit_text(t, spec, train, offset, flipped)
+    np.testing.assert_allclose(score2[one], score[one], rtol=0, atol=1e-6)
+    assert not np.allclose(coef2, coef)
 
 
 def _copy(saved: Path, tmp_path: Path) -> Path:
@@ -235,6 +296,28 @@ def _float_offsets(a):
     a["tree_offsets"] = a["tree_offsets"].astype(float)
 
 
+def _short_text(a):
+    a["text_coef"] = a["text_coef"][:-1]
+
+
+def _inf_text(a):
+    a["text_coef"] = a["text_coef"].copy()
+    a["text_coef"][3] = np.inf
+
+
+def _nan_text(a):
+    a["text_coef"] = a["text_coef"].copy()
+    a["text_coef"][3] = np.nan
+
+
+def _no_text(a):
+    del a["text_coef"]
+
+
+def _int_text(a):
+    a["text_coef"] = a["text_coef"].astype("U8")
+
+
 @pytest.mark.parametrize(
     ("tamper", "field"),
     [
@@ -246,6 +329,11 @@ def _float_offsets(a):
         (_bad_feature, "feature_idx"),
         (_missing, "calibration_y"),
         (_float_offsets, "tree_offsets"),
+        (_short_text, "text_coef"),
+        (_inf_text, "text_coef"),
+        (_nan_text, "text_coef"),
+        (_no_text, "text_coef"),
+        (_int_text, "text_coef"),
     ],
 )
 def test_tampered_arrays_are_refused(saved, tmp_path, tamper, field) -> None:
@@ -293,6 +381,8 @@ def test_non_array_files_are_refused(saved, tmp_path, payload) -> None:
         (lambda m: m.update(feature_version=0), "feature_version"),
         (lambda m: m["feature_names"].reverse(), "feature_names"),
         (lambda m: m.update(npz_file="../elsewhere.npz"), "npz_file"),
+        (lambda m: m["feature_spec"].update(text_buckets=1000), "feature_spec"),
+        (lambda m: m["feature_spec"].pop("text_buckets"), "feature_spec"),
     ],
 )
 def test_tampered_json_is_refused(saved, tmp_path, edit, field) -> None:
