@@ -26,7 +26,9 @@ def summary_json(result: ReplayResult) -> dict:
             "requests": len(result.workload.requests),
             "duration_s": result.workload.duration_s,
             "window_s": cfg.window_s,
-            "predictors": cfg.predictors,
+            "predictors": (
+                cfg.predictors if isinstance(cfg.predictors, str) else type(cfg.predictors).__name__
+            ),
             "time_limit": cfg.time_limit,
             "seed": cfg.seed,
         },

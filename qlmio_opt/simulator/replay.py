@@ -23,7 +23,7 @@ import pandas as pd
 
 from qlmio_opt.catalog import Catalog
 from qlmio_opt.instance import Instance, Request
-from qlmio_opt.predictors import get_predictor, predict
+from qlmio_opt.predictors import Predictor, get_predictor, predict
 from qlmio_opt.simulator.engine import NodeJobs, NodeServer, share_link
 from qlmio_opt.simulator.oracle import OraclePredictor
 from qlmio_opt.simulator.workload import Workload
@@ -46,7 +46,8 @@ class ReplayConfig:
     policies
         Solver names (``qlmio-opt solvers``) plus ``"oracle"`` (exact with the world's truth).
     predictors
-        Predictors the non-oracle policies use (``"analytic"`` or ``"oracle"``).
+        Predictors the non-oracle policies use: ``"analytic"``, ``"oracle"``, or a fitted
+        predictor object (for example a learned one).
     time_limit
         Per-window time limit of every solver (seconds).
     seed
@@ -59,7 +60,7 @@ class ReplayConfig:
 
     window_s: float = 2.0
     policies: tuple[str, ...] = ("exact", "greedy", "all-cloud", "per-request", ORACLE)
-    predictors: str = "analytic"
+    predictors: str | Predictor = "analytic"
     time_limit: float | None = 10.0
     seed: int = 0
     observe_load: bool = True
@@ -75,8 +76,14 @@ class ReplayConfig:
             )
         if not self.policies:
             raise ValueError("no policies given")
-        if self.predictors not in ("analytic", ORACLE):
-            raise ValueError(f'unknown predictors "{self.predictors}"; use analytic or oracle')
+        if isinstance(self.predictors, str):
+            if self.predictors not in ("analytic", ORACLE):
+                raise ValueError(
+                    f'unknown predictors "{self.predictors}"; use analytic, oracle or a fitted '
+                    "predictor object"
+                )
+        elif not isinstance(self.predictors, Predictor):
+            raise ValueError("predictors must be a name or an object with fit() and predict()")
 
 
 @dataclass
@@ -193,6 +200,8 @@ def replay(
 
 
 def _predictor_for(policy: str, config: ReplayConfig, world: World):
+    if not isinstance(config.predictors, str):
+        return OraclePredictor(world) if policy == ORACLE else config.predictors
     if policy == ORACLE or config.predictors == ORACLE:
         return OraclePredictor(world)
     return get_predictor(config.predictors)

@@ -172,3 +172,18 @@ def test_every_trace_gives_a_sorted_stream(trace):
 def test_unknown_trace_is_rejected():
     with pytest.raises(ValueError, match="unknown trace"):
         workload("nope", 10.0)
+
+
+def test_a_predictor_object_drives_the_policies():
+    from qlmio_opt.predictors import AnalyticPredictor
+
+    load = workload("azure-conv", 16.0, seed=2)
+    by_name = replay(load, World(), ReplayConfig(policies=("greedy",), predictors="analytic"))
+    by_object = replay(
+        load, World(), ReplayConfig(policies=("greedy",), predictors=AnalyticPredictor())
+    )
+    pd.testing.assert_frame_equal(
+        by_name.runs["greedy"].requests, by_object.runs["greedy"].requests
+    )
+    with pytest.raises(ValueError, match="predictors must be"):
+        ReplayConfig(predictors=42)
