@@ -19,6 +19,39 @@ from qlmio_opt.report import markdown_table
 from qlmio_opt.simulator.calibration import quality_calibration, speed_calibration
 
 
+def prompt_signal() -> str:
+    """The prompt's share of the world's difficulty variance per task, beside the share of the
+    judged score the question explains in the real M4A1 log (what ``word_sd`` is set from)."""
+    from qlmio_opt.predictors.m4a1 import load_m4a1
+    from qlmio_opt.simulator import World
+
+    world = World()
+    sd = world.config.difficulty_sd
+    lines = [
+        "## Prompt signal\n",
+        "| task | prompts | sd of prompt difficulty | share of variance |",
+    ]
+    lines.append("|---|---|---|---|")
+    for task, values in world.task_prompt_difficulty.items():
+        share = values.var() / (values.var() + sd**2)
+        lines.append(f"| {task} | {len(values)} | {values.std():.2f} | {share:.2f} |")
+    log = load_m4a1()
+    for action, rows in log.groupby("action"):
+        score = rows["score"]
+        groups = rows["question"].nunique()
+        r2 = ((rows.groupby("question")["score"].transform("mean") - score.mean()) ** 2).mean()
+        r2 /= score.var(ddof=0)
+        task_r2 = ((rows.groupby("task_cat")["score"].transform("mean") - score.mean()) ** 2).mean()
+        task_r2 /= score.var(ddof=0)
+        n = len(rows)
+        adjusted = 1 - (1 - r2) * (n - 1) / (n - groups)
+        lines.append(
+            f"\nM4A1 action {action} ({n} calls, {groups} questions): question R2 {r2:.2f} "
+            f"(adjusted {adjusted:.2f}), task category R2 {task_r2:.2f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests-per-task", type=int, default=100_000)
@@ -41,6 +74,8 @@ def main() -> None:
     )
     exp_err = (100 * (quality["expected"] - quality["published"])).abs()
     print(f"mean true probability: max |error| {exp_err.max():.2f} points\n")
+
+    print(prompt_signal())
 
     speed = speed_calibration(runs=args.runs)
     speed = speed.assign(

@@ -310,6 +310,21 @@ def generate(
     out.print(f"wrote {len(paths)} window(s) to {out_dir}")
 
 
+def _progress_bar(*, quiet: bool = False):
+    """A rich progress bar on stderr: description, bar, done/total, elapsed time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    )
+
+
 class Trace(StrEnum):
     azure_conv = "azure-conv"
     azure_code = "azure-code"
@@ -394,19 +409,9 @@ def simulate(
 
 
 def _replay_with_progress(load, world, config, *, quiet: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from qlmio_opt.simulator import replay
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-        transient=True,
-    ) as bar:
+    with _progress_bar(quiet=quiet) as bar:
         tasks = {p: bar.add_task(p, total=None) for p in config.policies}
 
         def progress(policy: str, done: int, total: int) -> None:
@@ -426,19 +431,10 @@ def bench_data_command(
     ] = Path("bench-data"),
 ) -> None:
     """Run every request on every node of the scenario and write the benchmark dataset."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from qlmio_opt.report import frame_table
     from qlmio_opt.simulator.dataset import bench_data, write_bench_data
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with _progress_bar() as bar:
         task = bar.add_task("requests", total=requests)
         data = bench_data(
             requests, seed, progress=lambda done, total: bar.update(task, completed=done)
