@@ -23,14 +23,45 @@ from qlmio_opt.simulator import ReplayConfig, World, reduction_table, replay, wo
 from qlmio_opt.simulator.dataset import bench_data
 
 
+def diagnose(learned: LearnedPredictor, duration: float) -> None:
+    """Mean predicted quality of the chosen pairs against the observed completion rate."""
+    load = workload("azure-conv", duration, seed=0)
+    rows = []
+    for label, predictors in (("analytic", "analytic"), ("learned", learned)):
+        result = replay(
+            load, World(), ReplayConfig(policies=("exact", "all-cloud"), predictors=predictors)
+        )
+        for policy, run in result.runs.items():
+            d = run.requests
+            rows.append(
+                {
+                    "predictors": label,
+                    "policy": policy,
+                    "mean predicted quality": d["predicted_quality"].mean(),
+                    "observed completion": d["completed"].mean(),
+                }
+            )
+    print(f"\n### Chosen pairs, {duration:g} s of azure-conv, loose edge capacity\n")
+    print(markdown_table(pd.DataFrame(rows), index=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=1200.0)
     parser.add_argument("--train", type=int, default=3000)
+    parser.add_argument(
+        "--diagnose",
+        type=float,
+        default=0.0,
+        help="instead: replay this many seconds and compare predicted with observed quality",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     learned = LearnedPredictor(random_state=0).fit(bench_data(args.train, 0))
     print(f"trained in {time.perf_counter() - start:.0f} s")
+    if args.diagnose:
+        diagnose(learned, args.diagnose)
+        return
     for name, capacity in (("loose", 1.0), ("tight", 0.25)):
         load = workload("azure-conv", args.duration, seed=0, edge_capacity=capacity)
         analytic = replay(
