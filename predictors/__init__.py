@@ -15,14 +15,28 @@ PREDICTORS: dict[str, type] = {"analytic": AnalyticPredictor}
 
 
 def get_predictor(name: str | Predictor = "analytic") -> Predictor:
-    """A fitted predictor by registry name, or ``name`` itself if it is already a predictor."""
+    """A fitted predictor by registry name, a learned predictor from the path of a saved quality
+    model (``.json``, written by ``qlmio-opt train``), or ``name`` itself if it is already a
+    predictor. Loading a model file never executes code from it."""
     if not isinstance(name, str):
         return name
-    try:
-        cls = PREDICTORS[name]
-    except KeyError:
-        raise ValueError(f'unknown predictors "{name}"; choose from {sorted(PREDICTORS)}') from None
-    return cls().fit()
+    if name in PREDICTORS:
+        return PREDICTORS[name]().fit()
+    if name.endswith((".json", ".npz")) or "/" in name:
+        from pathlib import Path
+
+        from qlmio_opt.predictors.learned import LearnedPredictor
+
+        if not Path(name).with_suffix(".json").exists():
+            raise ValueError(f"no saved predictor model at {name} (expected a .json and a .npz)")
+        try:
+            return LearnedPredictor(quality_model_path=name).fit()
+        except OSError as exc:  # a missing or unreadable array file named by the JSON
+            raise ValueError(str(exc)) from None
+    raise ValueError(
+        f'unknown predictors "{name}"; choose from {sorted(PREDICTORS)} or give the path of a '
+        "model saved by qlmio-opt train"
+    )
 
 
 def predict(instance: Instance, predictor: str | Predictor = "analytic") -> Predictions:

@@ -67,7 +67,10 @@ def solve(
         typer.Option("--time-limit", min=0.0, help="Seconds per window (exact: default 60)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
-    predictors: Annotated[str, typer.Option(help="Predictors: analytic.")] = "analytic",
+    predictors: Annotated[
+        str,
+        typer.Option(help="Predictors: analytic, or the path of a model saved by `train`."),
+    ] = "analytic",
     out_path: Annotated[
         Path | None,
         typer.Option("--out", help="Write the solution JSON here (a folder for several files)."),
@@ -86,15 +89,15 @@ def solve(
 
     try:
         get_solver(solver)
-        get_predictor(predictors)
+        predictor = get_predictor(predictors)
     except ValueError as exc:
-        raise InputError([_usage_issue(str(exc))]) from None
+        raise InputError([_usage_issue(f"--predictors {predictors}: {exc}")]) from None
     cat = _catalog(catalog)
     instances = [read_instance(f, catalog=cat) for f in files]
     solutions = []
     for path, instance in zip(files, instances, strict=True):
         solution = solve_instance(
-            instance, solver, predictors=predictors, time_limit=time_limit, seed=seed
+            instance, solver, predictors=predictor, time_limit=time_limit, seed=seed
         )
         solutions.append(solution)
         if out_path is not None:
@@ -332,11 +335,6 @@ class Trace(StrEnum):
     servegen = "servegen"
 
 
-class ReplayPredictors(StrEnum):
-    analytic = "analytic"
-    oracle = "oracle"
-
-
 @app.command()
 def simulate(
     trace: Annotated[Trace, typer.Option(help="Arrival trace.")] = Trace.azure_conv,
@@ -349,8 +347,12 @@ def simulate(
         typer.Option(help="Comma-separated solver names, plus oracle (exact with the truth)."),
     ] = "exact,greedy,all-cloud,per-request,oracle",
     predictors: Annotated[
-        ReplayPredictors, typer.Option(help="Predictors of the non-oracle policies.")
-    ] = ReplayPredictors.analytic,
+        str,
+        typer.Option(
+            help="Predictors of the non-oracle policies: analytic, oracle, or the path of a "
+            "model saved by `train`."
+        ),
+    ] = "analytic",
     edge_capacity: Annotated[
         float,
         typer.Option(min=0.01, max=1.0, help="Share of each edge box's memory and slots."),
@@ -373,11 +375,19 @@ def simulate(
     from qlmio_opt.simulator.output import summary_json, write_results
 
     names = tuple(p.strip() for p in policies.split(",") if p.strip())
+    chosen = predictors
+    if predictors not in ("analytic", "oracle"):
+        from qlmio_opt.predictors import get_predictor
+
+        try:
+            chosen = get_predictor(predictors)
+        except ValueError as exc:
+            raise InputError([_usage_issue(f"--predictors {predictors}: {exc}")]) from None
     try:
         config = ReplayConfig(
             window_s=window,
             policies=names,
-            predictors=predictors.value,
+            predictors=chosen,
             time_limit=time_limit,
             seed=seed,
         )
@@ -399,7 +409,7 @@ def simulate(
         summary,
         title=(
             f"{trace.value}: {len(load.requests)} requests in {duration:g} s, windows of "
-            f"{window:g} s, {predictors.value} predictors"
+            f"{window:g} s, {predictors} predictors"
         ),
     )
     if "all-cloud" in summary.index:
@@ -445,6 +455,49 @@ def bench_data_command(
     counts = pd.DataFrame(data.split_counts()).T.rename_axis("split")
     frame_table(out, counts, title=f"{len(data.table)} rows ({requests} requests x nodes)")
     out.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path, typer.Option("--data", help="A bench-data folder (or its bench.csv.gz).")
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Model path stem: writes STEM.json and STEM.npz.")
+    ],
+    random_state: Annotated[int, typer.Option(help="Seed of the training.")] = 0,
+) -> None:
+    """Train the learned quality model on a bench-data table and save it (safe JSON + npz)."""
+    import pandas as pd
+
+    from qlmio_opt.predictors.learned_quality import LearnedQualityModel, quality_metrics
+    from qlmio_opt.report import frame_table
+    from qlmio_opt.simulator.dataset import read_bench_table
+
+    source = data / "bench.csv.gz" if data.is_dir() else data
+    if not source.exists():
+        raise InputError([_usage_issue(f"--data {data}: no bench.csv.gz there (run bench-data)")])
+    table = read_bench_table(source)
+    try:
+        model = LearnedQualityModel(random_state=random_state).fit(table)
+    except ValueError as exc:
+        raise InputError([_usage_issue(f"--data {data}: {exc}")]) from None
+    paths = model.save(out_path)
+    test = table[table["split"] == "test"].drop_duplicates(["request", "model"])
+    if len(test) and test["completed"].nunique() == 2:
+        features = model.features_table(test)
+        analytic = features[:, model.feature_spec_.names().index("analytic_quality")]
+        y = test["completed"].to_numpy()
+        rows = {
+            "analytic": quality_metrics(y, analytic),
+            "learned": quality_metrics(y, model.predict_proba_table(test)),
+        }
+        frame_table(
+            out,
+            pd.DataFrame(rows).T.rename_axis("predictor"),
+            title=f"held-out test split ({len(test)} request-model rows)",
+        )
+    out.print(f"wrote {paths[0]} and {paths[1]}")
 
 
 class CatalogKind(StrEnum):

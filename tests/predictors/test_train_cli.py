@@ -1,0 +1,92 @@
+"""`qlmio-opt train` and `--predictors PATH`: train on bench data, solve with the saved model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qlmio_opt.cli import main
+from qlmio_opt.simulator.dataset import bench_data, write_bench_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    write_bench_data(bench_data(150, seed=3), folder)
+    stem = folder / "model" / "quality"
+    assert main(["train", "--data", str(folder), "--out", str(stem)]) == 0
+    return stem
+
+
+def test_train_writes_a_json_and_npz(model_path):
+    assert model_path.with_suffix(".json").exists()
+    assert model_path.with_suffix(".npz").exists()
+
+
+def test_solve_with_the_saved_model(model_path, capsys):
+    capsys.readouterr()
+    window = str(ROOT / "instances" / "window_042.json")
+    code = main(
+        [
+            "solve",
+            window,
+            "--solver",
+            "greedy",
+            "--predictors",
+            str(model_path.with_suffix(".json")),
+            "--format",
+            "json",
+        ]
+    )
+    assert code == 0
+    solution = json.loads(capsys.readouterr().out)
+    assert solution["status"] in ("feasible", "optimal")
+    assert solution["predictors"] == "LearnedPredictor"
+
+
+def test_a_tampered_model_is_refused_with_exit_2(model_path, tmp_path, capsys):
+    bad = tmp_path / model_path.name  # the JSON names its npz by file name
+    bad.with_suffix(".json").write_text(model_path.with_suffix(".json").read_text())
+    bad.with_suffix(".npz").write_bytes(b"not an npz archive")
+    window = str(ROOT / "instances" / "window_042.json")
+    code = main(["solve", window, "--predictors", str(bad.with_suffix(".json"))])
+    assert code == 2
+    assert f"{model_path.name}.npz" in capsys.readouterr().err
+
+
+def test_train_without_data_exits_2(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert "no bench.csv.gz" in capsys.readouterr().err
+
+
+def test_a_missing_array_file_is_refused_with_exit_2(model_path, tmp_path, capsys):
+    lone = tmp_path / model_path.name
+    lone.with_suffix(".json").write_text(model_path.with_suffix(".json").read_text())
+    window = str(ROOT / "instances" / "window_042.json")
+    assert main(["solve", window, "--predictors", str(lone.with_suffix(".json"))]) == 2
+    assert "no such model file" in capsys.readouterr().err
+
+
+def test_simulate_with_the_saved_model(model_path, capsys):
+    capsys.readouterr()
+    code = main(
+        [
+            "simulate",
+            "--duration",
+            "12",
+            "--policies",
+            "greedy",
+            "--format",
+            "json",
+            "--predictors",
+            str(model_path.with_suffix(".json")),
+        ]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["config"]["predictors"] == "LearnedPredictor"
+    assert 0.0 <= data["policies"]["greedy"]["tcr"] <= 1.0
