@@ -500,6 +500,59 @@ def train(
     out.print(f"wrote {paths[0]} and {paths[1]}")
 
 
+@app.command("evaluate-predictors")
+def evaluate_predictors_command(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="A bench-data folder; default: 1,000 requests, seed 0."),
+    ] = None,
+    random_state: Annotated[int, typer.Option(help="Seed of the training.")] = 0,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json.")
+    ] = OutputFormat.table,
+) -> None:
+    """Learned against analytic predictors on held-out data: quality, latency, and M4A1."""
+    import pandas as pd
+
+    from qlmio_opt.predictors.evaluation import evaluate_predictors
+    from qlmio_opt.report import frame_table
+    from qlmio_opt.simulator.dataset import bench_data, read_bench_table
+
+    if data is None:
+        table = bench_data(1000, 0).table
+    else:
+        source = data / "bench.csv.gz" if data.is_dir() else data
+        if not source.exists():
+            raise InputError([_usage_issue(f"--data {data}: no bench.csv.gz there")])
+        table = read_bench_table(source)
+    try:
+        result = evaluate_predictors(table, random_state=random_state)
+    except ValueError as exc:
+        raise InputError([_usage_issue(f"--data {data}: {exc}")]) from None
+    if fmt is OutputFormat.json:
+        print(json.dumps(result, indent=2))
+        return
+    frame_table(
+        out,
+        pd.DataFrame(result["quality"]).T.rename_axis("predictor"),
+        title=f"quality, test split ({result['rows']['test']} rows)",
+    )
+    frame_table(
+        out, pd.DataFrame(result["quality_per_model"]).set_index("model"), title="quality per model"
+    )
+    frame_table(
+        out, pd.DataFrame(result["latency"]).T.rename_axis("predictor"), title="latency, test split"
+    )
+    m4a1 = result["m4a1"]
+    frame_table(
+        out,
+        pd.DataFrame({k: m4a1[k] for k in ("baseline", "learned") if k in m4a1}).T.rename_axis(
+            "model"
+        ),
+        title="M4A1 real log, K-fold by dialogue",
+    )
+
+
 class CatalogKind(StrEnum):
     models = "models"
     devices = "devices"

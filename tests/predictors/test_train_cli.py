@@ -14,9 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
+def bench_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     write_bench_data(bench_data(150, seed=3), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_path(bench_folder):
+    folder = bench_folder
     stem = folder / "model" / "quality"
     assert main(["train", "--data", str(folder), "--out", str(stem)]) == 0
     return stem
@@ -90,3 +96,18 @@ def test_simulate_with_the_saved_model(model_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["config"]["predictors"] == "LearnedPredictor"
     assert 0.0 <= data["policies"]["greedy"]["tcr"] <= 1.0
+
+
+def test_evaluate_predictors_json(bench_folder, capsys):
+    capsys.readouterr()
+    code = main(["evaluate-predictors", "--data", str(bench_folder), "--format", "json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    for part in ("analytic", "learned"):
+        assert 0.0 <= result["quality"][part]["auc"] <= 1.0
+        assert result["quality"][part]["brier"] >= 0.0
+        assert result["latency"][part]["mape"] >= 0.0
+    assert 0.0 <= result["latency"]["learned"]["p90_coverage"] <= 1.0
+    assert result["m4a1"]["baseline"]["score_mae"] > 0
+    assert result["m4a1"]["learned"]["latency_mape"] > 0
+    assert {row["model"] for row in result["quality_per_model"]}
