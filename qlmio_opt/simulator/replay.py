@@ -243,6 +243,7 @@ def _run_policy(
         for j in range(n_nodes)
     ]
     job_of = np.full(n_req, -1, dtype=np.int64)
+    truth = stream.truth
     windows: list[dict[str, Any]] = []
     carried: list[int] = []
     k = 0
@@ -267,7 +268,7 @@ def _run_policy(
         if not sol.assignment and not sol.deferred:
             sol, fallback = _fallback(inst, solver, predictor, config)
         decide_s = time.perf_counter() - start
-        carried = []
+        carried, sent = [], []
         by_link: dict[int, list[int]] = {}
         for pos, i in enumerate(rows):
             rid = stream.requests[i].id
@@ -279,6 +280,7 @@ def _run_policy(
             j = stream.node_ids.index(target)
             node[i] = j
             dispatch[i] = close
+            sent.append(i)
             decision = sol.requests[pos]
             waited = max(k * w - stream.arrival[i], 0.0)
             predicted[i] = (decision.latency_s or np.nan) + waited
@@ -286,7 +288,6 @@ def _run_policy(
             route = stream.route(stream.requests[i].site, target)
             for link in route.link_idx:
                 by_link.setdefault(int(link), []).append(i)
-        sent = [i for i in rows if node[i] >= 0 and dispatch[i] == close]
         done_upload = {i: close for i in sent}
         for link, members in by_link.items():
             begin = max(close, link_free[link])
@@ -298,7 +299,6 @@ def _run_policy(
             route = stream.route(stream.requests[i].site, stream.node_ids[node[i]])
             upload_end[i] = done_upload[i]
             node_arrive[i] = done_upload[i] + route.rtt_ms / 1000.0
-        truth = stream.truth
         for j in range(n_nodes):
             mine = np.array([i for i in sent if node[i] == j], dtype=np.int64)
             if len(mine) == 0:
@@ -330,7 +330,6 @@ def _run_policy(
         if progress is not None:
             progress(policy, min(k, total), total)
 
-    truth = stream.truth
     rows_all = np.arange(n_req)
     admit = np.full(n_req, np.nan)
     prefill_end = np.full(n_req, np.nan)
