@@ -27,7 +27,7 @@ from qlmio_opt.evaluation import evaluate
 from qlmio_opt.formulations import build_problem
 from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.predictors import predict
-from qlmio_opt.solvers.greedy import Greedy
+from qlmio_opt.solvers import get_solver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,9 +73,11 @@ def cached_exact(path: Path, problem: Problem, time_limit: float, use_cache: boo
     return record
 
 
-def greedy_run(problem: Problem, repeats: int) -> tuple[float | None, float, str]:
+def greedy_run(
+    problem: Problem, repeats: int, name: str = "greedy"
+) -> tuple[float | None, float, str]:
     """Greedy objective (None if infeasible), best-of-``repeats`` wall time and status."""
-    solver = Greedy()
+    solver = get_solver(name)
     best = np.inf
     result = None
     for _ in range(repeats):
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=60.0, help="exact solver limit (s)")
     parser.add_argument("--repeats", type=int, default=3, help="greedy timing: best of N")
     parser.add_argument("--no-cache", action="store_true", help="re-solve the exact model")
+    parser.add_argument(
+        "--solver", default="greedy", help="the fast solver to measure (greedy, greedy-thorough)"
+    )
     args = parser.parse_args(argv)
 
     paths = sorted((ROOT / "instances").glob("window_*.json"))[: args.limit]
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         instance = read_instance(path)
         problem = build_problem(instance, predict(instance))
         exact = cached_exact(path, problem, args.time_limit, not args.no_cache)
-        obj, g_time, g_status = greedy_run(problem, args.repeats)
+        obj, g_time, g_status = greedy_run(problem, args.repeats, args.solver)
         opt = exact["objective"]
         gap = None
         if opt is not None and obj is not None:

@@ -27,22 +27,17 @@ import pandas as pd
 from qlmio_opt import __version__
 from qlmio_opt.report import markdown_table
 from qlmio_opt.simulator import ReplayConfig, World, reduction_table, replay, workload
+from qlmio_opt.simulator.metrics import COLUMNS
 from qlmio_opt.simulator.output import write_results
 
 POLICIES = ("exact", "greedy", "per-request", "all-cloud", "all-edge", "oracle")
 SETTINGS = (("loose", 1.0), ("tight", 0.25))
-SHOWN = (
-    "mean_latency_s",
-    "p50_latency_s",
-    "p95_latency_s",
-    "p99_latency_s",
-    "tcr",
-    "deadline_misses",
-    "edge_share",
-    "edge_utilisation",
-    "deferred_requests",
-    "mean_decision_ms",
-    "fallback_windows",
+# the summary's columns less the prediction-error ones, which get their own table
+SHOWN = tuple(
+    c
+    for c in COLUMNS
+    if c
+    not in ("requests", "p95_decision_ms", "predicted_mean_latency_s", "latency_prediction_error")
 )
 
 

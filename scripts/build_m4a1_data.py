@@ -30,19 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "data" / "logs" / "m4a1" / "M4A1.json"
 DEFAULT_OUT = REPO_ROOT / "qlmio_opt" / "data" / "m4a1.json.gz"
 
-#: Column order of the records (the JSON itself is written with sorted keys).
-COLUMNS = (
-    "episode",
-    "turn",
-    "question",
-    "task_cat",
-    "action",
-    "n_images",
-    "score",
-    "interaction_time",
-    "usage_cost",
-)
-
 
 def derive_records(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat record per interaction of the M4A1 episode list (source order).
@@ -55,7 +42,7 @@ def derive_records(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        Records with the keys in :data:`COLUMNS`.
+        Records with the keys in :data:`qlmio_opt.predictors.m4a1.COLUMNS`.
     """
     records: list[dict[str, Any]] = []
     for episode, ep in enumerate(episodes):

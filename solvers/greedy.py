@@ -279,13 +279,13 @@ def _explain(problem: Problem, state: State) -> str:
 class GreedyThorough(Greedy):
     """The same method with eight times the local-search budget.
 
-    Measured on the 100 committed windows against the cached optima: p95 gap 2.3% instead of
-    6.8%, at a median of about 56 ms per window (p95 about 0.2 s) instead of 28 ms. For when a
-    decision may take a tenth of a second.
+    Measured on the 100 committed windows against the cached optima (``benchmarks/greedy_gap.py
+    --solver greedy-thorough``): p95 gap 2.3% instead of 6.8%, at a median of about 70 ms per window
+    instead of 35 ms. For when a decision may take a tenth of a second.
     """
 
     name = "greedy-thorough"
-    description = "greedy with 8x the search budget (p95 gap ~2.3%, ~0.06 s per window)"
+    description = "greedy with 8x the search budget (p95 gap ~2.3%, ~0.07 s per window)"
 
     def __init__(self, effort: Effort | None = None) -> None:
         super().__init__(effort or Effort(search_work=8 * Effort().search_work))
