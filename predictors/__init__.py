@@ -6,6 +6,9 @@ per request-node pair). :func:`predict` runs the chosen one and applies the inst
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 from qlmio_opt.instance import Instance
 from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import Predictions, Predictor, apply_overrides, needs_predictor
@@ -13,28 +16,45 @@ from qlmio_opt.predictors.features import RequestArrays, request_arrays
 
 PREDICTORS: dict[str, type] = {"analytic": AnalyticPredictor}
 
+TRAINED_DIR = Path(__file__).resolve().parent / "trained"
+"""Where the shipped trained models live (see ``MODEL_CARD.md`` there)."""
+
+DEFAULT_LEARNED = TRAINED_DIR / "default.json"
+"""The shipped learned predictor (quality model; its latency model is ``default-latency.json``)."""
+
+PREDICTOR_NAMES: tuple[str, ...] = ("analytic", "learned")
+"""Names :func:`get_predictor` accepts (besides the path of a saved model)."""
+
+
+@lru_cache(maxsize=8)
+def _load_learned(path: str):
+    from qlmio_opt.predictors.learned import LearnedPredictor
+
+    return LearnedPredictor(quality_model_path=path).fit()
+
 
 def get_predictor(name: str | Predictor = "analytic") -> Predictor:
-    """A fitted predictor by registry name, a learned predictor from the path of a saved quality
-    model (``.json``, written by ``qlmio-opt train``), or ``name`` itself if it is already a
-    predictor. Loading a model file never executes code from it."""
+    """A fitted predictor by name (``analytic``, or ``learned``: the shipped trained models), a
+    learned predictor from the path of a saved quality model (``.json``, written by
+    ``qlmio-opt train``; the latency model beside it is loaded too), or ``name`` itself if it is
+    already a predictor. Loading a model file never executes code from it; loaded models are
+    cached per path for the life of the process."""
     if not isinstance(name, str):
         return name
     if name in PREDICTORS:
         return PREDICTORS[name]().fit()
+    if name == "learned":
+        name = str(DEFAULT_LEARNED)
     if name.endswith((".json", ".npz")) or "/" in name:
-        from pathlib import Path
-
-        from qlmio_opt.predictors.learned import LearnedPredictor
-
-        if not Path(name).with_suffix(".json").exists():
+        path = Path(name).with_suffix(".json")
+        if not path.exists():
             raise ValueError(f"no saved predictor model at {name} (expected a .json and a .npz)")
         try:
-            return LearnedPredictor(quality_model_path=name).fit()
+            return _load_learned(str(path.resolve()))
         except OSError as exc:  # a missing or unreadable array file named by the JSON
             raise ValueError(str(exc)) from None
     raise ValueError(
-        f'unknown predictors "{name}"; choose from {sorted(PREDICTORS)} or give the path of a '
+        f'unknown predictors "{name}"; choose from {list(PREDICTOR_NAMES)} or give the path of a '
         "model saved by qlmio-opt train"
     )
 
@@ -46,7 +66,10 @@ def predict(instance: Instance, predictor: str | Predictor = "analytic") -> Pred
 
 
 __all__ = [
+    "DEFAULT_LEARNED",
     "PREDICTORS",
+    "PREDICTOR_NAMES",
+    "TRAINED_DIR",
     "AnalyticPredictor",
     "Predictions",
     "Predictor",

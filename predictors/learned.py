@@ -1,12 +1,19 @@
-"""The learned predictor: quality from the learned model, everything else analytic (for now).
+"""The learned predictor: learned quality and latency on top of the analytic physics.
 
 :class:`LearnedPredictor` follows the predictor contract of :mod:`qlmio_opt.predictors.base`.
 Its quality is the calibrated completion probability of
-:class:`~qlmio_opt.predictors.learned_quality.LearnedQualityModel` (trained on the benchmark
-table, or loaded from a safe JSON + ``.npz`` model file); latency, memory, the latency
-components and eligibility come unchanged from
-:class:`~qlmio_opt.predictors.analytic.AnalyticPredictor` until a learned latency model exists.
-Ineligible pairs get quality 0, as in the analytic predictor. ``source`` is ``"learned"``.
+:class:`~qlmio_opt.predictors.learned_quality.LearnedQualityModel`. With a
+:class:`~qlmio_opt.predictors.learned_latency.LearnedLatencyModel` too, the latency is the
+analytic window wait plus the learned stand-alone latency, and the latency components carry the
+learned output length (``output_tokens``, and ``decode_s`` = that length at the analytic
+per-token time), so the formulation's congestion curve uses it as well. Memory, eligibility and
+the other components come from :class:`~qlmio_opt.predictors.analytic.AnalyticPredictor`.
+Ineligible pairs get quality 0 and infinite latency, as in the analytic predictor. ``source``
+is ``"learned"``.
+
+Saved models are found by a common stem: ``<stem>.json`` / ``.npz`` is the quality model and
+``<stem>-latency.json`` / ``.npz`` the latency model (optional: without it, latency stays
+analytic).
 """
 
 from __future__ import annotations
@@ -20,50 +27,99 @@ from qlmio_opt.catalog import Catalog
 from qlmio_opt.instance import Instance
 from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import Predictions
+from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel
 
-__all__ = ["LearnedPredictor"]
+__all__ = ["QUALITY_FAMILIES", "LearnedPredictor", "latency_model_path", "load_quality_model"]
+
+
+QUALITY_FAMILIES = ("sklearn", "torch")
+
+
+def load_quality_model(path: str | Path, catalog: Catalog | None = None) -> Any:
+    """A saved quality model of either family, chosen by the ``format`` field of its JSON.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a quality model of a known family (or fails the family's checks).
+    """
+    import json
+
+    from qlmio_opt.predictors import learned_torch
+
+    p = Path(path)
+    json_path = p.with_suffix(".json") if p.suffix in (".json", ".npz") else Path(f"{p}.json")
+    try:
+        fmt = json.loads(json_path.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None  # let the default loader report what is wrong, naming the field
+    if fmt == learned_torch.MODEL_FORMAT:
+        return learned_torch.TorchQualityModel.load(path, catalog=catalog)
+    return LearnedQualityModel.load(path, catalog=catalog)
+
+
+def latency_model_path(quality_model_path: str | Path) -> Path:
+    """Where the latency model saved beside a quality model lives (``<stem>-latency.json``)."""
+    p = Path(quality_model_path)
+    if p.suffix in (".json", ".npz"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + "-latency.json")
 
 
 class LearnedPredictor:
-    """Learned quality, analytic latency and memory.
+    """Learned quality and latency, analytic memory.
 
     Parameters
     ----------
     quality_model_path
         A model written by :meth:`LearnedQualityModel.save` (``.json``, ``.npz`` or their
-        common stem); :meth:`fit` without data loads it.
+        common stem); :meth:`fit` without data loads it, and the latency model beside it
+        (:func:`latency_model_path`) if there is one.
+    learn_latency
+        Whether ``fit(table)`` trains a latency model too (otherwise latency stays analytic).
+    quality_family
+        ``"sklearn"`` (gradient boosting, the default) or ``"torch"`` (a small network under
+        the ``torch`` extra, :class:`~qlmio_opt.predictors.learned_torch.TorchQualityModel`),
+        for ``fit(table)``; a loaded file says its own family.
     catalog
         Catalog for the analytic parts and the features; default: each instance's own.
     include_wait
         Passed to :class:`AnalyticPredictor`.
-    quality_params
-        Settings of the :class:`LearnedQualityModel` trained by ``fit(table)``.
+    quality_params, latency_params
+        Settings of the models trained by ``fit(table)``.
     random_state
         Seed of that training.
 
     Attributes
     ----------
-    quality_model_ : LearnedQualityModel
+    quality_model_ : LearnedQualityModel or TorchQualityModel
+    latency_model_ : LearnedLatencyModel or None
     analytic_ : AnalyticPredictor
     """
 
     def __init__(
         self,
         quality_model_path: str | Path | None = None,
+        learn_latency: bool = True,
+        quality_family: str = "sklearn",
         catalog: Catalog | None = None,
         include_wait: bool = True,
         quality_params: dict[str, Any] | None = None,
+        latency_params: dict[str, Any] | None = None,
         random_state: int | None = 0,
     ) -> None:
         self.quality_model_path = quality_model_path
+        self.learn_latency = learn_latency
+        self.quality_family = quality_family
         self.catalog = catalog
         self.include_wait = include_wait
         self.quality_params = quality_params
+        self.latency_params = latency_params
         self.random_state = random_state
 
     def fit(self, data: Any = None, y: Any = None) -> LearnedPredictor:
-        """Train the quality model on a bench table, or load it from ``quality_model_path``.
+        """Train the models on a bench table, or load them from ``quality_model_path``.
 
         Parameters
         ----------
@@ -86,13 +142,35 @@ class LearnedPredictor:
         if data is None:
             if self.quality_model_path is None:
                 raise ValueError("LearnedPredictor.fit needs a bench table or quality_model_path")
-            model = LearnedQualityModel.load(self.quality_model_path, catalog=self.catalog)
+            model = load_quality_model(self.quality_model_path, catalog=self.catalog)
+            latency_path = latency_model_path(self.quality_model_path)
+            latency = (
+                LearnedLatencyModel.load(latency_path, catalog=self.catalog)
+                if latency_path.exists()
+                else None
+            )
         else:
             table = getattr(data, "table", data)
             params = dict(self.quality_params or {})
             params.setdefault("random_state", self.random_state)
-            model = LearnedQualityModel(catalog=self.catalog, **params).fit(table)
+            if self.quality_family not in QUALITY_FAMILIES:
+                raise ValueError(
+                    f"quality_family must be one of {QUALITY_FAMILIES}; got {self.quality_family!r}"
+                )
+            if self.quality_family == "torch":
+                from qlmio_opt.predictors.learned_torch import TorchQualityModel
+
+                family: Any = TorchQualityModel
+            else:
+                family = LearnedQualityModel
+            model = family(catalog=self.catalog, **params).fit(table)
+            latency = None
+            if self.learn_latency:
+                params = dict(self.latency_params or {})
+                params.setdefault("random_state", self.random_state)
+                latency = LearnedLatencyModel(catalog=self.catalog, **params).fit(table)
         self.quality_model_ = model
+        self.latency_model_ = latency
         self.analytic_ = AnalyticPredictor(catalog=self.catalog, include_wait=self.include_wait)
         self.analytic_.fit()
         return self
@@ -109,13 +187,40 @@ class LearnedPredictor:
             raise ValueError("this LearnedPredictor is not fitted; call fit first")
         base = self.analytic_.predict(instance)
         quality = self.quality_model_.predict_proba_instance(instance, catalog=self.catalog)
+        latency, components = base.latency_s, dict(base.components)
+        if getattr(self, "latency_model_", None) is not None and base.shape[0]:
+            latency, components = self._learned_latency(instance, base)
         return Predictions(
             quality=np.where(base.eligible, quality, 0.0),
-            latency_s=base.latency_s,
+            latency_s=latency,
             memory_gb=base.memory_gb,
             eligible=base.eligible,
             upload_bytes=base.upload_bytes,
-            components=base.components,
+            components=components,
             congestion=base.congestion,
             source="learned",
         )
+
+    def _learned_latency(
+        self, instance: Instance, base: Predictions
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        parts = base.components
+        ok = base.eligible
+        # unreachable pairs have no finite transfer time: give the trees a finite stand-in
+        transfer = np.where(ok, parts["transfer_s"], 0.0)
+        rtt = np.where(ok, parts["rtt_s"], 0.0)
+        learned = self.latency_model_.predict_instance(
+            instance, transfer, rtt, self.catalog, p90=False
+        )
+        output = learned["output_tokens"]
+        per_token = np.divide(
+            parts["decode_s"],
+            parts["output_tokens"],
+            out=np.zeros(base.shape),
+            where=parts["output_tokens"] > 0,
+        )
+        components = dict(parts)
+        components["output_tokens"] = np.where(ok, output, parts["output_tokens"])
+        components["decode_s"] = np.where(ok, output * per_token, parts["decode_s"])
+        latency = np.where(ok, parts["wait_s"] + learned["latency_s"], np.inf)
+        return latency, components

@@ -5,10 +5,13 @@ Training (:meth:`LearnedQualityModel.fit`) takes a benchmark table
 :mod:`qlmio_opt.predictors.learned_features` (one function for training and prediction), fits a
 scikit-learn :class:`~sklearn.ensemble.HistGradientBoostingClassifier` on the ``train`` split
 to the observed ``completed`` outcome (never on the hidden ``true_completion_prob``) and
-calibrates its probabilities on the ``validation`` split with an isotonic regression fitted by
-hand, so that the calibration map is just two arrays (knots and values, applied with
-:func:`numpy.interp`). Hyper-parameters are fixed a priori (small trees, see
-:class:`LearnedQualityModel`); the ``test`` split is never touched here.
+calibrates its probabilities on the ``validation`` split. The default calibration is per tier
+(edge, cloud): a logistic regression on the logit of the analytic quality and the trees'
+deviation from it, which shrinks the learned per-request deviations towards the catalog prior
+as far as the held-out rows say they deserve (:func:`tier_logistic_inputs`); an isotonic map
+(knots and values, applied with :func:`numpy.interp`) is the alternative.
+Hyper-parameters are fixed a priori (small trees, see :class:`LearnedQualityModel`); the
+``test`` split is never touched here.
 
 **Learned text score.** Before the trees, a linear model learns what the question's words say
 about difficulty: an L2-penalised logistic regression of ``completed`` on the hashed bag of the
@@ -30,7 +33,8 @@ which the model file stores.
 - ``<name>.npz``: every tree's node arrays (``value``, ``feature_idx``, ``num_threshold``,
   ``missing_go_to_left``, ``left``, ``right``, ``is_leaf``; trees stacked, ``tree_offsets``
   marks where each starts), the ``baseline`` raw prediction, the calibration arrays
-  ``calibration_x`` / ``calibration_y`` and the text coefficients ``text_coef`` (one float per
+  ``calibration_x`` / ``calibration_y`` (isotonic) and ``calibration_tier`` (six
+  coefficients) and the text coefficients ``text_coef`` (one float per
   hash bucket; empty without a text feature).
 
 :meth:`~LearnedQualityModel.load` reads them with :func:`json.load` and
@@ -81,7 +85,7 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "qlmio-opt/learned-quality"
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 
 # field -> dtype kind ("f" float, "i" integer, "b" boolean)
 NPZ_FIELDS: Mapping[str, str] = {
@@ -96,8 +100,12 @@ NPZ_FIELDS: Mapping[str, str] = {
     "baseline": "f",
     "calibration_x": "f",
     "calibration_y": "f",
+    "calibration_tier": "f",
     "text_coef": "f",
 }
+CALIBRATIONS = ("tier-logistic", "isotonic", "none")
+# per tier (edge, cloud): intercept, weight of the analytic logit, weight of the learned deviation
+_TIER_IDENTITY = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
 _NODE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right")
 _JSON_KEYS = (
     "format",
@@ -295,7 +303,11 @@ class LearnedQualityModel:
     l2_regularization
         L2 penalty on leaf values.
     calibration
-        ``"isotonic"`` (fitted on the ``validation`` split) or ``"none"``.
+        How the trees' probabilities are mapped to calibrated ones: ``"tier-logistic"``
+        (default; per tier, a logistic regression on the logit of the analytic quality and the
+        trees' deviation from it, see :func:`tier_logistic_inputs`, fitted on the
+        ``validation`` rows and the out-of-fold predictions of the ``train`` rows),
+        ``"isotonic"`` (one monotone map, fitted on the ``validation`` rows) or ``"none"``.
     text_buckets
         Hash buckets of the learned text score (module docstring); ``0`` leaves it out (the
         features of feature version 1).
@@ -342,7 +354,7 @@ class LearnedQualityModel:
         max_depth: int = 3,
         min_samples_leaf: int = 40,
         l2_regularization: float = 1.0,
-        calibration: str = "isotonic",
+        calibration: str = "tier-logistic",
         text_buckets: int = TEXT_BUCKETS,
         text_penalty: float = 1.0,
         text_folds: int = 5,
@@ -422,8 +434,8 @@ class LearnedQualityModel:
             If a column is missing, a split is empty, the outcome has a single class or a
             setting is invalid.
         """
-        if self.calibration not in ("isotonic", "none"):
-            raise ValueError(f'calibration must be "isotonic" or "none"; got {self.calibration!r}')
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}; got {self.calibration!r}")
         for col in ("split", "completed"):
             if col not in table:
                 raise ValueError(f"the table lacks the column {col}")
@@ -439,8 +451,8 @@ class LearnedQualityModel:
         train, val = split == "train", split == "validation"
         if not train.any():
             raise ValueError("the table has no train rows")
-        if self.calibration == "isotonic" and not val.any():
-            raise ValueError("isotonic calibration needs validation rows")
+        if self.calibration != "none" and not val.any():
+            raise ValueError(f"{self.calibration} calibration needs validation rows")
         target = np.asarray(table["completed"], dtype=np.int64)
         if len(np.unique(target[train])) != 2:
             raise ValueError("the train rows hold a single outcome class")
@@ -485,8 +497,23 @@ class LearnedQualityModel:
             cal_y = np.asarray(iso.y_thresholds_, dtype=float)
         else:
             cal_x, cal_y = _identity()["calibration_x"], _identity()["calibration_y"]
+        cal_tier = _TIER_IDENTITY.copy()
+        if self.calibration == "tier-logistic":
+            # out-of-fold tree probabilities of the train rows join the validation rows: the
+            # calibration's intercepts then rest on every request, not on the validation few
+            raw_oof = self._out_of_fold(table, X, target, train)
+            rows = train | val
+            raw_rows = np.where(train, raw_oof, 0.0)
+            raw_rows[val] = raw_val
+            cal_tier = _fit_tier_logistic(raw_rows[rows], X[rows], spec, target[rows])
 
-        arrays = dict(forest.arrays, calibration_x=cal_x, calibration_y=cal_y, text_coef=coef)
+        arrays = dict(
+            forest.arrays,
+            calibration_x=cal_x,
+            calibration_y=cal_y,
+            calibration_tier=cal_tier,
+            text_coef=coef,
+        )
         arrays = _check_arrays(arrays, "fit", X.shape[1], spec.text_buckets)
         self.feature_spec_ = spec
         self.feature_names_ = spec.names()
@@ -494,6 +521,7 @@ class LearnedQualityModel:
         self.forest_ = TreeEnsemble(arrays, X.shape[1])
         self.calibration_x_ = arrays["calibration_x"]
         self.calibration_y_ = arrays["calibration_y"]
+        self.calibration_tier_ = arrays["calibration_tier"]
         self.text_coef_ = arrays["text_coef"]
         self.sklearn_version_ = sklearn.__version__
         self.metrics_ = {}
@@ -501,7 +529,7 @@ class LearnedQualityModel:
             self.metrics_ = {
                 "validation_uncalibrated": quality_metrics(target[val], raw_val),
                 "validation_calibrated_in_sample": quality_metrics(
-                    target[val], self._calibrate(raw_val)
+                    target[val], self._calibrate(raw_val, X[val])
                 ),
                 **text_metrics,
             }
@@ -546,19 +574,50 @@ class LearnedQualityModel:
             score[held] = bag[held] @ fit(rest) if rest.any() else 0.0
         return coef, score
 
+    def _out_of_fold(
+        self, table: Any, X: np.ndarray, target: np.ndarray, train: np.ndarray
+    ) -> np.ndarray:
+        """Tree probabilities of every ``train`` row from trees fitted without its request
+        (``text_folds`` folds grouped by request, seeded by ``random_state`` + 1)."""
+        from threadpoolctl import threadpool_limits
+
+        key = "request" if "request" in table else "prompt"
+        groups = np.asarray(table[key], dtype=object).astype(str)
+        _, group = np.unique(groups, return_inverse=True)
+        train_groups = np.unique(group[train])
+        rng = np.random.default_rng(1 + (0 if self.random_state is None else self.random_state))
+        fold_of = np.full(group.max() + 1, -1)
+        fold_of[rng.permutation(train_groups)] = np.arange(len(train_groups)) % self.text_folds
+        fold = np.where(train, fold_of[group], -1)
+        out = np.zeros(len(target))
+        for k in range(min(self.text_folds, len(train_groups))):
+            held, rest = fold == k, train & (fold != k)
+            if len(np.unique(target[rest])) != 2:
+                continue
+            with threadpool_limits(limits=self.n_threads):
+                trees = TreeEnsemble.from_estimator(self._estimator().fit(X[rest], target[rest]))
+            out[held] = trees.predict_proba(X[held])
+        return out
+
     # -- prediction --------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "forest_"):
             raise ValueError("this LearnedQualityModel is not fitted; call fit or load first")
 
-    def _calibrate(self, p: np.ndarray) -> np.ndarray:
-        return np.clip(np.interp(p, self.calibration_x_, self.calibration_y_), 0.0, 1.0)
+    def _calibrate(self, p: np.ndarray, X: np.ndarray) -> np.ndarray:
+        p = np.clip(np.interp(p, self.calibration_x_, self.calibration_y_), 0.0, 1.0)
+        if np.array_equal(self.calibration_tier_, _TIER_IDENTITY):
+            return p
+        analytic, deviation, cloud = tier_logistic_inputs(p, X, self.feature_spec_)
+        c = self.calibration_tier_.reshape(2, 3)[cloud.astype(np.int64)]
+        z = c[:, 0] + c[:, 1] * analytic + c[:, 2] * deviation
+        return 1.0 / (1.0 + np.exp(-z))
 
     def predict_proba_features(self, X: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Completion probability of feature rows ``X`` (numpy inference)."""
         self._check_fitted()
         raw = self.forest_.predict_proba(X)
-        return self._calibrate(raw) if calibrated else raw
+        return self._calibrate(raw, X) if calibrated else raw
 
     def features_table(self, table: Any, catalog: Catalog | None = None) -> np.ndarray:
         """The feature matrix of a bench table's rows."""
@@ -603,6 +662,7 @@ class LearnedQualityModel:
         arrays = dict(self.forest_.arrays)
         arrays["calibration_x"] = self.calibration_x_
         arrays["calibration_y"] = self.calibration_y_
+        arrays["calibration_tier"] = self.calibration_tier_
         arrays["text_coef"] = self.text_coef_
         with open(npz_path, "wb") as fh:
             np.savez(fh, **{k: np.ascontiguousarray(arrays[k]) for k in NPZ_FIELDS})
@@ -655,6 +715,7 @@ class LearnedQualityModel:
         model.forest_ = TreeEnsemble(arrays, len(spec.names()))
         model.calibration_x_ = arrays["calibration_x"]
         model.calibration_y_ = arrays["calibration_y"]
+        model.calibration_tier_ = arrays["calibration_tier"]
         model.text_coef_ = arrays["text_coef"]
         model.sklearn_version_ = meta["sklearn_version"]
         model.metrics_ = meta["metrics"]
@@ -666,7 +727,52 @@ class LearnedQualityModel:
 # helpers
 # --------------------------------------------------------------------------------------------
 def _identity() -> dict[str, np.ndarray]:
-    return {"calibration_x": np.array([0.0, 1.0]), "calibration_y": np.array([0.0, 1.0])}
+    return {
+        "calibration_x": np.array([0.0, 1.0]),
+        "calibration_y": np.array([0.0, 1.0]),
+        "calibration_tier": _TIER_IDENTITY.copy(),
+    }
+
+
+def tier_logistic_inputs(
+    p: np.ndarray, X: np.ndarray, spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inputs of the tier-logistic calibration for probabilities ``p`` of feature rows ``X``.
+
+    Returns the logit of the analytic quality (the catalog prior of the pair's model and task),
+    the deviation of ``logit(p)`` from it (what the trees learned about this request on this
+    node) and whether the node is in the cloud tier. The calibration fits, per tier,
+    ``sigmoid(b0 + b1 * analytic + b2 * deviation)``: a ``b2`` below one shrinks the learned
+    deviations, which are noisier than the prior, towards it. An optimiser picks the pairs
+    whose quality is predicted highest for their cost, so unshrunk deviations would be
+    overestimated on exactly the pairs it picks (the optimiser's curse).
+    """
+    names = spec.names()
+    analytic = analytic_logit(X[:, names.index("analytic_quality")])
+    q = np.clip(np.asarray(p, dtype=float), 1e-4, 1.0 - 1e-4)
+    deviation = np.log(q / (1.0 - q)) - analytic
+    cloud = X[:, names.index("tier_cloud")] > 0.5
+    return analytic, deviation, cloud
+
+
+def _fit_tier_logistic(
+    p: np.ndarray, X: np.ndarray, spec: FeatureSpec, y: np.ndarray
+) -> np.ndarray:
+    """Per-tier coefficients of the tier-logistic calibration (identity for a tier whose
+    validation rows are missing or hold one outcome class)."""
+    from sklearn.linear_model import LogisticRegression
+
+    analytic, deviation, cloud = tier_logistic_inputs(p, X, spec)
+    coef = _TIER_IDENTITY.copy()
+    for tier, rows in enumerate((~cloud, cloud)):
+        if len(np.unique(y[rows])) != 2:
+            continue
+        inputs = np.column_stack([analytic[rows], deviation[rows]])
+        fit = LogisticRegression(C=1e6, max_iter=1000).fit(inputs, y[rows])
+        coef[3 * tier : 3 * tier + 3] = [fit.intercept_[0], *fit.coef_[0]]
+    if not np.isfinite(coef).all():
+        raise RuntimeError("the tier-logistic calibration did not converge to finite values")
+    return coef
 
 
 def _fit_offset_logistic(
@@ -888,6 +994,9 @@ def _check_arrays(
         raise fail("calibration_x", "must be finite and non-decreasing")
     if (cy < 0).any() or (cy > 1).any() or (np.diff(cy) < 0).any():
         raise fail("calibration_y", "must be non-decreasing probabilities")
+    tier = out["calibration_tier"]
+    if tier.shape != (6,) or not np.isfinite(tier).all():
+        raise fail("calibration_tier", "must be six finite numbers (edge and cloud: b0, b1, b2)")
     if text_buckets is not None:
         coef = out["text_coef"]
         if coef.shape != (text_buckets,):

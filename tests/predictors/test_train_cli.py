@@ -31,6 +31,29 @@ def model_path(bench_folder):
 def test_train_writes_a_json_and_npz(model_path):
     assert model_path.with_suffix(".json").exists()
     assert model_path.with_suffix(".npz").exists()
+    latency = model_path.with_name(model_path.name + "-latency")
+    assert latency.with_suffix(".json").exists()
+    assert latency.with_suffix(".npz").exists()
+
+
+def test_the_saved_stem_loads_both_models(model_path):
+    from qlmio_opt.predictors import get_predictor
+
+    predictor = get_predictor(str(model_path.with_suffix(".json")))
+    assert predictor.latency_model_ is not None
+    assert predictor.quality_model_.calibration == "tier-logistic"
+
+
+def test_solve_with_the_shipped_learned_predictors(capsys):
+    from qlmio_opt.predictors import DEFAULT_LEARNED
+
+    assert DEFAULT_LEARNED.exists()
+    capsys.readouterr()
+    window = str(ROOT / "instances" / "window_042.json")
+    assert main(["solve", window, "--predictors", "learned", "--format", "json"]) == 0
+    solution = json.loads(capsys.readouterr().out)
+    assert solution["status"] == "optimal"
+    assert solution["predictors"] == "LearnedPredictor"
 
 
 def test_solve_with_the_saved_model(model_path, capsys):
@@ -111,3 +134,47 @@ def test_evaluate_predictors_json(bench_folder, capsys):
     assert result["m4a1"]["baseline"]["score_mae"] > 0
     assert result["m4a1"]["learned"]["latency_mape"] > 0
     assert {row["model"] for row in result["quality_per_model"]}
+
+
+def test_train_the_torch_family_and_solve_with_it(bench_folder, capsys):
+    from qlmio_opt.predictors import get_predictor
+    from qlmio_opt.predictors.learned_torch import TorchQualityModel
+
+    stem = bench_folder / "model" / "torch"
+    assert (
+        main(["train", "--data", str(bench_folder), "--out", str(stem), "--family", "torch"]) == 0
+    )
+    predictor = get_predictor(str(stem.with_suffix(".json")))
+    assert isinstance(predictor.quality_model_, TorchQualityModel)
+    capsys.readouterr()
+    window = str(ROOT / "instances" / "window_042.json")
+    code = main(["solve", window, "--predictors", str(stem) + ".json", "--format", "json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "optimal"
+
+
+def test_train_with_an_unknown_family_exits_2(bench_folder, tmp_path, capsys):
+    code = main(
+        ["train", "--data", str(bench_folder), "--out", str(tmp_path / "m"), "--family", "xgb"]
+    )
+    assert code == 2
+    assert "--family xgb" in capsys.readouterr().err
+
+
+def test_the_model_card_names_the_shipped_files_and_their_hashes():
+    import hashlib
+
+    from qlmio_opt.predictors import TRAINED_DIR
+
+    card = (TRAINED_DIR / "MODEL_CARD.md").read_text()
+    files = sorted(p for p in TRAINED_DIR.iterdir() if p.suffix in (".json", ".npz"))
+    assert [p.name for p in files] == [
+        "default-latency.json",
+        "default-latency.npz",
+        "default.json",
+        "default.npz",
+    ]
+    for p in files:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        assert f"| `{p.name}` |" in card and digest in card, p.name
+    assert sum(p.stat().st_size for p in files) < 3 * 2**20  # "a few MB at most"
