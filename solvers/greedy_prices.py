@@ -9,9 +9,11 @@ request: each takes the column with the least *reduced cost*::
 and each node the count ``m`` minimising ``kappa E_n(m) - pi_n m``. The dual function (the sum
 of those minima less the priced capacities) is a lower bound on the optimum for any prices with
 ``lambda, mu, nu >= 0``. It is maximised on an entropy-smoothed version (soft minima at a
-temperature that is lowered in stages) by a projected quasi-Newton method: with a few dozen
-prices, that takes far fewer evaluations than subgradient steps, and the smoothing spreads
-requests that are indifferent between nodes instead of letting them all jump at once.
+temperature that is lowered in stages) by a projected quasi-Newton method, started from the
+smoothed function's own (damped) curvature: with a few dozen prices, that takes far fewer
+evaluations than subgradient steps, and the smoothing spreads requests that are indifferent
+between nodes instead of letting them all jump at once. The soft-min weights at the last
+temperature also give the rounding (:mod:`qlmio_opt.solvers.greedy_rounding`) its order.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from qlmio_opt.solvers.greedy_state import Window
 
 BIG = 1e9  # stands for inf inside soft minima
 TINY = 1e-12
-STALL = 1e-6  # a quasi-Newton step gaining less than this (relative) counts as stalled
+outer = np.multiply.outer
+STALL = 1e-5  # a quasi-Newton step gaining less than this (relative) counts as stalled
+# The quasi-Newton method starts from the smoothed dual's curvature, damped by this fraction
+# of its mean diagonal (from a multiple of the identity it spends most of the first
+# temperature's evaluations learning the very different curvatures of the prices).
+DAMPING = 0.3
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,15 @@ class Dual:
         self.congestion = np.where(m[None, :] <= limit, w.congestion[self.nodes], BIG)
         self.congestion = self.congestion.astype(np.float32)
         self.m32 = m.astype(np.float32)
+        # reduced costs of the pairs, then the node terms (see :meth:`soft`)
+        self.buffer = np.empty(self.cost.size + self.congestion.size, dtype=np.float32)
+        # per column, the price rows that touch it and their coefficients (for the Hessian)
+        blocks = self.exact_matrix.reshape(len(rows), width, num_r)
+        self.blocks = []
+        for c in range(width):
+            touch = np.flatnonzero(np.abs(blocks[:, c, :]).max(axis=1, initial=0.0) > 0.0)
+            if len(touch):
+                self.blocks.append((c, touch, np.ascontiguousarray(blocks[touch, c, :])))
 
     @property
     def size(self) -> int:
@@ -128,6 +144,11 @@ class Dual:
         pi = y[self.num_capacity :, None].astype(np.float32)
         return self.congestion - pi * self.m32[None, :]
 
+    def weights(self, y: np.ndarray, tau: float) -> np.ndarray:
+        """``(C, R)`` soft-min weights of every request's columns at temperature ``tau``."""
+        red = (self.cost + y.astype(np.float32) @ self.matrix).reshape(self.shape)
+        return _soft_min(red, tau)[1]
+
     def value(self, y: np.ndarray) -> tuple[float, np.ndarray]:
         """The exact dual value (a lower bound) and the columns minimising the reduced cost.
 
@@ -142,30 +163,96 @@ class Dual:
         return float(total), columns
 
     def soft(self, y: np.ndarray, tau: float) -> tuple[float, np.ndarray]:
-        """Minus the smoothed dual at temperature ``tau`` and its gradient (for a minimiser)."""
-        red = (self.cost + y.astype(np.float32) @ self.matrix).reshape(self.shape)
-        low, p = _soft_min(red, tau)
-        node_low, q = _soft_min(self._node_terms(y), tau, axis=1)
-        total = float(low.sum(dtype=float) + node_low.sum(dtype=float))
-        total -= y[: self.num_capacity] @ self.scaled_cap
-        grad = (self.matrix @ p.ravel()).astype(float)
-        grad[: self.num_capacity] -= self.scaled_cap
-        grad[self.num_capacity :] -= q @ self.m32
+        """Minus the smoothed dual at temperature ``tau`` and its gradient (for a minimiser).
+
+        The reduced costs of the pairs and the node terms share one buffer, so that the
+        element-wise steps of their soft minima run once over both.
+        """
+        y32 = y.astype(np.float32)
+        cut, pairs = self.num_capacity, self.cost.size
+        buffer = self.buffer
+        red, node = buffer[:pairs], buffer[pairs:].reshape(self.congestion.shape)
+        np.matmul(y32, self.matrix, out=red)
+        red += self.cost
+        np.multiply(y32[cut:, None], self.m32, out=node)
+        np.subtract(self.congestion, node, out=node)
+        red = red.reshape(self.shape)
+        low, node_low = np.minimum.reduce(red, axis=0), np.minimum.reduce(node, axis=1)
+        red -= low
+        node -= node_low[:, None]
+        buffer *= np.float32(-1.0 / tau)
+        np.maximum(buffer, np.float32(-40.0), out=buffer)  # keeps exp off its slow path
+        np.exp(buffer, out=buffer)
+        red_sum, node_sum = np.add.reduce(red, axis=0), np.add.reduce(node, axis=1)
+        red /= red_sum
+        node /= node_sum[:, None]
+        add = np.add.reduce
+        total = float(add(low, dtype=float) + add(node_low, dtype=float))
+        total -= tau * float(add(np.log(red_sum), dtype=float) + add(np.log(node_sum), dtype=float))
+        total -= y[:cut] @ self.scaled_cap
+        grad = (self.matrix @ red.ravel()).astype(float)
+        grad[:cut] -= self.scaled_cap
+        grad[cut:] -= node @ self.m32
         return -total, -grad
 
+    def curvature(self, y: np.ndarray, tau: float) -> np.ndarray:
+        """``(D, D)`` Hessian of minus the smoothed dual at ``y`` (positive semidefinite).
+
+        It is ``(A diag(p) A' - B B') / tau`` summed over requests (``p`` the soft-min weights,
+        ``B`` each request's expected row use under them), plus the variance of each node's
+        count on its count price: a few small products per column, as each price row touches
+        few columns.
+        """
+        red = (self.cost + y.astype(np.float32) @ self.matrix).reshape(self.shape)
+        p = _soft_min(red, tau)[1].astype(float)
+        q = _soft_min(self._node_terms(y), tau, axis=1)[1].astype(float)
+        size = self.size
+        hessian = np.zeros((size, size))
+        use = np.zeros((size, self.shape[1]))
+        for c, touch, coef in self.blocks:
+            weighted = coef * p[c]
+            # einsum, not matmul: a threaded BLAS can stall on a busy machine
+            hessian[np.ix_(touch, touch)] += np.einsum("ir,jr->ij", weighted, coef)
+            use[touch] += weighted
+        hessian -= np.einsum("ir,jr->ij", use, use)
+        mean = q @ self.m
+        counts = np.arange(self.num_capacity, size)
+        hessian[counts, counts] += np.maximum(q @ (self.m * self.m) - mean * mean, 0.0)
+        return hessian / tau
+
+    def inverse_hessian(self, y: np.ndarray, tau: float, damping: float) -> np.ndarray | None:
+        """The inverse of :meth:`curvature` plus ``damping`` times its mean diagonal (None
+        where it has none)."""
+        if not self.size:
+            return None
+        hessian = self.curvature(y, tau)
+        level = np.trace(hessian) / self.size
+        if not level > 0.0:
+            return None
+        return np.linalg.inv(hessian + damping * level * np.eye(self.size))
+
     def maximise(
-        self, y0: np.ndarray | None, taus: tuple[float, ...], max_evals
+        self,
+        y0: np.ndarray | None,
+        taus: tuple[float, ...],
+        max_evals,
+        damping: float | None = DAMPING,
     ) -> tuple[np.ndarray, int]:
         """Maximise the smoothed dual at each temperature in turn.
 
         ``max_evals`` is the number of evaluations allowed per temperature (one number, or one
-        per temperature). Returns the price vector and the number of evaluations used.
+        per temperature). The quasi-Newton method starts from the damped curvature at ``y0``
+        (:meth:`inverse_hessian`; None: from a multiple of the identity). Returns the price
+        vector and the number of evaluations used.
         """
         y = np.zeros(self.size) if y0 is None else y0
         lower = np.arange(self.size) < self.num_capacity
         evaluations = 0
         limits = np.broadcast_to(max_evals, (len(taus),))
         inverse, previous = None, None
+        if damping is not None and len(taus):
+            start = np.maximum(y, np.where(lower, 0.0, -np.inf))
+            inverse, previous = self.inverse_hessian(start, taus[0], damping), taus[0]
         for tau, limit in zip(taus, limits, strict=True):
             if inverse is not None:
                 inverse = inverse * (tau / previous)  # curvature grows as 1 / tau
@@ -177,13 +264,15 @@ class Dual:
         return y, evaluations
 
 
-def projected_bfgs(fun, x0: np.ndarray, lower: np.ndarray, max_evals: int, inverse=None):
+def projected_bfgs(
+    fun, x0: np.ndarray, lower: np.ndarray, max_evals: int, inverse=None, stall: float = STALL
+):
     """Minimise ``fun`` (value, gradient) subject to ``x >= 0`` where ``lower``.
 
     A projected quasi-Newton method with a dense inverse-Hessian estimate (there are only a
     few dozen prices): the BFGS direction on the free variables, a step projected onto the
     bounds and halved until it decreases enough (Armijo). Stops after ``max_evals``
-    evaluations or two steps in a row that gain less than a millionth.
+    evaluations or two steps in a row that gain less than ``stall`` (relative).
 
     Returns
     -------
@@ -198,7 +287,7 @@ def projected_bfgs(fun, x0: np.ndarray, lower: np.ndarray, max_evals: int, inver
     while evals < max_evals and stalled < 2:
         pinned = (x <= floor) & (g > 0.0)
         free_g = np.where(pinned, 0.0, g)
-        size = np.abs(free_g).max(initial=0.0)
+        size = float(np.abs(free_g).max(initial=0.0))
         if size < 1e-9:
             break
         if inverse is None:
@@ -209,23 +298,25 @@ def projected_bfgs(fun, x0: np.ndarray, lower: np.ndarray, max_evals: int, inver
             if d @ free_g >= 0.0:
                 d, t, inverse = -free_g, 1.0 / size, None
         while True:
-            x_new = np.maximum(x + t * d, floor)
+            x_new = np.maximum(x + d if t == 1.0 else x + t * d, floor)
             f_new, g_new = fun(x_new)
             evals += 1
-            if f_new <= f + 1e-4 * (free_g @ (x_new - x)) or evals >= max_evals or t < 1e-10:
+            s = x_new - x
+            if f_new <= f + 1e-4 * (free_g @ s) or evals >= max_evals or t < 1e-10:
                 break
             t *= 0.5
         if f_new > f:
             break
-        stalled = stalled + 1 if f - f_new <= STALL * max(1.0, abs(f)) else 0
-        s, y = x_new - x, g_new - g
-        sy = s @ y
+        stalled = stalled + 1 if f - f_new <= stall * max(1.0, abs(f)) else 0
+        y = g_new - g
+        sy = float(s @ y)
         if sy > 1e-12:
             if inverse is None:
-                inverse = np.eye(len(x)) * (sy / (y @ y))
+                inverse = np.eye(len(x)) * (sy / float(y @ y))
             hy = inverse @ y
             rho = 1.0 / sy
-            inverse += np.outer(rho * rho * (sy + y @ hy) * s - rho * hy, s) - np.outer(rho * s, hy)
+            left = (rho * rho * (sy + float(y @ hy))) * s - rho * hy
+            inverse += np.subtract(outer(left, s), outer(rho * s, hy))
         x, f, g = x_new, f_new, g_new
     return x, evals, inverse
 
@@ -235,6 +326,19 @@ def _typical(values: np.ndarray, mask) -> float:
     magnitude = np.where(mask, np.abs(values), 0.0)
     count = int((magnitude > 0).sum())
     return float(magnitude.sum() / count) if count else 1.0
+
+
+def _soft_min_sum(values: np.ndarray, tau: float, axis: int) -> tuple[float, np.ndarray]:
+    """The sum over the other axis of :func:`_soft_min`, and the softmax weights; ``values``
+    (float32, not needed afterwards) is overwritten by the weights."""
+    low = values.min(axis=axis)
+    values -= low[None, :] if axis == 0 else low[:, None]
+    values *= np.float32(-1.0 / tau)
+    np.maximum(values, np.float32(-40.0), out=values)
+    np.exp(values, out=values)
+    total = values.sum(axis=axis)
+    values /= total[None, :] if axis == 0 else total[:, None]
+    return float(low.sum(dtype=float)) - tau * float(np.log(total).sum(dtype=float)), values
 
 
 def _soft_min(values: np.ndarray, tau: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -102,32 +102,35 @@ def _repair_rounds(
 
 def _relieves(state: State, r: int, col: int, capacity: bool, quality: bool) -> bool:
     """Whether moving ``r`` to ``col`` reduces an overload that counts."""
-    w, a = state.w, int(state.columns[r])
+    a, s = int(state.columns[r]), state.s
     if capacity:
-        if w.memory[r, a] > 0 and state.memory_load[a] > w.memory_cap[a] + TOL:
+        if s["memory"][r][a] > 0 and state._memory[a] > s["memory_cap"][a] + TOL:
             return True
-        over = state.link_load > w.link_cap + TOL
-        if any(over[k] for k in w.link_moves(int(w.site[r]), a, col)[1]):
+        loads, caps = state._links, s["link_cap"]
+        if any(loads[k] > caps[k] + TOL for k in state.w.link_moves(s["site"][r], a, col)[1]):
             return True
-    return bool(quality and state.quality_slack < -TOL and w.gain[r, col] > w.gain[r, a])
+    return bool(quality and state.quality_slack < -TOL and s["gain"][r][col] > s["gain"][r][a])
 
 
 def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -> int:
-    """Make room for the most valuable blocked shifts by cascades of other moves.
+    """Make room for the most valuable blocked shift by a cascade of other moves.
 
     Each root ``r1 -> c1`` (an improving shift that does not fit, at most two columns per
-    request: typically a deferred request that could be placed) is applied, then
-    :func:`~qlmio_opt.solvers.local_search.penalty_descent` moves requests until nothing is
-    overloaded. They may cascade through several resources (r2 leaves a full link for another
-    path, r3 leaves that one, ...), and r1 itself may move on. Improving shifts then refill what was
-    freed (plain shifts; the caller descends fully afterwards). A chain is abandoned once its
-    moves cost more than the root gains. The result is kept if it beats the start, else
-    undone. Returns how many were kept.
+    request: typically a deferred request that could be placed) is applied to the state as it
+    is, then :func:`~qlmio_opt.solvers.local_search.penalty_descent` moves requests until
+    nothing is overloaded. They may cascade through several resources (r2 leaves a full link for
+    another path, r3 leaves that one, ...), and r1 itself may move on. Improving shifts then
+    refill what was freed (plain shifts; the caller descends fully afterwards). A chain is
+    abandoned once its moves cost more than the root gains. Every root is tried from the same
+    start, and the best chain is kept (keeping the first that gains would often settle for a
+    small gain that blocks a large one). Returns 1 if a chain was kept, else 0.
     """
     blocked = np.where(fits_table(state), np.inf, shift_table(state, budget))
     order = np.argsort(blocked, axis=None, kind="stable")
+    start = state.columns.copy()
+    before = state.value
     tried: dict[int, int] = {}
-    kept = 0
+    best_value, best = before - IMPROVES, None
     for index in order[: 4 * roots]:
         r1, c1 = (int(i) for i in np.unravel_index(index, blocked.shape))
         if not blocked[r1, c1] < -IMPROVES or len(tried) >= roots or budget.exhausted:
@@ -135,11 +138,7 @@ def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -
         if tried.get(r1, 0) >= 2:
             continue
         tried[r1] = tried.get(r1, 0) + 1
-        before, start = state.value, state.columns.copy()
-        if state.fits(r1, c1):  # an earlier root made room: a plain shift now
-            if state.shift_delta(r1, c1) < -IMPROVES:
-                state.shift(r1, c1)
-                kept += 1
+        if state.fits(r1, c1):  # not blocked after all (the table and the check round apart)
             continue
         state.shift(r1, c1)
         # give up on a chain whose moves already cost more than the root gains
@@ -148,8 +147,10 @@ def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -
             # plain shifts only: the caller descends fully once no root is kept any more
             while not budget.exhausted and shift_pass(state, budget):
                 pass
-            if state.value < before - IMPROVES:
-                kept += 1
-                continue
+            if state.value < best_value:
+                best_value, best = state.value, state.columns.copy()
         state.restore(start)
-    return kept
+    if best is None:
+        return 0
+    state.restore(best)
+    return 1

@@ -45,11 +45,19 @@ class Window:
         ``(N, R + 2)`` congestion cost ``kappa * E_n(m)`` for ``m = 0 .. R + 1``.
     crossing
         ``(R, C, L)`` 1.0 where request r's path to column c crosses link l.
+    finite
+        ``(R, C)`` whether each pair is allowed (``cost < inf``).
+    gained
+        ``(S, C, C, L)`` whether a request from site s starts crossing link l when it moves
+        from column a to column c.
+    max_memory
+        ``(C,)`` the most memory one request holds on each column.
     moves
         Cache of :meth:`link_moves`.
     lists
         The arrays as nested Python lists (:meth:`scalars`), for single-move arithmetic,
-        which is several times faster on Python floats than on NumPy scalars.
+        which is several times faster on Python floats than on NumPy scalars; also the table
+        of :meth:`move_table` and other per-window values the searches compute once.
     """
 
     cost: np.ndarray
@@ -63,6 +71,9 @@ class Window:
     gain: np.ndarray | None
     congestion: np.ndarray
     crossing: np.ndarray | None = None
+    finite: np.ndarray | None = None
+    gained: np.ndarray | None = None
+    max_memory: np.ndarray | None = None
     moves: dict = field(default_factory=dict)
     lists: dict = field(default_factory=dict)
 
@@ -93,9 +104,19 @@ class Window:
             self.moves[key] = found
         return found
 
+    def move_table(self) -> list:
+        """``[site][a][c]``: :meth:`link_moves` for a site and a pair of columns, or None until
+        first asked (one table per window)."""
+        table = self.lists.get("moves")
+        if table is None:
+            width = self.cost.shape[1]
+            table = [[[None] * width for _ in range(width)] for _ in range(self.paths.shape[0])]
+            self.lists["moves"] = table
+        return table
+
     def scalars(self) -> dict:
         """Python-list copies of the arrays single moves read (made once, then cached)."""
-        if not self.lists:
+        if "cost" not in self.lists:
             self.lists.update(
                 cost=self.cost.tolist(),
                 memory=self.memory.tolist(),
@@ -156,6 +177,9 @@ def build_window(problem: Problem) -> Window:
         gain=gain,
         congestion=congestion,
         crossing=paths[problem.request_site].astype(float),
+        finite=np.isfinite(cost),
+        gained=paths[:, None, :, :] & ~paths[:, :, None, :],
+        max_memory=memory.max(axis=0, initial=0.0),
     )
 
 
@@ -180,11 +204,18 @@ class State:
         forbidden column, e.g. deferred with deferral off).
     frozen
         Requests that searches must not move (set while a chain of moves is being built).
+    shifts, settled
+        Shifts made so far, and their number when a descent last found no improving move (a
+        descent from an unmoved state is skipped).
     """
 
     def __init__(self, window: Window, columns: np.ndarray) -> None:
         self.w = w = window
-        self.s = window.scalars()
+        self.s = s = window.scalars()
+        # the lists single moves read, as attributes (faster than the dictionary)
+        self._cost, self._mem, self._mem_cap = s["cost"], s["memory"], s["memory_cap"]
+        self._upload, self._site, self._link_cap = s["upload"], s["site"], s["link_cap"]
+        self._gain, self._moves = s["gain"], window.move_table()
         self.defer = w.defer
         self.rows = np.arange(w.num_requests)
         self.columns = cols = np.asarray(columns, dtype=np.int64).copy()
@@ -197,6 +228,19 @@ class State:
         self.quality_slack = 0.0 if w.gain is None else float(w.gain[self.rows, cols].sum())
         self.value = self.objective()
         self.frozen = np.zeros(w.num_requests, dtype=bool)
+        self.shifts = 0  # shifts made so far
+        self.settled = -1  # ``shifts`` when a descent last ended without an improving move
+        # congestion cost of one more / one fewer request per column (0 on deferral)
+        self._add = [0.0] * width
+        self._remove = [0.0] * width
+        for n in range(w.num_nodes):
+            self._marginal(n)
+
+    def _marginal(self, n: int) -> None:
+        """Refresh the congestion marginals of node ``n`` from its count."""
+        curve, m = self.s["congestion"][n], self._counts[n]
+        self._add[n] = curve[m + 1] - curve[m]
+        self._remove[n] = curve[m] - curve[max(m - 1, 0)]
 
     @property
     def counts(self) -> np.ndarray:
@@ -242,14 +286,15 @@ class State:
 
     def marginals(self) -> tuple[np.ndarray, np.ndarray]:
         """``(C,)`` congestion cost of one more request, and saved by one fewer, per column."""
-        w = self.w
-        nodes = np.arange(w.num_nodes)
-        m = np.asarray(self._counts[:-1])
-        add = np.zeros(w.num_nodes + 1)
-        remove = np.zeros(w.num_nodes + 1)
-        add[:-1] = w.congestion[nodes, m + 1] - w.congestion[nodes, m]
-        remove[:-1] = w.congestion[nodes, m] - w.congestion[nodes, np.maximum(m - 1, 0)]
-        return add, remove
+        return np.array(self._add), np.array(self._remove)
+
+    def _moved(self, r: int, a: int, col: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The links request ``r`` starts and stops crossing moving from ``a`` to ``col``."""
+        site = self._site[r]
+        found = self._moves[site][a][col]
+        if found is None:
+            found = self._moves[site][a][col] = self.w.link_moves(site, a, col)
+        return found
 
     def shift_delta(self, r: int, col: int) -> float:
         """Exact objective change of moving request ``r`` to column ``col``."""
@@ -257,15 +302,9 @@ class State:
         a = int(self.columns[r])
         if col == a:
             return 0.0
-        cost = self.s["cost"][r]
-        delta = cost[col] - cost[a]
-        if a != self.defer:
-            curve, m = self.s["congestion"][a], self._counts[a]
-            delta -= curve[m] - curve[m - 1]
-        if col != self.defer:
-            curve, m = self.s["congestion"][col], self._counts[col]
-            delta += curve[m + 1] - curve[m]
-        return delta
+        cost = self._cost[r]
+        # the marginals are 0 on deferral
+        return cost[col] - cost[a] - self._remove[a] + self._add[col]
 
     def fits(self, r: int, col: int, quality: bool = True) -> bool:
         """Whether moving ``r`` to ``col`` pushes no capacity over (or further over) its limit.
@@ -273,21 +312,21 @@ class State:
         With ``quality=False`` the quality floor is not checked.
         """
         r, col = int(r), int(col)
-        a, s = int(self.columns[r]), self.s
+        a = int(self.columns[r])
         if col == a:
             return True
-        if not s["cost"][r][col] < math.inf:
+        if not self._cost[r][col] < math.inf:
             return False
-        if self._memory[col] + s["memory"][r][col] > s["memory_cap"][col] + TOL:
+        if self._memory[col] + self._mem[r][col] > self._mem_cap[col] + TOL:
             return False
-        gained = self.w.link_moves(s["site"][r], a, col)[0]
+        gained = self._moved(r, a, col)[0]
         if gained:
-            upload, cap = s["upload"][r], s["link_cap"]
+            upload, cap, links = self._upload[r], self._link_cap, self._links
             for k in gained:
-                if self._links[k] + upload > cap[k] + TOL:
+                if links[k] + upload > cap[k] + TOL:
                     return False
-        if quality and s["gain"] is not None:
-            gain = s["gain"][r]
+        if quality and self._gain is not None:
+            gain = self._gain[r]
             after = self.quality_slack + gain[col] - gain[a]
             return after >= min(self.quality_slack, 0.0) - TOL
         return True
@@ -296,28 +335,28 @@ class State:
         """Change in weighted overload (weights per GB, per megabit, per unit of deficit) if
         request ``r`` moved to column ``col``."""
         r, col = int(r), int(col)
-        a, s = int(self.columns[r]), self.s
+        a = int(self.columns[r])
         if col == a:
             return 0.0
         change = 0.0
-        cap, memory = s["memory_cap"], s["memory"][r]
+        cap, memory, load = self._mem_cap, self._mem[r], self._memory
         if memory_w[a] and memory[a]:
-            before = self._memory[a] - cap[a]
+            before = load[a] - cap[a]
             change += memory_w[a] * (max(before - memory[a], 0.0) - max(before, 0.0))
         if memory_w[col] and memory[col]:
-            before = self._memory[col] - cap[col]
+            before = load[col] - cap[col]
             change += memory_w[col] * (max(before + memory[col], 0.0) - max(before, 0.0))
-        gained, lost = self.w.link_moves(s["site"][r], a, col)
+        gained, lost = self._moved(r, a, col)
         if gained or lost:
-            upload, link_cap = s["upload"][r], s["link_cap"]
+            upload, link_cap, links = self._upload[r], self._link_cap, self._links
             for k in gained:
-                before = self._links[k] - link_cap[k]
+                before = links[k] - link_cap[k]
                 change += link_w[k] * (max(before + upload, 0.0) - max(before, 0.0))
             for k in lost:
-                before = self._links[k] - link_cap[k]
+                before = links[k] - link_cap[k]
                 change += link_w[k] * (max(before - upload, 0.0) - max(before, 0.0))
-        if quality_w and s["gain"] is not None:
-            gain = s["gain"][r]
+        if quality_w and self._gain is not None:
+            gain = self._gain[r]
             after = self.quality_slack + gain[col] - gain[a]
             change += quality_w * (max(-after, 0.0) - max(-self.quality_slack, 0.0))
         return change
@@ -325,28 +364,34 @@ class State:
     def shift(self, r: int, col: int) -> None:
         """Move request ``r`` to column ``col``."""
         r, col = int(r), int(col)
-        a, s = int(self.columns[r]), self.s
+        a = int(self.columns[r])
         if col == a:
             return
         finite = math.isfinite(self.value)
         if finite:
-            self.value += self.shift_delta(r, col)
+            cost = self._cost[r]
+            self.value += cost[col] - cost[a] - self._remove[a] + self._add[col]
         self._counts[a] -= 1
         self._counts[col] += 1
-        memory = s["memory"][r]
+        if a != self.defer:
+            self._marginal(a)
+        if col != self.defer:
+            self._marginal(col)
+        memory = self._mem[r]
         self._memory[a] -= memory[a]
         self._memory[col] += memory[col]
-        gained, lost = self.w.link_moves(s["site"][r], a, col)
+        gained, lost = self._moved(r, a, col)
         if gained or lost:
-            upload = s["upload"][r]
+            upload, links = self._upload[r], self._links
             for k in gained:
-                self._links[k] += upload
+                links[k] += upload
             for k in lost:
-                self._links[k] -= upload
-        if s["gain"] is not None:
-            gain = s["gain"][r]
+                links[k] -= upload
+        if self._gain is not None:
+            gain = self._gain[r]
             self.quality_slack += gain[col] - gain[a]
         self.columns[r] = col
+        self.shifts += 1
         if not (finite and math.isfinite(self.value)):
             self.value = self.objective()
 

@@ -22,7 +22,7 @@ from qlmio_opt.solvers.greedy_state import TOL, State, Window
 IMPROVES = 1e-9  # a move must gain more than this (objective units) to count
 MAX_CHECKS = 64  # moves re-checked per pass; further down the list most have gone stale
 # work units: a pass's tables cost an overhead plus a little per cell, a re-check a few units
-TABLE_WORK, CELL_WORK, CHECK_WORK = 300.0, 0.06, 10.0
+TABLE_WORK, CELL_WORK, CHECK_WORK = 200.0, 0.06, 10.0
 
 
 class Budget:
@@ -67,7 +67,15 @@ class Weights:
 
 
 def unit_weights(window: Window) -> Weights:
-    """Weights that make one typical request's worth of overload cost one typical pair cost."""
+    """Weights that make one typical request's worth of overload cost one typical pair cost
+    (computed once per window)."""
+    found = window.lists.get("unit_weights")
+    if found is None:
+        found = window.lists["unit_weights"] = _unit_weights(window)
+    return found
+
+
+def _unit_weights(window: Window) -> Weights:
     finite = np.isfinite(window.cost)
     scale = max(float(np.median(np.abs(window.cost[finite]))) if finite.any() else 1.0, 1e-6)
     typical = window.memory.sum(axis=0) / np.maximum((window.memory > 0).sum(axis=0), 1)
@@ -82,15 +90,20 @@ def unit_weights(window: Window) -> Weights:
     return Weights(memory, link, quality)
 
 
-def shift_table(state: State, budget: Budget | None = None) -> np.ndarray:
-    """``(R, C)`` exact objective change of moving each request to each column (inf: no move)."""
-    w, a = state.w, state.columns
+def shift_table(
+    state: State, budget: Budget | None = None, subset: np.ndarray | None = None
+) -> np.ndarray:
+    """``(R, C)`` exact objective change of moving each request to each column (inf: no move);
+    only the rows of ``subset``, in its order, when given (charged as a full table)."""
+    w, a, rows, cost = state.w, state.columns, state.rows, state.w.cost
     if budget is not None:
         budget.spend_table(w.cost.size)
+    if subset is not None:
+        a, rows, cost = a[subset], subset, cost[subset]
     add, remove = state.marginals()
-    delta = w.cost - w.cost[state.rows, a][:, None]
+    delta = cost - w.cost[rows, a][:, None]
     delta += add[None, :] - remove[a][:, None]
-    delta[state.rows, a] = np.inf
+    delta[np.arange(len(a)), a] = np.inf
     return delta
 
 
@@ -114,27 +127,34 @@ def fits_table(state: State, quality: bool = True) -> np.ndarray:
     return ok
 
 
-def penalty_table(state: State, weights: Weights) -> np.ndarray:
-    """``(R, C)`` change in weighted overload of every shift."""
+def penalty_table(state: State, weights: Weights, subset: np.ndarray | None = None) -> np.ndarray:
+    """``(R, C)`` change in weighted overload of every shift (only the rows of ``subset``, in
+    its order, when given)."""
     w, a, rows = state.w, state.columns, state.rows
+    memory, crossing, upload, gain = w.memory, w.crossing, w.upload, w.gain
+    if subset is not None:
+        a, rows = a[subset], subset
+        memory, crossing, upload = memory[subset], crossing[subset], upload[subset]
+        gain = None if gain is None else gain[subset]
+    index = np.arange(len(a))
     load, cap = state.memory_load, w.memory_cap
     over = np.maximum(load - cap, 0.0)
-    table = weights.memory * (np.maximum(load + w.memory - cap, 0.0) - over)
+    table = weights.memory * (np.maximum(load + memory - cap, 0.0) - over)
     freed = np.maximum(load[a] - w.memory[rows, a] - cap[a], 0.0) - over[a]
     table += (weights.memory[a] * freed)[:, None]
     # only links that one move could push over (or that are over) can change
     link_load = state.link_load
     hot = np.flatnonzero(link_load + w.upload.max(initial=0.0) > w.link_cap + TOL)
     if len(hot):
-        cross = w.crossing[:, :, hot]  # (R, C, H)
-        after = link_load[hot] + w.upload[:, None, None] * (cross - cross[rows, a][:, None, :])
+        cross = crossing[:, :, hot]  # (R, C, H)
+        after = link_load[hot] + upload[:, None, None] * (cross - cross[index, a][:, None, :])
         cap = w.link_cap[hot]
         now = np.maximum(link_load[hot] - cap, 0.0)
         table += (np.maximum(after - cap, 0.0) - now) @ weights.link[hot]
-    if w.gain is not None:
-        after = state.quality_slack + w.gain - w.gain[rows, a][:, None]
+    if gain is not None:
+        after = state.quality_slack + gain - w.gain[rows, a][:, None]
         table += weights.quality * (np.maximum(-after, 0.0) - max(-state.quality_slack, 0.0))
-    table[rows, a] = 0.0
+    table[index, a] = 0.0
     return table
 
 
@@ -205,14 +225,15 @@ def penalty_descent(
             break
         table = shift_table(state, budget) + penalty_table(state, weights)
         table[state.frozen] = np.inf
+        rows = state.rows
         best = np.argmin(table, axis=1)
-        gain = table[state.rows, best]
+        gain = table[np.arange(len(rows)), best]
         order = np.argsort(gain, kind="stable")
         checks = order[gain[order] < -IMPROVES][:MAX_CHECKS]
         budget.spend(CHECK_WORK * len(checks))
         memory_w, link_w = weights.memory.tolist(), weights.link.tolist()
-        for r in checks:
-            col = int(best[r])
+        for i in checks:
+            r, col = int(rows[i]), int(best[i])
             change = state.shift_delta(r, col)
             change += state.overload_delta(r, col, memory_w, link_w, weights.quality)
             if change < -IMPROVES:
@@ -226,7 +247,7 @@ def penalty_descent(
     return state.feasible()
 
 
-def pair_pass(state: State, budget: Budget, candidates: int = 8) -> int:
+def pair_pass(state: State, budget: Budget, candidates: int = 2) -> int:
     """Blocked improving shifts, each with the best second move that makes the state feasible.
 
     A first move ``r1 -> c1`` that would gain but overloads something (a node's memory, a link,
@@ -253,26 +274,46 @@ def pair_pass(state: State, budget: Budget, candidates: int = 8) -> int:
             continue
         back = int(state.columns[r1])
         state.shift(r1, c1)
-        over = overload_cost(state, any_overload)
-        ends_feasible = penalty_table(state, any_overload) + over <= TOL
-        second = np.where(ends_feasible, shift_table(state, budget), np.inf)
-        second[r1] = np.inf
-        r2, c2 = (int(i) for i in np.unravel_index(np.argmin(second), second.shape))
-        if first + second[r2, c2] < -IMPROVES:
-            state.shift(r2, c2)
+        memory, links, deficit = state.violations()
+        weights = any_overload
+        over = float(weights.memory @ memory + weights.link @ links + weights.quality * deficit)
+        # only requests using every overloaded node and link can end the overload
+        subset = _relievers(state, memory, links) if over > TOL else state.rows
+        ends_feasible = penalty_table(state, any_overload, subset) + over <= TOL
+        second = np.where(ends_feasible, shift_table(state, budget, subset), np.inf)
+        second[subset == r1] = np.inf
+        best = int(np.argmin(second)) if second.size else 0
+        if second.size and first + second.flat[best] < -IMPROVES:
+            r2, c2 = divmod(best, second.shape[1])
+            state.shift(int(subset[r2]), c2)
             kept += 1
         else:
             state.shift(r1, back)
     return kept
 
 
+def _relievers(state: State, memory: np.ndarray, links: np.ndarray) -> np.ndarray:
+    """Requests that use every node and link over its limit (``memory`` and ``links``, the
+    overloads) by more than ``TOL``."""
+    w, a = state.w, state.columns
+    mask = np.ones(w.num_requests, dtype=bool)
+    for n in np.flatnonzero(memory > TOL).tolist():
+        mask &= a == n
+    for k in np.flatnonzero(links > TOL).tolist():
+        mask &= w.paths[w.site, a, k]
+    return np.flatnonzero(mask)
+
+
 def descend(state: State, budget: Budget) -> State:
-    """Shift passes, and pair passes when no shift improves, until neither does."""
-    while not budget.exhausted:
+    """Shift passes, and pair passes when no shift improves, until neither does.
+
+    A state that has not moved since a descent last ended is returned as it is.
+    """
+    while not budget.exhausted and state.settled != state.shifts:
         if shift_pass(state, budget):
             continue
         if not pair_pass(state, budget):
-            break
+            state.settled = state.shifts
     return state
 
 

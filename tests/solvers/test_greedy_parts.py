@@ -1,0 +1,119 @@
+"""Pieces of the greedy fast path: the dual's curvature, the capacity-aware rounding, the
+room-making search and the descent's bookkeeping."""
+
+import numpy as np
+import pytest
+from conftest import INSTANCES
+
+from qlmio_opt import read_instance
+from qlmio_opt.formulations import build_problem
+from qlmio_opt.predictors import predict
+from qlmio_opt.solvers.greedy import REPAIRS, ROOM_FACTOR, Greedy, _repair_weights
+from qlmio_opt.solvers.greedy_prices import Dual
+from qlmio_opt.solvers.greedy_repair import repair, room_pass
+from qlmio_opt.solvers.greedy_rounding import round_weights
+from qlmio_opt.solvers.greedy_state import TOL, State, build_window
+from qlmio_opt.solvers.local_search import Budget, descend
+
+
+def window_of(name):
+    instance = read_instance(INSTANCES / f"{name}.json")
+    problem = build_problem(instance, predict(instance))
+    return problem, build_window(problem)
+
+
+def priced(problem, window):
+    dual = Dual(window, problem.allowed.sum(axis=0))
+    scale = float(np.abs(window.cost[np.isfinite(window.cost)]).mean())
+    taus = (0.1 * scale, 0.01 * scale, 0.001 * scale)
+    y, _ = dual.maximise(None, taus, 25)
+    return dual, y, taus
+
+
+@pytest.mark.parametrize("name", ["window_034", "window_042"])
+def test_curvature_matches_finite_differences_of_the_gradient(name):
+    problem, window = window_of(name)
+    dual = Dual(window, problem.allowed.sum(axis=0))
+    scale = float(np.abs(window.cost[np.isfinite(window.cost)]).mean())
+    tau = 0.1 * scale
+    y = np.random.default_rng(0).uniform(0.0, 0.5 * scale, dual.size)
+    hessian = dual.curvature(y, tau)
+    np.testing.assert_allclose(hessian, hessian.T, atol=1e-9)
+    assert np.linalg.eigvalsh(hessian).min() > -1e-6 * np.abs(hessian).max()
+    step = 1e-2 * scale
+    numeric = np.empty_like(hessian)
+    for i in range(dual.size):
+        up, down = y.copy(), y.copy()
+        up[i] += step
+        down[i] -= step
+        numeric[:, i] = (dual.soft(up, tau)[1] - dual.soft(down, tau)[1]) / (2 * step)
+    # the smoothed evaluations run in single precision
+    np.testing.assert_allclose(hessian, numeric, rtol=0.05, atol=0.02 * np.abs(hessian).max())
+
+
+def test_inverse_hessian_is_the_damped_inverse():
+    problem, window = window_of("window_034")
+    dual = Dual(window, problem.allowed.sum(axis=0))
+    y = np.zeros(dual.size)
+    inverse = dual.inverse_hessian(y, 1.0, 0.3)
+    hessian = dual.curvature(y, 1.0)
+    level = np.trace(hessian) / dual.size
+    np.testing.assert_allclose(
+        inverse @ (hessian + 0.3 * level * np.eye(dual.size)), np.eye(dual.size), atol=1e-8
+    )
+
+
+@pytest.mark.parametrize("name", ["window_021", "window_054", "window_061"])
+def test_rounding_keeps_counts_and_capacities(name):
+    problem, window = window_of(name)
+    dual, y, taus = priced(problem, window)
+    weights = dual.weights(y, taus[-1])
+    unplaced = np.full(window.num_requests, -1)
+    columns = round_weights(window, weights, unplaced)
+    placed = columns >= 0
+    assert placed.mean() > 0.5
+    assert np.isfinite(window.cost[np.flatnonzero(placed), columns[placed]]).all()
+    counts = np.bincount(columns[placed], minlength=window.num_nodes + 1)
+    expected = weights.sum(axis=1, dtype=float)
+    assert (counts[:-1] <= np.ceil(expected[:-1]) + 1e-9).all()
+    rows = np.flatnonzero(placed)
+    memory = np.bincount(
+        columns[placed], weights=window.memory[rows, columns[placed]], minlength=len(expected)
+    )
+    assert (memory <= window.memory_cap + TOL).all()
+    links = window.upload[rows] @ window.paths[window.site[rows], columns[placed]]
+    assert (links <= window.link_cap + TOL).all()
+    # with a fallback every request gets a column
+    fallback = dual.value(y)[1]
+    full = round_weights(window, weights, fallback)
+    np.testing.assert_array_equal(full, np.where(placed, columns, fallback))
+
+
+def test_room_pass_only_improves_and_stays_feasible():
+    problem, window = window_of("window_034")
+    dual, y, _ = priced(problem, window)
+    prices = dual.prices(y)
+    factor, grow = REPAIRS[0]
+    state = State(window, dual.value(y)[1])
+    assert repair(state, Budget(10_000), _repair_weights(window, prices, factor), grow)
+    descend(state, Budget(10_000))
+    before = state.value
+    kept = room_pass(state, Budget(20_000), _repair_weights(window, prices, ROOM_FACTOR))
+    assert state.feasible()
+    assert state.value <= before + 1e-9
+    assert (kept == 1) == (state.value < before - 1e-9)
+    assert state.value == pytest.approx(State(window, state.columns).value, abs=1e-9)
+
+
+def test_a_settled_state_is_not_descended_again():
+    problem, window = window_of("window_042")
+    state = Greedy().solve(problem).assignment
+    state = State(window, np.where(state < 0, window.defer, state))
+    budget = Budget(50_000)
+    descend(state, budget)
+    left = budget.left
+    descend(state, budget)
+    assert budget.left == left
+    state.shift(0, int(state.columns[0]) - 1 if state.columns[0] > 0 else 1)
+    descend(state, budget)
+    assert budget.left < left
