@@ -348,12 +348,20 @@ def prompt_features(prompts: Sequence[Any]) -> np.ndarray:
 
 
 def _factorize(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
-    """Distinct values in order of appearance, and each value's index among them."""
-    index: dict[Any, int] = {}
-    codes = np.fromiter(
-        (index.setdefault(v, len(index)) for v in values), dtype=np.intp, count=len(values)
-    )
-    return list(index), codes
+    """Distinct values in order of appearance, and each value's index among them (``None``
+    and NaN, a missing prompt, become one ``None`` entry, listed last)."""
+    import pandas as pd
+
+    array = np.empty(len(values), dtype=object)
+    array[:] = list(values)
+    codes, uniques = pd.factorize(array, sort=False)
+    codes = np.asarray(codes, dtype=np.intp)
+    distinct = list(uniques)
+    missing = codes < 0
+    if missing.any():
+        codes[missing] = len(distinct)
+        distinct.append(None)
+    return distinct, codes
 
 
 @lru_cache(maxsize=2**17)

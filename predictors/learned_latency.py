@@ -110,7 +110,7 @@ def analytic_parts(table: Any, catalog: Catalog | None = None) -> dict[str, np.n
         )
         prefill[rows] = (prompt_tokens[rows] + image_tokens[rows]) / device.prefill_tok_s(model)
         per_token[rows] = 1.0 / device.decode_tok_s(model)
-    typical = np.array([catalog.task(t).typical_output_tokens for t in table["task"]], float)
+    typical = _per_key(table["task"], lambda t: catalog.task(t).typical_output_tokens)
     out = np.minimum(np.asarray(table["max_output_tokens"], dtype=float), typical)
     if "bandwidth_mbps" in table:
         transfer = (
@@ -135,6 +135,14 @@ def analytic_parts(table: Any, catalog: Catalog | None = None) -> dict[str, np.n
     }
 
 
+def _per_key(keys: Any, value: Any) -> np.ndarray:
+    """``value(key)`` for every entry of ``keys``, each distinct key looked up once."""
+    import pandas as pd
+
+    codes, distinct = pd.factorize(np.asarray(keys, dtype=object), sort=False)
+    return np.array([float(value(k)) for k in distinct], dtype=float)[codes]
+
+
 def _one_hot(values: np.ndarray, levels: tuple[str, ...]) -> np.ndarray:
     return (values[:, None] == np.array(levels, dtype=object)[None, :]).astype(float)
 
@@ -147,7 +155,7 @@ def latency_features(
     catalog = catalog or default_catalog()
     parts = analytic_parts(table, catalog)
     tasks = tuple(catalog.tasks)
-    params = np.array([catalog.model(m).params_b for m in table["model"]], dtype=float)
+    params = _per_key(table["model"], lambda m: catalog.model(m).params_b)
     columns = [
         _one_hot(np.asarray(table["task"], dtype=object), tasks),
         prompt_features(list(table["prompt"])),
