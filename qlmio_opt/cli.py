@@ -56,6 +56,65 @@ def _catalog(paths: list[Path] | None):
     return load_catalog(*paths) if paths else default_catalog()
 
 
+class BackendName(StrEnum):
+    loky = "loky"
+    dask = "dask"
+
+
+JobsOption = Annotated[
+    int,
+    typer.Option(
+        "--jobs", "-j", min=1, max=1024, help="Parallel workers (1: one after the other, here)."
+    ),
+]
+BackendOption = Annotated[
+    BackendName,
+    typer.Option(
+        help="loky: worker processes on this machine; dask: a Dask cluster (the dask extra)."
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Address of a running Dask scheduler (with --backend dask); without it, "
+        "--backend dask starts a LocalCluster of --jobs workers."
+    ),
+]
+
+
+def _parallel(jobs: int, backend: BackendName, scheduler: str | None):
+    """The parallel set-up the options ask for; usage errors exit 2 before any work."""
+    from qlmio_opt.parallel import DASK_HINT, ParallelConfig
+
+    try:
+        config = ParallelConfig(jobs=jobs, backend=backend.value, scheduler=scheduler)
+    except ValueError as exc:
+        raise InputError([_usage_issue(str(exc))]) from None
+    if config.backend == "dask":
+        try:
+            import dask.distributed  # noqa: F401
+        except ImportError:
+            raise InputError(
+                [_usage_issue(f"--backend dask needs the dask extra: {DASK_HINT}")]
+            ) from None
+    return config
+
+
+def _report_failures(results) -> int | None:
+    """Print each failed task's error on stderr; the exit code they call for, or None."""
+    from qlmio_opt.parallel import worst_error_kind
+
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        err.print(r.error, markup=False, highlight=False)
+        if r.traceback and os.environ.get("QLMIO_DEBUG") == "1":
+            err.print(r.traceback, markup=False, highlight=False)
+    if failed and len(results) > 1:
+        err.print(f"{len(failed)} of {len(results)} window(s) failed; the others' results stand")
+    kind = worst_error_kind(results)
+    return {"input": EXIT_INPUT, "internal": EXIT_INTERNAL}.get(kind) if kind else None
+
+
 @app.command()
 def solve(
     files: Annotated[list[Path], typer.Argument(help="Instance JSON files.")],
@@ -69,7 +128,7 @@ def solve(
     seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
     predictors: Annotated[
         str,
-        typer.Option(help="Predictors: analytic, or the path of a model saved by `train`."),
+        typer.Option(help="Predictors: analytic, learned (shipped), or a model saved by `train`."),
     ] = "analytic",
     out_path: Annotated[
         Path | None,
@@ -79,12 +138,19 @@ def solve(
         OutputFormat, typer.Option("--format", help="table or json.")
     ] = OutputFormat.table,
     catalog: CatalogOption = None,
+    jobs: JobsOption = 1,
+    backend: BackendOption = BackendName.loky,
+    scheduler: SchedulerOption = None,
 ) -> None:
-    """Solve windows and show the decision per node, the link use and the predicted means."""
-    from qlmio_opt.io import read_instance, write_solution
+    """Solve windows and show the decision per node, the link use and the predicted means.
+
+    With several files, a file that cannot be read or solved is reported with its name (exit 2,
+    or 1 for a bug) and the other windows keep their results.
+    """
+    from qlmio_opt.batch import solve_files
+    from qlmio_opt.io import write_solution
     from qlmio_opt.predictors import get_predictor
     from qlmio_opt.report import solution_table, summary_table
-    from qlmio_opt.solve import solve as solve_instance
     from qlmio_opt.solvers import get_solver
 
     try:
@@ -93,24 +159,38 @@ def solve(
     except ValueError as exc:
         raise InputError([_usage_issue(f"--predictors {predictors}: {exc}")]) from None
     cat = _catalog(catalog)
-    instances = [read_instance(f, catalog=cat) for f in files]
-    solutions = []
-    for path, instance in zip(files, instances, strict=True):
-        solution = solve_instance(
-            instance, solver, predictors=predictor, time_limit=time_limit, seed=seed
+    parallel = _parallel(jobs, backend, scheduler)
+    with _progress_bar(quiet=fmt is OutputFormat.json or len(files) == 1) as bar:
+        task = bar.add_task("windows", total=len(files))
+        results = solve_files(
+            files,
+            solver,
+            predictors=predictor,
+            time_limit=time_limit,
+            seed=seed,
+            catalog=cat,
+            parallel=parallel,
+            progress=lambda done, total: bar.update(task, completed=done),
         )
-        solutions.append(solution)
-        if out_path is not None:
-            target = out_path / f"{path.stem}.solution.json" if len(files) > 1 else out_path
-            write_solution(solution, target)
+    failed = _report_failures(results)
+    solved = [r.value for r in results if r.ok]
+    solutions = [s.solution for s in solved]
+    if out_path is not None:
+        for s in solved:
+            target = out_path / f"{s.path.stem}.solution.json" if len(files) > 1 else out_path
+            write_solution(s.solution, target)
     if fmt is OutputFormat.json:
-        payload = [s.to_dict() for s in solutions]
-        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=1))
-    elif len(solutions) == 1:
-        solution_table(out, instances[0], solutions[0])
-    else:
-        summary_table(out, files, solutions)
-    raise typer.Exit(_exit_code_for(solutions))
+        payload = [
+            r.value.solution.to_dict() if r.ok else {"file": r.label, "error": r.error}
+            for r in results
+        ]
+        if len(files) > 1 or solved:
+            print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=1))
+    elif len(files) == 1 and solved:
+        solution_table(out, solved[0].instance, solved[0].solution)
+    elif solved:
+        summary_table(out, [s.path for s in solved], solutions)
+    raise typer.Exit(failed if failed is not None else _exit_code_for(solutions))
 
 
 def _exit_code_for(solutions) -> int:
@@ -176,13 +256,13 @@ def compare(
         OutputFormat, typer.Option("--format", help="table or json.")
     ] = OutputFormat.table,
     catalog: CatalogOption = None,
+    jobs: JobsOption = 1,
+    backend: BackendOption = BackendName.loky,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Solve windows with several solvers: objective, gap to exact, means and time per solver."""
-    from rich.progress import Progress
-
-    from qlmio_opt.compare import compare as run_compare
+    from qlmio_opt.batch import compare_files
     from qlmio_opt.compare import summarise
-    from qlmio_opt.io import read_instance
     from qlmio_opt.report import frame_table
     from qlmio_opt.solvers import SOLVERS
 
@@ -193,12 +273,22 @@ def compare(
             [_usage_issue(f'unknown solver "{unknown[0]}"; choose from {", ".join(SOLVERS)}')]
         )
     cat = _catalog(catalog)
-    instances = [read_instance(f, catalog=cat) for f in files]
-    with Progress(console=err, transient=True, disable=fmt is OutputFormat.json) as bar:
-        task = bar.add_task("solving", total=len(instances) * len(names))
-        frame = run_compare(
-            instances, names, time_limit=time_limit, seed=seed, progress=lambda: bar.advance(task)
+    parallel = _parallel(jobs, backend, scheduler)
+    with _progress_bar(quiet=fmt is OutputFormat.json) as bar:
+        task = bar.add_task("windows", total=len(files))
+        frame, results = compare_files(
+            files,
+            names,
+            time_limit=time_limit,
+            seed=seed,
+            catalog=cat,
+            parallel=parallel,
+            progress=lambda done, total: bar.update(task, completed=done),
         )
+    failed = _report_failures(results)
+    if frame.empty:
+        raise typer.Exit(failed or EXIT_INPUT)
+    windows = sum(r.ok for r in results)
     if out_path is not None:
         frame.to_csv(out_path, index=False)
     summary = summarise(frame)
@@ -212,10 +302,78 @@ def compare(
                 indent=1,
             )
         )
-        return
-    if len(instances) <= 10:
+        raise typer.Exit(failed or EXIT_OK)
+    if windows <= 10:
         frame_table(out, frame.set_index(["instance", "solver"]), title="per window")
-    frame_table(out, summary, title=f"summary over {len(instances)} window(s)")
+    frame_table(out, summary, title=f"summary over {windows} window(s)")
+    raise typer.Exit(failed or EXIT_OK)
+
+
+@app.command()
+def sweep(
+    files: Annotated[list[Path], typer.Argument(help="Instance JSON files.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="NAME=V1,V2,... (repeatable): latency_weight, quality_weight, latency_scale_s, "
+            "quality_tolerance, quality_target, deferral_penalty_s, edge_memory_scale, "
+            "bandwidth_scale.",
+        ),
+    ] = None,
+    solvers: Annotated[str, typer.Option(help="Comma-separated solver names.")] = "exact,greedy",
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", min=0.0, help="Seconds per solve.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for sweep.csv, frontier.csv and frontier.png.")
+    ] = Path("sweep"),
+    catalog: CatalogOption = None,
+    jobs: JobsOption = 1,
+    backend: BackendOption = BackendName.loky,
+    scheduler: SchedulerOption = None,
+) -> None:
+    """Solve every window under every combination of parameter values with every solver."""
+    from qlmio_opt.report import frame_table
+    from qlmio_opt.solvers import SOLVERS
+    from qlmio_opt.sweep import combinations, parse_params, run_sweep, summarise, write_sweep
+
+    try:
+        params = parse_params(param or [])
+    except ValueError as exc:
+        raise InputError([_usage_issue(str(exc))]) from None
+    names = [s.strip() for s in solvers.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SOLVERS]
+    if unknown or not names:
+        raise InputError(
+            [
+                _usage_issue(
+                    f'unknown solver "{unknown[0] if unknown else solvers}"; choose from '
+                    f"{', '.join(SOLVERS)}"
+                )
+            ]
+        )
+    cat = _catalog(catalog)
+    parallel = _parallel(jobs, backend, scheduler)
+    with _progress_bar() as bar:
+        task = bar.add_task("windows x settings", total=len(files) * len(combinations(params)))
+        frame, results = run_sweep(
+            files,
+            params,
+            names,
+            time_limit=time_limit,
+            seed=seed,
+            catalog=cat,
+            parallel=parallel,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    failed = _report_failures(results)
+    summary = summarise(frame, list(params))
+    paths = write_sweep(frame, summary, out_dir)
+    frame_table(out, summary, title=f"sweep over {len(files)} window(s), mean per setting")
+    out.print(f"wrote {', '.join(str(p) for p in paths)}")
+    raise typer.Exit(failed or EXIT_OK)
 
 
 @app.command()
@@ -349,8 +507,8 @@ def simulate(
     predictors: Annotated[
         str,
         typer.Option(
-            help="Predictors of the non-oracle policies: analytic, oracle, or the path of a "
-            "model saved by `train`."
+            help="Predictors of the non-oracle policies: analytic, learned (shipped), oracle, "
+            "or the path of a model saved by `train`."
         ),
     ] = "analytic",
     edge_capacity: Annotated[
@@ -367,8 +525,14 @@ def simulate(
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="table or json.")
     ] = OutputFormat.table,
+    jobs: JobsOption = 1,
+    backend: BackendOption = BackendName.loky,
+    scheduler: SchedulerOption = None,
 ) -> None:
-    """Replay a trace window by window under several policies; measure them in the world."""
+    """Replay a trace window by window under several policies; measure them in the world.
+
+    With --jobs, the policies replay in parallel workers (same stream, same world, same results).
+    """
     from qlmio_opt.report import frame_table
     from qlmio_opt.simulator import ReplayConfig, World, WorldConfig, workload
     from qlmio_opt.simulator.metrics import reduction_table
@@ -376,7 +540,7 @@ def simulate(
 
     names = tuple(p.strip() for p in policies.split(",") if p.strip())
     chosen = predictors
-    if predictors not in ("analytic", "oracle"):
+    if predictors not in ("analytic", "learned", "oracle"):
         from qlmio_opt.predictors import get_predictor
 
         try:
@@ -397,7 +561,10 @@ def simulate(
     if not load.requests:
         raise InputError([_usage_issue(f"no request arrives in the first {duration:g} s")])
     world = World(config=WorldConfig(seed=seed))
-    result = _replay_with_progress(load, world, config, quiet=fmt is OutputFormat.json)
+    parallel = _parallel(jobs, backend, scheduler)
+    result = _replay_with_progress(
+        load, world, config, quiet=fmt is OutputFormat.json, parallel=parallel
+    )
     if out_dir is not None:
         paths = write_results(result, out_dir)
     if fmt is OutputFormat.json:
@@ -418,7 +585,7 @@ def simulate(
         out.print(f"wrote {len(paths)} files to {out_dir}")
 
 
-def _replay_with_progress(load, world, config, *, quiet: bool):
+def _replay_with_progress(load, world, config, *, quiet: bool, parallel=None):
     from qlmio_opt.simulator import replay
 
     with _progress_bar(quiet=quiet) as bar:
@@ -427,7 +594,7 @@ def _replay_with_progress(load, world, config, *, quiet: bool):
         def progress(policy: str, done: int, total: int) -> None:
             bar.update(tasks[policy], completed=done, total=total)
 
-        return replay(load, world, config, progress=progress)
+        return replay(load, world, config, progress=progress, parallel=parallel)
 
 
 @app.command("bench-data")
@@ -439,15 +606,26 @@ def bench_data_command(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder for bench.csv.gz, meta.json, DATA_CARD.md.")
     ] = Path("bench-data"),
+    jobs: JobsOption = 1,
+    backend: BackendOption = BackendName.loky,
+    scheduler: SchedulerOption = None,
 ) -> None:
-    """Run every request on every node of the scenario and write the benchmark dataset."""
+    """Run every request on every node of the scenario and write the benchmark dataset.
+
+    With --jobs, blocks of requests are simulated in parallel workers; the draws stay in serial
+    order, so the files are byte-identical to a serial run.
+    """
     from qlmio_opt.report import frame_table
     from qlmio_opt.simulator.dataset import bench_data, write_bench_data
 
+    parallel = _parallel(jobs, backend, scheduler)
     with _progress_bar() as bar:
         task = bar.add_task("requests", total=requests)
         data = bench_data(
-            requests, seed, progress=lambda done, total: bar.update(task, completed=done)
+            requests,
+            seed,
+            progress=lambda done, total: bar.update(task, completed=done),
+            parallel=parallel,
         )
     paths = write_bench_data(data, out_dir)
     import pandas as pd
@@ -463,13 +641,30 @@ def train(
         Path, typer.Option("--data", help="A bench-data folder (or its bench.csv.gz).")
     ],
     out_path: Annotated[
-        Path, typer.Option("--out", help="Model path stem: writes STEM.json and STEM.npz.")
+        Path,
+        typer.Option(
+            "--out",
+            help="Model path stem: writes STEM.json/.npz (quality) and STEM-latency.json/.npz.",
+        ),
     ],
     random_state: Annotated[int, typer.Option(help="Seed of the training.")] = 0,
+    family: Annotated[
+        str,
+        typer.Option(
+            help="Quality model family: sklearn (gradient boosting) or torch (needs the extra)."
+        ),
+    ] = "sklearn",
 ) -> None:
-    """Train the learned quality model on a bench-data table and save it (safe JSON + npz)."""
+    """Train the learned quality and latency models on a bench-data table and save them (safe
+    JSON + npz; use the stem as --predictors STEM.json)."""
     import pandas as pd
 
+    from qlmio_opt.predictors.learned import latency_model_path
+    from qlmio_opt.predictors.learned_latency import (
+        LearnedLatencyModel,
+        analytic_parts,
+        latency_metrics,
+    )
     from qlmio_opt.predictors.learned_quality import LearnedQualityModel, quality_metrics
     from qlmio_opt.report import frame_table
     from qlmio_opt.simulator.dataset import read_bench_table
@@ -479,11 +674,34 @@ def train(
         raise InputError([_usage_issue(f"--data {data}: no bench.csv.gz there (run bench-data)")])
     table = read_bench_table(source)
     try:
-        model = LearnedQualityModel(random_state=random_state).fit(table)
+        if family == "torch":
+            from qlmio_opt.predictors.learned_torch import TorchQualityModel
+
+            model = TorchQualityModel(random_state=random_state).fit(table)
+        elif family == "sklearn":
+            model = LearnedQualityModel(random_state=random_state).fit(table)
+        else:
+            raise InputError([_usage_issue(f"--family {family}: choose sklearn or torch")])
+        latency = LearnedLatencyModel(random_state=random_state).fit(table)
+    except ImportError as exc:
+        raise InputError([_usage_issue(f"--family {family}: {exc}")]) from None
     except ValueError as exc:
         raise InputError([_usage_issue(f"--data {data}: {exc}")]) from None
-    paths = model.save(out_path)
-    test = table[table["split"] == "test"].drop_duplicates(["request", "model"])
+    paths = (*model.save(out_path), *latency.save(latency_model_path(out_path)))
+    test = table[table["split"] == "test"]
+    if len(test):
+        actual = test["latency_s"].to_numpy(float)
+        learned = latency.predict_table(test)
+        rows = {
+            "analytic": latency_metrics(actual, analytic_parts(test)["latency_s"]),
+            "learned": latency_metrics(actual, learned["latency_s"], learned["latency_p90_s"]),
+        }
+        frame_table(
+            out,
+            pd.DataFrame(rows).T.rename_axis("predictor"),
+            title=f"latency, held-out test split ({len(test)} request-node rows)",
+        )
+    test = test.drop_duplicates(["request", "model"])
     if len(test) and test["completed"].nunique() == 2:
         features = model.features_table(test)
         analytic = features[:, model.feature_spec_.names().index("analytic_quality")]
@@ -495,9 +713,9 @@ def train(
         frame_table(
             out,
             pd.DataFrame(rows).T.rename_axis("predictor"),
-            title=f"held-out test split ({len(test)} request-model rows)",
+            title=f"quality, held-out test split ({len(test)} request-model rows)",
         )
-    out.print(f"wrote {paths[0]} and {paths[1]}")
+    out.print("wrote " + ", ".join(str(p) for p in paths))
 
 
 @app.command("evaluate-predictors")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -20,6 +23,23 @@ from qlmio_opt.solvers.diagnose import infeasibility_reason
 DEFAULT_TIME_LIMIT_S = 60.0
 LP_BOUND_S = 30.0
 
+# HiGHS threads of exact solvers built without an explicit ``threads`` (0 = HiGHS's default).
+_DEFAULT_THREADS: ContextVar[int] = ContextVar("qlmio_highs_threads", default=0)
+
+
+@contextmanager
+def highs_threads(threads: int) -> Iterator[None]:
+    """Within the block, exact solvers built without ``threads`` use this many HiGHS threads.
+
+    Parallel workers (:mod:`qlmio_opt.parallel`) run their tasks inside ``highs_threads(1)`` so
+    that N worker processes use N cores, not N times HiGHS's own thread pool.
+    """
+    token = _DEFAULT_THREADS.set(int(threads))
+    try:
+        yield
+    finally:
+        _DEFAULT_THREADS.reset(token)
+
 
 class ExactHighs(Solver):
     """Direct highspy build, HiGHS branch-and-cut, warm-started from the fast path.
@@ -29,7 +49,8 @@ class ExactHighs(Solver):
     mip_rel_gap
         Stop when the relative gap between incumbent and bound is at most this.
     threads
-        HiGHS threads (0 = HiGHS's default). Use 1 inside parallel workers.
+        HiGHS threads (0 = HiGHS's default). ``None``: 0, or what an enclosing
+        :func:`highs_threads` says (1 inside parallel workers).
     warm_start
         Start from the greedy solver's answer when no ``initial`` is given, so a time limit
         always returns at least that.
@@ -38,9 +59,11 @@ class ExactHighs(Solver):
     name = "exact"
     description = "MILP solved by HiGHS (direct matrix build), warm-started from greedy"
 
-    def __init__(self, mip_rel_gap: float = 1e-4, threads: int = 0, warm_start: bool = True):
+    def __init__(
+        self, mip_rel_gap: float = 1e-4, threads: int | None = None, warm_start: bool = True
+    ):
         self.mip_rel_gap = mip_rel_gap
-        self.threads = threads
+        self.threads = _DEFAULT_THREADS.get() if threads is None else threads
         self.warm_start = warm_start
 
     def solve(

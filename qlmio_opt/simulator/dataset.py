@@ -73,6 +73,7 @@ import numpy as np
 import pandas as pd
 
 from qlmio_opt.instance import Node, Request
+from qlmio_opt.parallel import ParallelConfig, run_tasks
 from qlmio_opt.scenarios.default import Scenario
 from qlmio_opt.scenarios.generate import _requests, get_scenario
 from qlmio_opt.simulator.engine import NodeJobs, serve_node, share_link
@@ -372,6 +373,217 @@ def _check_args(n_requests: Any, seed: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# measuring the pairs, block by block
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Server:
+    concurrency: int
+    memory_gb: float
+    weights_gb: float
+    decode_tok_s: float
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Requests ``start ..`` on every node with their draws: all a worker needs to simulate.
+
+    Pairs are request-major (``p = row * nodes + node``); pair ``p``'s uploads are
+    ``upload_bits[link_bounds[p]:link_bounds[p + 1]]`` (the target first, then the uploads sharing
+    its link) and its node jobs ``jobs_*[job_bounds[p]:job_bounds[p + 1]]`` (the background
+    requests, then the target last).
+    """
+
+    start: int
+    upload_bits: np.ndarray
+    link_bounds: np.ndarray
+    bandwidth_mbps: np.ndarray  # (rows, nodes)
+    arrive_s: np.ndarray
+    compute_s: np.ndarray
+    tokens: np.ndarray
+    kv_reserve_gb: np.ndarray
+    kv_read_gb: np.ndarray
+    job_bounds: np.ndarray
+    horizon: float
+    servers: tuple[_Server, ...]
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """Simulated times of a block (rows = requests, columns = nodes)."""
+
+    transfer: np.ndarray
+    queue: np.ndarray
+    compute: np.ndarray
+    decode: np.ndarray
+    bg_active: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[_Measured]) -> _Measured:
+        fields = ("transfer", "queue", "compute", "decode", "bg_active")
+        return _Measured(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
+
+@dataclass
+class _PairDraws:
+    """The dataset's random state; :meth:`block` draws the next block, in the serial order.
+
+    The link and load generators are called pair by pair (request-major) exactly as one loop
+    over every pair would call them, whatever the block size; the cheap sums (``link_bytes``,
+    ``bg_input``, ``bg_out``) are filled in here, the simulation is left to
+    :func:`_measure_block`.
+    """
+
+    link_rng: np.random.Generator
+    load_rng: np.random.Generator
+    flows: np.ndarray
+    bg: np.ndarray
+    bw: np.ndarray
+    horizon: float
+    upload: np.ndarray
+    upload_bits: np.ndarray
+    truth: PairTruth
+    input_tokens: np.ndarray
+    max_out: np.ndarray
+    servers: tuple[_Server, ...]
+
+    def __post_init__(self) -> None:
+        shape = self.flows.shape
+        self.link_bytes = np.zeros(shape, dtype=np.int64)
+        self.bg_input = np.zeros(shape, dtype=np.int64)
+        self.bg_out = np.zeros(shape, dtype=np.int64)
+        self.compute_solo = self.truth.compute_s
+
+    def block(self, start: int, stop: int) -> _Block:
+        n, m = self.flows.shape
+        k = self.flows[start:stop].ravel()
+        b = self.bg[start:stop].ravel()
+        peers, background, arrive = [], [], []
+        for p in range(len(k)):  # the only serial part: the generators' order
+            peers.append(_others(self.link_rng, n, start + p // m, int(k[p])))
+            background.append(_others(self.load_rng, n, start + p // m, int(b[p])))
+            arrive.append(self.load_rng.uniform(0.0, self.horizon, int(b[p])))
+        pair_i = np.repeat(np.arange(start, stop), m)
+        pair_j = np.tile(np.arange(m), stop - start)
+        peers_flat, bg_flat = np.concatenate(peers), np.concatenate(background)
+        rows = slice(start, stop)
+        self.link_bytes[rows] = _segment_sums(self.upload[peers_flat], k).reshape(-1, m)
+        bg_j = np.repeat(pair_j, b)
+        self.bg_input[rows] = _segment_sums(self.input_tokens[bg_flat, bg_j], b).reshape(-1, m)
+        self.bg_out[rows] = _segment_sums(self.max_out[bg_flat], b).reshape(-1, m)
+        uploads = _with_targets(self.upload_bits[peers_flat], k, self.upload_bits[pair_i], True)
+        idx = _with_targets(bg_flat, b, pair_i, False)
+        node = np.repeat(pair_j, b + 1)
+        horizon = np.full(len(b), self.horizon)
+        return _Block(
+            start=start,
+            upload_bits=uploads,
+            link_bounds=np.concatenate([[0], np.cumsum(k + 1)]),
+            bandwidth_mbps=self.bw[rows],
+            arrive_s=_with_targets(np.concatenate(arrive), b, horizon, False),
+            compute_s=self.compute_solo[idx, node],
+            tokens=self.truth.output_tokens[idx, node],
+            kv_reserve_gb=self.truth.kv_reserve_gb[idx, node],
+            kv_read_gb=self.truth.kv_read_gb[idx, node],
+            job_bounds=np.concatenate([[0], np.cumsum(b + 1)]),
+            horizon=self.horizon,
+            servers=self.servers,
+        )
+
+
+def _segment_sums(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Sums of consecutive segments of ``values`` of the given lengths (exact for integers)."""
+    cumulative = np.concatenate([np.zeros(1, dtype=values.dtype), np.cumsum(values)])
+    ends = np.cumsum(lengths)
+    return cumulative[ends] - cumulative[ends - lengths]
+
+
+def _with_targets(
+    values: np.ndarray, lengths: np.ndarray, targets: np.ndarray, first: bool
+) -> np.ndarray:
+    """Segments of ``values`` with one target each put first (or last)."""
+    ends = np.cumsum(lengths + 1)
+    at = ends - lengths - 1 if first else ends - 1
+    out = np.empty(len(values) + len(lengths), dtype=np.result_type(values, targets))
+    rest = np.ones(len(out), dtype=bool)
+    rest[at] = False
+    out[at] = targets
+    out[rest] = values
+    return out
+
+
+def _measure_block(block: _Block, progress: Callable[[int], None] | None = None) -> _Measured:
+    """Simulate every pair of a block; ``progress(row)`` after each request (row from 0)."""
+    rows, m = block.bandwidth_mbps.shape
+    out = _Measured(*(np.empty((rows, m)) for _ in range(4)), np.zeros((rows, m), np.int64))
+    horizon = block.horizon
+    for r in range(rows):
+        for j, server in enumerate(block.servers):
+            p = r * m + j
+            uploads = block.upload_bits[block.link_bounds[p] : block.link_bounds[p + 1]]
+            out.transfer[r, j] = share_link(uploads, block.bandwidth_mbps[r, j] * 1e6, 0.0)[0]
+            lo, hi = block.job_bounds[p], block.job_bounds[p + 1]
+            jobs = NodeJobs(
+                arrive_s=block.arrive_s[lo:hi],
+                compute_s=block.compute_s[lo:hi],
+                tokens=block.tokens[lo:hi],
+                kv_reserve_gb=block.kv_reserve_gb[lo:hi],
+                kv_read_gb=block.kv_read_gb[lo:hi],
+            )
+            b = hi - lo - 1
+            times = serve_node(
+                jobs,
+                concurrency=server.concurrency,
+                memory_gb=server.memory_gb,
+                weights_gb=server.weights_gb,
+                decode_tok_s=server.decode_tok_s,
+            )
+            out.queue[r, j] = times.admit_s[b] - horizon
+            out.compute[r, j] = times.prefill_end_s[b] - times.admit_s[b]
+            out.decode[r, j] = times.finish_s[b] - times.prefill_end_s[b]
+            out.bg_active[r, j] = int(np.count_nonzero(times.finish_s[:b] > horizon))
+        if progress is not None:
+            progress(r)
+    return out
+
+
+def _measure_pairs(
+    draws: _PairDraws,
+    progress: Callable[[int, int], None] | None,
+    parallel: ParallelConfig | None,
+) -> _Measured:
+    """Every pair's simulated times, block by block, here or in parallel workers."""
+    n = draws.flows.shape[0]
+    if parallel is None or parallel.serial:
+        parts = []
+        for start in range(0, n, CHUNK):
+            block = draws.block(start, min(start + CHUNK, n))
+            report = None if progress is None else (lambda r, s=start: progress(s + r + 1, n))
+            parts.append(_measure_block(block, report))
+        return _Measured.concat(parts)
+    size = max(1, min(CHUNK, -(-n // (4 * parallel.jobs))))
+    starts = range(0, n, size)
+    done = 0
+
+    def finished(result) -> None:
+        nonlocal done
+        done += len(result.value.transfer) if result.ok else 0
+        if progress is not None:
+            progress(done, n)
+
+    results = run_tasks(
+        _measure_block,
+        (draws.block(start, min(start + size, n)) for start in starts),
+        labels=[f"requests {s}-{min(s + size, n) - 1}" for s in starts],
+        config=parallel,
+        on_result=finished,
+    )
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise RuntimeError(f"bench-data block {failed[0].error}")
+    return _Measured.concat([r.value for r in results])
+
+
+# --------------------------------------------------------------------------------------------
 # the dataset
 # --------------------------------------------------------------------------------------------
 def bench_data(
@@ -382,6 +594,7 @@ def bench_data(
     world: World | None = None,
     progress: Callable[[int, int], None] | None = None,
     load: LoadConfig | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> BenchData:
     """Generate the benchmark dataset (see the module docstring).
 
@@ -396,9 +609,13 @@ def bench_data(
     world
         The ground truth; default ``World()`` (seed 0, the replay's default world).
     progress
-        Called as ``progress(done, n_requests)`` after each request.
+        Called as ``progress(done, n_requests)`` after each request (in parallel: after each
+        block of requests).
     load
         How the random loads are drawn; default :class:`LoadConfig`.
+    parallel
+        Simulate blocks of requests in parallel workers (:mod:`qlmio_opt.parallel`). Every random
+        draw is still made here, in the serial order, so the table is identical to a serial run.
 
     Returns
     -------
@@ -443,8 +660,6 @@ def bench_data(
     rtt_ms = link_rng.uniform(lo_rtt, hi_rtt, (n, m))
     flows = link_rng.integers(0, load.max_link_flows + 1, (n, m)) if n > 1 else np.zeros((n, m))
     flows = flows.astype(np.int64)
-    link_bytes = np.zeros((n, m), dtype=np.int64)
-    transfer = np.empty((n, m))
 
     # -- node load ----------------------------------------------------------------------------
     load_rng = np.random.default_rng([seed, _LOAD_STREAM])
@@ -456,47 +671,29 @@ def bench_data(
     b_max = np.maximum(b_max, 1) if n > 1 else np.zeros(m, dtype=np.int64)
     bg = load_rng.integers(0, b_max + 1, (n, m)) if n > 1 else np.zeros((n, m))
     bg = bg.astype(np.int64)
-    bg_active = np.zeros((n, m), dtype=np.int64)
-    bg_input = np.zeros((n, m), dtype=np.int64)
-    bg_out = np.zeros((n, m), dtype=np.int64)
-    queue, compute, decode = np.empty((n, m)), np.empty((n, m)), np.empty((n, m))
-    compute_solo = truth.compute_s
-    horizon = float(load.horizon_s)
 
-    for i in range(n):
-        for j in range(m):
-            # upload on a shared link
-            k = int(flows[i, j])
-            peers = _others(link_rng, n, i, k)
-            link_bytes[i, j] = upload[peers].sum()
-            sizes = np.concatenate([[upload_bits[i]], upload_bits[peers]])
-            transfer[i, j] = share_link(sizes, bw[i, j] * 1e6, 0.0)[0]
-            # the node under background load; the target arrives last, at `horizon`
-            b = int(bg[i, j])
-            idx = np.append(_others(load_rng, n, i, b), i)
-            arrive = np.append(load_rng.uniform(0.0, horizon, b), horizon)
-            jobs = NodeJobs(
-                arrive_s=arrive,
-                compute_s=compute_solo[idx, j],
-                tokens=truth.output_tokens[idx, j],
-                kv_reserve_gb=truth.kv_reserve_gb[idx, j],
-                kv_read_gb=truth.kv_read_gb[idx, j],
-            )
-            times = serve_node(
-                jobs,
-                concurrency=int(conc[j]),
-                memory_gb=float(memory[j]),
-                weights_gb=speeds[j].weights_gb,
-                decode_tok_s=speeds[j].decode_tok_s,
-            )
-            queue[i, j] = times.admit_s[b] - horizon
-            compute[i, j] = times.prefill_end_s[b] - times.admit_s[b]
-            decode[i, j] = times.finish_s[b] - times.prefill_end_s[b]
-            bg_active[i, j] = int(np.count_nonzero(times.finish_s[:b] > horizon))
-            bg_input[i, j] = input_tokens[idx[:b], j].sum()
-            bg_out[i, j] = max_out[idx[:b]].sum()
-        if progress is not None:
-            progress(i + 1, n)
+    # -- every pair: drawn here in order, simulated in blocks (in parallel if asked) ------------
+    draws = _PairDraws(
+        link_rng=link_rng,
+        load_rng=load_rng,
+        flows=flows,
+        bg=bg,
+        bw=bw,
+        horizon=float(load.horizon_s),
+        upload=upload,
+        upload_bits=upload_bits,
+        truth=truth,
+        input_tokens=input_tokens,
+        max_out=max_out,
+        servers=tuple(
+            _Server(int(conc[j]), float(memory[j]), speeds[j].weights_gb, speeds[j].decode_tok_s)
+            for j in range(m)
+        ),
+    )
+    measured = _measure_pairs(draws, progress, parallel)
+    transfer, queue = measured.transfer, measured.queue
+    compute, decode, bg_active = measured.compute, measured.decode, measured.bg_active
+    link_bytes, bg_input, bg_out = draws.link_bytes, draws.bg_input, draws.bg_out
 
     rtt_s = rtt_ms / 1000.0
     latency = transfer + rtt_s + queue + compute + decode

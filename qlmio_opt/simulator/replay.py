@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from qlmio_opt.catalog import Catalog
+from qlmio_opt.errors import QlmioError
 from qlmio_opt.instance import Instance, Request
-from qlmio_opt.predictors import Predictor, get_predictor, predict
+from qlmio_opt.parallel import ParallelConfig, run_tasks
+from qlmio_opt.predictors import PREDICTOR_NAMES, Predictor, get_predictor, predict
 from qlmio_opt.simulator.engine import NodeJobs, NodeServer, share_link
 from qlmio_opt.simulator.oracle import OraclePredictor
 from qlmio_opt.simulator.workload import Workload
@@ -77,10 +79,10 @@ class ReplayConfig:
         if not self.policies:
             raise ValueError("no policies given")
         if isinstance(self.predictors, str):
-            if self.predictors not in ("analytic", ORACLE):
+            if self.predictors not in (*PREDICTOR_NAMES, ORACLE):
                 raise ValueError(
-                    f'unknown predictors "{self.predictors}"; use analytic, oracle or a fitted '
-                    "predictor object"
+                    f'unknown predictors "{self.predictors}"; use '
+                    f"{', '.join([*PREDICTOR_NAMES, ORACLE])} or a fitted predictor object"
                 )
         elif not isinstance(self.predictors, Predictor):
             raise ValueError("predictors must be a name or an object with fit() and predict()")
@@ -185,18 +187,57 @@ def replay(
     config: ReplayConfig | None = None,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> ReplayResult:
     """Replay ``workload`` under every policy of ``config`` in ``world``.
 
-    ``progress(policy, windows_done, windows_total)`` is called after every window.
+    ``progress(policy, windows_done, windows_total)`` is called after every window (in parallel:
+    once per policy, when it ends). Policies are independent given the stream and the world, so
+    ``parallel`` runs them in separate workers (:mod:`qlmio_opt.parallel`) with the same results.
     """
     world = world or World()
     config = config or ReplayConfig()
     stream = _Stream(workload, world, world.catalog)
-    runs = {
-        policy: _run_policy(stream, world, config, policy, progress) for policy in config.policies
-    }
+    if parallel is None or parallel.serial:
+        runs = {
+            policy: _run_policy(stream, world, config, policy, progress)
+            for policy in config.policies
+        }
+    else:
+        runs = _run_policies_in_parallel(stream, world, config, progress, parallel)
     return ReplayResult(runs=runs, workload=workload, config=config, node_tiers=stream.tiers)
+
+
+def _policy_task(args: tuple[_Stream, World, ReplayConfig, str]) -> PolicyRun:
+    stream, world, config, policy = args
+    return _run_policy(stream, world, config, policy, None)
+
+
+def _run_policies_in_parallel(
+    stream: _Stream,
+    world: World,
+    config: ReplayConfig,
+    progress: Callable[[str, int, int], None] | None,
+    parallel: ParallelConfig,
+) -> dict[str, PolicyRun]:
+    policies = list(config.policies)
+
+    def finished(result) -> None:
+        if progress is not None:
+            progress(result.label, 1, 1)
+
+    results = run_tasks(
+        _policy_task,
+        [(stream, world, config, policy) for policy in policies],
+        labels=policies,
+        config=parallel,
+        on_result=finished,
+    )
+    failed = [r for r in results if not r.ok]
+    if failed:
+        error = QlmioError if failed[0].error_kind == "input" else RuntimeError
+        raise error(f"policy {failed[0].error}")
+    return {policy: r.value for policy, r in zip(policies, results, strict=True)}
 
 
 def _predictor_for(policy: str, config: ReplayConfig, world: World):
