@@ -39,7 +39,6 @@ trees in numpy (:class:`~qlmio_opt.predictors.learned_quality.TreeEnsemble`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -54,10 +53,11 @@ from qlmio_opt.predictors.learned_quality import (
     TreeEnsemble,
     _check_arrays,
     _identity,
-    _json_safe,
-    _paths,
     _Refused,
 )
+from qlmio_opt.predictors.model_files import json_safe as _json_safe
+from qlmio_opt.predictors.model_files import model_paths as _paths
+from qlmio_opt.predictors.model_files import verify_npz, write_model_json
 
 __all__ = [
     "MODEL_FORMAT",
@@ -409,10 +409,8 @@ class LearnedLatencyModel:
             "n_features": {n: getattr(self, f"{n}_trees_").n_features for n in _ENSEMBLES},
             "p90_offset": self.p90_offset_,
             "metrics": _json_safe(self.metrics_),
-            "npz_file": npz_path.name,
-            "npz_sha256": hashlib.sha256(npz_path.read_bytes()).hexdigest(),
         }
-        json_path.write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        write_model_json(json_path, npz_path, meta)
         return json_path, npz_path
 
     @classmethod
@@ -429,14 +427,7 @@ class LearnedLatencyModel:
         json_path, _ = _paths(path)
         meta = _read_meta(json_path)
         npz_path = json_path.parent / meta["npz_file"]
-        if not npz_path.is_file():
-            raise FileNotFoundError(f"{npz_path}: no such model file")
-        digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
-        if digest != meta["npz_sha256"]:
-            raise ValueError(
-                f"{json_path}: field 'npz_sha256': {npz_path.name} has SHA-256 {digest}, not the "
-                "recorded one (the arrays were changed or belong to another model)"
-            )
+        verify_npz(json_path, npz_path, meta["npz_sha256"])
         trees = _read_trees(npz_path, meta["n_features"])
         settings = meta["settings"]
         model = cls(**{k: settings[k] for k in (*_SETTINGS, "random_state")}, catalog=catalog)

@@ -74,6 +74,9 @@ from qlmio_opt.predictors.learned_features import (
     quality_features,
     text_bag,
 )
+from qlmio_opt.predictors.model_files import json_safe as _json_safe
+from qlmio_opt.predictors.model_files import model_paths as _paths
+from qlmio_opt.predictors.model_files import verify_npz, write_model_json
 
 __all__ = [
     "MODEL_FORMAT",
@@ -685,10 +688,8 @@ class LearnedQualityModel:
             "n_trees": self.forest_.n_trees,
             "metrics": _json_safe(self.metrics_),
             "training_data": _json_safe(self.training_data_),
-            "npz_file": npz_path.name,
-            "npz_sha256": hashlib.sha256(npz_path.read_bytes()).hexdigest(),
         }
-        json_path.write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        write_model_json(json_path, npz_path, meta)
         return json_path, npz_path
 
     @classmethod
@@ -707,12 +708,7 @@ class LearnedQualityModel:
         npz_path = json_path.parent / meta["npz_file"]
         spec = meta["_spec"]
         arrays = _read_npz(npz_path, len(spec.names()), spec.text_buckets)
-        digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
-        if digest != meta["npz_sha256"]:
-            raise ValueError(
-                f"{json_path}: field 'npz_sha256': {npz_path.name} has SHA-256 {digest}, not the "
-                "recorded one (the arrays were changed or belong to another model)"
-            )
+        verify_npz(json_path, npz_path, meta["npz_sha256"])
         settings = meta["settings"]
         model = cls(**{k: settings[k] for k in cls._SETTINGS}, catalog=catalog)
         model.feature_spec_ = spec
@@ -816,25 +812,6 @@ def _fit_offset_logistic(
     if not np.isfinite(coef).all():
         raise RuntimeError("the text model did not converge to finite coefficients")
     return coef
-
-
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix in (".json", ".npz"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".json"), p.with_name(p.name + ".npz")
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _describe(

@@ -60,7 +60,6 @@ with a ``ValueError`` naming the file and the field.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,7 +81,10 @@ from qlmio_opt.predictors.learned_features import (
     quality_features,
     text_bag,
 )
-from qlmio_opt.predictors.learned_quality import _describe, _json_safe, _paths, quality_metrics
+from qlmio_opt.predictors.learned_quality import _describe, quality_metrics
+from qlmio_opt.predictors.model_files import json_safe as _json_safe
+from qlmio_opt.predictors.model_files import model_paths as _paths
+from qlmio_opt.predictors.model_files import verify_npz, write_model_json
 
 __all__ = ["MODEL_FORMAT", "MODEL_VERSION", "TORCH_INSTALL", "TorchQualityModel"]
 
@@ -575,10 +577,8 @@ class TorchQualityModel:
             "feature_names": list(self.feature_names_),
             "metrics": _json_safe(self.metrics_),
             "training_data": _json_safe(self.training_data_),
-            "npz_file": npz_path.name,
-            "npz_sha256": hashlib.sha256(npz_path.read_bytes()).hexdigest(),
         }
-        json_path.write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        write_model_json(json_path, npz_path, meta)
         return json_path, npz_path
 
     @classmethod
@@ -597,12 +597,7 @@ class TorchQualityModel:
         npz_path = json_path.parent / meta["npz_file"]
         settings, spec = meta["settings"], meta["_spec"]
         arrays = _read_npz(npz_path, settings, len(spec.names()))
-        digest = hashlib.sha256(npz_path.read_bytes()).hexdigest()
-        if digest != meta["npz_sha256"]:
-            raise ValueError(
-                f"{json_path}: field 'npz_sha256': {npz_path.name} has SHA-256 {digest}, not the "
-                "recorded one (the arrays were changed or belong to another model)"
-            )
+        verify_npz(json_path, npz_path, meta["npz_sha256"])
         model = cls(**{k: settings[k] for k in cls._SETTINGS}, catalog=catalog)
         model.hidden_sizes = tuple(settings["hidden_sizes"])
         model.feature_spec_ = spec
