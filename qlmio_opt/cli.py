@@ -100,7 +100,7 @@ def _parallel(jobs: int, backend: BackendName, scheduler: str | None):
     return config
 
 
-def _report_failures(results) -> int | None:
+def _report_failures(results, what: str = "window(s)") -> int | None:
     """Print each failed task's error on stderr; the exit code they call for, or None."""
     from qlmio_opt.parallel import worst_error_kind
 
@@ -110,7 +110,7 @@ def _report_failures(results) -> int | None:
         if r.traceback and os.environ.get("QLMIO_DEBUG") == "1":
             err.print(r.traceback, markup=False, highlight=False)
     if failed and len(results) > 1:
-        err.print(f"{len(failed)} of {len(results)} window(s) failed; the others' results stand")
+        err.print(f"{len(failed)} of {len(results)} {what} failed; the others' results stand")
     kind = worst_error_kind(results)
     return {"input": EXIT_INPUT, "internal": EXIT_INTERNAL}.get(kind) if kind else None
 
@@ -368,7 +368,7 @@ def sweep(
             parallel=parallel,
             progress=lambda done, total: bar.update(task, completed=done),
         )
-    failed = _report_failures(results)
+    failed = _report_failures(results, "window-setting pair(s)")
     summary = summarise(frame, list(params))
     paths = write_sweep(frame, summary, out_dir)
     frame_table(out, summary, title=f"sweep over {len(files)} window(s), mean per setting")

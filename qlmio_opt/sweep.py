@@ -5,7 +5,8 @@ every window under every combination with every solver (one task per window and 
 parallel through :mod:`qlmio_opt.parallel`) and returns a tidy table: one row per (window,
 combination, solver), the columns of :func:`qlmio_opt.compare.compare` (``gap`` is the gap to
 the exact solver's objective on the same window and combination) plus the file and the
-parameter values. :func:`frontier` and :func:`plot_frontier` give the quality-latency trade-off.
+parameter values. :func:`summarise` marks each solver's quality-latency frontier and
+:func:`plot_frontier` draws it.
 """
 
 from __future__ import annotations
