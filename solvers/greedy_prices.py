@@ -62,48 +62,52 @@ class Dual:
     The prices form one vector ``y``: first the capacity rows (memory columns, links, the
     quality floor), each in *request units* (price times the typical use of one request, so
     the coordinates are commensurate for the optimiser), then one count price per congested
-    node. All of a request's reduced costs are then ``cost + y @ A`` with one dense matrix
-    ``A`` of shape ``(D, C * R)`` (column-major pairs), which keeps an evaluation to a few
-    array operations.
+    node. A request's reduced costs are ``cost + y @ A`` for a ``(D, C * R)`` matrix ``A`` that
+    is never formed: each memory and count row touches one column, and a link row touches the
+    pairs whose path crosses it with the request's upload, so the product and its transpose
+    are a few element-wise passes over the ``(C, R)`` pairs (no BLAS call, and memory linear in
+    the pairs: a dense ``A`` of a 10,000 x 12 window took 50 MB and most of the first solve's
+    time).
     """
 
     def __init__(self, window: Window, allowed_counts: np.ndarray) -> None:
         w = self.w = window
         num_r, width = w.cost.shape
         finite = np.isfinite(w.cost)
-        self.cost = np.where(finite, w.cost, BIG).T.ravel().astype(np.float32)  # (C * R,)
+        self.exact_cost = np.ascontiguousarray(w.cost.T)  # (C, R), inf where not allowed
+        self.cost = np.where(finite, w.cost, BIG).T.astype(np.float32)  # (C, R)
         self.memory_cols = np.flatnonzero(np.isfinite(w.memory_cap))
         self.nodes = np.flatnonzero((w.congestion[:, 1:] > TINY).any(axis=1))
         self.has_quality = w.gain is not None
-        rows, units, caps = [], [], []
-        for n in self.memory_cols:
-            row = np.zeros((width, num_r))
-            row[n] = w.memory[:, n]
-            rows.append(row)
-            units.append(_typical(w.memory[:, n], finite[:, n]))
-            caps.append(w.memory_cap[n])
+        self.num_memory, self.num_links = len(self.memory_cols), len(w.links)
+        units = [_typical(w.memory[:, n], finite[:, n]) for n in self.memory_cols]
+        caps = list(w.memory_cap[self.memory_cols])
         upload_unit = _typical(w.upload, True)
-        crosses = w.paths[w.site]  # (R, C, L)
-        for k in range(len(w.links)):
-            rows.append((crosses[:, :, k] * w.upload[:, None]).T)
-            units.append(upload_unit)
-            caps.append(w.link_cap[k])
+        units += [upload_unit] * self.num_links
+        caps += list(w.link_cap)
         if self.has_quality:
-            rows.append(-w.gain.T)
             units.append(_typical(w.gain, finite))
             caps.append(0.0)
-        self.num_capacity = len(rows)
+        self.num_capacity = len(units)
         self.unit = np.asarray(units, dtype=float)
         self.scaled_cap = np.asarray(caps, dtype=float) / np.maximum(self.unit, TINY)
-        for n in self.nodes:
-            row = np.zeros((width, num_r))
-            row[n] = 1.0
-            rows.append(row)
-        scale = np.r_[1.0 / np.maximum(self.unit, TINY), np.ones(len(self.nodes))]
-        matrix = np.array([row.ravel() for row in rows]).reshape(len(rows), width * num_r)
-        self.exact_matrix = matrix * scale[:, None]  # for the reported bound
-        # float32 for the many smoothed evaluations: their soft minima need no more
-        self.matrix = self.exact_matrix.astype(np.float32)
+        unit = np.maximum(self.unit, TINY)
+        # coefficients in request units: memory (M, R) on its column, the upload on every link
+        # of a pair's path (per site and column), the quality gain (C, R) on the floor's row
+        self.memory = w.memory[:, self.memory_cols].T / unit[: self.num_memory, None]
+        self.upload = w.upload / upload_unit if self.num_links else np.zeros(num_r)
+        self.paths = w.paths.astype(float)  # (S, C, L)
+        self.site = w.site
+        self.site_onehot = np.zeros((num_r, len(w.paths)))  # (R, S): sums pairs by site
+        self.site_onehot[np.arange(num_r), w.site] = 1.0
+        self.gain = -w.gain.T / unit[-1] if self.has_quality else None
+        self.coef32 = (
+            self.memory.astype(np.float32),
+            self.upload.astype(np.float32),
+            self.paths.astype(np.float32),
+            None if self.gain is None else self.gain.astype(np.float32),
+            self.site_onehot.astype(np.float32),
+        )
         self.shape = (width, num_r)
         m = np.arange(w.congestion.shape[1], dtype=float)
         self.m = m
@@ -113,31 +117,71 @@ class Dual:
         self.m32 = m.astype(np.float32)
         # reduced costs of the pairs, then the node terms (see :meth:`soft`)
         self.buffer = np.empty(self.cost.size + self.congestion.size, dtype=np.float32)
-        # per column, the price rows that touch it and their coefficients (for the Hessian)
-        blocks = self.exact_matrix.reshape(len(rows), width, num_r)
-        self.blocks = []
-        for c in range(width):
-            touch = np.flatnonzero(np.abs(blocks[:, c, :]).max(axis=1, initial=0.0) > 0.0)
-            if len(touch):
-                self.blocks.append((c, touch, np.ascontiguousarray(blocks[touch, c, :])))
 
     @property
     def size(self) -> int:
-        return self.matrix.shape[0]
+        return self.num_capacity + len(self.nodes)
 
     def prices(self, y: np.ndarray) -> Prices:
         """Unpack a price vector into :class:`Prices` (per GB, per megabit, ...)."""
         w = self.w
         raw = y[: self.num_capacity] / np.maximum(self.unit, TINY)
-        num_memory = len(self.memory_cols)
-        num_links = len(w.links)
+        num_memory = self.num_memory
         memory = np.zeros(w.num_nodes + 1)
         memory[self.memory_cols] = raw[:num_memory]
-        link = raw[num_memory : num_memory + num_links]
+        link = raw[num_memory : num_memory + self.num_links]
         quality = float(raw[-1]) if self.has_quality else 0.0
         count = np.zeros(w.num_nodes + 1)
         count[self.nodes] = y[self.num_capacity :]
         return Prices(memory=memory, link=link, quality=quality, count=count)
+
+    def _coefficients(self, exact: bool) -> tuple:
+        """Cost and coefficients in float64 (``exact``) or float32."""
+        if exact:
+            return (
+                self.exact_cost,
+                self.memory,
+                self.upload,
+                self.paths,
+                self.gain,
+                self.site_onehot,
+            )
+        return (self.cost, *self.coef32)
+
+    def reduced(self, y: np.ndarray, exact: bool = False, out: np.ndarray | None = None):
+        """``(C, R)`` reduced costs ``cost + y @ A`` (float64 if ``exact``, else float32)."""
+        cost, memory, upload, paths, gain, _ = self._coefficients(exact)
+        y = np.asarray(y, dtype=cost.dtype)
+        if out is None:
+            red = cost.copy()
+        else:
+            red = out
+            np.copyto(red, cost)
+        num_memory, cut = self.num_memory, self.num_capacity
+        if num_memory:
+            red[self.memory_cols] += y[:num_memory, None] * memory
+        if self.num_links:
+            per_site = paths @ y[num_memory : num_memory + self.num_links]  # (S, C)
+            red += per_site.T[:, self.site] * upload[None, :]
+        if gain is not None:
+            red += y[cut - 1] * gain
+        if len(self.nodes):
+            red[self.nodes] += y[cut:, None]
+        return red
+
+    def row_sums(self, p: np.ndarray) -> np.ndarray:
+        """``A @ p`` for ``(C, R)`` pair weights ``p`` (float32): each price row's expected use."""
+        _, memory, upload, paths, gain, onehot = self._coefficients(p.dtype == np.float64)
+        out = np.empty(self.size, dtype=float)
+        num_memory, cut = self.num_memory, self.num_capacity
+        out[:num_memory] = np.einsum("mr,mr->m", memory, p[self.memory_cols])
+        if self.num_links:
+            by_site = (p * upload[None, :]) @ onehot  # (C, S)
+            out[num_memory : num_memory + self.num_links] = np.einsum("sck,cs->k", paths, by_site)
+        if gain is not None:
+            out[cut - 1] = np.einsum("cr,cr->", gain, p)
+        out[cut:] = p[self.nodes].sum(axis=1)
+        return out
 
     def _node_terms(self, y: np.ndarray) -> np.ndarray:
         """``(N', m)`` ``kappa E(m) - pi m`` of each congested node."""
@@ -146,15 +190,14 @@ class Dual:
 
     def weights(self, y: np.ndarray, tau: float) -> np.ndarray:
         """``(C, R)`` soft-min weights of every request's columns at temperature ``tau``."""
-        red = (self.cost + y.astype(np.float32) @ self.matrix).reshape(self.shape)
-        return _soft_min(red, tau)[1]
+        return _soft_min(self.reduced(y), tau)[1]
 
     def value(self, y: np.ndarray) -> tuple[float, np.ndarray]:
         """The exact dual value (a lower bound) and the columns minimising the reduced cost.
 
         Computed in double precision from the problem arrays (the bound is reported).
         """
-        red = (self.w.cost.T.ravel() + y @ self.exact_matrix).reshape(self.shape)
+        red = self.reduced(y, exact=True)
         columns = np.argmin(red, axis=0)
         total = red.min(axis=0).sum() - y[: self.num_capacity] @ self.scaled_cap
         limit = self.congestion < BIG / 2
@@ -171,12 +214,13 @@ class Dual:
         y32 = y.astype(np.float32)
         cut, pairs = self.num_capacity, self.cost.size
         buffer = self.buffer
-        red, node = buffer[:pairs], buffer[pairs:].reshape(self.congestion.shape)
-        np.matmul(y32, self.matrix, out=red)
-        red += self.cost
+        red, node = (
+            buffer[:pairs].reshape(self.shape),
+            buffer[pairs:].reshape(self.congestion.shape),
+        )
+        self.reduced(y32, out=red)
         np.multiply(y32[cut:, None], self.m32, out=node)
         np.subtract(self.congestion, node, out=node)
-        red = red.reshape(self.shape)
         low, node_low = np.minimum.reduce(red, axis=0), np.minimum.reduce(node, axis=1)
         red -= low
         node -= node_low[:, None]
@@ -190,10 +234,36 @@ class Dual:
         total = float(add(low, dtype=float) + add(node_low, dtype=float))
         total -= tau * float(add(np.log(red_sum), dtype=float) + add(np.log(node_sum), dtype=float))
         total -= y[:cut] @ self.scaled_cap
-        grad = (self.matrix @ red.ravel()).astype(float)
+        grad = self.row_sums(red)
         grad[:cut] -= self.scaled_cap
         grad[cut:] -= node @ self.m32
         return -total, -grad
+
+    def _column_blocks(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Per column, the price rows that touch it and their ``(rows, R)`` coefficients."""
+        blocks = []
+        memory_row = {int(n): i for i, n in enumerate(self.memory_cols)}
+        count_row = {int(n): self.num_capacity + i for i, n in enumerate(self.nodes)}
+        crosses = self.paths[self.site]  # (R, C, L)
+        for c in range(self.shape[0]):
+            rows, coefs = [], []
+            if c in memory_row:
+                rows.append(memory_row[c])
+                coefs.append(self.memory[memory_row[c]])
+            for k in range(self.num_links):
+                coef = crosses[:, c, k] * self.upload
+                if coef.any():
+                    rows.append(self.num_memory + k)
+                    coefs.append(coef)
+            if self.gain is not None and self.gain[c].any():
+                rows.append(self.num_capacity - 1)
+                coefs.append(self.gain[c])
+            if c in count_row:
+                rows.append(count_row[c])
+                coefs.append(np.ones(self.shape[1]))
+            if rows:
+                blocks.append((c, np.asarray(rows), np.array(coefs)))
+        return blocks
 
     def curvature(self, y: np.ndarray, tau: float) -> np.ndarray:
         """``(D, D)`` Hessian of minus the smoothed dual at ``y`` (positive semidefinite).
@@ -203,13 +273,12 @@ class Dual:
         count on its count price: a few small products per column, as each price row touches
         few columns.
         """
-        red = (self.cost + y.astype(np.float32) @ self.matrix).reshape(self.shape)
-        p = _soft_min(red, tau)[1].astype(float)
+        p = _soft_min(self.reduced(y), tau)[1].astype(float)
         q = _soft_min(self._node_terms(y), tau, axis=1)[1].astype(float)
         size = self.size
         hessian = np.zeros((size, size))
         use = np.zeros((size, self.shape[1]))
-        for c, touch, coef in self.blocks:
+        for c, touch, coef in self._column_blocks():
             weighted = coef * p[c]
             # einsum, not matmul: a threaded BLAS can stall on a busy machine
             hessian[np.ix_(touch, touch)] += np.einsum("ir,jr->ij", weighted, coef)

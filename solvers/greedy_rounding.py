@@ -51,7 +51,12 @@ def round_weights(window: Window, weights: np.ndarray, fallback: np.ndarray) -> 
         links = paths[site[r]][c]
         if links:
             size = upload[r]
-            if any(link_load[k] + size > link_cap[k] + TOL for k in links):
+            fits = True
+            for k in links:  # a plain loop, not any(<generator>): it runs once per candidate
+                if link_load[k] + size > link_cap[k] + TOL:
+                    fits = False
+                    break
+            if not fits:
                 continue
             for k in links:
                 link_load[k] += size

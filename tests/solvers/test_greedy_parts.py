@@ -30,6 +30,46 @@ def priced(problem, window):
     return dual, y, taus
 
 
+def dense_price_matrix(dual, window):
+    """``(D, C, R)``: the dual's price rows written out densely, straight from the window."""
+    w = window
+    num_r, width = w.cost.shape
+    rows = []
+    for i, n in enumerate(dual.memory_cols):
+        row = np.zeros((width, num_r))
+        row[n] = w.memory[:, n] / dual.unit[i]
+        rows.append(row)
+    for k in range(len(w.links)):
+        unit = dual.unit[dual.num_memory + k]
+        rows.append((w.paths[w.site][:, :, k] * w.upload[:, None]).T / unit)
+    if w.gain is not None:
+        rows.append(-w.gain.T / dual.unit[-1])
+    for n in dual.nodes:
+        row = np.zeros((width, num_r))
+        row[n] = 1.0
+        rows.append(row)
+    return np.array(rows).reshape(len(rows), width, num_r)
+
+
+# weighted with links; quality floor with links and four sites; quality floor without links
+@pytest.mark.parametrize("name", ["window_005", "window_010", "window_013"])
+def test_structured_products_equal_the_dense_matrix(name):
+    problem, window = window_of(name)
+    dual = Dual(window, problem.allowed.sum(axis=0))
+    dense = dense_price_matrix(dual, window)
+    assert dense.shape[0] == dual.size
+    rng = np.random.default_rng(1)
+    y = rng.uniform(0.0, 2.0, dual.size)
+    expected = window.cost.T + np.einsum("d,dcr->cr", y, dense)
+    np.testing.assert_allclose(dual.reduced(y, exact=True), expected, rtol=1e-12, atol=1e-9)
+    allowed = np.isfinite(expected)  # the single-precision copy stands BIG for inf
+    np.testing.assert_allclose(dual.reduced(y)[allowed], expected[allowed], rtol=1e-5, atol=1e-3)
+    p = rng.uniform(0.0, 1.0, window.cost.T.shape)
+    np.testing.assert_allclose(dual.row_sums(p), np.einsum("dcr,cr->d", dense, p), rtol=1e-10)
+    p32 = p.astype(np.float32)
+    np.testing.assert_allclose(dual.row_sums(p32), np.einsum("dcr,cr->d", dense, p), rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["window_034", "window_042"])
 def test_curvature_matches_finite_differences_of_the_gradient(name):
     problem, window = window_of(name)

@@ -1,0 +1,108 @@
+"""Wall time of the greedy path, with and without its runtime settings, measured side by side.
+
+Usage (from the checkout)::
+
+    python benchmarks/greedy_speed.py [--repeats 7] [--sizes 500x6,10000x12]
+
+For each generated window (``benchmarks/windows.py``) and the committed ``window_061`` (553 x 6),
+the greedy solve is timed in two ways, alternately in one process: as shipped (inside
+:func:`qlmio_opt.runtime.hot_path`: one BLAS thread, cyclic GC paused) and without those
+settings (the same algorithm, ``Greedy._solve``). Both must return the same assignment. The
+first call of each window is reported apart (it pays one-off allocations), then the median and
+the minimum of ``--repeats`` calls, and the shipped path's median CPU time (what the process
+itself spent, whatever the other core does). The machine's load average is printed with the
+table: these machines are shared, and wall times depend on what else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from windows import sized_window
+
+from qlmio_opt import read_instance
+from qlmio_opt.formulations import build_problem
+from qlmio_opt.predictors import predict
+from qlmio_opt.report import markdown_table
+from qlmio_opt.solvers.greedy import Greedy
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SIZES = "500x6,1000x6,2000x12,5000x12,10000x12"
+
+
+def _timed(run) -> tuple[float, float, object]:
+    """Wall and CPU seconds of ``run()``, and its result."""
+    start, cpu = time.perf_counter(), time.process_time()
+    result = run()
+    return time.perf_counter() - start, time.process_time() - cpu, result
+
+
+def measure(label: str, problem, repeats: int) -> dict:
+    """One table row: first call, then ``repeats`` alternating calls of both paths."""
+    solver = Greedy()
+
+    def shipped():
+        return solver.solve(problem)
+
+    def plain():
+        return solver._solve(problem, None, 0, None)
+
+    first, _, reference = _timed(shipped)
+    times = {"shipped": [], "plain": []}
+    cpu_times = []
+    same = True
+    for _ in range(repeats):
+        for name, run in (("plain", plain), ("shipped", shipped)):
+            elapsed, cpu, result = _timed(run)
+            times[name].append(elapsed)
+            if name == "shipped":
+                cpu_times.append(cpu)
+            same &= bool(np.array_equal(result.assignment, reference.assignment))
+    value, bound = reference.reported_objective, reference.bound
+    return {
+        "window": label,
+        "requests": problem.num_requests,
+        "nodes": problem.num_nodes,
+        "first call ms": 1000 * first,
+        "shipped median ms": 1000 * statistics.median(times["shipped"]),
+        "shipped min ms": 1000 * min(times["shipped"]),
+        "shipped CPU ms": 1000 * statistics.median(cpu_times),
+        "plain median ms": 1000 * statistics.median(times["plain"]),
+        "plain min ms": 1000 * min(times["plain"]),
+        "plain / shipped": statistics.median(times["plain"]) / statistics.median(times["shipped"]),
+        "same answer": "yes" if same else "NO",
+        "gap to own bound %": 100 * (value - bound) / max(abs(value), 1e-9),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="REQUESTSxNODES,...")
+    args = parser.parse_args(argv)
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    rows = []
+    instance = read_instance(ROOT / "instances" / "window_061.json")
+    rows.append(measure("window_061", build_problem(instance, predict(instance)), args.repeats))
+    for size in args.sizes.split(","):
+        requests, nodes = (int(part) for part in size.lower().split("x"))
+        instance = sized_window(requests, nodes)
+        problem = build_problem(instance, predict(instance))
+        rows.append(measure(f"generated {requests}x{nodes}", problem, args.repeats))
+    print(markdown_table(pd.DataFrame(rows), index=False))
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
