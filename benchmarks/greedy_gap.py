@@ -52,7 +52,7 @@ def cached_exact(path: Path, problem: Problem, time_limit: float, use_cache: boo
     kind, run = exact_solver()
     cache = OUT / f"{path.stem}.{kind}.{time_limit:g}s.json"
     if use_cache and cache.exists():
-        return json.loads(cache.read_text())
+        return {**json.loads(cache.read_text()), "cached": True}
     start = time.perf_counter()
     status, assignment, bound = run(problem, time_limit)
     elapsed = time.perf_counter() - start
@@ -62,6 +62,7 @@ def cached_exact(path: Path, problem: Problem, time_limit: float, use_cache: boo
         "objective": None,
         "bound": None if bound is None else float(bound),
         "assignment": None,
+        "cached": False,
     }
     if assignment is not None:
         ev = evaluate(problem, assignment)
@@ -111,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     gaps, ratios, near_500x6, greedy_times, exact_times = [], [], [], [], []
+    fresh: list[bool] = []
     for path in paths:
         instance = read_instance(path)
         problem = build_problem(instance, predict(instance))
         exact = cached_exact(path, problem, args.time_limit, not args.no_cache)
+        fresh.append(not exact.get("cached", False))
         obj, g_time, g_status = greedy_run(problem, args.repeats, args.solver)
         opt = exact["objective"]
         gap = None
@@ -149,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
             "exact median / greedy median "
             f"{statistics.median(exact_times) / statistics.median(greedy_times):.0f}x"
         )
-        if not args.no_cache:
+        cached = fresh.count(False)
+        if cached:
             print(
-                "(exact times come from the cache and were measured when it was filled, maybe on "
-                "a busier machine: for a side-by-side ratio run benchmarks/solver_gaps.py)"
+                f"({cached} exact times come from the cache and were measured when it was "
+                "filled, maybe on a busier machine: for a side-by-side ratio rerun with --no-cache "
+                "or run benchmarks/solver_gaps.py)"
             )
+        else:
+            print("(exact and greedy were timed in this run)")
     if near_500x6:
         print("greedy on ~500-request x 6-node windows: " + "; ".join(near_500x6))
     return 0
