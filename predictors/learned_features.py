@@ -53,6 +53,14 @@ Features (names in :meth:`FeatureSpec.names`):
 
 A task or family unknown to the :class:`FeatureSpec` gets an all-zero one-hot block; a model must
 be in the catalog passed in (an instance's own catalog, inline entries included, works).
+
+**The instance path.** Predicting a window does not go through the per-pair columns: most
+features depend on the request alone and the rest on the node's model and tier, so
+:func:`window_quality_features` computes the per-request parts once per request
+(:func:`window_requests`, kept for the same instance object so that the latency model shares
+them; prompts parsed once and kept, :func:`prompt_table`) and builds one row per request and
+distinct (model, tier). The numbers are those of :func:`instance_features`, row for row
+(``tests/predictors/test_fast_path.py`` checks it).
 """
 
 from __future__ import annotations
@@ -60,8 +68,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any
@@ -75,20 +84,27 @@ from qlmio_opt.instance import Instance
 __all__ = [
     "FEATURE_VERSION",
     "PAIR_COLUMNS",
+    "PROMPT_CACHE_SIZE",
     "PROMPT_FEATURES",
     "TEXT_BUCKETS",
     "TEXT_FEATURES",
+    "WINDOW_CACHE_SIZE",
     "FeatureSpec",
+    "WindowRequests",
     "analytic_logit",
+    "clear_caches",
     "instance_features",
     "pairs_from_instance",
     "pairs_from_table",
     "prompt_features",
+    "prompt_table",
     "quality_features",
     "question_buckets",
     "seen_pixels_estimate",
     "text_bag",
     "text_scores",
+    "window_quality_features",
+    "window_requests",
 ]
 
 FEATURE_VERSION = 2
@@ -310,6 +326,11 @@ def pairs_from_instance(
 # pieces
 # --------------------------------------------------------------------------------------------
 def _one_prompt(prompt: str) -> tuple[float, ...]:
+    return _parse_prompt(prompt)[0]
+
+
+def _parse_prompt(prompt: str) -> tuple[tuple[float, ...], list[str]]:
+    """The hand-made features of one prompt, and its question's words (in order)."""
     question, _, rest = prompt.partition("\n")
     words = _WORD.findall(question.lower())
     vocabulary = set(words)
@@ -320,7 +341,7 @@ def _one_prompt(prompt: str) -> tuple[float, ...]:
             has_ocr = True
             body = line[len(_OCR_LINE) :]
             n_ocr += body.count(",") + 1 if body.strip() else 0
-    return (
+    features = (
         float(bool(words) and words[0] in _AUXILIARY),
         float(numeric),
         float(not vocabulary.isdisjoint(_READING)),
@@ -329,6 +350,7 @@ def _one_prompt(prompt: str) -> tuple[float, ...]:
         math.log1p(n_ocr),
         float(len(words)),
     )
+    return features, words
 
 
 def prompt_features(prompts: Sequence[Any]) -> np.ndarray:
@@ -615,3 +637,296 @@ def instance_features(
     """``(R * N, n_features)``: :func:`quality_features` of every pair of ``instance``."""
     catalog = catalog or instance.resolved_catalog
     return quality_features(pairs_from_instance(instance, catalog), catalog, spec, text_coef)
+
+
+# --------------------------------------------------------------------------------------------
+# the instance path: what a request's pairs share computed once per request
+# --------------------------------------------------------------------------------------------
+PROMPT_CACHE_SIZE = 2**14
+"""Distinct prompts whose parse (hand-made features, hashed question words) is kept between
+calls (:func:`prompt_table`; :func:`clear_caches` empties it)."""
+
+
+WINDOW_CACHE_SIZE = 4
+"""Windows (instance objects) whose :class:`WindowRequests` :func:`window_requests` keeps, so
+that the quality and the latency model of one prediction share them."""
+
+
+@dataclass(frozen=True, eq=False)
+class WindowRequests:
+    """The columns of :data:`PAIR_COLUMNS` that depend on the request only, for a window.
+
+    Built by :func:`window_requests`. Every array has one entry per request (length ``R``),
+    except the three ``image_*`` arrays (one per image, request-major). The derived arrays
+    (:meth:`image_tokens`, :meth:`prompt_features`, :meth:`text_scores`) are computed once and
+    kept (read-only): the instance they come from is immutable.
+    """
+
+    task: np.ndarray
+    prompt: tuple[str, ...]
+    prompt_tokens: np.ndarray
+    n_images: np.ndarray
+    image_pixels: np.ndarray
+    max_output_tokens: np.ndarray
+    image_owner: np.ndarray
+    image_width: np.ndarray
+    image_height: np.ndarray
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.task)
+
+    def image_tokens(self, rule: ImageTokenRule) -> np.ndarray:
+        """``(R,)`` tokens a model with image-token rule ``rule`` spends on each request."""
+        key = ("tokens", rule)
+        if key not in self._memo:
+            if len(self.image_owner):
+                per_image = rule.tokens_array(self.image_width, self.image_height).astype(float)
+                tokens = np.bincount(self.image_owner, weights=per_image, minlength=len(self))
+            else:
+                tokens = np.zeros(len(self))
+            self._memo[key] = _read_only(tokens)
+        return self._memo[key]
+
+    def prompt_features(self) -> np.ndarray:
+        """``(R, len(PROMPT_FEATURES))``: :func:`prompt_features` of the prompts."""
+        if "prompts" not in self._memo:
+            self._memo["prompts"] = _read_only(prompt_table(self.prompt)[0])
+        return self._memo["prompts"]
+
+    def text_scores(self, text_coef: np.ndarray) -> np.ndarray:
+        """``(R,)``: :func:`text_scores` of the prompts for the coefficients ``text_coef``."""
+        key = ("scores", id(text_coef))
+        kept = self._memo.get(key)
+        if kept is None or kept[0] is not text_coef:
+            features, scores = prompt_table(self.prompt, text_coef)
+            self._memo.setdefault("prompts", _read_only(features))
+            kept = self._memo[key] = (text_coef, _read_only(scores))
+        return kept[1]
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+_windows: list[tuple[weakref.ref, WindowRequests]] = []
+
+
+def window_requests(instance: Instance) -> WindowRequests:
+    """The per-request columns of ``instance`` (the same numbers :func:`pairs_from_instance`
+    repeats for every node); the same object again for the same instance object while it is
+    one of the last :data:`WINDOW_CACHE_SIZE` (instances are immutable)."""
+    for ref, kept in _windows:
+        if ref() is instance:
+            return kept
+    reqs = instance.requests
+    n_req = len(reqs)
+    flat = [(i, im.width, im.height) for i, r in enumerate(reqs) for im in r.images]
+    img = np.array(flat, dtype=np.int64).reshape(-1, 3)
+    owner, width, height = img[:, 0], img[:, 1], img[:, 2]
+    pixels = np.bincount(owner, weights=(width * height).astype(float), minlength=n_req)
+    out = WindowRequests(
+        task=np.array([r.task for r in reqs], dtype=object),
+        prompt=tuple(r.prompt or "" for r in reqs),
+        prompt_tokens=np.array([r.prompt_tokens for r in reqs], dtype=float),
+        n_images=np.array([len(r.images) for r in reqs], dtype=float),
+        image_pixels=pixels,
+        max_output_tokens=np.array([r.max_output_tokens for r in reqs], dtype=float),
+        image_owner=owner,
+        image_width=width,
+        image_height=height,
+    )
+    for name in ("task", "prompt_tokens", "n_images", "image_pixels", "max_output_tokens"):
+        _read_only(getattr(out, name))
+    _windows[:] = [(weakref.ref(instance), out), *_windows[: WINDOW_CACHE_SIZE - 1]]
+    return out
+
+
+@lru_cache(maxsize=PROMPT_CACHE_SIZE)
+def _parsed_prompt(prompt: str) -> tuple[tuple[float, ...], frozenset[str]]:
+    """A prompt's hand-made features and the distinct words of its question."""
+    features, words = _parse_prompt(prompt)
+    return features, frozenset(words)
+
+
+_word_hashes: dict[str, int] = {}
+_WORD_HASHES_KEPT = 2**18
+
+
+def _hashes(words: list[str]) -> np.ndarray:
+    """:func:`_word_hash` of every word, as ``uint64`` (known words from a plain dict)."""
+    known = _word_hashes
+    if len(known) > _WORD_HASHES_KEPT:
+        known.clear()
+    out = [known.get(w) for w in words]
+    for i, h in enumerate(out):
+        if h is None:
+            out[i] = known[words[i]] = _word_hash(words[i])
+    return np.array(out, dtype=np.uint64)
+
+
+def clear_caches(words: bool = False) -> None:
+    """Forget every parsed prompt and every kept window (:func:`window_requests`): the next
+    prediction parses its prompts afresh, as for a window of new requests. The hashes of known
+    words (the vocabulary, a few thousand words that recur in every window) are kept unless
+    ``words``."""
+    _parsed_prompt.cache_clear()
+    _windows.clear()
+    if words:
+        _word_hashes.clear()
+        _word_hash.cache_clear()
+
+
+def prompt_table(
+    prompts: Sequence[str], text_coef: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hand-made prompt features and (with ``text_coef``) text scores of every prompt.
+
+    The same numbers as :func:`prompt_features` and :func:`text_scores`, for string prompts
+    (``None`` is not accepted here: the instance path passes ``""``); each distinct prompt is
+    parsed once and the parse kept for later calls (:data:`PROMPT_CACHE_SIZE`).
+
+    Returns
+    -------
+    tuple
+        ``(n, len(PROMPT_FEATURES))`` features and ``(n,)`` scores (``None`` without
+        ``text_coef``).
+    """
+    index: dict[str, int] = {}
+    codes = np.array([index.setdefault(p, len(index)) for p in prompts], dtype=np.intp)
+    distinct = list(index)
+    features = np.array([_parsed_prompt(p)[0] for p in distinct], dtype=float).reshape(
+        len(distinct), len(PROMPT_FEATURES)
+    )[codes]
+    if text_coef is None:
+        return features, None
+    coef = np.asarray(text_coef, dtype=np.float64)
+    if coef.ndim != 1 or not len(coef):
+        raise ValueError("the text coefficients must be a non-empty one-dimensional array")
+    words = [_parsed_prompt(p)[1] for p in distinct]
+    counts = np.array([len(w) for w in words], dtype=np.int64)
+    if not counts.sum():
+        return features, np.zeros(len(codes))
+    # the text bag of the distinct prompts, as text_bag builds it: every distinct word weighs
+    # 1 / sqrt(distinct words); words sharing a bucket add up (in order), then the product
+    # runs over each prompt's buckets in increasing order, as scipy's sparse product does
+    n_buckets = len(coef)
+    owner = np.repeat(np.arange(len(words), dtype=np.int64), counts)
+    bucket = (_hashes([w for ws in words for w in ws]) % np.uint64(n_buckets)).astype(np.int64)
+    key = np.sort(owner * n_buckets + bucket)  # by prompt, then bucket
+    first = np.empty(len(key), dtype=bool)
+    first[0] = True
+    np.not_equal(key[1:], key[:-1], out=first[1:])
+    cells = key[first]
+    # a prompt's words all weigh the same: a cell's weight adds that weight once per word
+    weight = (1.0 / np.sqrt(np.maximum(counts, 1)))[key // n_buckets]
+    cell_weight = np.bincount(np.cumsum(first) - 1, weights=weight, minlength=len(cells))
+    products = cell_weight * coef[cells % n_buckets]
+    scores = np.bincount(cells // n_buckets, weights=products, minlength=len(words))
+    return features, scores[codes]
+
+
+def window_quality_features(
+    instance: Instance,
+    spec: FeatureSpec,
+    catalog: Catalog | None = None,
+    text_coef: np.ndarray | None = None,
+    requests: WindowRequests | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quality_features` of a window, each distinct row computed once.
+
+    A pair's features depend on the request and on its node's model and tier only, so nodes
+    sharing both share their rows: the features are built for every (node key, request) with
+    the per-request parts (task, prompt, text score, image totals) computed once per request and
+    the per-model parts once per model, and they equal :func:`instance_features` row for row.
+
+    Returns
+    -------
+    tuple
+        ``(K * R, n_features)`` features, key-major (the ``R`` rows of key 0, then key 1, ...),
+        and ``(N,)`` the key of every node: the row of pair ``(r, j)`` is
+        ``key[j] * R + r``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`quality_features`.
+    """
+    catalog = catalog or instance.resolved_catalog
+    req = requests if requests is not None else window_requests(instance)
+    n_req = len(req)
+    keys: dict[tuple[str, str], int] = {}
+    node_key = np.array(
+        [keys.setdefault((n.model, n.tier), len(keys)) for n in instance.nodes], dtype=np.intp
+    )
+    if spec.text_buckets:
+        if text_coef is None:
+            raise ValueError("this feature spec has a text score: pass text_coef")
+        if np.shape(text_coef) != (spec.text_buckets,):
+            raise ValueError(
+                f"text_coef must have shape ({spec.text_buckets},); got {np.shape(text_coef)}"
+            )
+        score = req.text_scores(text_coef)
+    prompts = req.prompt_features()
+    names = spec.names()
+    n_feat, n_fam = len(names), len(spec.families)
+    X = np.empty((len(keys), n_req, n_feat))
+    col = 0
+
+    def put(block: np.ndarray) -> None:  # a per-request block, the same for every key
+        nonlocal col
+        width = 1 if block.ndim == 1 else block.shape[-1]
+        X[:, :, col : col + width] = block if block.ndim > 1 else block[:, None]
+        col += width
+
+    tasks, t_code = _distinct(req.task)
+    task_specs = [catalog.task(t) for t in tasks]
+    one_hot = np.array([[float(t == s) for s in spec.tasks] for t in tasks]).reshape(
+        -1, len(spec.tasks)
+    )
+    put(one_hot[t_code])
+    put(prompts)
+    n_img, px = req.n_images, req.image_pixels
+    has = (n_img > 0) & (px > 0)
+    safe_px = np.where(has, px, 1.0)
+    exponent = np.array([t.resolution_exponent for t in task_specs])[t_code]
+    image_col = col
+    put(np.log1p(req.prompt_tokens))
+    put(n_img)
+    put(np.log1p(px))
+    for (model_key, tier), k in keys.items():
+        m = catalog.model(model_key)
+        rule = m.image_tokens
+        tok = req.image_tokens(rule)
+        acc_task = np.array([float(m.accuracy[t]) for t in tasks])[t_code]
+        ref_share = np.array(
+            [_reference_share(rule, t.reference_width, t.reference_height) for t in task_specs]
+        )[t_code]
+        seen = seen_pixels_estimate(rule, n_img, px, tok)
+        log_share = np.where(has, np.log(np.where(has, seen, 1.0) / safe_px), 0.0)
+        log_vs_ref = np.where(has, log_share - np.log(ref_share), 0.0)
+        shift = exponent * log_vs_ref
+        tokens_per_mpx = np.where(has, np.log(np.maximum(tok, 1.0) / (safe_px / 1e6)), 0.0)
+        analytic = np.clip(acc_task * np.exp(shift), 0.0, 1.0)
+        pair = [np.log1p(tok), tokens_per_mpx, log_share, log_vs_ref, shift, analytic]
+        if spec.text_buckets:
+            pair += [score, analytic_logit(analytic) + score]
+        accs = [float(m.accuracy[t]) for t in spec.tasks if t in m.accuracy]
+        acc_mean = float(np.mean(accs)) if accs else 0.0
+        pair += [np.full(n_req, math.log(m.params_b)), acc_task, np.full(n_req, acc_mean)]
+        pair += [np.full(n_req, float(tier == "cloud"))]
+        X[k, :, image_col + 3 : n_feat - n_fam] = np.column_stack(pair)
+        X[k, :, n_feat - n_fam :] = [float(m.family == f) for f in spec.families]
+    out = X.reshape(len(keys) * n_req, n_feat)
+    if not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
+        raise ValueError(f"non-finite feature(s): {', '.join(names[i] for i in bad)}")
+    return out, node_key
+
+
+def _distinct(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
+    """Distinct hashable values in order of appearance, and each value's index among them."""
+    index: dict[Any, int] = {}
+    codes = np.array([index.setdefault(v, len(index)) for v in values], dtype=np.intp)
+    return list(index), codes

@@ -34,7 +34,8 @@ settings, feature count, the conformal offset, metrics, the SHA-256 of the array
 ``latency.`` or ``p90.``); :meth:`~LearnedLatencyModel.load` reads them with :func:`json.loads`
 and ``numpy.load(allow_pickle=False)``, checks every field as the quality model's loader does and
 refuses anything else with a ``ValueError`` naming the file and the field. Inference runs the
-trees in numpy (:class:`~qlmio_opt.predictors.learned_quality.TreeEnsemble`).
+trees in numpy (:class:`~qlmio_opt.predictors.learned_quality.TreeEnsemble`); a window's
+features are computed once per request and distinct node (:func:`window_latency_features`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ import numpy as np
 
 from qlmio_opt.catalog import Catalog, default_catalog
 from qlmio_opt.instance import Instance
-from qlmio_opt.predictors.learned_features import pairs_from_instance, prompt_features
+from qlmio_opt.predictors.learned_features import (
+    WindowRequests,
+    pairs_from_instance,
+    prompt_features,
+    window_requests,
+)
 from qlmio_opt.predictors.learned_quality import (
     TreeEnsemble,
     _check_arrays,
@@ -61,11 +67,13 @@ from qlmio_opt.predictors.model_files import verify_npz, write_model_json
 
 __all__ = [
     "MODEL_FORMAT",
+    "N_BASE_FEATURES",
     "LearnedLatencyModel",
     "analytic_parts",
     "instance_table",
     "latency_features",
     "latency_metrics",
+    "window_latency_features",
 ]
 
 MODEL_FORMAT = "qlmio-opt/learned-latency"
@@ -225,6 +233,74 @@ def instance_table(
     return cols
 
 
+N_BASE_FEATURES = 27
+"""Columns of :func:`latency_features` without the output length (the output model's input)."""
+
+
+def window_latency_features(
+    instance: Instance,
+    transfer_s: np.ndarray,
+    rtt_s: np.ndarray,
+    catalog: Catalog | None = None,
+    requests: WindowRequests | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`latency_features` of every pair of a window, each distinct row computed once.
+
+    The per-request columns (task, prompt, token counts, output allowance) are computed once
+    per request, the per-model and per-node ones once per node; nodes with the same model,
+    device, tier and concurrency and the same upload plus round trip for every request share
+    their rows. The rows equal those of :func:`instance_table` + :func:`latency_features`.
+
+    Returns
+    -------
+    tuple
+        ``(K * R, 29)`` features, key-major, of which the first :data:`N_BASE_FEATURES` are
+        filled (the output length's two columns are left for the caller); ``(K * R,)`` the
+        roofline decode time of one token; ``(N,)`` every node's key (the row of pair
+        ``(r, j)`` is ``key[j] * R + r``).
+    """
+    catalog = catalog or instance.resolved_catalog
+    req = requests if requests is not None else window_requests(instance)
+    n_req = len(req)
+    link = np.asarray(transfer_s, float) + np.asarray(rtt_s, float)  # (R, N)
+    keys: dict[tuple[Any, ...], int] = {}
+    first: list[int] = []
+    node_key = np.empty(len(instance.nodes), dtype=np.intp)
+    for j, n in enumerate(instance.nodes):
+        key = (n.model, n.device, n.tier, n.max_concurrency or 1, link[:, j].tobytes())
+        if key not in keys:
+            keys[key] = len(keys)
+            first.append(j)
+        node_key[j] = keys[key]
+    X = np.empty((len(keys), n_req, N_BASE_FEATURES + 2))
+    tasks = tuple(catalog.tasks)
+    X[:, :, : len(tasks)] = _one_hot(req.task, tasks)
+    col = len(tasks)
+    X[:, :, col : col + 7] = req.prompt_features()
+    col += 7
+    X[:, :, col] = np.log1p(req.prompt_tokens)
+    X[:, :, col + 2] = req.n_images
+    X[:, :, col + 3] = np.log(req.max_output_tokens)
+    X[:, :, col + 9 : col + 13] = 0.0  # log1p of the zero background load
+    X[:, :, N_BASE_FEATURES:] = 0.0  # the output length's columns, filled by the caller
+    per_token = np.empty((len(keys), n_req))
+    for k, j in enumerate(first):
+        node = instance.nodes[j]
+        model, device = catalog.model(node.model), catalog.device(node.device)
+        tok = req.image_tokens(model.image_tokens)
+        vision = tok * model.vision_patches_per_token / device.vision_tok_s(model)
+        prefill = (req.prompt_tokens + tok) / device.prefill_tok_s(model)
+        per_token[k] = 1.0 / device.decode_tok_s(model)
+        X[k, :, col + 1] = np.log1p(tok)
+        X[k, :, col + 4] = np.log(np.full(n_req, float(model.params_b)))
+        X[k, :, col + 5] = float(node.tier == "cloud")
+        X[k, :, col + 6] = np.log(per_token[k])
+        X[k, :, col + 7] = np.log1p(vision + prefill)
+        X[k, :, col + 8] = np.log1p(link[:, j])
+        X[k, :, col + 13] = float(node.max_concurrency or 1)
+    return X.reshape(len(keys) * n_req, -1), per_token.reshape(-1), node_key
+
+
 class LearnedLatencyModel:
     """Output length, latency and its 90th percentile by gradient boosting (see the module).
 
@@ -346,23 +422,26 @@ class LearnedLatencyModel:
         if not hasattr(self, "latency_trees_"):
             raise ValueError("the model is not fitted; call fit(table) or load first")
 
-    def _output(self, base: np.ndarray, table: Any) -> np.ndarray:
+    def _output(self, base: np.ndarray, table: Any, reference: bool = False) -> np.ndarray:
         cap = np.asarray(table["max_output_tokens"], float)
-        return np.clip(np.expm1(self.output_trees_.raw_predict(base)), 1.0, cap)
+        raw = self.output_trees_.raw_predict(base, reference=reference)
+        return np.clip(np.expm1(raw), 1.0, cap)
 
     def predict_table(
-        self, table: Any, catalog: Catalog | None = None, p90: bool = True
+        self, table: Any, catalog: Catalog | None = None, p90: bool = True, reference: bool = False
     ) -> dict[str, np.ndarray]:
         """``output_tokens``, ``latency_s`` and (with ``p90``) ``latency_p90_s`` for every row
-        of ``table``."""
+        of ``table`` (``reference=True``: trees walked the straightforward way, same numbers)."""
         self._check_fitted()
         catalog = catalog or self.catalog or default_catalog()
         base = latency_features(table, catalog)
-        out = self._output(base, table)
+        out = self._output(base, table, reference)
         full = _with_output(base, out, analytic_parts(table, catalog)["per_token_s"])
-        result = {"output_tokens": out, "latency_s": np.exp(self.latency_trees_.raw_predict(full))}
+        latency = self.latency_trees_.raw_predict(full, reference=reference)
+        result = {"output_tokens": out, "latency_s": np.exp(latency)}
         if p90:
-            result["latency_p90_s"] = np.exp(self.p90_trees_.raw_predict(full) + self.p90_offset_)
+            p90_raw = self.p90_trees_.raw_predict(full, reference=reference)
+            result["latency_p90_s"] = np.exp(p90_raw + self.p90_offset_)
         return result
 
     def predict_instance(
@@ -372,19 +451,49 @@ class LearnedLatencyModel:
         rtt_s: np.ndarray,
         catalog: Catalog | None = None,
         p90: bool = True,
+        reference: bool = False,
     ) -> dict[str, np.ndarray]:
         """``(R, N)`` output length, stand-alone latency and (with ``p90``) its 90th percentile
         for every pair of ``instance``.
 
         ``transfer_s`` and ``rtt_s`` are the analytic upload and round-trip times (``(R, N)``);
-        the pairs are evaluated at zero background load (module docstring).
+        the pairs are evaluated at zero background load (module docstring). The features come
+        from :func:`window_latency_features` (each distinct row once); ``reference=True`` takes
+        the straightforward path instead (every pair a row of :func:`instance_table`, the trees
+        walked by :func:`~qlmio_opt.predictors.tree_ensemble.reference_raw_sum`): slower, the
+        same numbers.
         """
+        self._check_fitted()
         shape = (len(instance.requests), len(instance.nodes))
-        catalog = catalog or instance.resolved_catalog
-        cols = instance_table(instance, transfer_s, rtt_s, catalog)
-        predicted = self.predict_table(cols, catalog, p90=p90) if shape[0] else {}
         names = ("output_tokens", "latency_s", "latency_p90_s")[: 3 if p90 else 2]
-        return {k: predicted[k].reshape(shape) if shape[0] else np.zeros(shape) for k in names}
+        if not shape[0]:
+            return {k: np.zeros(shape) for k in names}
+        catalog = catalog or instance.resolved_catalog
+        if reference:
+            cols = instance_table(instance, transfer_s, rtt_s, catalog)
+            predicted = self.predict_table(cols, catalog, p90=p90, reference=True)
+            return {k: predicted[k].reshape(shape) for k in names}
+        req = window_requests(instance)
+        X, per_token, node_key = window_latency_features(
+            instance, transfer_s, rtt_s, catalog, requests=req
+        )
+        n_base = self.output_trees_.n_features
+        if n_base != N_BASE_FEATURES or self.latency_trees_.n_features != X.shape[1]:
+            raise ValueError(
+                f"the latency model reads {n_base} and {self.latency_trees_.n_features} "
+                f"features; this code computes {N_BASE_FEATURES} and {X.shape[1]}"
+            )
+        cap = np.tile(req.max_output_tokens, len(X) // shape[0])
+        n_blocks = len(X) // shape[0]
+        out = np.clip(np.expm1(self.output_trees_.raw_predict_blocks(X, n_blocks)), 1.0, cap)
+        X[:, n_base] = np.log1p(out)
+        X[:, n_base + 1] = np.log1p(out * per_token)
+        latency = self.latency_trees_.raw_predict_blocks(X, n_blocks)
+        result = {"output_tokens": out, "latency_s": np.exp(latency)}
+        if p90:
+            p90_raw = self.p90_trees_.raw_predict_blocks(X, n_blocks)
+            result["latency_p90_s"] = np.exp(p90_raw + self.p90_offset_)
+        return {k: np.ascontiguousarray(result[k].reshape(-1, shape[0])[node_key].T) for k in names}
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> tuple[Path, Path]:

@@ -43,12 +43,17 @@ which the model file stores.
 indices, child indices pointing forward inside their own tree, the text coefficients' length
 and finiteness, the hash) and refuses anything
 else with a ``ValueError`` naming the file and the field. Prediction never needs scikit-learn:
-:class:`TreeEnsemble` runs the trees in numpy, vectorised over samples *and* trees. All trees'
-nodes are stacked into one array (leaves point to themselves), a ``(n_samples, n_trees)``
-matrix of node indices starts at the roots and steps down one level per iteration, for as many
-iterations as the deepest tree; the raw score is the baseline plus the sum of the reached leaf
-values, the probability its logistic, exactly as scikit-learn computes it (the tests check
-equality to 1e-9).
+:class:`TreeEnsemble` runs the trees in numpy (:mod:`qlmio_opt.predictors.tree_ensemble`),
+vectorised over samples *and* trees: a ``(rows, n_trees)`` matrix of node indices steps down one
+level per iteration, block of rows by block of rows in reused buffers, or, for a window's
+features (:meth:`TreeEnsemble.raw_predict_blocks`), per-feature tables of leaf masks that are
+looked up once per request for the per-request columns; the raw score is the baseline plus the
+sum of the reached leaf values, the probability its logistic, exactly as scikit-learn computes
+it (the tests check equality to 1e-9). :meth:`LearnedQualityModel.predict_proba_instance`
+computes a window's features once per request and distinct node model and tier
+(:func:`~qlmio_opt.predictors.learned_features.window_quality_features`); ``reference=True``
+keeps the straightforward path (every pair a row, the trees walked one step at a time on all
+rows at once), which gives the same numbers.
 """
 
 from __future__ import annotations
@@ -73,10 +78,16 @@ from qlmio_opt.predictors.learned_features import (
     instance_features,
     quality_features,
     text_bag,
+    window_quality_features,
 )
 from qlmio_opt.predictors.model_files import json_safe as _json_safe
 from qlmio_opt.predictors.model_files import model_paths as _paths
 from qlmio_opt.predictors.model_files import verify_npz, write_model_json
+from qlmio_opt.predictors.tree_ensemble import (
+    compile_leaf_masks,
+    compile_trees,
+    reference_raw_sum,
+)
 
 __all__ = [
     "MODEL_FORMAT",
@@ -189,35 +200,14 @@ class TreeEnsemble:
     n_features: int
 
     def __post_init__(self) -> None:
-        a = self.arrays
-        offsets = a["tree_offsets"].astype(np.intp)
-        n_nodes = len(a["value"])
-        leaf = a["is_leaf"].astype(bool)
-        start = np.repeat(offsets[:-1], np.diff(offsets))  # tree start of every node
-        own = np.arange(n_nodes, dtype=np.intp)
-        left = np.where(leaf, own, start + a["left"].astype(np.intp))
-        right = np.where(leaf, own, start + a["right"].astype(np.intp))
-        depth = np.zeros(n_nodes, dtype=np.intp)
-        for i in np.flatnonzero(~leaf):  # children come after their parent: one forward pass
-            depth[left[i]] = depth[right[i]] = depth[i] + 1
-        # Inference walks "doubled" indices 2 * node (+1 to go right): the child lookup is then
-        # one gather, and the per-node arrays are repeated twice to be indexed the same way.
-        children = np.empty(2 * n_nodes, dtype=np.intp)
-        children[0::2], children[1::2] = 2 * left, 2 * right
-        feature = np.where(leaf, 0, a["feature_idx"]).astype(np.intp)
-        threshold = np.where(leaf, np.inf, a["num_threshold"])  # a leaf always goes "left": itself
-        set_ = object.__setattr__
-        set_(self, "_children2", children)
-        set_(self, "_feature2", np.repeat(feature, 2))
-        set_(self, "_threshold2", np.repeat(threshold, 2))
-        set_(self, "_missing_right2", np.repeat(~(leaf | a["missing_go_to_left"].astype(bool)), 2))
-        set_(self, "_value", a["value"].astype(float))
-        set_(self, "_roots", offsets[:-1].copy())
-        object.__setattr__(self, "depth", int(depth.max()) if n_nodes else 0)
+        compiled = compile_trees(self.arrays)
+        object.__setattr__(self, "_compiled", compiled)
+        object.__setattr__(self, "_masks", compile_leaf_masks(self.arrays))
+        object.__setattr__(self, "depth", compiled.depth)
 
     @property
     def n_trees(self) -> int:
-        return len(self._roots)
+        return self._compiled.n_trees
 
     @property
     def baseline(self) -> float:
@@ -257,28 +247,43 @@ class TreeEnsemble:
         n_features = int(estimator.n_features_in_)
         return cls(_check_arrays({**arrays, **_identity()}, "estimator", n_features), n_features)
 
-    def raw_predict(self, X: np.ndarray) -> np.ndarray:
-        """Raw scores (log-odds) of the rows of ``X``: baseline + sum of the trees' leaves."""
+    def raw_predict(self, X: np.ndarray, reference: bool = False) -> np.ndarray:
+        """Raw scores (log-odds) of the rows of ``X``: baseline + sum of the trees' leaves.
+
+        ``reference=True`` runs the straightforward walk
+        (:func:`~qlmio_opt.predictors.tree_ensemble.reference_raw_sum`) instead of the blocked
+        one; the numbers are the same.
+        """
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
-        n = X.shape[0]
-        node = np.broadcast_to(2 * self._roots, (n, self.n_trees))  # doubled indices
-        flat = X.ravel()
-        row = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
-        has_nan = bool(np.isnan(flat).any())
-        # indices were checked at load: "clip" only skips numpy's bounds checks
-        for _ in range(self.depth):
-            x = np.take(flat, row + np.take(self._feature2, node, mode="clip"), mode="clip")
-            right = x > np.take(self._threshold2, node, mode="clip")  # sklearn: left if x <= t
-            if has_nan:
-                right |= np.isnan(x) & np.take(self._missing_right2, node, mode="clip")
-            node = np.take(self._children2, node + right, mode="clip")
-        return self.baseline + np.take(self._value, node // 2, mode="clip").sum(axis=1)
+        if reference:
+            return self.baseline + reference_raw_sum(self._compiled, X)
+        return self.baseline + self._compiled.raw_sum(X)
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def raw_predict_blocks(self, X: np.ndarray, n_blocks: int) -> np.ndarray:
+        """:meth:`raw_predict` of rows made of ``n_blocks`` equal blocks (a window's features,
+        key-major), with the same numbers.
+
+        ``X`` is float64 with *at least* ``n_features`` columns (the trees read the first
+        ``n_features``: no copy of a wider matrix). Per-request and per-block columns are
+        looked up once per request or block
+        (:meth:`~qlmio_opt.predictors.tree_ensemble.LeafMasks.raw_sum_blocks`); the blocked
+        walk runs where that does not apply (a NaN, trees of more than 16 leaves).
+        """
+        if X.ndim != 2 or X.shape[1] < self.n_features or X.dtype != np.float64:
+            raise ValueError(f"X must be float64 of shape (n, >= {self.n_features}); got {X.shape}")
+        X = np.ascontiguousarray(X)
+        masks = self._masks
+        with np.errstate(invalid="ignore", over="ignore"):
+            has_nan = bool(np.isnan(np.add.reduce(X, axis=None)))  # or both infinities
+        if masks is None or has_nan:
+            return self.baseline + self._compiled.raw_sum(X)
+        return self.baseline + masks.raw_sum_blocks(X, n_blocks)
+
+    def predict_proba(self, X: np.ndarray, reference: bool = False) -> np.ndarray:
         """Probability of the positive class (the logistic of :meth:`raw_predict`)."""
-        raw = self.raw_predict(X)
+        raw = self.raw_predict(X, reference=reference)
         return 1.0 / (1.0 + np.exp(-raw))
 
 
@@ -642,17 +647,39 @@ class LearnedQualityModel:
         return self.predict_proba_features(self.features_table(table, catalog), calibrated)
 
     def predict_proba_instance(
-        self, instance: Instance, calibrated: bool = True, catalog: Catalog | None = None
+        self,
+        instance: Instance,
+        calibrated: bool = True,
+        catalog: Catalog | None = None,
+        reference: bool = False,
     ) -> np.ndarray:
-        """``(R, N)`` completion probability of every request on every node of ``instance``."""
+        """``(R, N)`` completion probability of every request on every node of ``instance``.
+
+        The features come from
+        :func:`~qlmio_opt.predictors.learned_features.window_quality_features` (one row per
+        request and distinct node model and tier); ``reference=True`` takes the straightforward
+        path instead (every pair a row of
+        :func:`~qlmio_opt.predictors.learned_features.instance_features`, the trees walked by
+        :func:`~qlmio_opt.predictors.tree_ensemble.reference_raw_sum`): slower, the same numbers.
+        """
         self._check_fitted()
         shape = (len(instance.requests), len(instance.nodes))
         if shape[0] == 0:
             return np.zeros(shape)
-        X = instance_features(
-            instance, self.feature_spec_, catalog or instance.resolved_catalog, self.text_coef_
+        catalog = catalog or instance.resolved_catalog
+        if reference:
+            X = instance_features(instance, self.feature_spec_, catalog, self.text_coef_)
+            raw = self.forest_.predict_proba(X, reference=True)
+            p = self._calibrate(raw, X) if calibrated else raw
+            return p.reshape(shape)
+        X, node_key = window_quality_features(
+            instance, self.feature_spec_, catalog, self.text_coef_
         )
-        return self.predict_proba_features(X, calibrated).reshape(shape)
+        raw = self.forest_.raw_predict_blocks(X, len(X) // shape[0])
+        p = 1.0 / (1.0 + np.exp(-raw))
+        if calibrated:
+            p = self._calibrate(p, X)
+        return np.ascontiguousarray(p.reshape(-1, shape[0])[node_key].T)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> tuple[Path, Path]:
