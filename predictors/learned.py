@@ -11,9 +11,16 @@ the other components come from :class:`~qlmio_opt.predictors.analytic.AnalyticPr
 Ineligible pairs get quality 0 and infinite latency, as in the analytic predictor. ``source``
 is ``"learned"``.
 
-Saved models are found by a common stem: ``<stem>.json`` / ``.npz`` is the quality model and
+With a :class:`~qlmio_opt.predictors.selection.SelectionCalibration` (``selection``), the
+quality of every pair other than the request's all-cloud reference node (its lowest-latency
+eligible cloud node) is re-expressed as the reference's quality less a *calibrated difference*:
+the differences are what the ``quality_floor`` objective spends, and an optimiser picks the pairs
+whose difference is most under-predicted (see :mod:`qlmio_opt.predictors.selection`).
+
+Saved models are found by a common stem: ``<stem>.json`` / ``.npz`` is the quality model,
 ``<stem>-latency.json`` / ``.npz`` the latency model (optional: without it, latency stays
-analytic).
+analytic) and ``<stem>-selection.json`` the selection calibration (optional: without it, the
+pair qualities are used as they are).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import Predictions
 from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel
+from qlmio_opt.predictors.selection import SelectionCalibration, reference_nodes, selection_path
 
 __all__ = ["QUALITY_FAMILIES", "LearnedPredictor", "latency_model_path", "load_quality_model"]
 
@@ -90,11 +98,22 @@ class LearnedPredictor:
         Settings of the models trained by ``fit(table)``.
     random_state
         Seed of that training.
+    selection
+        The selection calibration of the quality differences: ``None`` (default) loads
+        ``<stem>-selection.json`` beside ``quality_model_path`` when it exists (the shipped
+        models have one) and uses none after ``fit(table)``; ``False``: none; a path: that
+        file; a fitted :class:`~qlmio_opt.predictors.selection.SelectionCalibration`: that one.
+        ``fit(table)`` never fits it on its own training table (in-sample differences are
+        biased); use :meth:`fit_selection` with another table.
+    selection_margin
+        If given, replaces the calibration's ``margin`` (quality per request moved off its
+        reference node).
 
     Attributes
     ----------
     quality_model_ : LearnedQualityModel or TorchQualityModel
     latency_model_ : LearnedLatencyModel or None
+    selection_ : SelectionCalibration or None
     analytic_ : AnalyticPredictor
     """
 
@@ -108,6 +127,8 @@ class LearnedPredictor:
         quality_params: dict[str, Any] | None = None,
         latency_params: dict[str, Any] | None = None,
         random_state: int | None = 0,
+        selection: str | Path | SelectionCalibration | bool | None = None,
+        selection_margin: float | None = None,
     ) -> None:
         self.quality_model_path = quality_model_path
         self.learn_latency = learn_latency
@@ -117,6 +138,8 @@ class LearnedPredictor:
         self.quality_params = quality_params
         self.latency_params = latency_params
         self.random_state = random_state
+        self.selection = selection
+        self.selection_margin = selection_margin
 
     def fit(self, data: Any = None, y: Any = None) -> LearnedPredictor:
         """Train the models on a bench table, or load them from ``quality_model_path``.
@@ -171,8 +194,42 @@ class LearnedPredictor:
                 latency = LearnedLatencyModel(catalog=self.catalog, **params).fit(table)
         self.quality_model_ = model
         self.latency_model_ = latency
+        self.selection_ = self._selection(beside=data is None)
         self.analytic_ = AnalyticPredictor(catalog=self.catalog, include_wait=self.include_wait)
         self.analytic_.fit()
+        return self
+
+    def _selection(self, beside: bool) -> SelectionCalibration | None:
+        sel = self.selection
+        if sel is False:
+            return None
+        if sel is None or sel is True:
+            path = selection_path(self.quality_model_path) if self.quality_model_path else None
+            if not beside or path is None or not path.exists():
+                if sel is True:
+                    raise ValueError(f"no selection calibration at {path}")
+                return None
+            sel = path
+        if not isinstance(sel, SelectionCalibration):
+            sel = SelectionCalibration.load(sel)
+        elif not hasattr(sel, "coef_"):
+            raise ValueError("the selection calibration given is not fitted")
+        if self.selection_margin is not None:
+            fitted = sel
+            sel = SelectionCalibration(margin=self.selection_margin)
+            sel._check_margin()
+            sel.coef_ = fitted.coef_
+            sel.training_data_ = getattr(fitted, "training_data_", {})
+        return sel
+
+    def fit_selection(self, table: Any, margin: float = 0.0) -> LearnedPredictor:
+        """Fit the selection calibration on ``table`` (a bench table the quality model was
+        *not* trained on) and use it from now on; returns ``self``."""
+        if not hasattr(self, "quality_model_"):
+            raise ValueError("this LearnedPredictor is not fitted; call fit first")
+        self.selection_ = SelectionCalibration(margin=margin).fit(
+            table, self.quality_model_, self.catalog
+        )
         return self
 
     def predict(self, instance: Instance) -> Predictions:
@@ -190,6 +247,11 @@ class LearnedPredictor:
         latency, components = base.latency_s, dict(base.components)
         if getattr(self, "latency_model_", None) is not None and base.shape[0]:
             latency, components = self._learned_latency(instance, base)
+        selection = getattr(self, "selection_", None)
+        if selection is not None and base.shape[0]:
+            is_cloud = np.array([n.tier == "cloud" for n in instance.nodes], dtype=bool)
+            reference = reference_nodes(latency, base.eligible, is_cloud)
+            quality = selection.adjust(quality, base.quality, reference, is_cloud)
         return Predictions(
             quality=np.where(base.eligible, quality, 0.0),
             latency_s=latency,

@@ -1,11 +1,19 @@
 """Train the shipped learned predictors and write their model card.
 
     python scripts/train_default_predictors.py [--requests 6000] [--seed 0]
+        [--selection-requests 12000] [--selection-seed 3] [--selection-margin 0.005]
+        [--selection-only]
 
 Generates ``bench-data`` (``--requests`` requests, seed ``--seed``) in a temporary folder,
 trains the quality and latency models on its ``train`` split (calibrated on ``validation``) and
 writes ``predictors/trained/default.json`` / ``.npz``, ``default-latency.json`` / ``.npz`` and
 ``MODEL_CARD.md`` with the held-out ``test`` split's metrics against the analytic predictor.
+It then fits the selection calibration of the quality differences
+(:mod:`qlmio_opt.predictors.selection`) on a *fresh* ``bench-data`` table
+(``--selection-requests`` requests of ``--selection-seed``, no request of the training table)
+and writes ``default-selection.json`` with ``--selection-margin`` (chosen on replays of workload
+seeds 1-4 by ``benchmarks/replay_selection.py``, never on the evaluated seed 0).
+``--selection-only`` keeps the saved quality and latency models and refits the calibration.
 The same command with the same arguments rewrites the same numbers.
 """
 
@@ -27,10 +35,14 @@ from qlmio_opt.predictors.learned_latency import (
     latency_metrics,
 )
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel, quality_metrics
+from qlmio_opt.predictors.selection import SelectionCalibration, selection_path
 from qlmio_opt.report import markdown_table
 from qlmio_opt.simulator.dataset import bench_data, read_bench_table, write_bench_data
 
 TRAINED = Path(__file__).resolve().parents[1] / "predictors" / "trained"
+
+SELECTION_MARGIN = 0.005
+"""The shipped margin of the selection calibration (see ``benchmarks/replay_selection.py``)."""
 
 
 def held_out(
@@ -60,8 +72,35 @@ def held_out(
     return q, lat
 
 
+def selection_section(selection: SelectionCalibration, args: argparse.Namespace) -> str:
+    info = selection.training_data_
+    edge, cloud = selection.coef_
+    lines = [
+        "- **Selection calibration** (`default-selection.json`, `SelectionCalibration`): the",
+        "  quality of every pair other than the request's all-cloud reference node is the",
+        "  reference's quality less a calibrated *difference*, `a + b * (analytic difference) +",
+        "  c * (learned difference - analytic difference) + margin`, fitted by least squares of",
+        "  the observed difference on a fresh table (`bench-data --requests "
+        f"{args.selection_requests} --seed {args.selection_seed}`:",
+        f"  {info['requests']:,} requests the models above never saw; {info['edge']['rows']:,}"
+        f" edge and {info['cloud']['rows']:,} cloud pairs).",
+        f"  Edge nodes: a = {edge[0]:.4f}, b = {edge[1]:.3f}, c = {edge[2]:.3f} (mean observed",
+        f"  difference {info['edge']['mean_observed']:.4f}, learned"
+        f" {info['edge']['mean_learned']:.4f}, analytic {info['edge']['mean_analytic']:.4f});",
+        f"  the other cloud node: a = {cloud[0]:.4f}, b = {cloud[1]:.3f}, c = {cloud[2]:.3f}.",
+        f"  Margin {selection.margin:g} (quality per request moved off its reference), chosen on",
+        "  replays other than the evaluated one (`benchmarks/replay_selection.py`).",
+        "  `LearnedPredictor(..., selection=False)` turns it off.",
+    ]
+    return "\n".join(lines)
+
+
 def model_card(
-    table: pd.DataFrame, args: argparse.Namespace, q: pd.DataFrame, lat: pd.DataFrame
+    table: pd.DataFrame,
+    args: argparse.Namespace,
+    q: pd.DataFrame,
+    lat: pd.DataFrame,
+    selection: SelectionCalibration,
 ) -> str:
     files = sorted(p for p in TRAINED.iterdir() if p.suffix in (".json", ".npz"))
     sizes = "\n".join(
@@ -86,6 +125,7 @@ Written by `python scripts/train_default_predictors.py --requests {args.requests
   the end-to-end stand-alone latency and a conformally widened 90th percentile, from the same
   request features, the analytic physics of the pair and the node's load. Instances are
   predicted at zero background load: the formulation's congestion curve charges the load.
+{selection_section(selection, args)}
 
 ## Training data
 The simulator's benchmark dataset (`qlmio-opt bench-data --requests {args.requests} --seed \
@@ -112,7 +152,8 @@ Latency (every request-node row, under its recorded load):
 
 ## Files (loaded without executing code)
 JSON and `.npz` arrays only, read with `numpy.load(allow_pickle=False)`; each JSON records the
-SHA-256 of its `.npz`, and every field is checked on load.
+SHA-256 of its `.npz` (the selection calibration, JSON only, the SHA-256 of its coefficients),
+and every field is checked on load.
 
 | file | size | SHA-256 |
 |---|---|---|
@@ -133,7 +174,17 @@ def main() -> None:
     parser.add_argument(
         "--data", type=Path, help="an existing bench-data folder of these --requests and --seed"
     )
+    parser.add_argument("--selection-requests", type=int, default=12000)
+    parser.add_argument("--selection-seed", type=int, default=3)
+    parser.add_argument("--selection-margin", type=float, default=SELECTION_MARGIN)
+    parser.add_argument(
+        "--selection-only",
+        action="store_true",
+        help="keep the saved quality and latency models; refit the selection calibration",
+    )
     args = parser.parse_args()
+    if args.selection_seed == args.seed:
+        raise SystemExit("--selection-seed must differ from --seed (a fresh table)")
     if args.data is not None:
         meta = json.loads((args.data / "meta.json").read_text())
         if (meta.get("n_requests"), meta.get("seed")) != (args.requests, args.seed):
@@ -145,15 +196,23 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             write_bench_data(bench_data(args.requests, args.seed), Path(tmp))
             table = read_bench_table(Path(tmp) / "bench.csv.gz")
-    quality = LearnedQualityModel(random_state=args.seed).fit(table)
-    latency = LearnedLatencyModel(random_state=args.seed).fit(table)
     stem = TRAINED / "default"
-    quality.save(stem)
-    latency.save(latency_model_path(stem))
+    if args.selection_only:
+        quality = LearnedQualityModel.load(stem)
+        latency = LearnedLatencyModel.load(latency_model_path(stem))
+    else:
+        quality = LearnedQualityModel(random_state=args.seed).fit(table)
+        latency = LearnedLatencyModel(random_state=args.seed).fit(table)
+        quality.save(stem)
+        latency.save(latency_model_path(stem))
+    fresh = bench_data(args.selection_requests, args.selection_seed).table
+    selection = SelectionCalibration(margin=args.selection_margin).fit(fresh, quality)
+    selection.save(selection_path(stem))
     q, lat = held_out(table, quality, latency)
     print(markdown_table(q))
     print(markdown_table(lat))
-    (TRAINED / "MODEL_CARD.md").write_text(model_card(table, args, q, lat), encoding="utf-8")
+    card = model_card(table, args, q, lat, selection)
+    (TRAINED / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     print(f"wrote {TRAINED}")
 
 

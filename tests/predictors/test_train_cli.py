@@ -171,6 +171,7 @@ def test_the_model_card_names_the_shipped_files_and_their_hashes():
     assert [p.name for p in files] == [
         "default-latency.json",
         "default-latency.npz",
+        "default-selection.json",
         "default.json",
         "default.npz",
     ]
