@@ -6,7 +6,10 @@ as given (default 1, so two runs can share this 2-core machine). A window is `op
 HiGHS proved the gap; otherwise the row holds the incumbent, the bound and the proven gap.
 
     python benchmarks/best_known.py [--time-limit 60] [--threads 1] [--limit N]
-                                    [--out instances/bks.csv]
+                                    [--only window_013,window_037] [--out instances/bks.csv]
+
+``--only`` re-solves the named windows and replaces their rows of ``--out``, keeping the others
+(for example after a change that alters those windows' models only).
 """
 
 from __future__ import annotations
@@ -52,9 +55,16 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--only", default=None, help="comma-separated window names")
     parser.add_argument("--out", type=Path, default=ROOT / "instances" / "bks.csv")
     args = parser.parse_args()
     files = sorted((ROOT / "instances").glob("window_*.json"))[: args.limit]
+    kept: dict[str, dict] = {}
+    if args.only:
+        names = set(args.only.split(","))
+        files = [f for f in files if f.stem in names]
+        with open(args.out, newline="") as f:
+            kept = {row["instance"]: row for row in csv.DictReader(f)}
     machine = (
         f"{platform.machine()} {platform.processor() or ''} {platform.python_version()}".strip()
     )
@@ -89,6 +99,9 @@ def main() -> None:
             f"obj {rows[-1]['objective']:>14s}  gap {rows[-1]['gap']:>9s}  {elapsed:6.2f} s",
             flush=True,
         )
+    if kept:
+        kept.update({row["instance"]: row for row in rows})
+        rows = [kept[name] for name in sorted(kept)]
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()

@@ -161,16 +161,20 @@ def build_problem(instance: Instance, predictions: Predictions) -> Problem:
 def all_cloud_quality(problem: Problem) -> float:
     """Mean predicted quality when every request goes to its lowest-latency cloud node.
 
-    Requests no cloud node can take count with their best eligible quality anywhere.
+    Requests no cloud node can take count with their best eligible quality anywhere. Requests
+    no node can take at all (every pair breaks a floor or deadline) are left out: they are
+    deferred whatever the decision, and the quality floor sums over placed requests only, so
+    counting them at 0 would lower the target by their share of the window.
     """
-    if problem.num_requests == 0:
+    placeable = problem.allowed.any(axis=1)
+    if not placeable.any():
         return 0.0
     cloud_latency = np.where(problem.allowed & ~problem.is_edge, problem.latency_s, np.inf)
     best = np.argmin(cloud_latency, axis=1)
     has_cloud = np.isfinite(cloud_latency[np.arange(problem.num_requests), best])
     fallback = np.where(problem.allowed, problem.quality, 0.0).max(axis=1)
     quality = np.where(has_cloud, problem.quality[np.arange(problem.num_requests), best], fallback)
-    return float(quality.mean())
+    return float(quality[placeable].mean())
 
 
 def _congestion_curves(

@@ -446,21 +446,23 @@ def _all_cloud_quality(
 ) -> float:
     """Mean predicted quality when each request goes to its lowest-latency allowed cloud node.
 
-    A request no cloud node may take counts with its best allowed quality (0 if none).
+    A request no cloud node may take counts with its best allowed quality; one no node may take
+    is left out (it is deferred whatever the decision, outside the floor's sum).
     """
-    if not instance.requests:
-        return 0.0
     cloud = [j for j, n in enumerate(instance.nodes) if n.tier == "cloud"]
-    total = 0.0
+    total, counted = 0.0, 0
     for i in range(len(instance.requests)):
+        anywhere = [quality[i, j] for j in range(len(instance.nodes)) if allowed[i, j]]
+        if not anywhere:
+            continue
+        counted += 1
         options = [j for j in cloud if allowed[i, j]]
         if options:
             best = min(options, key=lambda j: (latency[i, j], j))
             total += quality[i, best]
         else:
-            anywhere = [quality[i, j] for j in range(len(instance.nodes)) if allowed[i, j]]
-            total += max(anywhere, default=0.0)
-    return total / len(instance.requests)
+            total += max(anywhere)
+    return total / counted if counted else 0.0
 
 
 def _node_congestion(

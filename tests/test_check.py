@@ -136,6 +136,30 @@ def test_default_quality_target_is_all_cloud_less_the_tolerance():
     assert check(loose, hand(loose, mixed)).feasible
 
 
+def test_default_target_leaves_out_requests_no_node_may_take():
+    # r3 may run nowhere (its min_quality is above both nodes'): it is deferred whatever happens,
+    # outside the floor's sum, so the default target stays all-cloud's 0.85 over r0-r2 less 0.005
+    data = small("floor").to_dict()
+    data["objective"] = {"mode": "quality_floor", "deferral_penalty_s": 5.0}
+    data["requests"].append({**data["requests"][0], "id": "r3", "min_quality": 0.99})
+    over = data["overrides"]
+    over["latency_s"].append([0.4, 1.2])
+    over["quality"].append([0.9, 0.95])
+    over["memory_gb"].append([0.1, 0.1])
+    instance = Instance.from_dict(data)
+    from qlmio_opt.formulations import build_problem
+    from qlmio_opt.predictors import predict
+
+    problem = build_problem(instance, predict(instance))
+    assert problem.quality_target == pytest.approx(0.845)
+    cloud = dict.fromkeys(("r0", "r1", "r2"), "cloud-0")
+    assert check(instance, hand(instance, cloud, deferred=("r3",))).feasible
+    mixed = {"r0": "cloud-0", "r1": "cloud-0", "r2": "edge-0"}  # mean 0.8333 < 0.845
+    report = check(instance, hand(instance, mixed, deferred=("r3",)))
+    assert constraint_names(report) == ["quality floor"]
+    assert solve(instance, "exact").assignment == cloud
+
+
 def test_ineligible_pair_null_latency():
     instance = small("deferral")
     report = check(instance, hand(instance, {"r0": "cloud-0", "r1": "edge-0", "r2": "cloud-0"}))
