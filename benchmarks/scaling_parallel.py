@@ -5,8 +5,12 @@
     LocalCluster of two single-threaded workers). Wall time of each command, start-up included,
     its ratio to ``--jobs 1``, and whether the answers agree with the serial run.
 (b) Generated windows of 2,000 / 5,000 / 10,000 requests x 12 nodes (written to a temporary
-    folder, never committed): greedy's solve time, exact's status, bound and proven gap within the
-    time limit, and the peak resident memory of each ``qlmio-opt solve`` process (``os.wait4``).
+    folder, never committed): greedy's solve time, exact's status, bound (and which bound it
+    is: ``greedy`` Lagrangian, ``highs`` MIP dual bound or ``lp`` relaxation) and proven gap,
+    exact's whole solve step (build, warm start, HiGHS, bound) against the time limit
+    (``exact_solve_s``, ``over_limit_s``), HiGHS's own run time and the peak resident memory
+    of each ``qlmio-opt solve`` process (``os.wait4``). The machine's load average is printed
+    before and after each solve.
 
     python benchmarks/scaling_parallel.py [--part a|b|both] [--time-limit 60]
                                           [--sizes 2000,5000,10000] [--nodes 12]
@@ -120,10 +124,12 @@ def part_b(
         write_instance(instance, path)
         generate_s = time.perf_counter() - start
         greedy = run_cli(["solve", str(path), "--solver", "greedy"], work / "greedy.json")
+        before = _load()
         exact = run_cli(
             ["solve", str(path), "--solver", "exact", "--time-limit", str(time_limit)],
             work / "exact.json",
         )
+        console.print(f"load average before / after exact: {before} / {_load()}", style="dim")
         g, e = greedy["output"], exact["output"]
         stats = e.get("solver_stats", {})
         rows.append(
@@ -139,13 +145,37 @@ def part_b(
                 "exact_gap": e.get("gap"),
                 "greedy_gap_to_bound": _gap(g.get("objective"), e.get("bound")),
                 "milp_columns": stats.get("columns"),
+                "bound_source": _bound_source(stats),
+                "highs_large_model": _flag(stats.get("highs_large_model")),
+                "highs_submip": _flag(stats.get("highs_submip")),
+                "warm_start_s": stats.get("warm_start_s"),
+                "highs_time_limit_s": stats.get("highs_time_limit_s"),
+                "highs_run_s": stats.get("highs_run_s"),
+                "lp_bound_s": stats.get("lp_bound_s"),
+                "time_limit_s": time_limit,
                 "exact_solve_s": e["times"]["solve_s"],
+                "over_limit_s": e["times"]["solve_s"] - time_limit,
                 "exact_wall_s": exact["wall_s"],
                 "exact_peak_mb": exact["peak_mb"],
             }
         )
         console.print(f"{requests} x {nodes}: generated in {generate_s:.1f} s, done", style="dim")
     return pd.DataFrame(rows).set_index(["requests", "nodes"])
+
+
+def _load() -> str:
+    """The 1-, 5- and 15-minute load averages, as ``uptime`` prints them."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _bound_source(stats: dict) -> str | None:
+    """Which bound exact reported: the largest of its ``bound_<source>`` stats."""
+    found = {k.removeprefix("bound_"): v for k, v in stats.items() if k.startswith("bound_")}
+    return max(found, key=found.__getitem__) if found else None
+
+
+def _flag(value: float | None) -> str | None:
+    return None if value is None else ("yes" if value else "no")
 
 
 def _gap(objective: float | None, bound: float | None) -> float | None:
@@ -165,7 +195,7 @@ def main() -> None:
     console = Console(width=320)
     console.print(
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"time limit {args.time_limit:g} s per window",
+        f"time limit {args.time_limit:g} s per window; load average {_load()}",
         style="dim",
     )
     args.out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -46,17 +47,27 @@ def _quiet_stdout():
             os.close(saved)
 
 
-def new_highs(*, time_limit: float | None, mip_rel_gap: float, threads: int, seed: int):
-    """A silent HiGHS instance with the given limits."""
+def new_highs(
+    *,
+    time_limit: float | None,
+    mip_rel_gap: float,
+    threads: int,
+    seed: int,
+    options: Mapping[str, bool | int | float | str] | None = None,
+):
+    """A silent HiGHS instance with the given limits and any further HiGHS ``options``."""
     with _quiet_stdout():
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     if time_limit is not None:
-        h.setOptionValue("time_limit", float(time_limit))
+        h.setOptionValue("time_limit", max(float(time_limit), 0.0))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     h.setOptionValue("random_seed", int(seed))
     if threads > 0:
         h.setOptionValue("threads", int(threads))
+    for name, value in (options or {}).items():
+        if h.setOptionValue(name, value) != highspy.HighsStatus.kOk:
+            raise ValueError(f"HiGHS rejected option {name}={value!r}")
     return h
 
 
@@ -93,9 +104,29 @@ def solve_highs(
     seed: int = 0,
     initial: np.ndarray | None = None,
     relax: bool = False,
+    options: Mapping[str, bool | int | float | str] | None = None,
 ) -> HighsOutcome:
-    """Solve the MILP (or its LP relaxation with ``relax``), warm-started from ``initial``."""
-    h = new_highs(time_limit=time_limit, mip_rel_gap=mip_rel_gap, threads=threads, seed=seed)
+    """Solve the MILP (or its LP relaxation with ``relax``), warm-started from ``initial``.
+
+    Parameters
+    ----------
+    milp
+        The arrays.
+    time_limit
+        HiGHS's ``time_limit`` in seconds (None: none). HiGHS checks its clock only between
+        some of its steps, so a run can end later than this (see docs/scaling.md).
+    mip_rel_gap, threads, seed
+        The HiGHS options of the same names (``threads`` 0: HiGHS's default).
+    initial
+        Column values of a feasible solution, handed to HiGHS as a MIP start.
+    relax
+        Solve the LP relaxation instead (``bound`` is then the LP optimum when it is proven).
+    options
+        Further HiGHS options by name, e.g. ``{"presolve": "off"}``.
+    """
+    h = new_highs(
+        time_limit=time_limit, mip_rel_gap=mip_rel_gap, threads=threads, seed=seed, options=options
+    )
     start = time.perf_counter()
     lp = to_highs_lp(milp)
     if relax:
@@ -114,7 +145,11 @@ def solve_highs(
     has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
     values = np.array(h.getSolution().col_value) if has_solution else None
     objective = float(info.objective_function_value) if has_solution else None
-    bound = float(info.mip_dual_bound) if not relax else objective
+    if relax:
+        # only a proven LP optimum bounds the MILP
+        bound = objective if status == highspy.HighsModelStatus.kOptimal else None
+    else:
+        bound = float(info.mip_dual_bound)
     gap = float(info.mip_gap) if not relax and has_solution else None
     name = {
         highspy.HighsModelStatus.kOptimal: "optimal",
@@ -127,9 +162,21 @@ def solve_highs(
         recomputed = float(milp.col_cost @ values)
         if abs(recomputed - objective) > 1e-6 * max(1.0, abs(objective)):
             # Seen with HiGHS 1.16 when presolve solves the whole model: the reported objective
-            # is right but the columns handed back are the warm start. Solve again without it.
+            # is right but the columns handed back are the warm start. Solve again without it,
+            # within what is left of the time limit; with nothing left, the warm start (whose
+            # columns these are) is the incumbent, at its own objective.
+            left = None if time_limit is None else time_limit - run_s
+            if left is not None and left <= 0.0:
+                return HighsOutcome(
+                    "time_limit", values, recomputed, bound, None, run_s, passed - start
+                )
             again = solve_highs(
-                milp, time_limit=time_limit, mip_rel_gap=mip_rel_gap, threads=threads, seed=seed
+                milp,
+                time_limit=left,
+                mip_rel_gap=mip_rel_gap,
+                threads=threads,
+                seed=seed,
+                options=options,
             )
             return HighsOutcome(
                 again.status,
