@@ -156,8 +156,18 @@ def build_milp(problem: Problem) -> MilpArrays:
             "count",
             n,
         )
-        for a, b in zip(slopes[useful], intercepts[useful], strict=True):
-            rows.add([theta_cols[n], count_cols[n]], [1.0, -a], b, np.inf, "congestion", n)
+        # theta_n - a_i m_n >= b_i, one row per useful segment, added as one block
+        a, b = slopes[useful], intercepts[useful]
+        pieces = len(a)
+        rows.add_block(
+            np.repeat(np.arange(pieces), 2),
+            np.tile([theta_cols[n], count_cols[n]], pieces),
+            np.column_stack([np.ones(pieces), -a]).ravel(),
+            b,
+            np.inf,
+            "congestion",
+            np.full(pieces, n),
+        )
 
     num_cols = next_col
     col_upper = np.ones(num_cols)
