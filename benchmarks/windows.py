@@ -6,26 +6,10 @@ varies one thing at a time; the windows are generated, never committed.
 
 from __future__ import annotations
 
-import dataclasses
-
 from qlmio_opt import Instance
-from qlmio_opt.scenarios import SCENARIOS
-from qlmio_opt.scenarios.generate import generate_window
+from qlmio_opt.scenarios import sized_window as sized_window_data
 
 
 def sized_window(requests: int, nodes: int, seed: int = 0) -> Instance:
     """A default-scenario window with ``requests`` requests and ``nodes`` nodes (1-2 cloud)."""
-    clouds = 1 if nodes <= 6 else 2
-    scenario = dataclasses.replace(
-        SCENARIOS["default"],
-        name=f"sized-{requests}x{nodes}",
-        size_min=requests,
-        size_max=requests,
-        size_grid=1,
-        showcase_index=None,
-        n_edges=(nodes - clouds, nodes - clouds),
-        n_clouds=(clouds, clouds),
-    )
-    data = generate_window(scenario, 0, seed)
-    data["name"] = f"sized_{requests}x{nodes}_s{seed}"
-    return Instance.from_dict(data)
+    return Instance.from_dict(sized_window_data(requests, nodes, seed))

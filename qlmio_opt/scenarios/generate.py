@@ -21,6 +21,7 @@ What is drawn, in order (``instances/README.md`` has the sources and the table o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -615,3 +616,25 @@ def stats_table(instances: Sequence[dict[str, Any]]) -> str:
                 cells.append(fmt.format(value) if "d" not in fmt else f"{value:g}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def sized_window(requests: int, nodes: int, seed: int = 0, scenario: str = "default") -> dict:
+    """A window of ``scenario`` with exactly ``requests`` requests and ``nodes`` nodes (1 cloud
+    node up to 6 nodes, else 2), as an instance dict: the scaling benchmarks' and tests' windows,
+    varying one thing at a time."""
+    from qlmio_opt.scenarios import SCENARIOS
+
+    clouds = 1 if nodes <= 6 else 2
+    sized = dataclasses.replace(
+        SCENARIOS[scenario],
+        name=f"sized-{requests}x{nodes}",
+        size_min=requests,
+        size_max=requests,
+        size_grid=1,
+        showcase_index=None,
+        n_edges=(nodes - clouds, nodes - clouds),
+        n_clouds=(clouds, clouds),
+    )
+    data = generate_window(sized, 0, seed)
+    data["name"] = f"sized_{requests}x{nodes}_s{seed}"
+    return data

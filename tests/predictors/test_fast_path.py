@@ -10,7 +10,6 @@ of one row through one tree at a time written from the model file's arrays.
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import numpy as np
 import pytest
@@ -34,28 +33,14 @@ from qlmio_opt.predictors.learned_latency import (
 )
 from qlmio_opt.predictors.learned_quality import TreeEnsemble
 from qlmio_opt.predictors.tree_ensemble import compile_leaf_masks
-from qlmio_opt.scenarios import SCENARIOS
-from qlmio_opt.scenarios.generate import generate_window
+from qlmio_opt.scenarios import generate_window, sized_window
 
 TOLERANCE = 1e-9
 
 
 def sized(requests: int, nodes: int, seed: int) -> dict:
     """A default-scenario window with ``requests`` requests and ``nodes`` nodes (as a dict)."""
-    clouds = 1 if nodes <= 6 else 2
-    scenario = dataclasses.replace(
-        SCENARIOS["default"],
-        name=f"sized-{requests}x{nodes}",
-        size_min=requests,
-        size_max=requests,
-        size_grid=1,
-        showcase_index=None,
-        n_edges=(nodes - clouds, nodes - clouds),
-        n_clouds=(clouds, clouds),
-    )
-    data = generate_window(scenario, 0, seed)
-    data["name"] = f"sized_{requests}x{nodes}_s{seed}"
-    return data
+    return sized_window(requests, nodes, seed)
 
 
 def with_odd_requests(data: dict) -> dict:
