@@ -71,10 +71,17 @@ class _Rows:
         self.rows.append(start + np.asarray(row_of, dtype=np.int64))
         self.cols.append(np.asarray(cols, dtype=np.int64))
         self.vals.append(np.asarray(vals, dtype=float))
-        self.lower.extend(np.broadcast_to(lower, len(index)).tolist())
-        self.upper.extend(np.broadcast_to(upper, len(index)).tolist())
+        self.lower.extend(_per_row(lower, len(index)))
+        self.upper.extend(_per_row(upper, len(index)))
         self.kind.extend([kind] * len(index))
         self.index.extend(np.asarray(index).tolist())
+
+
+def _per_row(bound, rows: int) -> list[float]:
+    """A row bound (a number or one per row) as a list of ``rows`` floats."""
+    if np.ndim(bound) == 0:
+        return [float(bound)] * rows
+    return np.broadcast_to(bound, rows).tolist()
 
 
 def build_milp(problem: Problem) -> MilpArrays:
@@ -149,8 +156,8 @@ def build_milp(problem: Problem) -> MilpArrays:
         integer.append(np.array([False, False]))
         on_n = np.flatnonzero(pair_node == n)
         rows.add(
-            np.r_[on_n, count_cols[n]],
-            np.r_[np.ones(len(on_n)), -1.0],
+            np.append(on_n, count_cols[n]),
+            np.append(np.ones(len(on_n)), -1.0),
             0.0,
             0.0,
             "count",
