@@ -36,6 +36,7 @@ from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import Predictions
 from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel
+from qlmio_opt.predictors.model_files import sibling_path
 from qlmio_opt.predictors.selection import SelectionCalibration, reference_nodes, selection_path
 
 __all__ = ["QUALITY_FAMILIES", "LearnedPredictor", "latency_model_path", "load_quality_model"]
@@ -69,10 +70,7 @@ def load_quality_model(path: str | Path, catalog: Catalog | None = None) -> Any:
 
 def latency_model_path(quality_model_path: str | Path) -> Path:
     """Where the latency model saved beside a quality model lives (``<stem>-latency.json``)."""
-    p = Path(quality_model_path)
-    if p.suffix in (".json", ".npz"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + "-latency.json")
+    return sibling_path(quality_model_path, "latency")
 
 
 class LearnedPredictor:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["json_safe", "model_paths", "verify_npz", "write_model_json"]
+__all__ = ["json_safe", "model_paths", "sibling_path", "verify_npz", "write_model_json"]
 
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:
@@ -24,6 +24,15 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     if p.suffix in (".json", ".npz"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".json"), p.with_name(p.name + ".npz")
+
+
+def sibling_path(path: str | Path, tag: str) -> Path:
+    """``<stem>-<tag>.json`` beside a model given by its stem or either file (the latency model
+    and the selection calibration saved beside a quality model)."""
+    p = Path(path)
+    if p.suffix in (".json", ".npz"):
+        p = p.with_suffix("")
+    return p.with_name(f"{p.name}-{tag}.json")
 
 
 def json_safe(value: Any) -> Any:

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qlmio_opt.predictors.model_files import sibling_path
+
 __all__ = [
     "CLASSES",
     "SELECTION_FORMAT",
@@ -67,10 +69,7 @@ CLASSES = ("edge", "cloud")
 def selection_path(quality_model_path: str | Path) -> Path:
     """Where the selection calibration saved beside a quality model lives
     (``<stem>-selection.json``)."""
-    p = Path(quality_model_path)
-    if p.suffix in (".json", ".npz"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + "-selection.json")
+    return sibling_path(quality_model_path, "selection")
 
 
 def reference_nodes(

@@ -244,7 +244,7 @@ class Dual:
         blocks = []
         memory_row = {int(n): i for i, n in enumerate(self.memory_cols)}
         count_row = {int(n): self.num_capacity + i for i, n in enumerate(self.nodes)}
-        crosses = self.paths[self.site]  # (R, C, L)
+        crosses = self.w.crossing  # (R, C, L), built with the window
         for c in range(self.shape[0]):
             rows, coefs = [], []
             if c in memory_row:
