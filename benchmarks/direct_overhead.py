@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from windows import sized_window
 
 from qlmio_opt.formulations import build_problem
-from qlmio_opt.formulations.highs_direct import new_highs, solve_highs, to_highs_lp
+from qlmio_opt.formulations.highs_direct import new_highs, pass_model, solve_highs
 from qlmio_opt.formulations.milp_arrays import build_milp, columns_from_assignment
 from qlmio_opt.predictors import predict
 from qlmio_opt.solvers.greedy import Greedy
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             build = time.perf_counter() - t
             highs = new_highs(time_limit=None, mip_rel_gap=1e-4, threads=1, seed=0)
             t = time.perf_counter()
-            highs.passModel(to_highs_lp(milp))
+            pass_model(highs, milp)
             hand_over = time.perf_counter() - t
             initial = columns_from_assignment(milp, problem, start)
             run = solve_highs(milp, time_limit=60, threads=1, initial=initial).run_s

@@ -57,13 +57,16 @@ class CongestionCurve:
 
     def segments(self) -> tuple[np.ndarray, np.ndarray]:
         """Slopes and intercepts of the distinct linear pieces: ``E(m) = max_i a_i m + b_i``."""
-        slopes = np.diff(self.values)
+        values = self.values
+        slopes = values[1:] - values[:-1]
         if slopes.size == 0:
             return np.zeros(1), np.zeros(1)
-        keep = np.r_[True, np.abs(np.diff(slopes)) > 1e-12]
+        keep = np.empty(slopes.size, dtype=bool)
+        keep[0] = True
+        np.greater(np.abs(slopes[1:] - slopes[:-1]), 1e-12, out=keep[1:])
         starts = np.flatnonzero(keep)
         a = slopes[starts]
-        b = self.values[starts] - a * starts
+        b = values[starts] - a * starts
         return a, b
 
 

@@ -14,6 +14,9 @@ import numpy as np
 
 from qlmio_opt.formulations.milp_arrays import MilpArrays
 
+_ROWWISE = int(highspy.MatrixFormat.kRowwise)
+_MINIMIZE = int(highspy.ObjSense.kMinimize)
+
 
 @dataclass(frozen=True)
 class HighsOutcome:
@@ -71,28 +74,30 @@ def new_highs(
     return h
 
 
-def to_highs_lp(milp: MilpArrays) -> highspy.HighsLp:
-    """The arrays as a column-wise ``HighsLp``."""
-    inf = highspy.kHighsInf
-    lp = highspy.HighsLp()
-    lp.num_col_ = milp.num_cols
-    lp.num_row_ = milp.num_rows
-    lp.col_cost_ = milp.col_cost
-    lp.col_lower_ = milp.col_lower
-    lp.col_upper_ = np.where(np.isinf(milp.col_upper), inf, milp.col_upper)
-    lp.row_lower_ = np.where(np.isinf(milp.row_lower), -inf, milp.row_lower)
-    lp.row_upper_ = np.where(np.isinf(milp.row_upper), inf, milp.row_upper)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = milp.matrix.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = milp.matrix.indices.astype(np.int32)
-    lp.a_matrix_.value_ = milp.matrix.data
-    lp.a_matrix_.num_col_ = milp.num_cols
-    lp.a_matrix_.num_row_ = milp.num_rows
-    lp.integrality_ = [
-        highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous
-        for flag in milp.integrality
-    ]
-    return lp
+def pass_model(h, milp: MilpArrays, *, relax: bool = False) -> None:
+    """Hand the arrays to HiGHS row-wise, in one call (its LP relaxation with ``relax``)."""
+    integrality = np.zeros(milp.num_cols, dtype=np.int32)
+    if not relax:
+        integrality[milp.integrality] = int(highspy.HighsVarType.kInteger)
+    status = h.passModel(
+        milp.num_cols,
+        milp.num_rows,
+        milp.num_nonzeros,
+        _ROWWISE,
+        _MINIMIZE,
+        0.0,
+        milp.col_cost,
+        milp.col_lower,
+        milp.col_upper,
+        milp.row_lower,
+        milp.row_upper,
+        milp.row_start[:-1],
+        milp.col_index,
+        milp.value,
+        integrality,
+    )
+    if status == highspy.HighsStatus.kError:
+        raise ValueError("HiGHS rejected the model arrays")
 
 
 def solve_highs(
@@ -128,10 +133,7 @@ def solve_highs(
         time_limit=time_limit, mip_rel_gap=mip_rel_gap, threads=threads, seed=seed, options=options
     )
     start = time.perf_counter()
-    lp = to_highs_lp(milp)
-    if relax:
-        lp.integrality_ = []
-    h.passModel(lp)
+    pass_model(h, milp, relax=relax)
     if initial is not None and not relax:
         solution = highspy.HighsSolution()
         solution.col_value = np.asarray(initial, dtype=float)

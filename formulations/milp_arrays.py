@@ -17,7 +17,10 @@ from qlmio_opt.formulations.problem import Problem
 
 @dataclass(frozen=True)
 class MilpArrays:
-    """``min c'x  s.t.  row_lower <= A x <= row_upper,  col_lower <= x <= col_upper``."""
+    """``min c'x  s.t.  row_lower <= A x <= row_upper,  col_lower <= x <= col_upper``.
+
+    ``A`` is held row-wise (CSR): ``row_start``, ``col_index``, ``value``.
+    """
 
     pair_request: np.ndarray  # (P,) request of each x column
     pair_node: np.ndarray  # (P,) node of each x column
@@ -28,7 +31,9 @@ class MilpArrays:
     col_lower: np.ndarray
     col_upper: np.ndarray
     integrality: np.ndarray  # bool: integer column
-    matrix: sp.csc_matrix
+    row_start: np.ndarray  # (rows + 1,) int32: row i's nonzeros are row_start[i]:row_start[i + 1]
+    col_index: np.ndarray  # (nonzeros,) int32
+    value: np.ndarray  # (nonzeros,)
     row_lower: np.ndarray
     row_upper: np.ndarray
     row_kind: tuple[str, ...]  # "assign" | "memory" | "link" | "quality" | "count" | "congestion"
@@ -42,168 +47,196 @@ class MilpArrays:
     def num_rows(self) -> int:
         return len(self.row_lower)
 
+    @property
+    def num_nonzeros(self) -> int:
+        return len(self.value)
 
-class _Rows:
-    """Accumulates rows as COO triplets."""
+    @property
+    def matrix(self) -> sp.csr_matrix:
+        """The constraint matrix as a scipy sparse matrix."""
+        return sp.csr_matrix(
+            (self.value, self.col_index, self.row_start), shape=(self.num_rows, self.num_cols)
+        )
+
+
+_MINUS_ONE = np.array([-1.0])
+
+
+class _Blocks:
+    """Accumulates blocks of whole rows in row-wise (CSR) form: row lengths, columns, values."""
 
     def __init__(self) -> None:
-        self.rows: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
         self.cols: list[np.ndarray] = []
         self.vals: list[np.ndarray] = []
-        self.lower: list[float] = []
-        self.upper: list[float] = []
-        self.kind: list[str] = []
-        self.index: list[int] = []
+        self.lower: list[np.ndarray] = []
+        self.upper: list[np.ndarray] = []
+        self.kinds: list[tuple[str, int]] = []
+        self.index: list[np.ndarray] = []
 
-    def add(self, cols, vals, lower: float, upper: float, kind: str, index: int) -> None:
-        row = len(self.lower)
-        self.rows.append(np.full(len(cols), row, dtype=np.int64))
+    def add(self, lengths, cols, vals, lower, upper, kind: str, index) -> None:
+        """Rows with ``lengths[i]`` nonzeros each, their ``cols``/``vals`` concatenated in order."""
+        rows = len(lengths)
+        self.lengths.append(np.asarray(lengths, dtype=np.int64))
         self.cols.append(np.asarray(cols, dtype=np.int64))
         self.vals.append(np.asarray(vals, dtype=float))
-        self.lower.append(lower)
-        self.upper.append(upper)
-        self.kind.append(kind)
-        self.index.append(index)
+        self.lower.append(_per_row(lower, rows))
+        self.upper.append(_per_row(upper, rows))
+        self.kinds.append((kind, rows))
+        self.index.append(np.asarray(index, dtype=np.int64))
 
-    def add_block(self, row_of, cols, vals, lower, upper, kind, index) -> None:
-        """Many rows at once: ``row_of[j]`` is the block row of nonzero j."""
-        start = len(self.lower)
-        self.rows.append(start + np.asarray(row_of, dtype=np.int64))
-        self.cols.append(np.asarray(cols, dtype=np.int64))
-        self.vals.append(np.asarray(vals, dtype=float))
-        self.lower.extend(_per_row(lower, len(index)))
-        self.upper.extend(_per_row(upper, len(index)))
-        self.kind.extend([kind] * len(index))
-        self.index.extend(np.asarray(index).tolist())
+    def arrays(self, **columns) -> MilpArrays:
+        """The finished :class:`MilpArrays`, given its column fields."""
+        lengths = np.concatenate(self.lengths)
+        row_start = np.zeros(lengths.size + 1, dtype=np.int32)
+        np.cumsum(lengths, out=row_start[1:])
+        return MilpArrays(
+            **columns,
+            row_start=row_start,
+            col_index=np.concatenate(self.cols).astype(np.int32),
+            value=np.concatenate(self.vals),
+            row_lower=np.concatenate(self.lower),
+            row_upper=np.concatenate(self.upper),
+            row_kind=tuple(kind for kind, rows in self.kinds for _ in range(rows)),
+            row_index=np.concatenate(self.index),
+        )
 
 
-def _per_row(bound, rows: int) -> list[float]:
-    """A row bound (a number or one per row) as a list of ``rows`` floats."""
+def _per_row(bound, rows: int) -> np.ndarray:
+    """A row bound (a number or one per row) as ``rows`` floats."""
     if np.ndim(bound) == 0:
-        return [float(bound)] * rows
-    return np.broadcast_to(bound, rows).tolist()
+        return np.full(rows, float(bound))
+    return np.asarray(bound, dtype=float)
+
+
+def _useful_segments(curve) -> tuple[np.ndarray, np.ndarray] | None:
+    """The curve's pieces that can be positive, or None when it is zero for every count."""
+    slopes, intercepts = curve.segments()
+    useful = (slopes > 1e-12) | (intercepts > 1e-12)
+    if not useful.any():
+        return None
+    return slopes[useful], intercepts[useful]
 
 
 def build_milp(problem: Problem) -> MilpArrays:
-    """Assemble the MILP of ``problem`` (vectorised; no solver involved)."""
-    pair_request, pair_node = np.nonzero(problem.allowed)
-    num_pairs = len(pair_request)
-    num_req = problem.num_requests
-    defer = problem.deferral_allowed
-    cost = [problem.pair_cost()[pair_request, pair_node]]
-    integer = [np.ones(num_pairs, dtype=bool)]
-    next_col = num_pairs
-    defer_offset = None
-    if defer:
-        defer_offset = next_col
-        cost.append(np.full(num_req, problem.deferral_cost()))
-        integer.append(np.ones(num_req, dtype=bool))
-        next_col += num_req
+    """Assemble the MILP of ``problem`` (vectorised; no solver involved).
 
-    rows = _Rows()
-    # assignment: sum_n x[r, n] + d[r] = 1
-    assign_cols = [np.arange(num_pairs)]
-    assign_rows = [pair_request]
+    Rows come out in order (assignment, memory, link, quality, count, congestion), each block's
+    nonzeros already sorted by row, so the row-wise matrix needs no sort.
+    """
+    allowed = problem.allowed
+    pair_request, pair_node = np.nonzero(allowed)
+    num_pairs = pair_request.size
+    num_req, num_nodes = problem.num_requests, problem.num_nodes
+    defer = problem.deferral_allowed
+    # pair index of every allowed (r, n), read node by node: the nonzeros of node rows in order
+    pair_index = np.zeros(allowed.shape, dtype=np.int64)
+    pair_index[pair_request, pair_node] = np.arange(num_pairs)
+    by_node = pair_index.T[allowed.T]
+    node_pairs = allowed.sum(axis=0)
+    node_start = np.concatenate(([0], np.cumsum(node_pairs)))
+
+    blocks = _Blocks()
+    # assignment: sum_n x[r, n] + d[r] = 1 (with deferral, d[r] closes request r's row)
     if defer:
-        assign_cols.append(defer_offset + np.arange(num_req))
-        assign_rows.append(np.arange(num_req))
-    rows.add_block(
-        np.concatenate(assign_rows),
-        np.concatenate(assign_cols),
-        np.ones(sum(len(c) for c in assign_cols)),
-        1.0,
-        1.0,
-        "assign",
-        np.arange(num_req),
-    )
+        defer_offset = num_pairs
+        cols = np.empty(num_pairs + num_req, dtype=np.int64)
+        closing = np.cumsum(np.bincount(pair_request, minlength=num_req)) + np.arange(num_req)
+        is_pair = np.ones(cols.size, dtype=bool)
+        is_pair[closing] = False
+        cols[is_pair] = np.arange(num_pairs)
+        cols[closing] = defer_offset + np.arange(num_req)
+        lengths = np.bincount(pair_request, minlength=num_req) + 1
+    else:
+        defer_offset = None
+        cols = np.arange(num_pairs)
+        lengths = np.bincount(pair_request, minlength=num_req)
+    blocks.add(lengths, cols, np.ones(cols.size), 1.0, 1.0, "assign", np.arange(num_req))
 
     # memory: sum_r M[r, n] x[r, n] <= cap_n, where it can bind
     demand = problem.memory_gb[pair_request, pair_node]
-    for n in range(problem.num_nodes):
-        cap = problem.node_memory_gb[n]
-        on_n = np.flatnonzero(pair_node == n)
-        if np.isfinite(cap) and demand[on_n].sum() > cap:
-            rows.add(on_n, demand[on_n], -np.inf, cap, "memory", n)
+    total = np.bincount(pair_node, weights=demand, minlength=num_nodes)
+    caps = problem.node_memory_gb
+    binding = np.flatnonzero(np.isfinite(caps) & (total > caps))
+    if binding.size:
+        cols = np.concatenate([by_node[node_start[n] : node_start[n + 1]] for n in binding])
+        lengths = node_pairs[binding]
+        blocks.add(lengths, cols, demand[cols], -np.inf, caps[binding], "memory", binding)
 
-    # bandwidth: sum U[r] x[r, n] over pairs whose path crosses link k <= B_k
-    crosses = problem.route_links[problem.request_site[pair_request], pair_node]  # (P, K)
-    upload = problem.upload_megabits[pair_request]
-    for k in range(len(problem.link_ids)):
-        on_k = np.flatnonzero(crosses[:, k])
-        if on_k.size == 0:
-            continue
-        worst = np.zeros(num_req)
-        np.maximum.at(worst, pair_request[on_k], upload[on_k])
-        if worst.sum() > problem.link_capacity_megabits[k]:
-            rows.add(on_k, upload[on_k], -np.inf, problem.link_capacity_megabits[k], "link", k)
+    # bandwidth: sum U[r] x[r, n] over pairs whose path crosses link k <= B_k, where it can bind
+    upload = problem.upload_megabits
+    if problem.link_ids:
+        reach = problem.route_links[problem.request_site]  # (R, N, K)
+        may_cross = (reach & allowed[:, :, None]).any(axis=1)  # (R, K)
+        link_cap = problem.link_capacity_megabits
+        binding = np.flatnonzero(upload @ may_cross > link_cap)
+        if binding.size:
+            crosses = reach[pair_request, pair_node][:, binding]  # (P, B)
+            link_of, pairs = np.nonzero(crosses.T)
+            lengths = np.bincount(link_of, minlength=binding.size)
+            vals = upload[pair_request[pairs]]
+            blocks.add(lengths, pairs, vals, -np.inf, link_cap[binding], "link", binding)
 
     # quality floor: sum (Q - T) x >= 0 over placed requests
     if problem.quality_target is not None:
         gain = problem.quality[pair_request, pair_node] - problem.quality_target
-        rows.add(np.arange(num_pairs), gain, 0.0, np.inf, "quality", 0)
+        blocks.add(np.array([num_pairs]), np.arange(num_pairs), gain, 0.0, np.inf, "quality", [0])
 
-    # congestion: m_n = sum_r x[r, n];  theta_n >= a_i m_n + b_i
-    count_cols = np.full(problem.num_nodes, -1, dtype=np.int64)
-    theta_cols = np.full(problem.num_nodes, -1, dtype=np.int64)
-    for n, curve in enumerate(problem.congestion_curves):
-        slopes, intercepts = curve.segments()
-        useful = (slopes > 1e-12) | (intercepts > 1e-12)
-        if not useful.any():
-            continue
-        count_cols[n], theta_cols[n] = next_col, next_col + 1
-        next_col += 2
-        cost.append(np.array([0.0, problem.latency_cost_weight]))
-        integer.append(np.array([False, False]))
-        on_n = np.flatnonzero(pair_node == n)
-        rows.add(
-            np.append(on_n, count_cols[n]),
-            np.append(np.ones(len(on_n)), -1.0),
+    # congestion: m_n = sum_r x[r, n];  theta_n >= a_i m_n + b_i for every useful piece i
+    next_col = num_pairs + (num_req if defer else 0)
+    count_cols = np.full(num_nodes, -1, dtype=np.int64)
+    theta_cols = np.full(num_nodes, -1, dtype=np.int64)
+    pieces = [_useful_segments(c) for c in problem.congestion_curves]
+    congested = np.array([p is not None for p in pieces], dtype=bool)
+    nodes = np.flatnonzero(congested)
+    count_cols[nodes] = next_col + 2 * np.arange(nodes.size)
+    theta_cols[nodes] = count_cols[nodes] + 1
+    if nodes.size:
+        cols, vals = [], []
+        for n in nodes:
+            on_n = by_node[node_start[n] : node_start[n + 1]]
+            cols += [on_n, count_cols[n : n + 1]]
+            vals += [np.ones(on_n.size), _MINUS_ONE]
+        blocks.add(
+            node_pairs[nodes] + 1,
+            np.concatenate(cols),
+            np.concatenate(vals),
             0.0,
             0.0,
             "count",
-            n,
+            nodes,
         )
-        # theta_n - a_i m_n >= b_i, one row per useful segment, added as one block
-        a, b = slopes[useful], intercepts[useful]
-        pieces = len(a)
-        rows.add_block(
-            np.repeat(np.arange(pieces), 2),
-            np.tile([theta_cols[n], count_cols[n]], pieces),
-            np.column_stack([np.ones(pieces), -a]).ravel(),
-            b,
-            np.inf,
-            "congestion",
-            np.full(pieces, n),
-        )
+        # theta_n - a_i m_n >= b_i: two nonzeros per piece
+        slopes = np.concatenate([pieces[n][0] for n in nodes])
+        intercepts = np.concatenate([pieces[n][1] for n in nodes])
+        piece_node = np.repeat(nodes, [pieces[n][0].size for n in nodes])
+        cols = np.column_stack([theta_cols[piece_node], count_cols[piece_node]]).ravel()
+        vals = np.column_stack([np.ones(slopes.size), -slopes]).ravel()
+        lengths = np.full(slopes.size, 2)
+        blocks.add(lengths, cols, vals, intercepts, np.inf, "congestion", piece_node)
 
-    num_cols = next_col
-    col_upper = np.ones(num_cols)
+    num_cols = next_col + 2 * nodes.size
+    col_cost = np.empty(num_cols)
+    col_cost[:num_pairs] = problem.pair_cost(masked=False)[pair_request, pair_node]
+    col_cost[num_pairs:next_col] = problem.deferral_cost()
+    col_cost[count_cols[nodes]] = 0.0
+    col_cost[theta_cols[nodes]] = problem.latency_cost_weight
+    integrality = np.zeros(num_cols, dtype=bool)
+    integrality[:next_col] = True
     col_lower = np.zeros(num_cols)
-    for n in np.flatnonzero(count_cols >= 0):
-        col_upper[count_cols[n]] = np.count_nonzero(pair_node == n)
-        col_upper[theta_cols[n]] = np.inf
-    matrix = sp.csc_matrix(
-        (
-            np.concatenate(rows.vals),
-            (np.concatenate(rows.rows), np.concatenate(rows.cols)),
-        ),
-        shape=(len(rows.lower), num_cols),
-    )
-    return MilpArrays(
+    col_upper = np.ones(num_cols)
+    col_upper[count_cols[nodes]] = node_pairs[nodes]
+    col_upper[theta_cols[nodes]] = np.inf
+    return blocks.arrays(
         pair_request=pair_request,
         pair_node=pair_node,
         defer_offset=defer_offset,
         count_cols=count_cols,
         theta_cols=theta_cols,
-        col_cost=np.concatenate(cost),
+        col_cost=col_cost,
         col_lower=col_lower,
         col_upper=col_upper,
-        integrality=np.concatenate(integer),
-        matrix=matrix,
-        row_lower=np.array(rows.lower),
-        row_upper=np.array(rows.upper),
-        row_kind=tuple(rows.kind),
-        row_index=np.array(rows.index, dtype=np.int64),
+        integrality=integrality,
     )
 
 

@@ -178,7 +178,7 @@ class ExactHighs(Solver):
             "warm_start_s": warm.seconds,
             "columns": float(milp.num_cols),
             "rows": float(milp.num_rows),
-            "nonzeros": float(milp.matrix.nnz),
+            "nonzeros": float(milp.num_nonzeros),
             "time_limit_s": limit,
         }
         highs_limit = left()
