@@ -6,15 +6,30 @@ path, RTT, true vision, prefill and decode with the true output length). The for
 adds its congestion model for requests sharing a node, since the truth of congestion depends on
 the assignment being decided. Solving each window exactly with these predictions is the
 *oracle policy*: it bounds what any predictor can reach with the same optimiser.
+
+Two weaker levels of knowledge (``knowledge=``) split that bound into what a predictor could in
+principle learn and what no predictor can know:
+
+- ``"probability"``: the true completion probability given the request's hidden difficulty, not
+  its drawn outcome; latency at the *expected* output length and vision/prefill speed (the
+  world's lognormal draws of a request's answer length and a pair's speed jitter averaged out).
+- ``"observable"``: as ``"probability"``, with the request's own hidden difficulty draw also
+  averaged out (:meth:`World.completion_prob` with ``observable=True``): the probability given
+  everything the request shows. No predictor of a request's features can know more, so a
+  policy with these predictions bounds every learned predictor with the same optimiser.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
 from qlmio_opt.instance import Instance, Request
 from qlmio_opt.predictors.base import Predictions, structural_eligibility
 from qlmio_opt.simulator.world import World
+
+KNOWLEDGE = ("outcome", "probability", "observable")
 
 
 class OraclePredictor:
@@ -24,10 +39,21 @@ class OraclePredictor:
     ----------
     world
         The world whose truth is revealed.
+    knowledge
+        ``"outcome"`` (drawn outcomes, true latencies), ``"probability"`` or ``"observable"``
+        (see the module docstring).
     """
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, knowledge: str = "outcome") -> None:
+        if knowledge not in KNOWLEDGE:
+            raise ValueError(f"knowledge must be one of {', '.join(KNOWLEDGE)}, not {knowledge!r}")
         self.world = world
+        self.knowledge = knowledge
+        if knowledge == "outcome":
+            self._timing_world = world
+        else:
+            expected = replace(world.config, output_sd=0.0, pair_output_sd=0.0, speed_sd=0.0)
+            self._timing_world = World(world.catalog, expected)
 
     def fit(self, data=None, y=None) -> OraclePredictor:
         self.is_fitted_ = True
@@ -35,7 +61,14 @@ class OraclePredictor:
 
     def predict(self, instance: Instance) -> Predictions:
         requests: tuple[Request, ...] = instance.requests
-        truth = self.world.pairs(requests, instance.nodes)
+        truth = self._timing_world.pairs(requests, instance.nodes)
+        if self.knowledge == "outcome":
+            quality = truth.completed.astype(float)
+        else:
+            models = list(dict.fromkeys(n.model for n in instance.nodes))
+            column = [models.index(n.model) for n in instance.nodes]
+            observable = self.knowledge == "observable"
+            quality = self.world.completion_prob(requests, models, observable=observable)[:, column]
         eligible = structural_eligibility(instance)
         graph = instance.network_graph
         site_index = {s: i for i, s in enumerate(instance.network.sites)}
@@ -49,7 +82,7 @@ class OraclePredictor:
         wait = np.broadcast_to(wait[:, None], transfer.shape)
         latency = wait + transfer + rtt + truth.vision_s + truth.prefill_s + truth.decode_solo_s
         return Predictions(
-            quality=np.where(eligible, truth.completed.astype(float), 0.0),
+            quality=np.where(eligible, quality, 0.0),
             latency_s=np.where(eligible, latency, np.inf),
             memory_gb=truth.kv_reserve_gb,
             eligible=eligible,
@@ -65,5 +98,5 @@ class OraclePredictor:
                 "output_tokens": truth.output_tokens,
             },
             congestion=True,
-            source="oracle",
+            source="oracle" if self.knowledge == "outcome" else f"oracle-{self.knowledge}",
         )

@@ -289,9 +289,23 @@ class World:
             out[rows] = kappa * np.log(total_seen[rows] / total[rows] / (ref_seen / ref_px))
         return out
 
-    def completion_prob(self, requests: Sequence[Request], models: Sequence[str]) -> np.ndarray:
-        """``(R, M)`` true completion probabilities."""
-        d = self.difficulty(requests)
+    def completion_prob(
+        self, requests: Sequence[Request], models: Sequence[str], *, observable: bool = False
+    ) -> np.ndarray:
+        """``(R, M)`` true completion probabilities.
+
+        With ``observable`` the request's own hidden draw ``z_r`` is averaged out: the
+        probability given everything a request shows (task, prompt with its question words,
+        images) and nothing it hides, the most any predictor of those features can know.
+        """
+        if observable:
+            nodes, weights = _GAUSS_HERMITE
+            p = np.array([self.prompt_difficulty(r.prompt) for r in requests])
+            d = self.config.difficulty_sd * nodes[None, :] + p[:, None]  # (R, Q)
+            weights = weights / weights.sum()
+        else:
+            d = self.difficulty(requests)[:, None]
+            weights = np.ones(1)
         images = _images(requests)
         tasks = np.array([r.task for r in requests], dtype=object)
         out = np.empty((len(requests), len(models)))
@@ -301,7 +315,7 @@ class World:
             for task in np.unique(tasks):
                 a[tasks == task] = self.ability(key, task)
             shift = self.resolution_shift(spec, requests, images)
-            out[:, j] = expit(a - discrimination(spec) * d + shift)
+            out[:, j] = expit(a[:, None] - discrimination(spec) * d + shift[:, None]) @ weights
         return out
 
     def completed(
