@@ -120,6 +120,20 @@ def test_committed_windows_are_answered_feasibly_and_deterministically(window):
     np.testing.assert_array_equal(first.assignment, Greedy().solve(problem, seed=3).assignment)
 
 
+def test_a_window_far_from_its_bound_gets_more_search_and_is_never_worse_for_it():
+    """window_051 ends its normal search more than 2% above the dual bound (escalated in the
+    committed-window runs); the extra search starts from its best state, so it can only gain."""
+    problem = problem_of(read_instance(INSTANCES / "window_051.json"))
+    plain = Greedy(Effort(escalate_scale=0.0)).solve(problem)
+    more = Greedy().solve(problem)
+    assert plain.stats["escalated"] == 0.0
+    assert more.stats["escalated"] == 1.0
+    assert checked(problem, more) <= checked(problem, plain) + 1e-9
+    # a window whose normal search ends within 2% of the bound is not
+    easy = Greedy().solve(problem_of(read_instance(INSTANCES / "window_042.json")))
+    assert easy.stats["escalated"] == 0.0
+
+
 def random_window(seed, num_requests, deferral, floor):
     """A variant of small/memory.json: random matrices, capacities, links and objective."""
     rng = np.random.default_rng(seed)
