@@ -138,19 +138,19 @@ def build_milp(problem: Problem) -> MilpArrays:
 
     blocks = _Blocks()
     # assignment: sum_n x[r, n] + d[r] = 1 (with deferral, d[r] closes request r's row)
+    lengths = np.bincount(pair_request, minlength=num_req)
     if defer:
         defer_offset = num_pairs
         cols = np.empty(num_pairs + num_req, dtype=np.int64)
-        closing = np.cumsum(np.bincount(pair_request, minlength=num_req)) + np.arange(num_req)
+        closing = np.cumsum(lengths) + np.arange(num_req)
         is_pair = np.ones(cols.size, dtype=bool)
         is_pair[closing] = False
         cols[is_pair] = np.arange(num_pairs)
         cols[closing] = defer_offset + np.arange(num_req)
-        lengths = np.bincount(pair_request, minlength=num_req) + 1
+        lengths = lengths + 1
     else:
         defer_offset = None
         cols = np.arange(num_pairs)
-        lengths = np.bincount(pair_request, minlength=num_req)
     blocks.add(lengths, cols, np.ones(cols.size), 1.0, 1.0, "assign", np.arange(num_req))
 
     # memory: sum_r M[r, n] x[r, n] <= cap_n, where it can bind

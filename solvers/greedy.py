@@ -180,7 +180,8 @@ class Greedy(Solver):
             columns = round_weights(window, dual.weights(y, taus[-1]), columns)
         priced = time.perf_counter()
         deadline = None if time_limit is None else start + time_limit
-        budget = Budget(effort.work_for(problem.num_requests * problem.num_nodes), deadline)
+        work = effort.work_for(problem.num_requests * problem.num_nodes)
+        budget = Budget(work, deadline)
         prices = dual.prices(y)
         state = _repaired(window, columns, prices, budget)
         if not state.feasible():
@@ -191,7 +192,7 @@ class Greedy(Solver):
             state = _search(state, prices, weights, budget, effort, seed, bound)
             if effort.escalate_scale > 0 and not _proven(state.value, bound, effort.escalate_gap):
                 escalated = True
-                more = Budget(effort.escalate_scale * budget.start, deadline)
+                more = Budget(effort.escalate_scale * work, deadline)
                 state = _search(state, prices, weights, more, effort, seed + 1, bound)
         return SolverResult(
             Status.FEASIBLE,

@@ -37,7 +37,6 @@ class Budget:
     """
 
     def __init__(self, work: float, deadline: float | None = None) -> None:
-        self.start = float(work)
         self.left = float(work)
         self.deadline = deadline
 

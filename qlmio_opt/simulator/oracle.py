@@ -64,11 +64,13 @@ class OraclePredictor:
         truth = self._timing_world.pairs(requests, instance.nodes)
         if self.knowledge == "outcome":
             quality = truth.completed.astype(float)
+        elif self.knowledge == "probability":
+            # the timing world differs only in answer lengths and speeds: same probabilities
+            quality = truth.completion_prob
         else:
             models = list(dict.fromkeys(n.model for n in instance.nodes))
             column = [models.index(n.model) for n in instance.nodes]
-            observable = self.knowledge == "observable"
-            quality = self.world.completion_prob(requests, models, observable=observable)[:, column]
+            quality = self.world.completion_prob(requests, models, observable=True)[:, column]
         eligible = structural_eligibility(instance)
         graph = instance.network_graph
         site_index = {s: i for i, s in enumerate(instance.network.sites)}

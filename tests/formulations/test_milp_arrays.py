@@ -98,13 +98,13 @@ def test_hand_over_keeps_the_model():
     """What HiGHS holds after pass_model is the arrays: same sizes, costs and relaxation bound."""
     problem = _problem("window_042")
     milp = build_milp(problem)
-    h = new_highs(time_limit=None, mip_rel_gap=1e-4, threads=1, seed=0)
+    h = new_highs(time_limit=None, mip_rel_gap=1e-4, threads=0, seed=0)
     pass_model(h, milp)
     lp = h.getLp()
     assert (lp.num_col_, lp.num_row_) == (milp.num_cols, milp.num_rows)
     assert np.allclose(lp.col_cost_, milp.col_cost)
     assert sum(int(t) for t in lp.integrality_) == int(milp.integrality.sum())
-    relaxed = solve_highs(milp, relax=True, threads=1)
-    exact = solve_highs(milp, threads=1)
+    relaxed = solve_highs(milp, relax=True)
+    exact = solve_highs(milp)
     assert relaxed.status == exact.status == "optimal"
     assert relaxed.objective <= exact.objective + 1e-9
