@@ -32,6 +32,10 @@ STALL = 1e-5  # a quasi-Newton step gaining less than this (relative) counts as 
 # of its mean diagonal (from a multiple of the identity it spends most of the first
 # temperature's evaluations learning the very different curvatures of the prices).
 DAMPING = 0.3
+# Windows whose price matrix has at most this many entries keep it densely (float32, 4 bytes an
+# entry): a product is then one matrix-vector call instead of a dozen small array operations,
+# which is most of an evaluation's time on windows of a few hundred requests.
+DENSE_LIMIT = 400_000
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,15 @@ class Dual:
     The prices form one vector ``y``: first the capacity rows (memory columns, links, the
     quality floor), each in *request units* (price times the typical use of one request, so
     the coordinates are commensurate for the optimiser), then one count price per congested
-    node. A request's reduced costs are ``cost + y @ A`` for a ``(D, C * R)`` matrix ``A`` that
-    is never formed: each memory and count row touches one column, and a link row touches the
-    pairs whose path crosses it with the request's upload, so the product and its transpose
-    are a few element-wise passes over the ``(C, R)`` pairs (no BLAS call, and memory linear in
-    the pairs: a dense ``A`` of a 10,000 x 12 window took 50 MB and most of the first solve's
-    time).
+    node. A request's reduced costs are ``cost + y @ A`` for a ``(D, C * R)`` matrix ``A``.
+    Where ``A`` has at most :data:`DENSE_LIMIT` entries it is kept densely in single precision
+    (``dense``) and each product is one matrix-vector call: on windows of a few hundred
+    requests the dozen small array operations of the structured products cost more than their
+    arithmetic. Larger windows never form it: each memory and count row touches one column, and
+    a link row touches the pairs whose path crosses it with the request's upload, so the
+    product and its transpose are a few element-wise passes over the ``(C, R)`` pairs (no BLAS
+    call, and memory linear in the pairs: a dense ``A`` of a 10,000 x 12 window took 50 MB and
+    most of the first solve's time).
     """
 
     def __init__(self, window: Window, allowed_counts: np.ndarray) -> None:
@@ -117,6 +124,23 @@ class Dual:
         self.m32 = m.astype(np.float32)
         # reduced costs of the pairs, then the node terms (see :meth:`soft`)
         self.buffer = np.empty(self.cost.size + self.congestion.size, dtype=np.float32)
+        self.dense = self._dense() if self.size * self.cost.size <= DENSE_LIMIT else None
+
+    def _dense(self) -> np.ndarray:
+        """``(D, C * R)`` float32: the price rows written out, for windows small enough."""
+        width, num_r = self.shape
+        dense = np.zeros((self.size, width, num_r))
+        num_memory, cut = self.num_memory, self.num_capacity
+        dense[np.arange(num_memory), self.memory_cols] = self.memory
+        if self.num_links:
+            crossing = self.w.crossing  # (R, C, L)
+            dense[num_memory : num_memory + self.num_links] = (
+                crossing * self.upload[:, None, None]
+            ).transpose(2, 1, 0)
+        if self.gain is not None:
+            dense[cut - 1] = self.gain
+        dense[cut + np.arange(len(self.nodes)), self.nodes] = 1.0
+        return dense.reshape(self.size, self.cost.size).astype(np.float32)
 
     @property
     def size(self) -> int:
@@ -218,7 +242,11 @@ class Dual:
             buffer[:pairs].reshape(self.shape),
             buffer[pairs:].reshape(self.congestion.shape),
         )
-        self.reduced(y32, out=red)
+        if self.dense is None:
+            self.reduced(y32, out=red)
+        else:  # a BLAS call: the greedy runs it on one thread (``runtime.hot_path``)
+            np.dot(y32, self.dense, out=buffer[:pairs])
+            red += self.cost
         np.multiply(y32[cut:, None], self.m32, out=node)
         np.subtract(self.congestion, node, out=node)
         low, node_low = np.minimum.reduce(red, axis=0), np.minimum.reduce(node, axis=1)
@@ -234,7 +262,10 @@ class Dual:
         total = float(add(low, dtype=float) + add(node_low, dtype=float))
         total -= tau * float(add(np.log(red_sum), dtype=float) + add(np.log(node_sum), dtype=float))
         total -= y[:cut] @ self.scaled_cap
-        grad = self.row_sums(red)
+        if self.dense is None:
+            grad = self.row_sums(red)
+        else:
+            grad = (self.dense @ buffer[:pairs]).astype(float)
         grad[:cut] -= self.scaled_cap
         grad[cut:] -= node @ self.m32
         return -total, -grad
@@ -276,13 +307,19 @@ class Dual:
         p = _soft_min(self.reduced(y), tau)[1].astype(float)
         q = _soft_min(self._node_terms(y), tau, axis=1)[1].astype(float)
         size = self.size
-        hessian = np.zeros((size, size))
-        use = np.zeros((size, self.shape[1]))
-        for c, touch, coef in self._column_blocks():
-            weighted = coef * p[c]
-            # einsum, not matmul: a threaded BLAS can stall on a busy machine
-            hessian[np.ix_(touch, touch)] += np.einsum("ir,jr->ij", weighted, coef)
-            use[touch] += weighted
+        if self.dense is not None:
+            dense = self.dense.astype(float)
+            weighted = dense * p.reshape(-1)
+            hessian = weighted @ dense.T
+            use = weighted.reshape(size, *self.shape).sum(axis=1)  # (D, R)
+        else:
+            hessian = np.zeros((size, size))
+            use = np.zeros((size, self.shape[1]))
+            for c, touch, coef in self._column_blocks():
+                weighted = coef * p[c]
+                # einsum, not matmul: a threaded BLAS can stall on a busy machine
+                hessian[np.ix_(touch, touch)] += np.einsum("ir,jr->ij", weighted, coef)
+                use[touch] += weighted
         hessian -= np.einsum("ir,jr->ij", use, use)
         mean = q @ self.m
         counts = np.arange(self.num_capacity, size)

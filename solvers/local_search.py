@@ -117,8 +117,7 @@ def fits_table(state: State, quality: bool = True) -> np.ndarray:
     ok &= state.memory_load[None, :] + w.memory <= w.memory_cap[None, :] + TOL
     if len(w.links):
         slack = w.link_cap - state.link_load
-        gained = w.paths[:, None, :, :] & ~w.paths[:, :, None, :]  # (site, from, to, link)
-        room = np.where(gained, slack, np.inf).min(axis=3)
+        room = np.where(w.gained, slack, np.inf).min(axis=3)  # (site, from, to)
         ok &= w.upload[:, None] <= room[w.site, a] + TOL
     if quality and w.gain is not None:
         after = state.quality_slack + w.gain - w.gain[state.rows, a][:, None]
@@ -146,11 +145,20 @@ def penalty_table(state: State, weights: Weights, subset: np.ndarray | None = No
     link_load = state.link_load
     hot = np.flatnonzero(link_load + w.upload.max(initial=0.0) > w.link_cap + TOL)
     if len(hot):
-        cross = crossing[:, :, hot]  # (R, C, H)
-        after = link_load[hot] + upload[:, None, None] * (cross - cross[index, a][:, None, :])
-        cap = w.link_cap[hot]
-        now = np.maximum(link_load[hot] - cap, 0.0)
-        table += (np.maximum(after - cap, 0.0) - now) @ weights.link[hot]
+        # A move changes link l's overload only if it starts (``on``) or stops (``off``)
+        # crossing it, so the table is one pass over (R, C, L): crossing @ (on - off), plus
+        # the sum of every ``off`` of the request's present path.
+        slack = w.link_cap[hot] - link_load[hot]
+        now = np.maximum(-slack, 0.0)
+        lift = upload[:, None]
+        link_w = weights.link[hot]
+        here = crossing[index, a][:, hot]  # (R, H) the present paths
+        on = (1.0 - here) * ((np.maximum(lift - slack, 0.0) - now) * link_w)
+        off = here * ((np.maximum(-lift - slack, 0.0) - now) * link_w)
+        change = np.zeros((len(a), len(link_load)))
+        change[:, hot] = on - off
+        table += np.einsum("rcl,rl->rc", crossing, change)
+        table += off.sum(axis=1)[:, None]
     if gain is not None:
         after = state.quality_slack + gain - w.gain[rows, a][:, None]
         table += weights.quality * (np.maximum(-after, 0.0) - max(-state.quality_slack, 0.0))

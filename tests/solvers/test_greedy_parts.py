@@ -70,6 +70,52 @@ def test_structured_products_equal_the_dense_matrix(name):
     np.testing.assert_allclose(dual.row_sums(p32), np.einsum("dcr,cr->d", dense, p), rtol=1e-4)
 
 
+def structured(dual):
+    """A copy of ``dual`` that computes its products from the structure (no dense matrix)."""
+    copy = Dual.__new__(Dual)
+    copy.__dict__.update(dual.__dict__)
+    copy.dense = None
+    copy.buffer = dual.buffer.copy()
+    return copy
+
+
+# weighted with links; quality floor with links and four sites; quality floor without links
+@pytest.mark.parametrize("name", ["window_005", "window_010", "window_013"])
+def test_dense_matrix_is_the_price_rows(name):
+    problem, window = window_of(name)
+    dual = Dual(window, problem.allowed.sum(axis=0))
+    assert dual.dense is not None  # small windows keep the dense matrix
+    expected = dense_price_matrix(dual, window).reshape(dual.size, -1)
+    np.testing.assert_allclose(dual.dense, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["window_005", "window_010", "window_034"])
+def test_dense_and_structured_evaluations_agree(name):
+    problem, window = window_of(name)
+    dual = Dual(window, problem.allowed.sum(axis=0))
+    other = structured(dual)
+    scale = float(np.abs(window.cost[np.isfinite(window.cost)]).mean())
+    rng = np.random.default_rng(2)
+    for tau in (0.1 * scale, 0.001 * scale):
+        y = rng.uniform(0.0, 0.5 * scale, dual.size)
+        value, grad = dual.soft(y, tau)
+        value_s, grad_s = other.soft(y, tau)
+        # both run in single precision, summing in different orders
+        assert value == pytest.approx(value_s, rel=1e-5, abs=1e-3)
+        np.testing.assert_allclose(grad, grad_s, rtol=1e-3, atol=1e-3 * np.abs(grad_s).max())
+        np.testing.assert_allclose(
+            dual.curvature(y, tau), other.curvature(y, tau), rtol=1e-5, atol=1e-8
+        )
+
+
+def test_large_windows_do_not_keep_a_dense_matrix(monkeypatch):
+    import qlmio_opt.solvers.greedy_prices as prices
+
+    problem, window = window_of("window_005")
+    monkeypatch.setattr(prices, "DENSE_LIMIT", 10)
+    assert prices.Dual(window, problem.allowed.sum(axis=0)).dense is None
+
+
 @pytest.mark.parametrize("name", ["window_034", "window_042"])
 def test_curvature_matches_finite_differences_of_the_gradient(name):
     problem, window = window_of(name)
