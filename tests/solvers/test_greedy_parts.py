@@ -13,7 +13,14 @@ from qlmio_opt.solvers.greedy_prices import Dual
 from qlmio_opt.solvers.greedy_repair import repair, room_pass
 from qlmio_opt.solvers.greedy_rounding import round_weights
 from qlmio_opt.solvers.greedy_state import TOL, State, build_window
-from qlmio_opt.solvers.local_search import Budget, descend
+from qlmio_opt.solvers.local_search import (
+    Budget,
+    Weights,
+    descend,
+    overload_cost,
+    penalty_table,
+    unit_weights,
+)
 
 
 def window_of(name):
@@ -203,3 +210,38 @@ def test_a_settled_state_is_not_descended_again():
     state.shift(0, int(state.columns[0]) - 1 if state.columns[0] > 0 else 1)
     descend(state, budget)
     assert budget.left < left
+
+
+# links and memory; quality floor with links and four sites; quality floor without links
+@pytest.mark.parametrize("name", ["window_017", "window_010", "window_013"])
+def test_penalty_table_is_the_change_in_weighted_overload(name):
+    """Every entry of the table against the overload recomputed after making the move."""
+    _, window = window_of(name)
+    rng = np.random.default_rng(3)
+    finite = np.isfinite(window.cost)
+    # a crowded start: every request on a random allowed node (deferral only if nothing else)
+    nodes = finite[:, : window.defer]
+    columns = np.array(
+        [rng.choice(np.flatnonzero(row)) if row.any() else window.defer for row in nodes]
+    )
+    state = State(window, columns)
+    base = unit_weights(window)
+    weights = Weights(
+        base.memory * rng.uniform(0.5, 2.0, base.memory.shape),
+        base.link * rng.uniform(0.5, 2.0, base.link.shape),
+        base.quality,
+    )
+    assert overload_cost(state, weights) > 0  # the test means something only when overloaded
+    subset = rng.choice(window.num_requests, min(12, window.num_requests), replace=False)
+    for rows in (None, subset):
+        table = penalty_table(state, weights, rows)
+        for i, r in enumerate(range(window.num_requests) if rows is None else rows):
+            if rows is None and r % 5:
+                continue  # every fifth row of the full table, every row of the subset
+            for c in np.flatnonzero(finite[r]):
+                moved = columns.copy()
+                moved[r] = c
+                change = overload_cost(State(window, moved), weights) - overload_cost(
+                    state, weights
+                )
+                assert table[i, c] == pytest.approx(change, rel=1e-9, abs=1e-9)
