@@ -19,7 +19,7 @@ the exact solver), in four steps:
    and randomly perturbed (:mod:`qlmio_opt.solvers.local_search`); the best feasible
    assignment is kept. The search stops early once it is within ``Effort.gap`` of the bound.
    If it ends more than ``Effort.escalate_gap`` (2%) above the bound, it goes on from its best
-   state with seven times its budget more: about a quarter of the committed windows, the
+   state with three times its budget more: about a quarter of the committed windows, the
    knife-edge ones where the optimum reshuffles many requests on packed links.
 
 The amount of search is a fixed number of work units per window, counted rather than timed,
@@ -99,7 +99,7 @@ class Effort:
     variants: int = 12
     gap: float = 2e-3
     escalate_gap: float = 0.02
-    escalate_scale: float = 7.0
+    escalate_scale: float = 3.0
 
     def work_for(self, pairs: int) -> float:
         """The search budget of a window with ``pairs`` request-node pairs."""
