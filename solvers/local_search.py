@@ -137,27 +137,32 @@ def penalty_table(state: State, weights: Weights, subset: np.ndarray | None = No
         gain = None if gain is None else gain[subset]
     index = np.arange(len(a))
     load, cap = state.memory_load, w.memory_cap
-    over = np.maximum(load - cap, 0.0)
-    table = weights.memory * (np.maximum(load + memory - cap, 0.0) - over)
-    freed = np.maximum(load[a] - w.memory[rows, a] - cap[a], 0.0) - over[a]
+    excess_memory = load - cap  # -inf on columns without a memory row
+    over = np.maximum(excess_memory, 0.0)
+    table = np.maximum(memory + excess_memory, 0.0)
+    table -= over
+    table *= weights.memory
+    freed = np.maximum(excess_memory[a] - w.memory[rows, a], 0.0) - over[a]
     table += (weights.memory[a] * freed)[:, None]
     # only links that one move could push over (or that are over) can change
     link_load = state.link_load
     hot = np.flatnonzero(link_load + w.upload.max(initial=0.0) > w.link_cap + TOL)
     if len(hot):
         # A move changes link l's overload only if it starts (``on``) or stops (``off``)
-        # crossing it, so the table is one pass over (R, C, L): crossing @ (on - off), plus
-        # the sum of every ``off`` of the request's present path.
-        slack = w.link_cap[hot] - link_load[hot]
-        now = np.maximum(-slack, 0.0)
+        # crossing it, so the table is one pass over (R, C, L): crossing @ (on - off) over the
+        # links the request does not cross now (on) and does (off), plus the sum of every
+        # ``off`` of its present path. Links that are not hot weigh 0.
+        link_w = np.zeros(len(link_load))
+        link_w[hot] = weights.link[hot]
+        excess = link_load - w.link_cap
+        now = np.maximum(excess, 0.0)
+        here = crossing[index, a]  # (R, L) the present paths
         lift = upload[:, None]
-        link_w = weights.link[hot]
-        here = crossing[index, a][:, hot]  # (R, H) the present paths
-        on = (1.0 - here) * ((np.maximum(lift - slack, 0.0) - now) * link_w)
-        off = here * ((np.maximum(-lift - slack, 0.0) - now) * link_w)
-        change = np.zeros((len(a), len(link_load)))
-        change[:, hot] = on - off
-        table += np.einsum("rcl,rl->rc", crossing, change)
+        on = (np.maximum(excess + lift, 0.0) - now) * link_w
+        off = (np.maximum(excess - lift, 0.0) - now) * link_w
+        off *= here
+        on -= here * on
+        table += np.einsum("rcl,rl->rc", crossing, on - off)
         table += off.sum(axis=1)[:, None]
     if gain is not None:
         after = state.quality_slack + gain - w.gain[rows, a][:, None]
@@ -183,6 +188,13 @@ def price_table(state: State, memory: np.ndarray, link: np.ndarray, quality: flo
     return use
 
 
+def improving_order(gain: np.ndarray) -> np.ndarray:
+    """Indices of the (at most :data:`MAX_CHECKS`) entries below ``-IMPROVES``, most negative
+    first, ties in index order."""
+    found = np.flatnonzero(gain < -IMPROVES)
+    return found[np.argsort(gain[found], kind="stable")][:MAX_CHECKS]
+
+
 def shift_pass(state: State, budget: Budget, price: np.ndarray | None = None) -> int:
     """Apply improving shifts that fit, best first, each re-checked exactly.
 
@@ -194,13 +206,10 @@ def shift_pass(state: State, budget: Budget, price: np.ndarray | None = None) ->
         delta += price - price[state.rows, state.columns][:, None]
     delta = np.where(fits_table(state), delta, np.inf)
     best = np.argmin(delta, axis=1)
-    gain = delta[state.rows, best]
-    order = np.argsort(gain, kind="stable")
-    order = order[gain[order] < -IMPROVES][:MAX_CHECKS]
+    order = improving_order(delta[state.rows, best])
     budget.spend(CHECK_WORK * len(order))
     moved = 0
-    for r in order:
-        col = int(best[r])
+    for r, col in zip(order.tolist(), best[order].tolist(), strict=True):
         change = state.shift_delta(r, col)
         if price is not None:
             change += price[r, col] - price[r, state.columns[r]]
@@ -235,13 +244,10 @@ def penalty_descent(
         table[state.frozen] = np.inf
         rows = state.rows
         best = np.argmin(table, axis=1)
-        gain = table[np.arange(len(rows)), best]
-        order = np.argsort(gain, kind="stable")
-        checks = order[gain[order] < -IMPROVES][:MAX_CHECKS]
+        checks = improving_order(table[np.arange(len(rows)), best])
         budget.spend(CHECK_WORK * len(checks))
         memory_w, link_w = weights.memory.tolist(), weights.link.tolist()
-        for i in checks:
-            r, col = int(rows[i]), int(best[i])
+        for r, col in zip(rows[checks].tolist(), best[checks].tolist(), strict=True):
             change = state.shift_delta(r, col)
             change += state.overload_delta(r, col, memory_w, link_w, weights.quality)
             if change < -IMPROVES:
