@@ -31,7 +31,7 @@ last-bit difference in the prices between CPU or BLAS builds can lead the search
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -88,7 +88,8 @@ class Effort:
     escalate_gap, escalate_scale
         When the search ends further than ``escalate_gap`` from the dual bound, it goes on from
         its best state with ``escalate_scale`` times its budget more (0: never). The bound says
-        where there is room, so the extra work goes to the few windows that need it.
+        where there is room, so the extra work goes to the few windows that need it; the
+        escalated search goes on where the first one stopped (see :class:`Memo`).
     """
 
     temperatures: tuple[float, ...] = (0.1, 0.01, 0.001)
@@ -188,12 +189,12 @@ class Greedy(Solver):
             return SolverResult(Status.INFEASIBLE, None, message=_explain(problem, state))
         escalated = False
         if not _proven(state.value, bound, effort.gap):
-            weights = _repair_weights(window, prices, ROOM_FACTOR)
-            state = _search(state, prices, weights, budget, effort, seed, bound)
+            memo = Memo(_repair_weights(window, prices, ROOM_FACTOR))
+            state = _search(state, prices, memo, budget, effort, seed, bound)
             if effort.escalate_scale > 0 and not _proven(state.value, bound, effort.escalate_gap):
                 escalated = True
                 more = Budget(effort.escalate_scale * work, deadline)
-                state = _search(state, prices, weights, more, effort, seed + 1, bound)
+                state = _search(state, prices, memo, more, effort, seed + 1, bound)
         return SolverResult(
             Status.FEASIBLE,
             np.where(state.columns == window.defer, -1, state.columns),
@@ -265,10 +266,32 @@ def _proven(value: float, bound: float, gap: float) -> bool:
     return value - bound <= gap * max(1.0, abs(value))
 
 
+@dataclass(frozen=True)
+class Memo:
+    """What the searches of one window have done already, so that an escalation step goes on
+    from where the last step stopped instead of repeating it.
+
+    Attributes
+    ----------
+    weights
+        The room-making search's overload weights.
+    tried
+        Per start assignment, the room-making chains that ran to their end without gaining
+        (see :func:`~qlmio_opt.solvers.greedy_repair.room_pass`).
+    priced
+        ``(assignment, price scale)`` of the price-guided searches that ran to their end
+        (a search from the same state at the same prices would find the same trial).
+    """
+
+    weights: Weights
+    tried: dict[bytes, set[tuple[int, int]]] = field(default_factory=dict)
+    priced: set[tuple[bytes, float]] = field(default_factory=set)
+
+
 def _search(
     state: State,
     prices: Prices,
-    weights: Weights,
+    memo: Memo,
     budget: Budget,
     effort: Effort,
     seed: int,
@@ -276,8 +299,7 @@ def _search(
 ) -> State:
     """Room-making and price-guided searches, each from the best state so far."""
     rng = np.random.default_rng(seed)
-    best = _make_room(state, weights, budget)
-    descend(best, budget)
+    best = descend(_make_room(state, memo, budget), budget)
     base = (prices.memory, prices.link, prices.quality)
     scales = [1.0, 0.5, 2.0] + [None] * effort.variants  # None: a random perturbation
     for scale in scales[: effort.variants]:
@@ -286,16 +308,21 @@ def _search(
         if scale is None:
             memory, link, quality = (p * np.exp(rng.normal(0.0, 0.5, np.shape(p))) for p in base)
         else:
+            key = (best.columns.tobytes(), scale)
+            if key in memo.priced:
+                continue
             memory, link, quality = (scale * p for p in base)
         trial = priced_search(best, price_table(best, memory, link, float(quality)), budget)
+        if scale is not None and not budget.exhausted:
+            memo.priced.add(key)
         if trial.feasible() and trial.value < best.value - IMPROVES:
-            best = descend(_make_room(trial, weights, budget), budget)
+            best = descend(_make_room(trial, memo, budget), budget)
     return best
 
 
-def _make_room(state: State, weights: Weights, budget: Budget) -> State:
+def _make_room(state: State, memo: Memo, budget: Budget) -> State:
     """Room passes until one keeps nothing."""
-    while not budget.exhausted and room_pass(state, budget, weights):
+    while not budget.exhausted and room_pass(state, budget, memo.weights, tried=memo.tried):
         pass
     return state
 

@@ -112,7 +112,13 @@ def _relieves(state: State, r: int, col: int, capacity: bool, quality: bool) -> 
     return bool(quality and state.quality_slack < -TOL and s["gain"][r][col] > s["gain"][r][a])
 
 
-def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -> int:
+def room_pass(
+    state: State,
+    budget: Budget,
+    weights: Weights,
+    roots: int = 12,
+    tried: dict[bytes, set[tuple[int, int]]] | None = None,
+) -> int:
     """Make room for the most valuable blocked shift by a cascade of other moves.
 
     Each root ``r1 -> c1`` (an improving shift that does not fit, at most two columns per
@@ -124,21 +130,27 @@ def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -
     abandoned once its moves cost more than the root gains. Every root is tried from the same
     start, and the best chain is kept (keeping the first that gains would often settle for a
     small gain that blocks a large one). Returns 1 if a chain was kept, else 0.
+
+    ``tried`` (one dictionary per window and weights) remembers, per start assignment, the
+    roots whose chains ran to their end without gaining: a later pass from the same assignment
+    (the escalated search starts where the first one ended, often in the middle of a pass the
+    budget cut short) goes on with the roots not tried yet instead of repeating them.
     """
     blocked = np.where(fits_table(state), np.inf, shift_table(state, budget))
     order = np.argsort(blocked, axis=None, kind="stable")
     start = state.columns.copy()
+    done = set() if tried is None else tried.setdefault(start.tobytes(), set())
     before = state.value
-    tried: dict[int, int] = {}
+    per_request: dict[int, int] = {}
     best_value, best = before - IMPROVES, None
     for index in order[: 4 * roots]:
         r1, c1 = (int(i) for i in np.unravel_index(index, blocked.shape))
-        if not blocked[r1, c1] < -IMPROVES or len(tried) >= roots or budget.exhausted:
+        if not blocked[r1, c1] < -IMPROVES or len(per_request) >= roots or budget.exhausted:
             break
-        if tried.get(r1, 0) >= 2:
+        if per_request.get(r1, 0) >= 2:
             continue
-        tried[r1] = tried.get(r1, 0) + 1
-        if state.fits(r1, c1):  # not blocked after all (the table and the check round apart)
+        per_request[r1] = per_request.get(r1, 0) + 1
+        if (r1, c1) in done or state.fits(r1, c1):  # fits: the table and the check round apart
             continue
         state.shift(r1, c1)
         # give up on a chain whose moves already cost more than the root gains
@@ -149,6 +161,8 @@ def room_pass(state: State, budget: Budget, weights: Weights, roots: int = 12) -
                 pass
             if state.value < best_value:
                 best_value, best = state.value, state.columns.copy()
+        if not budget.exhausted:  # a chain the budget cut short may gain when run further
+            done.add((r1, c1))
         state.restore(start)
     if best is None:
         return 0

@@ -245,3 +245,29 @@ def test_penalty_table_is_the_change_in_weighted_overload(name):
                     state, weights
                 )
                 assert table[i, c] == pytest.approx(change, rel=1e-9, abs=1e-9)
+
+
+def test_a_room_pass_goes_on_where_the_last_one_from_the_same_state_stopped():
+    problem, window = window_of("window_071")
+    dual, y, _ = priced(problem, window)
+    weights = _repair_weights(window, dual.prices(y), ROOM_FACTOR)
+    found = Greedy().solve(problem).assignment
+    start = np.where(found < 0, window.defer, found)
+    tried = {}
+    state = State(window, start)
+    # cut short after a few chains, none of which gains
+    assert room_pass(state, Budget(8_000), weights, tried=tried) == 0
+    assert 0 < len(tried[start.tobytes()]) < 12
+    plenty = 1e9
+    resumed, fresh = Budget(plenty), Budget(plenty)
+    kept = room_pass(state, resumed, weights, tried=tried)
+    alone = State(window, start)
+    assert room_pass(alone, fresh, weights) == kept
+    # the same outcome as a pass that tries every chain again, for less work
+    np.testing.assert_array_equal(state.columns, alone.columns)
+    assert plenty - resumed.left < plenty - fresh.left
+    # once every chain from this state has been tried, a pass only builds its tables
+    if not kept:
+        again = Budget(plenty)
+        assert room_pass(state, again, weights, tried=tried) == 0
+        assert plenty - again.left < 1_000
