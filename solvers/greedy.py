@@ -20,7 +20,8 @@ the exact solver), in four steps:
    assignment is kept. The search stops early once it is within ``Effort.gap`` of the bound.
    If it ends more than ``Effort.escalate_gap`` (2%) above the bound, it goes on from its best
    state with three times its budget more: about a quarter of the committed windows, the
-   knife-edge ones where the optimum reshuffles many requests on packed links.
+   knife-edge ones where the optimum reshuffles many requests on packed links. The best state
+   is then polished by improving shifts and swaps (:func:`~qlmio_opt.solvers.local_search.polish`).
 
 The amount of search is a fixed number of work units per window, counted rather than timed,
 so the answer depends only on the problem and the seed (on one machine: on knife-edge windows a
@@ -49,6 +50,7 @@ from qlmio_opt.solvers.local_search import (
     Budget,
     Weights,
     descend,
+    polish,
     price_table,
     priced_search,
     unit_weights,
@@ -90,6 +92,10 @@ class Effort:
         its best state with ``escalate_scale`` times its budget more (0: never). The bound says
         where there is room, so the extra work goes to the few windows that need it; the
         escalated search goes on where the first one stopped (see :class:`Memo`).
+    polish_scale
+        Budget, in searches' budgets, of the final polish: improving shifts and swaps from the
+        best state (0: none). Swaps keep node counts, so they reach the exchanges of requests
+        between packed nodes and links that single moves and room-making chains miss.
     """
 
     temperatures: tuple[float, ...] = (0.1, 0.01, 0.001)
@@ -101,6 +107,7 @@ class Effort:
     gap: float = 2e-3
     escalate_gap: float = 0.02
     escalate_scale: float = 3.0
+    polish_scale: float = 0.5
 
     def work_for(self, pairs: int) -> float:
         """The search budget of a window with ``pairs`` request-node pairs."""
@@ -195,6 +202,8 @@ class Greedy(Solver):
                 escalated = True
                 more = Budget(effort.escalate_scale * work, deadline)
                 state = _search(state, prices, memo, more, effort, seed + 1, bound)
+            if effort.polish_scale > 0:
+                state = polish(state, Budget(effort.polish_scale * work, deadline))
         return SolverResult(
             Status.FEASIBLE,
             np.where(state.columns == window.defer, -1, state.columns),

@@ -314,6 +314,65 @@ def pair_pass(state: State, budget: Budget, candidates: int = 2) -> int:
     return kept
 
 
+def swap_pass(state: State, budget: Budget, movers: int = 64) -> int:
+    """Apply improving swaps that keep a feasible state feasible, best first.
+
+    A swap exchanges the columns of two requests (a deferred request may take a placed one's
+    place), so node counts and congestion stay as they are and the objective changes by the
+    pair costs alone. The ``movers`` requests with the largest pair-cost gain from some shift
+    are paired with every other request; memory, bandwidth and the quality floor are checked
+    for all pairs at once and the best that fit re-checked exactly. Returns the swaps made.
+    """
+    if not state.feasible():
+        return 0
+    w, a, rows = state.w, state.columns, state.rows
+    change = w.cost - w.cost[rows, a][:, None]  # pair-cost change of every shift
+    best = change.min(axis=1)
+    found = np.flatnonzero(best < -IMPROVES)
+    if not len(found):
+        return 0
+    m = found[np.argsort(best[found], kind="stable")][:movers]
+    am = a[m]
+    budget.spend_table(len(m) * len(rows) * max(len(w.links), 1))
+    delta = change[m][:, a] + change[:, am].T  # (M, R): mover i takes j's column, j takes i's
+    slack = w.memory_cap - state.memory_load
+    ok = w.memory[:, am].T - w.memory[m, am][:, None] <= slack[am][:, None] + TOL
+    ok &= w.memory[m][:, a] - w.memory[rows, a][None, :] <= slack[a][None, :] + TOL
+    if len(w.links):
+        here = w.crossing[rows, a]  # (R, L) the present paths
+        load = w.upload[m][:, None, None] * (w.crossing[m][:, a] - here[m][:, None, :])
+        load += w.upload[None, :, None] * (w.crossing[:, am].transpose(1, 0, 2) - here[None])
+        ok &= (load <= (w.link_cap - state.link_load + TOL)[None, None, :]).all(axis=2)
+    if w.gain is not None:
+        g = w.gain
+        after = state.quality_slack + g[m][:, a] - g[m, am][:, None]
+        after += g[:, am].T - g[rows, a][None, :]
+        ok &= after >= -TOL
+    order = improving_order(np.where(ok, delta, np.inf).ravel())
+    budget.spend(2 * CHECK_WORK * len(order))
+    cost, swapped = state.s["cost"], 0
+    for index in order.tolist():
+        i, j = int(m[index // len(rows)]), index % len(rows)
+        ci, cj = int(state.columns[i]), int(state.columns[j])
+        if ci == cj or not cost[i][cj] - cost[i][ci] + cost[j][ci] - cost[j][cj] < -IMPROVES:
+            continue  # stale: an earlier swap moved one of them
+        state.shift(i, cj)
+        state.shift(j, ci)
+        if state.feasible():
+            swapped += 1
+        else:
+            state.shift(j, cj)
+            state.shift(i, ci)
+    return swapped
+
+
+def polish(state: State, budget: Budget) -> State:
+    """Improving shifts and swaps until neither finds one (``state`` must be feasible)."""
+    while not budget.exhausted and (shift_pass(state, budget) or swap_pass(state, budget)):
+        pass
+    return state
+
+
 def _relievers(state: State, memory: np.ndarray, links: np.ndarray) -> np.ndarray:
     """Requests that use every node and link over its limit (``memory`` and ``links``, the
     overloads) by more than ``TOL``."""

@@ -8,7 +8,7 @@ from conftest import INSTANCES
 from qlmio_opt import read_instance
 from qlmio_opt.formulations import build_problem
 from qlmio_opt.predictors import predict
-from qlmio_opt.solvers.greedy import REPAIRS, ROOM_FACTOR, Greedy, _repair_weights
+from qlmio_opt.solvers.greedy import REPAIRS, ROOM_FACTOR, Effort, Greedy, _repair_weights
 from qlmio_opt.solvers.greedy_prices import Dual
 from qlmio_opt.solvers.greedy_repair import repair, room_pass
 from qlmio_opt.solvers.greedy_rounding import round_weights
@@ -19,6 +19,8 @@ from qlmio_opt.solvers.local_search import (
     descend,
     overload_cost,
     penalty_table,
+    polish,
+    swap_pass,
     unit_weights,
 )
 
@@ -271,3 +273,43 @@ def test_a_room_pass_goes_on_where_the_last_one_from_the_same_state_stopped():
         again = Budget(plenty)
         assert room_pass(state, again, weights, tried=tried) == 0
         assert plenty - again.left < 1_000
+
+
+def _unpolished(name):
+    problem, window = window_of(name)
+    result = Greedy(Effort(polish_scale=0.0)).solve(problem)
+    columns = np.where(result.assignment < 0, window.defer, result.assignment)
+    return window, State(window, columns)
+
+
+def test_a_swap_pass_keeps_node_counts_and_feasibility_and_only_improves():
+    window, state = _unpolished("window_012")
+    counts, before = state.counts.copy(), state.value
+    swapped = swap_pass(state, Budget(1e6))
+    assert swapped > 0  # the searches end where single moves and chains find nothing
+    assert state.feasible()
+    np.testing.assert_array_equal(state.counts, counts)
+    assert state.value < before - 1e-6
+    assert state.value == pytest.approx(State(window, state.columns).value, abs=1e-9)
+
+
+def test_a_polished_state_has_no_improving_feasible_swap_left():
+    # with fewer requests than movers, every request that could gain is paired with every
+    # other, so the vectorised checks must not have hidden a feasible improving swap
+    window, state = _unpolished("window_054")
+    assert window.num_requests <= 64
+    before = state.value
+    polish(state, Budget(1e7))
+    assert state.feasible() and state.value < before
+    for i in range(window.num_requests):
+        for j in range(i + 1, window.num_requests):
+            ci, cj = int(state.columns[i]), int(state.columns[j])
+            if ci == cj:
+                continue
+            value = state.value
+            state.shift(i, cj)
+            state.shift(j, ci)
+            improves = state.feasible() and state.value < value - 1e-9
+            state.shift(j, cj)
+            state.shift(i, ci)
+            assert not improves, (i, j)
