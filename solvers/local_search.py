@@ -49,11 +49,8 @@ class Budget:
 
     @property
     def exhausted(self) -> bool:
-        return self.left <= 0 or self.expired
-
-    @property
-    def expired(self) -> bool:
-        """Whether the deadline has passed (work may be left)."""
+        if self.left <= 0:
+            return True
         return self.deadline is not None and time.perf_counter() > self.deadline
 
 
@@ -139,19 +136,14 @@ def penalty_table(state: State, weights: Weights, subset: np.ndarray | None = No
         memory, crossing, upload = memory[subset], crossing[subset], upload[subset]
         gain = None if gain is None else gain[subset]
     index = np.arange(len(a))
-    excess_memory = state.memory_load - w.memory_cap  # -inf on columns without a memory row
+    load, cap = state.memory_load, w.memory_cap
+    excess_memory = load - cap  # -inf on columns without a memory row
     over = np.maximum(excess_memory, 0.0)
-    table = np.zeros(memory.shape)
-    # only columns that one more request could push over (or that are over) can change
-    hot = np.flatnonzero(excess_memory + w.max_memory > 0.0)
-    if len(hot):
-        part = memory[:, hot] + excess_memory[hot]
-        np.maximum(part, 0.0, out=part)
-        part -= over[hot]
-        part *= weights.memory[hot]
-        table[:, hot] = part
-        freed = np.maximum(excess_memory[a] - w.memory[rows, a], 0.0) - over[a]
-        table += (weights.memory[a] * freed)[:, None]
+    table = np.maximum(memory + excess_memory, 0.0)
+    table -= over
+    table *= weights.memory
+    freed = np.maximum(excess_memory[a] - w.memory[rows, a], 0.0) - over[a]
+    table += (weights.memory[a] * freed)[:, None]
     # only links that one move could push over (or that are over) can change
     link_load = state.link_load
     hot = np.flatnonzero(link_load + w.upload.max(initial=0.0) > w.link_cap + TOL)
