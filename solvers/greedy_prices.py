@@ -390,39 +390,44 @@ def projected_bfgs(
     x = np.maximum(x0, floor)
     f, g = fun(x)
     evals, stalled = 1, 0
+    dot, maximum = np.dot, np.maximum
     while evals < max_evals and stalled < 2:
         pinned = (x <= floor) & (g > 0.0)
-        free_g = np.where(pinned, 0.0, g)
-        size = float(np.abs(free_g).max(initial=0.0))
+        free_g = g.copy()
+        free_g[pinned] = 0.0
+        size = max(float(free_g.max(initial=0.0)), -float(free_g.min(initial=0.0)))
         if size < 1e-9:
             break
         if inverse is None:
             d, t = -free_g, 1.0 / size
         else:
-            d, t = -(inverse @ free_g), 1.0
+            d, t = -dot(inverse, free_g), 1.0
             d[pinned] = 0.0
-            if d @ free_g >= 0.0:
+            if dot(d, free_g) >= 0.0:
                 d, t, inverse = -free_g, 1.0 / size, None
         while True:
-            x_new = np.maximum(x + d if t == 1.0 else x + t * d, floor)
+            x_new = maximum(x + d if t == 1.0 else x + t * d, floor)
             f_new, g_new = fun(x_new)
             evals += 1
             s = x_new - x
-            if f_new <= f + 1e-4 * (free_g @ s) or evals >= max_evals or t < 1e-10:
+            if f_new <= f + 1e-4 * float(dot(free_g, s)) or evals >= max_evals or t < 1e-10:
                 break
             t *= 0.5
         if f_new > f:
             break
         stalled = stalled + 1 if f - f_new <= stall * max(1.0, abs(f)) else 0
         y = g_new - g
-        sy = float(s @ y)
+        sy = float(dot(s, y))
         if sy > 1e-12:
             if inverse is None:
-                inverse = np.eye(len(x)) * (sy / float(y @ y))
-            hy = inverse @ y
+                inverse = np.eye(len(x)) * (sy / float(dot(y, y)))
+            hy = dot(inverse, y)
             rho = 1.0 / sy
-            left = (rho * rho * (sy + float(y @ hy))) * s - rho * hy
-            inverse += np.subtract(outer(left, s), outer(rho * s, hy))
+            left = (rho * rho * (sy + float(dot(y, hy)))) * s
+            left -= rho * hy
+            update = outer(left, s)
+            update -= outer(rho * s, hy)
+            inverse += update
         x, f, g = x_new, f_new, g_new
     return x, evals, inverse
 
