@@ -97,8 +97,8 @@ class Effort:
         its best state with ``escalate_scale`` times its budget more (0: never). The bound says
         where there is room, so the extra work goes to the few windows that need it; the
         escalated search goes on where the first one stopped (see :class:`Memo`). Twice the
-        budget found the same answers as three times on the committed windows and on 80
-        held-out ones but one, which it found better (``docs/benchmarks.md``).
+        budget gave the same gaps as three times on the committed windows, and the same
+        windows above 3% on 80 held-out ones (``docs/benchmarks.md``).
     polish_scale
         Budget, in searches' budgets, of the final polish: improving shifts and swaps from the
         best state (0: none). Swaps keep node counts, so they reach the exchanges of requests
