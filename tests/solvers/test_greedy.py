@@ -135,6 +135,31 @@ def test_a_window_far_from_its_bound_gets_more_search_and_is_never_worse_for_it(
     assert easy.stats["escalated"] == 0.0
 
 
+def test_the_second_repair_runs_only_when_the_first_is_not_within_the_stopping_gap(monkeypatch):
+    """The rounding of window_051 overloads something, so it is repaired; the gentler second way
+    is skipped once the first ends within ``Effort.gap`` of the bound (it could gain at most
+    that), and run when it does not."""
+    import qlmio_opt.solvers.greedy as greedy
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return repair(*args, **kwargs)
+
+    repair = greedy.repair
+    monkeypatch.setattr(greedy, "repair", counted)
+    problem = problem_of(read_instance(INSTANCES / "window_051.json"))
+    strict = Greedy(Effort(gap=0.0, escalate_scale=0.0, polish_scale=0.0)).solve(problem)
+    assert len(calls) == 2
+    calls.clear()
+    loose = Greedy(Effort(gap=10.0, escalate_scale=0.0, polish_scale=0.0)).solve(problem)
+    assert len(calls) == 1
+    checked(problem, strict)
+    value = checked(problem, loose)
+    assert value - loose.bound <= 10.0 * max(1.0, abs(value))
+
+
 @pytest.mark.parametrize("name", ["window_012", "window_039", "window_051"])
 def test_the_final_polish_is_never_worse_than_the_search_it_starts_from(name):
     problem = problem_of(read_instance(INSTANCES / f"{name}.json"))
