@@ -20,7 +20,7 @@ the exact solver), in four steps:
    assignment is kept. The search stops early once it is within ``Effort.gap`` (0.5%) of the
    bound, and so does the repair: the second way is skipped when the first ends that close.
    If it ends more than ``Effort.escalate_gap`` (2%) above the bound, it goes on from its best
-   state with twice its budget more: about a quarter of the committed windows, the
+   state with twice its budget again: about a quarter of the committed windows, the
    knife-edge ones where the optimum reshuffles many requests on packed links. The best state
    is then polished by improving shifts and swaps (:func:`~qlmio_opt.solvers.local_search.polish`).
 
@@ -253,7 +253,8 @@ def _repaired(
     infeasible only if no repair succeeded.
 
     Each repair has its own allowance (a quarter of the search budget's start), so that the
-    second is not starved by the first one's descent.
+    second is not starved by the first one's descent. The second is skipped when the first
+    ends within relative ``gap`` of the lower ``bound``: it could gain at most that.
     """
     best = None
     allowance = budget.left / 4
