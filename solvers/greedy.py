@@ -246,8 +246,8 @@ def _repaired(
     columns: np.ndarray,
     prices: Prices,
     budget: Budget,
-    bound: float = -np.inf,
-    gap: float = 0.0,
+    bound: float,
+    gap: float,
 ) -> State:
     """``columns`` repaired each way of :data:`REPAIRS` and descended: the better state,
     infeasible only if no repair succeeded.
@@ -259,10 +259,10 @@ def _repaired(
     best = None
     allowance = budget.left / 4
     for factor, grow in REPAIRS:
-        if best is not None and best.feasible() and budget.exhausted:
+        # out of budget, or within ``gap`` of the bound (the other way could gain at most that)
+        feasible = best is not None and best.feasible()
+        if feasible and (budget.exhausted or _proven(best.value, bound, gap)):
             break
-        if best is not None and best.feasible() and _proven(best.value, bound, gap):
-            break  # the other way could gain at most ``gap``
         state = State(window, columns)
         if best is not None and state.feasible():
             break  # nothing to repair: every way gives the same state
