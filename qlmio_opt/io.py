@@ -22,7 +22,13 @@ _LABELLED = {"requests": "request", "nodes": "node", "links": "link"}
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; unreadable or malformed files raise :class:`InputError`."""
+    """Parse a JSON file; unreadable or malformed files raise :class:`InputError`.
+
+    Stricter than :func:`json.loads`: a key repeated within one object, nesting deeper than the
+    parser's recursion limit and integers longer than Python's digit limit are all refused with a
+    message naming the file (and the object's JSON path for a repeated key). ``NaN`` and
+    ``Infinity`` parse, and the models refuse them naming their field.
+    """
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -34,10 +40,33 @@ def read_json(path: str | Path) -> Any:
         raise InputError(Issue("", f"not UTF-8 text ({err.reason})"), source) from None
     except OSError as err:
         raise InputError(Issue("", f"cannot be read ({err.strerror})"), source) from None
+    return parse_json(text, source)
+
+
+class _Repeated(dict):
+    """An object in which a key appeared more than once (found and reported after parsing)."""
+
+    repeated: str = ""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            marked = _Repeated(pairs)
+            marked.repeated = key
+            return marked
+        out[key] = value
+    return out
+
+
+def parse_json(text: str, source: str | None = None) -> Any:
+    """Parse JSON text with the rules of :func:`read_json`; ``source`` names it in errors."""
     if not text.strip():
         raise InputError(Issue("", "file is empty"), source)
     try:
-        return json.loads(text)
+        # NaN and Infinity parse (as json.loads does) so that validation names their field
+        data = json.loads(text, object_pairs_hook=_pairs)
     except json.JSONDecodeError as err:
         truncated = err.pos >= len(text.rstrip()) - 1 or err.msg.startswith("Unterminated")
         hint = " (the file looks truncated)" if truncated else ""
@@ -45,6 +74,43 @@ def read_json(path: str | Path) -> Any:
             Issue("", f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno}){hint}"),
             source,
         ) from None
+    except RecursionError:
+        raise InputError(
+            Issue("", "not valid input: arrays or objects nest too deep"), source
+        ) from None
+    except ValueError as err:  # an integer past Python's digit limit
+        message = str(err).split(";")[0]
+        raise InputError(Issue("", f"not valid input: {message}"), source) from None
+    repeated = _find_repeated(data)
+    if repeated is not None:
+        where, key = repeated
+        raise InputError(
+            Issue(
+                where, f'key "{key}" appears more than once in this object (keys must be unique)'
+            ),
+            source,
+        )
+    return data
+
+
+def _find_repeated(data: Any) -> tuple[str, str] | None:
+    """The JSON path of the first object with a repeated key, and the key; None if none.
+
+    Iterative, so a document nested as deep as the parser allows cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Repeated):
+            return format_path(path, data) or "(top level)", node.repeated
+        if isinstance(node, dict):
+            items = list(node.items())
+        elif isinstance(node, list):
+            items = list(enumerate(node))
+        else:
+            continue
+        stack.extend((value, (*path, key)) for key, value in reversed(items))
+    return None
 
 
 def read_instance(path: str | Path, *, catalog=None):
@@ -146,7 +212,9 @@ def format_path(loc: tuple, data: Any) -> str:
             if isinstance(node, list) and 0 <= key < len(node):
                 node = node[key]
                 if label and isinstance(node, dict) and isinstance(node.get("id"), str):
-                    ident = node["id"]
+                    # an unprintable id (control characters) would break the one-line message;
+                    # the id's own error shows it escaped
+                    ident = node["id"] if node["id"].isprintable() else None
             else:
                 node = None
             parts[-1] += f"[{key}]" + (f' ({label} "{ident}")' if ident else "")

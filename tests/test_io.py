@@ -7,6 +7,8 @@ import pytest
 from conftest import DATA, INSTANCES, SMALL
 
 from qlmio_opt import Instance, read_instance, read_solution, solve, write_instance, write_solution
+from qlmio_opt.errors import InputError
+from qlmio_opt.io import read_json
 from qlmio_opt.schema import generate_schema, schema_text
 
 
@@ -61,3 +63,32 @@ def test_replace_revalidates():
     assert longer.window_s == 4.0 and instance.window_s == 1.0
     with pytest.raises(Exception, match="window_s"):
         instance.replace(window_s=-1.0)
+
+
+# -- what json.loads accepts but an input file may not ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": 1, "b": {"c": 1, "c": 2}}', 'b: key "c" appears more than once'),
+        ('{"assignment": {"r0": "a", "r0": "b"}}', 'assignment: key "r0" appears more than once'),
+        ('{"a": 1, "a": 1}', '(top level): key "a" appears more than once'),
+        ("[" * 100_000 + "]" * 100_000, "nest too deep"),
+        ('{"a": ' + "7" * 5000 + "}", "Exceeds the limit"),
+    ],
+)
+def test_parse_errors_name_the_file_and_never_crash(tmp_path, text, message):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        read_json(path)
+    assert message in err.value.render()
+    assert err.value.render().startswith(str(path))
+
+
+def test_a_repeated_key_in_a_list_of_objects_is_located(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text('{"requests": [{"id": "a"}, {"id": "b", "site": 1, "site": 2}]}')
+    with pytest.raises(InputError, match=r'requests\[1\] \(request "b"\): key "site"'):
+        read_json(path)
