@@ -36,7 +36,7 @@ from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import Predictions
 from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel
-from qlmio_opt.predictors.model_files import sibling_path
+from qlmio_opt.predictors.model_files import read_model_json, sibling_path
 from qlmio_opt.predictors.selection import SelectionCalibration, reference_nodes, selection_path
 
 __all__ = ["QUALITY_FAMILIES", "LearnedPredictor", "latency_model_path", "load_quality_model"]
@@ -53,15 +53,13 @@ def load_quality_model(path: str | Path, catalog: Catalog | None = None) -> Any:
     ValueError
         If the file is not a quality model of a known family (or fails the family's checks).
     """
-    import json
-
     from qlmio_opt.predictors import learned_torch
 
     p = Path(path)
     json_path = p.with_suffix(".json") if p.suffix in (".json", ".npz") else Path(f"{p}.json")
     try:
-        fmt = json.loads(json_path.read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError):
+        fmt = read_model_json(json_path).get("format")
+    except (OSError, ValueError):
         fmt = None  # let the default loader report what is wrong, naming the field
     if fmt == learned_torch.MODEL_FORMAT:
         return learned_torch.TorchQualityModel.load(path, catalog=catalog)

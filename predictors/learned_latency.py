@@ -31,17 +31,20 @@ physics is the request's own output length and the devices' departures from the 
 **Safe files.** :meth:`~LearnedLatencyModel.save` writes ``<name>.json`` (format, version,
 settings, feature count, the conformal offset, metrics, the SHA-256 of the arrays) and
 ``<name>.npz`` (the three tree ensembles' node arrays, each field prefixed by ``output.``,
-``latency.`` or ``p90.``); :meth:`~LearnedLatencyModel.load` reads them with :func:`json.loads`
-and ``numpy.load(allow_pickle=False)``, checks every field as the quality model's loader does and
-refuses anything else with a ``ValueError`` naming the file and the field. Inference runs the
+``latency.`` or ``p90.``); :meth:`~LearnedLatencyModel.load` reads them through the shared
+safe readers of :mod:`qlmio_opt.predictors.model_files` (hash before the archive is opened,
+declared sizes bounded by the settings' ``max_iter`` trees of ``max_leaf_nodes`` leaves before
+anything is inflated, ``numpy.load(allow_pickle=False)``), checks every field as the quality
+model's loader does and refuses anything else with a ``ValueError`` naming the file and the
+field. Inference runs the
 trees in numpy (:class:`~qlmio_opt.predictors.learned_quality.TreeEnsemble`); a window's
 features are computed once per request and distinct node (:func:`window_latency_features`).
 """
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +62,14 @@ from qlmio_opt.predictors.learned_quality import (
     TreeEnsemble,
     _check_arrays,
     _identity,
+    _is_count,
     _Refused,
+    max_tree_nodes,
+    tree_array_specs,
 )
 from qlmio_opt.predictors.model_files import json_safe as _json_safe
 from qlmio_opt.predictors.model_files import model_paths as _paths
-from qlmio_opt.predictors.model_files import verify_npz, write_model_json
+from qlmio_opt.predictors.model_files import read_model_json, read_npz, write_model_json
 
 __all__ = [
     "MODEL_FORMAT",
@@ -536,8 +542,7 @@ class LearnedLatencyModel:
         json_path, _ = _paths(path)
         meta = _read_meta(json_path)
         npz_path = json_path.parent / meta["npz_file"]
-        verify_npz(json_path, npz_path, meta["npz_sha256"])
-        trees = _read_trees(npz_path, meta["n_features"])
+        trees = _read_trees(json_path, npz_path, meta)
         settings = meta["settings"]
         model = cls(**{k: settings[k] for k in (*_SETTINGS, "random_state")}, catalog=catalog)
         model.output_trees_, model.latency_trees_, model.p90_trees_ = trees
@@ -552,18 +557,11 @@ def _take(table: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarra
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such model file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+    meta = read_model_json(path)
 
     def fail(field: str, problem: str) -> ValueError:
         return ValueError(f"{path}: field '{field}': {problem}")
 
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level")
     for key in ("format", "version", "settings", "n_features", "p90_offset", "npz_file"):
         if key not in meta:
             raise fail(key, "missing")
@@ -574,6 +572,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
     settings = meta["settings"]
     if not isinstance(settings, dict) or any(k not in settings for k in (*_SETTINGS,)):
         raise fail("settings", f"must be an object with {', '.join(_SETTINGS)}")
+    if not _is_count(settings["max_iter"]):
+        raise fail("settings.max_iter", f"must be a positive integer; got {settings['max_iter']!r}")
     counts = meta["n_features"]
     if not isinstance(counts, dict) or any(
         not isinstance(counts.get(n), int) or counts[n] < 1 for n in _ENSEMBLES
@@ -591,34 +591,23 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_trees(path: Path, n_features: dict[str, int]) -> tuple[TreeEnsemble, ...]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # pickle, truncated zip, garbage: all refused the same way
-        raise ValueError(f"{path}: not an .npz archive of plain arrays ({exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: a single .npy array, not an .npz archive")
-    expected = {f"{n}.{f}" for n in _ENSEMBLES for f in _TREE_FIELDS}
-    with archive:
-        extra = set(archive.files) - expected
-        if extra:
-            raise ValueError(f"{path}: field '{sorted(extra)[0]}': unexpected")
-        out = []
-        for name in _ENSEMBLES:
-            arrays = {}
-            for field in _TREE_FIELDS:
-                key = f"{name}.{field}"
-                if key not in archive.files:
-                    raise ValueError(f"{path}: field '{key}': missing")
-                try:
-                    arrays[field] = np.array(archive[key])
-                except Exception as exc:
-                    raise ValueError(f"{path}: field '{key}': unreadable ({exc})") from None
-            try:
-                checked = _check_arrays(
-                    {**arrays, **_identity()}, f"{path} [{name}]", n_features[name]
-                )
-            except _Refused as exc:
-                raise ValueError(str(exc)) from None
-            out.append(TreeEnsemble(checked, n_features[name]))
+def _read_trees(
+    json_path: Path, npz_path: Path, meta: Mapping[str, Any]
+) -> tuple[TreeEnsemble, ...]:
+    """The three checked ensembles of the ``.npz`` that the checked JSON ``meta`` names."""
+    settings, n_features = meta["settings"], meta["n_features"]
+    # each ensemble has at most one tree per boosting iteration
+    per_ensemble = tree_array_specs(settings["max_iter"], max_tree_nodes(settings, json_path))
+    specs = {f"{n}.{f}": per_ensemble[f] for n in _ENSEMBLES for f in _TREE_FIELDS}
+    arrays = read_npz(json_path, npz_path, meta["npz_sha256"], specs)
+    out = []
+    for name in _ENSEMBLES:
+        fields = {field: arrays[f"{name}.{field}"] for field in _TREE_FIELDS}
+        try:
+            checked = _check_arrays(
+                {**fields, **_identity()}, f"{npz_path} [{name}]", n_features[name]
+            )
+        except _Refused as exc:
+            raise ValueError(str(exc)) from None
+        out.append(TreeEnsemble(checked, n_features[name]))
     return tuple(out)

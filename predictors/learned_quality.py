@@ -38,11 +38,13 @@ which the model file stores.
   coefficients) and the text coefficients ``text_coef`` (one float per
   hash bucket; empty without a text feature).
 
-:meth:`~LearnedQualityModel.load` reads them with :func:`json.load` and
-``numpy.load(allow_pickle=False)`` only, checks every field (dtype, shape, finiteness, feature
-indices, child indices pointing forward inside their own tree, the text coefficients' length
-and finiteness, the hash) and refuses anything
-else with a ``ValueError`` naming the file and the field. Prediction never needs scikit-learn:
+:meth:`~LearnedQualityModel.load` reads them through the shared safe readers of
+:mod:`qlmio_opt.predictors.model_files` (a size-bounded JSON; the ``.npz``'s hash checked
+before the archive is opened and every member's declared size bounded by what the JSON says
+before anything is inflated; ``numpy.load(allow_pickle=False)`` only), checks every field
+(dtype, shape, finiteness, feature indices, child indices pointing forward inside their own
+tree, the text coefficients' length and finiteness) and refuses anything else with a
+``ValueError`` naming the file and the field. Prediction never needs scikit-learn:
 :class:`TreeEnsemble` runs the trees in numpy (:mod:`qlmio_opt.predictors.tree_ensemble`),
 vectorised over samples *and* trees: a ``(rows, n_trees)`` matrix of node indices steps down one
 level per iteration, block of rows by block of rows in reused buffers, or, for a window's
@@ -59,7 +61,6 @@ rows at once), which gives the same numbers.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -80,9 +81,14 @@ from qlmio_opt.predictors.learned_features import (
     text_bag,
     window_quality_features,
 )
+from qlmio_opt.predictors.model_files import (
+    ArraySpec,
+    read_model_json,
+    read_npz,
+    write_model_json,
+)
 from qlmio_opt.predictors.model_files import json_safe as _json_safe
 from qlmio_opt.predictors.model_files import model_paths as _paths
-from qlmio_opt.predictors.model_files import verify_npz, write_model_json
 from qlmio_opt.predictors.tree_ensemble import (
     compile_leaf_masks,
     compile_trees,
@@ -96,7 +102,9 @@ __all__ = [
     "LearnedQualityModel",
     "TreeEnsemble",
     "expected_calibration_error",
+    "max_tree_nodes",
     "quality_metrics",
+    "tree_array_specs",
 ]
 
 MODEL_FORMAT = "qlmio-opt/learned-quality"
@@ -122,6 +130,8 @@ CALIBRATIONS = ("tier-logistic", "logistic", "isotonic", "none")
 # per tier (edge, cloud): intercept, weight of the analytic logit, weight of the learned deviation
 _TIER_IDENTITY = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
 _NODE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right")
+# dtype kinds each field kind of NPZ_FIELDS accepts on load (before the cast of _check_arrays)
+_DTYPE_KINDS = {"f": "fiu", "i": "iu", "b": "biu"}
 _JSON_KEYS = (
     "format",
     "version",
@@ -734,8 +744,7 @@ class LearnedQualityModel:
         meta = _read_json(json_path)
         npz_path = json_path.parent / meta["npz_file"]
         spec = meta["_spec"]
-        arrays = _read_npz(npz_path, len(spec.names()), spec.text_buckets)
-        verify_npz(json_path, npz_path, meta["npz_sha256"])
+        arrays = _read_npz(json_path, npz_path, meta)
         settings = meta["settings"]
         model = cls(**{k: settings[k] for k in cls._SETTINGS}, catalog=catalog)
         model.feature_spec_ = spec
@@ -865,16 +874,7 @@ def _describe(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 JSON ({exc})") from None
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level")
+    meta = read_model_json(path)
 
     def fail(field: str, problem: str) -> ValueError:
         return ValueError(f"{path}: field '{field}': {problem}")
@@ -904,6 +904,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     for key in LearnedQualityModel._SETTINGS:
         if key not in settings:
             raise fail(f"settings.{key}", "missing")
+    if not _is_count(meta["n_trees"]):
+        raise fail("n_trees", f"must be a positive integer; got {meta['n_trees']!r}")
     npz_file = meta["npz_file"]
     if not isinstance(npz_file, str) or Path(npz_file).name != npz_file or not npz_file:
         raise fail("npz_file", "must be a bare file name next to the JSON")
@@ -914,29 +916,57 @@ def _read_json(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_npz(path: Path, n_features: int, text_buckets: int) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # pickle, truncated zip, garbage: all refused the same way
-        raise ValueError(f"{path}: not an .npz archive of plain arrays ({exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: a single .npy array, not an .npz archive")
-    with archive:
-        names = set(archive.files)
-        arrays = {}
-        for key in NPZ_FIELDS:
-            if key not in names:
-                raise ValueError(f"{path}: field '{key}': missing")
-            try:
-                arrays[key] = np.array(archive[key])
-            except Exception as exc:
-                raise ValueError(f"{path}: field '{key}': unreadable ({exc})") from None
-        extra = names - set(NPZ_FIELDS)
-        if extra:
-            raise ValueError(f"{path}: field '{sorted(extra)[0]}': unexpected")
-    return _check_arrays(arrays, str(path), n_features, text_buckets)
+def _read_npz(json_path: Path, npz_path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The checked arrays of the ``.npz`` that the checked JSON ``meta`` names."""
+    spec = meta["_spec"]
+    per_tree = max_tree_nodes(meta["settings"], json_path)
+    specs: dict[str, ArraySpec] = {
+        **tree_array_specs(meta["n_trees"], per_tree),
+        "calibration_x": ArraySpec(_DTYPE_KINDS["f"], (None,)),  # isotonic knots: data-sized
+        "calibration_y": ArraySpec(_DTYPE_KINDS["f"], (None,)),
+        "calibration_tier": ArraySpec(_DTYPE_KINDS["f"], (None,), len(_TIER_IDENTITY)),
+        "text_coef": ArraySpec(_DTYPE_KINDS["f"], (None,), spec.text_buckets),
+    }
+    arrays = read_npz(json_path, npz_path, meta["npz_sha256"], specs)
+    return _check_arrays(arrays, str(npz_path), len(spec.names()), spec.text_buckets)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def max_tree_nodes(settings: Mapping[str, Any], source: Path) -> int | None:
+    """The most nodes one tree trained with ``settings`` can have, or ``None`` if neither
+    ``max_leaf_nodes`` nor ``max_depth`` bounds it.
+
+    A binary tree with ``L`` leaves has ``2 L - 1`` nodes; a tree of depth ``d`` (scikit-learn
+    counts edges) has at most ``2**d`` leaves.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` and the setting, if one is neither ``null`` nor a valid count.
+    """
+    leaves = settings.get("max_leaf_nodes")
+    depth = settings.get("max_depth")
+    if leaves is not None and not (_is_count(leaves) and leaves >= 2):
+        raise ValueError(f"{source}: field 'settings.max_leaf_nodes': must be null or >= 2")
+    if depth is not None and not _is_count(depth):
+        raise ValueError(f"{source}: field 'settings.max_depth': must be null or >= 1")
+    bounds = [b for b in (leaves, None if depth is None else 2 ** min(depth, 62)) if b]
+    return 2 * min(bounds) - 1 if bounds else None
+
+
+def tree_array_specs(max_trees: int, nodes_per_tree: int | None) -> dict[str, ArraySpec]:
+    """What the tree fields of an ``.npz`` may hold: ``max_trees`` trees of at most
+    ``nodes_per_tree`` nodes (``None``: unbounded but for the archive's hard cap)."""
+    nodes = None if nodes_per_tree is None else max_trees * nodes_per_tree
+    specs = {key: ArraySpec(_DTYPE_KINDS[NPZ_FIELDS[key]], (None,), nodes) for key in _NODE_FIELDS}
+    return specs | {
+        "is_leaf": ArraySpec(_DTYPE_KINDS["b"], (None,), nodes),
+        "tree_offsets": ArraySpec(_DTYPE_KINDS["i"], (None,), max_trees + 1),
+        "baseline": ArraySpec(_DTYPE_KINDS["f"], (None,), 1),
+    }
 
 
 def _check_arrays(

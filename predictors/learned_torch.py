@@ -52,15 +52,16 @@ request; log loss and ECE, two seeds) against isotonic and a two-parameter Platt
 **Safe model files.** :meth:`~TorchQualityModel.save` writes ``<name>.json`` (format, versions,
 settings, feature specification and names, metrics, training data, the ``.npz`` name and its
 SHA-256) and ``<name>.npz`` of plain float arrays (:meth:`TorchQualityModel.npz_shapes`).
-:meth:`~TorchQualityModel.load` uses :func:`json.loads` and ``numpy.load(allow_pickle=False)``
-only, never ``torch.load``, checks every field (presence, dtype, shape, finiteness, positive
-scales and temperature, a monotone calibration map in [0, 1], the hash) and refuses anything else
-with a ``ValueError`` naming the file and the field.
+:meth:`~TorchQualityModel.load` uses the shared safe readers of
+:mod:`qlmio_opt.predictors.model_files` only (hash before the archive is opened, every member's
+declared size bounded by the shape the settings give it before anything is inflated,
+``numpy.load(allow_pickle=False)``), never ``torch.load``, checks every field (presence, dtype,
+shape, finiteness, positive scales and temperature, a monotone calibration map in [0, 1]) and
+refuses anything else with a ``ValueError`` naming the file and the field.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -82,9 +83,14 @@ from qlmio_opt.predictors.learned_features import (
     text_bag,
 )
 from qlmio_opt.predictors.learned_quality import _describe, quality_metrics
+from qlmio_opt.predictors.model_files import (
+    ArraySpec,
+    read_model_json,
+    read_npz,
+    write_model_json,
+)
 from qlmio_opt.predictors.model_files import json_safe as _json_safe
 from qlmio_opt.predictors.model_files import model_paths as _paths
-from qlmio_opt.predictors.model_files import verify_npz, write_model_json
 
 __all__ = ["MODEL_FORMAT", "MODEL_VERSION", "TORCH_INSTALL", "TorchQualityModel"]
 
@@ -596,8 +602,7 @@ class TorchQualityModel:
         meta = _read_json(json_path)
         npz_path = json_path.parent / meta["npz_file"]
         settings, spec = meta["settings"], meta["_spec"]
-        arrays = _read_npz(npz_path, settings, len(spec.names()))
-        verify_npz(json_path, npz_path, meta["npz_sha256"])
+        arrays = _read_npz(json_path, npz_path, meta)
         model = cls(**{k: settings[k] for k in cls._SETTINGS}, catalog=catalog)
         model.hidden_sizes = tuple(settings["hidden_sizes"])
         model.feature_spec_ = spec
@@ -724,12 +729,7 @@ def _settings_problem(s: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not valid UTF-8 JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level")
+    meta = read_model_json(path)
 
     def fail(field: str, problem: str) -> ValueError:
         return ValueError(f"{path}: field '{field}': {problem}")
@@ -776,29 +776,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_npz(path: Path, settings: Mapping[str, Any], n_features: int) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # pickle, truncated zip, garbage: all refused the same way
-        raise ValueError(f"{path}: not an .npz archive of plain arrays ({exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: a single .npy array, not an .npz archive")
-    expected = TorchQualityModel.npz_shapes(settings, n_features)
-    with archive:
-        arrays = {}
-        for key in expected:
-            if key not in archive.files:
-                raise ValueError(f"{path}: field '{key}': missing")
-            try:
-                arrays[key] = np.array(archive[key])
-            except Exception as exc:
-                raise ValueError(f"{path}: field '{key}': unreadable ({exc})") from None
-        extra = set(archive.files) - set(expected)
-        if extra:
-            raise ValueError(f"{path}: field '{sorted(extra)[0]}': unexpected")
-    return _check_arrays(arrays, str(path), settings, n_features)
+def _read_npz(json_path: Path, npz_path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The checked arrays of the ``.npz`` that the checked JSON ``meta`` names: every shape is
+    known from the settings (the calibration knots' length only is bounded by the hard cap)."""
+    settings, n_features = meta["settings"], len(meta["_spec"].names())
+    specs = {
+        key: ArraySpec("f", tuple(None if n == -1 else n for n in shape))
+        for key, shape in TorchQualityModel.npz_shapes(settings, n_features).items()
+    }
+    arrays = read_npz(json_path, npz_path, meta["npz_sha256"], specs)
+    return _check_arrays(arrays, str(npz_path), settings, n_features)
 
 
 def _check_arrays(

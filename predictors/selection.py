@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qlmio_opt.predictors.model_files import sibling_path
+from qlmio_opt.predictors.model_files import read_model_json, sibling_path
 
 __all__ = [
     "CLASSES",
@@ -291,13 +291,9 @@ class SelectionCalibration:
             return ValueError(f"{p}: field '{field}': {problem}")
 
         try:
-            meta = json.loads(p.read_text(encoding="utf-8"))
+            meta = read_model_json(p)  # size and nesting bounded; ValueError if not an object
         except OSError as exc:
             raise ValueError(f"{p}: cannot read ({exc})") from None
-        except ValueError as exc:
-            raise ValueError(f"{p}: not JSON ({exc})") from None
-        if not isinstance(meta, dict):
-            raise ValueError(f"{p}: not a JSON object")
         for key in ("format", "version", "classes", "coef", "margin", "sha256"):
             if key not in meta:
                 raise fail(key, "missing")
