@@ -1,11 +1,18 @@
-"""Solve :class:`MilpArrays` with HiGHS through highspy, fed numpy arrays directly."""
+"""Solve :class:`MilpArrays` with HiGHS through highspy, fed numpy arrays directly.
+
+Ctrl-C: HiGHS runs in C++, where Python's SIGINT handler (the one that raises
+KeyboardInterrupt) cannot run until HiGHS returns. :func:`stop_on_sigint` lets a SIGINT stop
+HiGHS at its next interrupt check instead, and raises KeyboardInterrupt once HiGHS has stopped.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -48,6 +55,59 @@ def _quiet_stdout():
         finally:
             os.dup2(saved, fd)
             os.close(saved)
+
+
+def _can_catch_sigint() -> bool:
+    """Whether this thread may take over SIGINT: signal handlers live in the main thread, and
+    only Python's default handler (the one raising KeyboardInterrupt) is replaced, never an
+    ignored SIGINT (a worker process, ``nohup``) or an application's own handler."""
+    return (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+
+
+def _interrupt_callbacks(h) -> tuple:
+    """HiGHS's interrupt callbacks: checked between MIP steps, simplex and IPM iterations."""
+    return (h.cbMipInterrupt, h.cbSimplexInterrupt, h.cbIpmInterrupt)
+
+
+@contextmanager
+def stop_on_sigint(h) -> Iterator[None]:
+    """Within the block, a SIGINT (Ctrl-C) stops HiGHS ``h`` at its next interrupt check; when
+    the block ends, KeyboardInterrupt is raised if a SIGINT came.
+
+    HiGHS checks only between its steps: seconds apart on large models, and not at all inside
+    its presolve (docs/scaling.md, "Interrupts"). Outside the main thread, or when SIGINT is not
+    handled by Python's default handler, the block runs unchanged (a SIGINT then acts as it
+    would without it).
+    """
+    if not _can_catch_sigint():
+        yield
+        return
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        # runs in the main thread inside one of the callbacks below: it must not raise there,
+        # an exception would unwind through HiGHS's C++
+        interrupted.set()
+
+    def on_check(event) -> None:
+        if interrupted.is_set():
+            event.interrupt()
+
+    callbacks = _interrupt_callbacks(h)
+    for callback in callbacks:
+        callback.subscribe(on_check)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for callback in callbacks:
+            callback.unsubscribe(on_check)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def new_highs(
@@ -128,6 +188,12 @@ def solve_highs(
         Solve the LP relaxation instead (``bound`` is then the LP optimum when it is proven).
     options
         Further HiGHS options by name, e.g. ``{"presolve": "off"}``.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        A SIGINT came while HiGHS ran (in the main thread): HiGHS stopped at its next
+        interrupt check (:func:`stop_on_sigint`) and its partial answer is dropped.
     """
     h = new_highs(
         time_limit=time_limit, mip_rel_gap=mip_rel_gap, threads=threads, seed=seed, options=options
@@ -140,7 +206,8 @@ def solve_highs(
         solution.value_valid = True
         h.setSolution(solution)
     passed = time.perf_counter()
-    h.run()
+    with stop_on_sigint(h):
+        h.run()
     run_s = time.perf_counter() - passed
     status = h.getModelStatus()
     info = h.getInfo()

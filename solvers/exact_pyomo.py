@@ -16,7 +16,10 @@ with no incumbent is an ERROR (there is no assignment to return).
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -26,6 +29,7 @@ from qlmio_opt.solvers.base import Solver, SolverResult
 from qlmio_opt.solvers.diagnose import infeasibility_reason
 
 DEFAULT_TIME_LIMIT_S = 60.0
+_PYOMO_HIGHS_LOGGER = "pyomo.contrib.solver.solvers.highs"
 
 # Every automatic re-scan of the model off: the model is handed to HiGHS once, by set_instance.
 _NO_AUTO_UPDATES = {
@@ -94,15 +98,16 @@ class ExactPyomo(Solver):
             if initial is not None:
                 _set_start(opt, model, problem, initial)
             passed = time.perf_counter()
-            results = opt.solve(
-                model,
-                time_limit=DEFAULT_TIME_LIMIT_S if time_limit is None else float(time_limit),
-                rel_gap=mip_rel_gap,
-                load_solutions=False,
-                raise_exception_on_nonoptimal_result=False,
-                solver_options={"random_seed": int(seed) % 2**31},
-                auto_updates=_NO_AUTO_UPDATES,
-            )
+            with _stop_on_sigint(opt):
+                results = opt.solve(
+                    model,
+                    time_limit=DEFAULT_TIME_LIMIT_S if time_limit is None else float(time_limit),
+                    rel_gap=mip_rel_gap,
+                    load_solutions=False,
+                    raise_exception_on_nonoptimal_result=False,
+                    solver_options={"random_seed": int(seed) % 2**31},
+                    auto_updates=_NO_AUTO_UPDATES,
+                )
         except Exception as exc:  # a failing solver call is a result, not a crash
             return SolverResult(
                 Status.ERROR, None, message=f"HiGHS (Pyomo) failed: {type(exc).__name__}: {exc}"
@@ -146,6 +151,7 @@ class ExactPyomo(Solver):
                 status,
                 assignment_from_model(model, problem.num_requests),
                 bound=bound,
+                bound_source=None if bound is None else "highs",
                 reported_objective=None if objective is None else float(objective),
                 stats=stats,
             )
@@ -158,6 +164,37 @@ class ExactPyomo(Solver):
             f"and {found}",
             stats=stats,
         )
+
+
+@contextmanager
+def _stop_on_sigint(opt) -> Iterator[None]:
+    """Ctrl-C while HiGHS runs stops it at its next interrupt check, then raises
+    KeyboardInterrupt (:func:`qlmio_opt.formulations.highs_direct.stop_on_sigint`).
+
+    Without this, Python's handler raises KeyboardInterrupt inside the interrupt callback that
+    Pyomo subscribes (``HandleKeyboardInterrupt``), HiGHS returns an error and the Ctrl-C is
+    lost in an ERROR result. The highspy object is a private attribute of Pyomo's interface; on
+    an interface without it, a Ctrl-C acts as it would without this.
+    """
+    from qlmio_opt.formulations.highs_direct import stop_on_sigint
+
+    highs = getattr(opt, "_solver_model", None)
+    if highs is None or not hasattr(highs, "cbMipInterrupt"):
+        yield
+        return
+    # Pyomo 6.10 warns that it does not know HiGHS's "interrupted" status; the Ctrl-C is
+    # reported as KeyboardInterrupt instead
+    pyomo_highs_log = logging.getLogger(_PYOMO_HIGHS_LOGGER)
+    pyomo_highs_log.addFilter(_not_interrupt_status)
+    try:
+        with stop_on_sigint(highs):
+            yield
+    finally:
+        pyomo_highs_log.removeFilter(_not_interrupt_status)
+
+
+def _not_interrupt_status(record: logging.LogRecord) -> bool:
+    return "kInterrupt" not in record.getMessage()
 
 
 def _set_start(opt, model, problem: Problem, assignment: np.ndarray) -> None:
