@@ -10,9 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qlmio_opt.errors import InputError, Issue
 from qlmio_opt.formulations.congestion import CongestionCurve, curve, zero_curve
 from qlmio_opt.instance import Instance, Objective
 from qlmio_opt.predictors.base import Predictions
+
+# The largest cost, memory demand or congestion latency (s) the model may hold: each reaches the
+# MILP as a cost, a matrix entry or a right-hand side. HiGHS refuses matrix entries above its
+# ``large_matrix_value`` (1e15) and treats costs and bounds from 1e20 on as infinite, and a
+# double near 1e15 resolves steps of 0.125 only, so quality terms would be lost in rounding.
+MAX_MAGNITUDE = 1e15
 
 
 def _ro(array: np.ndarray) -> np.ndarray:
@@ -73,10 +80,13 @@ class Problem:
         """
         obj = self.objective
         if obj.mode == "weighted":
-            cost = (
-                obj.latency_weight * self.latency_s / obj.latency_scale_s
-                - obj.quality_weight * self.quality
-            )
+            with np.errstate(invalid="ignore"):
+                cost = (
+                    obj.latency_weight * self.latency_s / obj.latency_scale_s
+                    - obj.quality_weight * self.quality
+                )
+            # with a latency weight of 0, an infinite latency (unreachable) gives 0 * inf = NaN
+            cost = np.where(np.isinf(self.latency_s), np.inf, cost)
         else:
             cost = self.latency_s.copy()
         return np.where(self.allowed, cost, np.inf) if masked else cost
@@ -155,7 +165,86 @@ def build_problem(instance: Instance, predictions: Predictions) -> Problem:
         if target is None:
             target = all_cloud_quality(problem) - instance.objective.quality_tolerance
         object.__setattr__(problem, "quality_target", float(target))
+    _check_magnitudes(problem, predictions)
     return problem
+
+
+def _check_magnitudes(problem: Problem, predictions: Predictions) -> None:
+    """Refuse a window whose numbers the solvers cannot work with, naming the worst pair.
+
+    Each check reports its worst case only (one line, not one per pair).
+
+    Raises
+    ------
+    InputError
+        When a usable pair's predicted latency or quality is not finite, or a cost, memory
+        demand or congestion latency of the model is larger than :data:`MAX_MAGNITUDE`.
+    """
+    where = f'instance "{problem.name}"'
+    issues: list[Issue] = []
+    finite = np.isfinite(predictions.latency_s) & np.isfinite(predictions.quality)
+    bad = predictions.eligible & ~finite
+    if bad.any():
+        r, n = np.argwhere(bad)[0]
+        issues.append(
+            _pair_issue(
+                problem,
+                r,
+                n,
+                f"predicted latency {predictions.latency_s[r, n]} s and quality "
+                f"{predictions.quality[r, n]}: not finite numbers ({int(bad.sum())} such "
+                "pair(s)); a catalog value, bandwidth or override behind them is out of range",
+            )
+        )
+    checked = problem.allowed & finite
+    for label, values, hint in (
+        ("objective cost", problem.pair_cost(masked=False), _COST_HINT),
+        ("KV-cache memory (GB)", problem.memory_gb, _MEMORY_HINT),
+    ):
+        size = np.where(checked, np.abs(values), 0.0)
+        if size.size and size.max() > MAX_MAGNITUDE:
+            r, n = np.unravel_index(int(np.argmax(size)), size.shape)
+            issues.append(
+                _pair_issue(
+                    problem, r, n, f"{label} {values[r, n]:.3g} is beyond {MAX_MAGNITUDE:g}; {hint}"
+                )
+            )
+    if problem.deferral_allowed and problem.deferral_cost() > MAX_MAGNITUDE:
+        issues.append(
+            Issue(
+                "objective.deferral_penalty_s",
+                f"deferring a request costs {problem.deferral_cost():.3g}, beyond "
+                f"{MAX_MAGNITUDE:g}; {_COST_HINT}",
+            )
+        )
+    # the congestion curves reach the MILP in seconds (the rows' slopes and intercepts)
+    congestion = np.array([c.values[-1] for c in problem.congestion_curves])
+    if congestion.size and not congestion.max() <= MAX_MAGNITUDE:
+        n = int(np.argmax(np.nan_to_num(congestion, nan=np.inf)))
+        issues.append(
+            Issue(
+                f'nodes[{n}] (node "{problem.node_ids[n]}")',
+                f"congestion latency {congestion[n]:.3g} s for the requests that may use the node "
+                f"is beyond {MAX_MAGNITUDE:g} s; check the catalog values behind its service "
+                "times",
+            )
+        )
+    if issues:
+        raise InputError(issues, where)
+
+
+_COST_HINT = (
+    "lower objective.latency_weight, raise objective.latency_scale_s, or check the catalog "
+    "values and bandwidths behind such a latency"
+)
+_MEMORY_HINT = "check the model's kv_bytes_per_token and image-token rule, and the token counts"
+
+
+def _pair_issue(problem: Problem, r: int, n: int, message: str) -> Issue:
+    return Issue(
+        f'requests[{r}] (request "{problem.request_ids[r]}")',
+        f'on node "{problem.node_ids[n]}": {message}',
+    )
 
 
 def all_cloud_quality(problem: Problem) -> float:

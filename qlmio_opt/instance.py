@@ -28,12 +28,14 @@ from qlmio_opt.catalog import Catalog, default_catalog
 from qlmio_opt.errors import InputError, Issue
 from qlmio_opt.network import LinkSpec, NetworkGraph
 from qlmio_opt.types import (
+    ID_PATTERN,
     ActiveRequests,
     BandwidthMbps,
     Bytes,
     Concurrency,
     DemandGB,
     Id,
+    LatencyScaleSeconds,
     MemoryGB,
     NonNegSeconds,
     OutputTokens,
@@ -160,7 +162,7 @@ class Objective(Frozen):
     mode: Literal["weighted", "quality_floor"] = "weighted"
     latency_weight: Weight = 1.0
     quality_weight: Weight = 10.0
-    latency_scale_s: PositiveSeconds = 1.0
+    latency_scale_s: LatencyScaleSeconds = 1.0
     quality_target: Probability | None = None
     quality_tolerance: Probability = 0.005
     deferral_penalty_s: PositiveSeconds | None = None
@@ -184,12 +186,17 @@ class Overrides(Frozen):
     memory_gb: tuple[tuple[DemandGB, ...], ...] | None = None
 
 
+# Entry keys follow the id rule (nodes and requests refer to them); the catalog builder checks
+# them with a message that does not print a control character raw, the schema with this.
+_ENTRY_KEYS = {"propertyNames": {"pattern": ID_PATTERN}}
+
+
 class CatalogEntries(Frozen):
     """Catalog entries defined or overridden inline (same fields as the shipped TOML files)."""
 
-    models: dict[Str, dict[Str, Any]] = {}
-    devices: dict[Str, dict[Str, Any]] = {}
-    tasks: dict[Str, dict[Str, Any]] = {}
+    models: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
+    devices: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
+    tasks: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
 
 
 class Instance(Frozen):

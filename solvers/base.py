@@ -25,8 +25,16 @@ class SolverResult:
     assignment: np.ndarray | None
     bound: float | None = None
     reported_objective: float | None = None
+    bound_source: str | None = None  # what proved ``bound``: see Solution.bound_source
     message: str | None = None
     stats: Mapping[str, float] = field(default_factory=dict)  # e.g. build_s, highs_run_s
+
+
+def empty_window_result() -> SolverResult:
+    """The answer to a window without requests: the empty assignment, optimal at cost 0."""
+    return SolverResult(
+        Status.OPTIMAL, np.zeros(0, dtype=np.int64), bound=0.0, reported_objective=0.0
+    )
 
 
 class Solver(ABC):

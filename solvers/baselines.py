@@ -18,7 +18,13 @@ import numpy as np
 
 from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.solution import Status
-from qlmio_opt.solvers.base import Residual, Solver, SolverResult, explain_unplaceable
+from qlmio_opt.solvers.base import (
+    Residual,
+    Solver,
+    SolverResult,
+    empty_window_result,
+    explain_unplaceable,
+)
 
 
 def _arrival_order(problem: Problem) -> np.ndarray:
@@ -34,6 +40,8 @@ class TierRule(Solver):
     edge: bool
 
     def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+        if problem.num_requests == 0:
+            return empty_window_result()
         tier = problem.is_edge if self.edge else ~problem.is_edge
         residual = Residual(problem)
         assignment = np.full(problem.num_requests, -1, dtype=np.int64)
@@ -74,6 +82,8 @@ class LatencyGreedy(Solver):
     description = "arrival order, lowest predicted latency among nodes with room (capacity-aware)"
 
     def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+        if problem.num_requests == 0:
+            return empty_window_result()
         residual = Residual(problem)
         assignment = np.full(problem.num_requests, -1, dtype=np.int64)
         latency = np.where(problem.allowed, problem.latency_s, np.inf)
@@ -128,6 +138,8 @@ class RankingRule(Solver):
         """Hook called after request ``r`` is placed on node ``n``."""
 
     def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+        if problem.num_requests == 0:
+            return empty_window_result()
         self.start(problem, seed)
         memory_left = problem.node_memory_gb.astype(float).copy()
         assignment = np.full(problem.num_requests, -1, dtype=np.int64)
@@ -279,6 +291,8 @@ class PerRequest(Solver):
     description = "each request's own cheapest pair, then moved off over-full nodes and links"
 
     def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+        if problem.num_requests == 0:
+            return empty_window_result()
         cost = problem.pair_cost()
         defer_cost = problem.deferral_cost()
         state = _Load(problem)
@@ -405,13 +419,16 @@ class _Load:
         """The resource most over its capacity (excess relative to capacity), or None."""
         p = self.problem
         candidates = []
-        for n in range(p.num_nodes):
-            cap = p.node_memory_gb[n]
-            if np.isfinite(cap) and self.memory[n] > cap + _ROOM_TOL:
-                candidates.append(((self.memory[n] - cap) / cap, "memory", n))
-        for k, cap in enumerate(p.link_capacity_megabits):
-            if self.megabits[k] > cap + _ROOM_TOL:
-                candidates.append(((self.megabits[k] - cap) / cap, "link", k))
+        # a capacity near 0 (memory_gb or window_s of 1e-300) makes the relative excess inf:
+        # still the worst overload, so the overflow is not worth a warning
+        with np.errstate(over="ignore"):
+            for n in range(p.num_nodes):
+                cap = p.node_memory_gb[n]
+                if np.isfinite(cap) and self.memory[n] > cap + _ROOM_TOL:
+                    candidates.append(((self.memory[n] - cap) / cap, "memory", n))
+            for k, cap in enumerate(p.link_capacity_megabits):
+                if self.megabits[k] > cap + _ROOM_TOL:
+                    candidates.append(((self.megabits[k] - cap) / cap, "link", k))
         if not candidates:
             return None
         _, kind, index = max(candidates, key=lambda c: c[0])

@@ -29,7 +29,7 @@ from qlmio_opt.formulations.milp_arrays import (
 )
 from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.solution import Status
-from qlmio_opt.solvers.base import Solver, SolverResult
+from qlmio_opt.solvers.base import Solver, SolverResult, empty_window_result
 from qlmio_opt.solvers.diagnose import infeasibility_reason
 
 DEFAULT_TIME_LIMIT_S = 60.0
@@ -151,6 +151,8 @@ class ExactHighs(Solver):
             holds each bound found: ``bound_greedy``, ``bound_highs``, ``bound_lp``), or
             ``INFEASIBLE`` / ``ERROR`` with a message.
         """
+        if problem.num_requests == 0:  # HiGHS ends an empty model with an error status
+            return empty_window_result()
         start = time.perf_counter()
         reason = infeasibility_reason(problem)
         if reason is not None:
@@ -286,6 +288,7 @@ class ExactHighs(Solver):
             status,
             assignment,
             bound=bound,
+            bound_source=source,
             reported_objective=objective,
             message=message,
             stats=_with_bounds(stats, bounds),

@@ -181,11 +181,17 @@ class Greedy(Solver):
         if reason is not None:
             return SolverResult(Status.INFEASIBLE, None, message=reason)
         if problem.num_requests == 0:
-            return SolverResult(Status.OPTIMAL, np.zeros(0, dtype=np.int64), bound=0.0)
+            return SolverResult(
+                Status.OPTIMAL, np.zeros(0, dtype=np.int64), bound=0.0, bound_source="lagrangian"
+            )
         window = build_window(problem)
         effort = self.effort
         dual = Dual(window, problem.allowed.sum(axis=0))
         scale = float(np.abs(window.cost[np.isfinite(window.cost)]).mean())
+        if not scale > 0:
+            # every cost is 0 (both objective weights 0): any assignment within the limits is
+            # optimal, and the temperatures need only be positive
+            scale = 1.0
         taus = tuple(scale * t for t in effort.temperatures)
         y, evaluations = dual.maximise(None, taus, effort.dual_evaluations)
         bound, columns = dual.value(y)
@@ -215,6 +221,7 @@ class Greedy(Solver):
             Status.FEASIBLE,
             np.where(state.columns == window.defer, -1, state.columns),
             bound=bound,
+            bound_source="lagrangian",
             reported_objective=state.value,
             stats={
                 "dual_evaluations": float(evaluations),
@@ -365,11 +372,13 @@ def _explain(problem: Problem, state: State) -> str:
     over = links > TOL
     if over.any():
         stuck |= w.paths[w.site, state.columns][:, over].any(axis=1)
-    if not stuck.any():
+    if not stuck.any() and problem.quality_target is not None:
         return (
             f"the quality target {problem.quality_target:.4f} could not be met together with "
             "the memory and bandwidth limits (deferral is off)"
         )
+    if not stuck.any():
+        return "no assignment within the memory and bandwidth limits was found (deferral is off)"
     r = int(np.flatnonzero(stuck)[-1])
     residual = Residual(problem)
     for other in np.flatnonzero(state.columns < w.defer):

@@ -1,12 +1,17 @@
 """Every validation rule: one broken file each, its own message, exit code 2, no traceback."""
 
 import json
+import re
+import unicodedata
 
+import jsonschema
 import pytest
 from conftest import DATA, INSTANCES, SMALL
 
 from qlmio_opt import InputError, read_instance
 from qlmio_opt.cli import EXIT_INPUT, main
+from qlmio_opt.schema import schema_text
+from qlmio_opt.types import ID_PATTERN, check_id
 
 INVALID = DATA / "invalid"
 EXPECTED = json.loads((INVALID / "expected.json").read_text())
@@ -76,3 +81,44 @@ def test_instances_are_immutable():
         instance.window_s = 3.0
     with pytest.raises(Exception, match="frozen"):
         instance.requests[0].prompt_tokens = 1
+
+
+IDS = [
+    "r0",
+    "a id with inner spaces",
+    "é-ü",
+    "a\u00a0b",
+    "x",
+    "r\x00",
+    "r\n",
+    "\tr",
+    "r\x1b[31m",
+    "r\x7f",
+    "r\x85",
+    " r",
+    "r ",
+    "   ",
+    "r\u3000",
+    "\u2028r",
+]
+
+
+@pytest.mark.parametrize("ident", IDS)
+def test_the_schema_pattern_for_ids_agrees_with_the_id_rule(ident):
+    try:
+        check_id(ident)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == (re.search(ID_PATTERN, ident) is not None)
+    assert accepted == (
+        ident == ident.strip() and all(unicodedata.category(c) != "Cc" for c in ident)
+    )
+
+
+def test_the_published_schema_refuses_a_control_character_in_an_id():
+    schema = json.loads(schema_text("instance"))
+    data = json.loads((DATA / "base_valid.json").read_text())
+    data["requests"][0]["id"] = "r0\n"
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    assert [list(e.absolute_path) for e in errors] == [["requests", 0, "id"]]

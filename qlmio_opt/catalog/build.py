@@ -15,47 +15,70 @@ from qlmio_opt.catalog import fields as f
 from qlmio_opt.catalog.image_tokens import RULE_KINDS, ImageTokenRule
 from qlmio_opt.catalog.specs import DeviceSpec, Measurement, ModelSpec, TaskSpec
 from qlmio_opt.errors import CatalogError, Issue
+from qlmio_opt.types import check_id
 
 __all__ = ["USER_SOURCE", "merge_section", "to_raw"]
 
 USER_SOURCE = "user-supplied"
 
+# Plausible ranges of catalog numbers, each well beyond the shipped catalog's extremes (in
+# brackets). They keep the predictors' arithmetic finite and meaningful: an inline
+# ``kv_bytes_per_token = 1e300`` or ``prefill_tflops = 1e-300`` is refused with its range instead
+# of turning latencies and memory into inf or NaN. The throughput divisors (parameters, weights,
+# bandwidth, TFLOP/s, efficiencies, fixed rates) start at 1e-3 so a latency stays finite.
+PARAMS_B = f.number_in(1e-3, 1e5)  # 1 M .. 100 T parameters [0.3 .. 200 B]
+WEIGHTS_GB = f.number_in(1e-3, 1e5)  # 1 MB .. 100 TB [1.7 .. 400 GB]
+# per token [12,288 .. 819,200]; GPT-3 175B (96 layers, no grouped-query attention) needs 4.7 MB
+KV_BYTES_PER_TOKEN = f.integer_in(1, 100_000_000)
+PATCHES_PER_TOKEN = f.number_in(1e-3, 1e3)  # [1 .. 16]
+NUM_GPUS = f.integer_in(1, 1024)  # [1 .. 8]; serving groups span 8-64 GPUs
+DEVICE_MEMORY_GB = f.number_in(1e-3, 1e6)  # all GPUs together [8 .. 640]
+MEMORY_BANDWIDTH_GBS = f.number_in(1e-3, 1e6)  # per GPU [68 .. 3,350]; B200: 8,000
+FRACTION = f.number_in(1e-3, 1.0)  # efficiencies and the usable memory share [0.71 .. 1.0]
+PREFILL_TFLOPS = f.number_in(1e-3, 1e6)  # per GPU [6.4 .. 676]; B200 dense FP16: ~2,250
+MAX_CONCURRENCY = f.integer_in(1, 1_000_000)  # [4 .. 256]; as a node's max_concurrency
+RESERVED_GB = f.number_in(0.0, 1e6)  # [1.5 .. 12]
+TOKENS_PER_S = f.number_in(1e-3, 1e9)  # fixed rates and measurements [2.3 .. 14,723]
+OUTPUT_TOKENS = f.integer_in(1, 1_000_000)  # [16 .. 256]; as a request's max_output_tokens
+RESOLUTION_EXPONENT = f.number_in(0.0, 10.0)  # [0.05 .. 0.25]
+REFERENCE_PX = f.integer_in(1, 100_000)  # [480 .. 2,200]; as an image's width and height
+
 MODEL_FIELDS: dict[str, f.Checker] = {
     "display_name": f.text,
     "family": f.text,
-    "params_b": f.positive,
-    "llm_params_b": f.positive,
-    "vision_params_b": f.positive,
-    "weights_gb": f.positive,
-    "kv_bytes_per_token": f.positive_int,
+    "params_b": PARAMS_B,
+    "llm_params_b": PARAMS_B,
+    "vision_params_b": PARAMS_B,
+    "weights_gb": WEIGHTS_GB,
+    "kv_bytes_per_token": KV_BYTES_PER_TOKEN,
     "modalities": f.modalities,
-    "vision_patches_per_token": f.positive,
+    "vision_patches_per_token": PATCHES_PER_TOKEN,
 }
 DEVICE_FIELDS: dict[str, f.Checker] = {
     "display_name": f.text,
     "tier_hint": f.tier,
-    "num_gpus": f.positive_int,
-    "memory_gb": f.positive,
-    "memory_bandwidth_gbs": f.positive,
-    "decode_efficiency": f.fraction,
-    "prefill_tflops": f.positive,
-    "parallel_efficiency": f.fraction,
-    "default_max_concurrency": f.positive_int,
-    "usable_memory_fraction": f.fraction,
-    "reserved_gb": f.non_negative,
+    "num_gpus": NUM_GPUS,
+    "memory_gb": DEVICE_MEMORY_GB,
+    "memory_bandwidth_gbs": MEMORY_BANDWIDTH_GBS,
+    "decode_efficiency": FRACTION,
+    "prefill_tflops": PREFILL_TFLOPS,
+    "parallel_efficiency": FRACTION,
+    "default_max_concurrency": MAX_CONCURRENCY,
+    "usable_memory_fraction": FRACTION,
+    "reserved_gb": RESERVED_GB,
 }
 DEVICE_OPTIONAL: dict[str, f.Checker] = {
-    "fixed_decode_tok_s": f.positive,
-    "fixed_prefill_tok_s": f.positive,
+    "fixed_decode_tok_s": TOKENS_PER_S,
+    "fixed_prefill_tok_s": TOKENS_PER_S,
 }
 MEASUREMENT_FIELDS: dict[str, f.Checker] = {
     "model": f.text,
-    "model_params_b": f.positive,
-    "weights_gb": f.positive,
+    "model_params_b": PARAMS_B,
+    "weights_gb": WEIGHTS_GB,
     "precision": f.text,
     "engine": f.text,
     "metric": f.metric,
-    "value": f.positive,
+    "value": TOKENS_PER_S,
     "source": f.text,
 }
 MEASUREMENT_OPTIONAL: dict[str, f.Checker] = {
@@ -66,10 +89,10 @@ MEASUREMENT_OPTIONAL: dict[str, f.Checker] = {
 TASK_FIELDS: dict[str, f.Checker] = {
     "display_name": f.text,
     "benchmarks": f.text_list,
-    "typical_output_tokens": f.positive_int,
-    "resolution_exponent": f.non_negative,
-    "reference_width": f.positive_int,
-    "reference_height": f.positive_int,
+    "typical_output_tokens": OUTPUT_TOKENS,
+    "resolution_exponent": RESOLUTION_EXPONENT,
+    "reference_width": REFERENCE_PX,
+    "reference_height": REFERENCE_PX,
 }
 TABLES = frozenset({"image_tokens", "accuracy", "sources"})
 
@@ -321,6 +344,17 @@ _BUILDERS: dict[str, Builder] = {
 }
 
 
+def _key_problem(key: Any) -> str | None:
+    """Why ``key`` cannot name a catalog entry (nodes refer to it as an id), or None."""
+    if not isinstance(key, str) or not key.strip():
+        return "entry keys must be non-empty strings"
+    try:
+        check_id(key)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def merge_section(
     section: str,
     base: Mapping[str, Any],
@@ -336,10 +370,12 @@ def merge_section(
         return out
     build = _BUILDERS[section]
     for key, update in updates.items():
-        path = f"{ctx.prefix}{section}.{key}"
-        if not isinstance(key, str) or not key.strip() or key != key.strip():
-            ctx.issues.append(Issue(path, "entry keys must be non-empty strings without spaces"))
+        problem = _key_problem(key)
+        if problem is not None:
+            # the key itself is not printed raw: it may hold a newline or a terminal escape
+            ctx.issues.append(Issue(f"{ctx.prefix}{section}", f"entry key {key!r}: {problem}"))
             continue
+        path = f"{ctx.prefix}{section}.{key}"
         if not isinstance(update, Mapping):
             ctx.issues.append(Issue(path, "must be a table of fields"))
             continue

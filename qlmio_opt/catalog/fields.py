@@ -16,12 +16,10 @@ __all__ = [
     "INVALID",
     "Checker",
     "boolean",
-    "fraction",
+    "integer_in",
     "metric",
     "modalities",
-    "non_negative",
-    "positive",
-    "positive_int",
+    "number_in",
     "probability",
     "text",
     "text_list",
@@ -41,7 +39,11 @@ METRICS = ("decode_tok_s", "prefill_tok_s")
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        x = float(value)
+    except OverflowError:  # an integer past the largest float
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _fail(issues: list[Issue], path: str, message: str) -> Any:
@@ -49,38 +51,55 @@ def _fail(issues: list[Issue], path: str, message: str) -> Any:
     return INVALID
 
 
-def positive(value: Any, path: str, issues: list[Issue]) -> Any:
-    x = _number(value)
-    if x is None or x <= 0:
-        return _fail(issues, path, f"must be a positive finite number (got {value!r})")
-    return x
+def _shown(value: Any) -> str:
+    """``repr`` cut short: a 300-digit integer would drown the message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
-def non_negative(value: Any, path: str, issues: list[Issue]) -> Any:
-    x = _number(value)
-    if x is None or x < 0:
-        return _fail(issues, path, f"must be a non-negative finite number (got {value!r})")
-    return x
+def number_in(low: float, high: float) -> Checker:
+    """A checker for a finite number in ``[low, high]`` (``low`` is 0 or positive).
+
+    The sign comes first ("must be a positive finite number"), the plausible range second.
+    """
+    kind = "positive" if low > 0 else "non-negative"
+
+    def check(value: Any, path: str, issues: list[Issue]) -> Any:
+        x = _number(value)
+        if x is None or x < 0 or (x == 0 and low > 0):
+            return _fail(issues, path, f"must be a {kind} finite number (got {_shown(value)})")
+        if not low <= x <= high:
+            return _fail(
+                issues, path, f"must be a number in [{low:g}, {high:g}] (got {_shown(value)})"
+            )
+        return x
+
+    return check
 
 
-def positive_int(value: Any, path: str, issues: list[Issue]) -> Any:
-    x = _number(value)
-    if x is None or x < 1 or x != int(x):
-        return _fail(issues, path, f"must be a positive integer (got {value!r})")
-    return int(x)
+def integer_in(low: int, high: int) -> Checker:
+    """A checker for a whole number in ``[low, high]``, ``low >= 1`` (``2.0`` is taken as 2).
+
+    Being a positive integer comes first, the plausible range second.
+    """
+
+    def check(value: Any, path: str, issues: list[Issue]) -> Any:
+        x = _number(value)
+        if x is None or x < 1 or x != int(x):
+            return _fail(issues, path, f"must be a positive integer (got {_shown(value)})")
+        if not low <= x <= high:
+            return _fail(
+                issues, path, f"must be an integer in [{low}, {high}] (got {_shown(value)})"
+            )
+        return int(x)
+
+    return check
 
 
 def probability(value: Any, path: str, issues: list[Issue]) -> Any:
     x = _number(value)
     if x is None or not 0.0 <= x <= 1.0:
         return _fail(issues, path, f"must be a probability in [0, 1] (got {value!r})")
-    return x
-
-
-def fraction(value: Any, path: str, issues: list[Issue]) -> Any:
-    x = _number(value)
-    if x is None or not 0.0 < x <= 1.0:
-        return _fail(issues, path, f"must be a fraction in (0, 1] (got {value!r})")
     return x
 
 

@@ -54,10 +54,28 @@ RULE_KINDS: Mapping[str, Mapping[str, int | bool | None]] = MappingProxyType(
 _BOOL_PARAMS = frozenset({"thumbnail"})
 
 
+# Every integer parameter (a side in pixels, a token or tile count) is at most this: an image is
+# at most 100,000 px a side (``qlmio_opt.types.Pixels``) and the shipped rules' largest parameter
+# is 2,048. Without a bound, ``tokens = 10**300`` overflowed the token arithmetic.
+MAX_PARAM = 100_000
+# ``max_tiles`` is at most this (the shipped rules use 9-16): the tiles rule compares every grid
+# of at most max_tiles tiles, ~max_tiles * ln(max_tiles) of them per image, so 100,000 tiles
+# took gigabytes and minutes for one window; 1,024 takes ~7,000 grids.
+MAX_TILES = 1_024
+
+
+def _shown(value: Any) -> str:
+    """``repr`` cut short: a 300-digit integer would drown the message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _is_positive_int(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    return math.isfinite(value) and value == int(value) and value >= 1
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return value == int(value) and value >= 1
 
 
 def _normalise_params(kind: str, params: Mapping[str, Any]) -> dict[str, int | bool]:
@@ -82,10 +100,12 @@ def _normalise_params(kind: str, params: Mapping[str, Any]) -> dict[str, int | b
                 issues.append(Issue(name, f"must be true or false (got {value!r})"))
             else:
                 out[name] = value
-        elif _is_positive_int(value):
-            out[name] = int(value)
+        elif not _is_positive_int(value):
+            issues.append(Issue(name, f"must be a positive integer (got {_shown(value)})"))
+        elif value > (top := MAX_TILES if name == "max_tiles" else MAX_PARAM):
+            issues.append(Issue(name, f"must be an integer in [1, {top}] (got {_shown(value)})"))
         else:
-            issues.append(Issue(name, f"must be a positive integer (got {value!r})"))
+            out[name] = int(value)
     if not issues and kind == "patch" and out["min_tokens"] > out["max_tokens"]:
         issues.append(Issue("min_tokens", "must not exceed max_tokens"))
     if issues:

@@ -207,6 +207,70 @@ CASES = {
         variant(setter(["network", "sites"], ["cell-0", "cloud"])),
         'network.sites[1]: site "cloud" has the same name as a node',
     ),
+    "id_control_character.json": (
+        variant(setter(["requests", 1, "id"], "r1\x1b[31m")),
+        "requests[1].id: must not contain control characters (found '\\x1b' at position 2)",
+    ),
+    "id_surrounding_whitespace.json": (
+        variant(setter(["network", "links", 2, "id"], "wan ")),
+        'network.links[2] (link "wan ").id: must not start or end with whitespace',
+    ),
+    "id_blank.json": (
+        variant(setter(["nodes", 1, "id"], "   ")),
+        'nodes[1] (node "   ").id: must not be blank (only whitespace)',
+    ),
+    "latency_scale_too_small.json": (
+        variant(setter(["objective", "latency_scale_s"], 1e-300)),
+        "objective.latency_scale_s: must be >= 1e-06; got 1e-300",
+    ),
+    "bandwidth_too_small.json": (
+        variant(setter(["network", "links", 0, "bandwidth_mbps"], 1e-300)),
+        'network.links[0] (link "cell-0/edge-0").bandwidth_mbps: must be >= 0.001; got 1e-300',
+    ),
+    "inline_kv_bytes_absurd.json": (
+        variant(setter(["catalog"], {"models": {"qwen2-vl-2b": {"kv_bytes_per_token": 1e300}}})),
+        "catalog.models.qwen2-vl-2b.kv_bytes_per_token: must be an integer in [1, 100000000] "
+        "(got 1e+300)",
+    ),
+    "inline_throughput_tiny.json": (
+        variant(setter(["catalog"], {"devices": {"a100x4": {"prefill_tflops": 1e-300}}})),
+        "catalog.devices.a100x4.prefill_tflops: must be a number in [0.001, 1e+06] (got 1e-300)",
+    ),
+    "inline_image_tokens_absurd.json": (
+        variant(
+            setter(
+                ["catalog"],
+                {"models": {"qwen2-vl-2b": {"image_tokens": {"rule": "fixed", "tokens": 10**7}}}},
+            )
+        ),
+        "catalog.models.qwen2-vl-2b.image_tokens.tokens: must be an integer in [1, 100000] "
+        "(got 10000000)",
+    ),
+    "inline_max_tiles_absurd.json": (
+        variant(
+            setter(
+                ["catalog"],
+                {
+                    "models": {
+                        "qwen2-vl-2b": {
+                            "image_tokens": {
+                                "rule": "tiles",
+                                "tile_px": 448,
+                                "tokens_per_tile": 256,
+                                "max_tiles": 100_000,
+                            }
+                        }
+                    }
+                },
+            )
+        ),
+        "catalog.models.qwen2-vl-2b.image_tokens.max_tiles: must be an integer in [1, 1024] "
+        "(got 100000)",
+    ),
+    "inline_catalog_key_control.json": (
+        variant(setter(["catalog"], {"models": {"my\nmodel": {}}})),
+        "catalog.models: entry key 'my\\nmodel': must not contain control characters",
+    ),
 }
 
 
