@@ -1,9 +1,11 @@
 """Solve every committed window exactly and write instances/bks.csv (best-known values).
 
-Protocol: analytic predictors, HiGHS through the direct build (`exact`), relative gap 1e-4,
-a time limit per window (default 60 s), warm start from the fast path, seed 0, HiGHS threads
-as given (default 1, so two runs can share this 2-core machine). A window is `optimal` when
-HiGHS proved the gap; otherwise the row holds the incumbent, the bound and the proven gap.
+Protocol: analytic predictors (recorded per row, with the SHA-256 of the window file, so that
+`compare` and `sweep` use a row only for exactly that file), HiGHS through the direct build
+(`exact`), relative gap 1e-4, a time limit per window (default 60 s), warm start from the fast
+path, seed 0, HiGHS threads as given (default 1, so two runs can share this 2-core machine). A
+window is `optimal` when HiGHS proved the gap; otherwise the row holds the incumbent, the bound
+and the proven gap.
 
     python benchmarks/best_known.py [--time-limit 60] [--threads 1] [--limit N]
                                     [--only window_013,window_037] [--out instances/bks.csv]
@@ -24,6 +26,7 @@ import highspy
 
 import qlmio_opt
 from qlmio_opt import read_instance, solve
+from qlmio_opt.best_known import BKS_PREDICTORS, file_sha256
 from qlmio_opt.solvers.exact import ExactHighs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +45,8 @@ FIELDS = [
     "highs_version",
     "qlmio_opt_version",
     "machine",
+    "predictors",
+    "instance_sha256",
 ]
 
 
@@ -74,7 +79,7 @@ def main() -> None:
     for path in files:
         instance = read_instance(path)
         start = time.perf_counter()
-        sol = solve(instance, solver, time_limit=args.time_limit)
+        sol = solve(instance, solver, time_limit=args.time_limit, predictors=BKS_PREDICTORS)
         elapsed = time.perf_counter() - start
         rows.append(
             {
@@ -92,6 +97,8 @@ def main() -> None:
                 "highs_version": version,
                 "qlmio_opt_version": qlmio_opt.__version__,
                 "machine": machine,
+                "predictors": BKS_PREDICTORS,
+                "instance_sha256": file_sha256(path),
             }
         )
         print(

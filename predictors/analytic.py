@@ -9,11 +9,14 @@ Latency of request r on node n (seconds)::
     prefill    = (prompt_tokens + image_tokens) / device.prefill_tok_s(model)
     decode     = min(max_output_tokens, task.typical_output_tokens) / device.decode_tok_s(model)
 
-Quality is the catalog's accuracy of the model on the task family, times a resolution effect:
-``(ratio / reference_ratio) ** task.resolution_exponent``, where ``ratio`` is the share of the
-request's pixels the model actually sees after its resize rule and ``reference_ratio`` the same
-share for the family's typical benchmark image. A model that sees a benchmark-sized image scores
-its published accuracy; one that must shrink a large document more than usual scores lower.
+Quality is the catalog's accuracy of the model on the task family, moved by a resolution effect
+on the odds of completion: ``odds = odds(accuracy) * (ratio / reference_ratio) **
+task.resolution_exponent``, where ``ratio`` is the share of the request's pixels the model
+actually sees after its resize rule and ``reference_ratio`` the same share for the family's
+typical benchmark image. A model that sees a benchmark-sized image scores its published
+accuracy; one that must shrink a large document more than usual scores lower, one that sees
+more than the benchmark's share scores higher, and the result is a probability by construction
+(:func:`~qlmio_opt.predictors.features.resolution_quality`).
 
 KV-cache memory is ``(prompt_tokens + image_tokens + max_output_tokens) * kv_bytes_per_token``:
 the reservation a serving engine needs to finish the request without preemption.
@@ -21,12 +24,14 @@ the reservation a serving engine needs to finish the request without preemption.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from qlmio_opt.catalog import Catalog
 from qlmio_opt.instance import Instance
 from qlmio_opt.predictors.base import Predictions, structural_eligibility
-from qlmio_opt.predictors.features import RequestArrays, request_arrays
+from qlmio_opt.predictors.features import RequestArrays, request_arrays, resolution_quality
 
 COMPONENTS = ("wait_s", "transfer_s", "rtt_s", "vision_s", "prefill_s", "decode_s")
 
@@ -45,6 +50,18 @@ class AnalyticPredictor:
     def __init__(self, catalog: Catalog | None = None, include_wait: bool = True) -> None:
         self.catalog = catalog
         self.include_wait = include_wait
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The settings given to ``__init__`` (scikit-learn's estimator contract)."""
+        return {"catalog": self.catalog, "include_wait": self.include_wait}
+
+    def set_params(self, **params: Any) -> AnalyticPredictor:
+        """Change settings by name; unknown names are refused."""
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(f"AnalyticPredictor has no setting {name!r}")
+            setattr(self, name, value)
+        return self
 
     def fit(self, data=None, y=None) -> AnalyticPredictor:
         """Nothing to learn; present for the common predictor contract."""
@@ -127,7 +144,7 @@ class AnalyticPredictor:
         total = req.per_request_sum(pixels)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(total > 0, req.per_request_sum(seen) / total, 1.0)
-        factor = np.ones(req.num_requests)
+        shift = np.zeros(req.num_requests)
         for task in np.unique(req.task):
             spec = catalog.task(task)
             ref_px = spec.reference_width * spec.reference_height
@@ -136,5 +153,5 @@ class AnalyticPredictor:
             )
             ref_ratio = ref_seen / ref_px
             rows = (req.task == task) & (req.num_images > 0)
-            factor[rows] = (ratio[rows] / ref_ratio) ** spec.resolution_exponent
-        return np.clip(accuracy * factor, 0.0, 1.0)
+            shift[rows] = spec.resolution_exponent * np.log(ratio[rows] / ref_ratio)
+        return resolution_quality(accuracy, shift)

@@ -39,8 +39,9 @@ Features (names in :meth:`FeatureSpec.names`):
   ``ref_ratio``): ``log_seen_share`` is the log of the share of the request's pixels the model
   sees after its resize rule, ``log_seen_vs_reference`` that minus the same log-share for the
   task's reference image, ``resolution_shift`` the latter times the task's
-  ``resolution_exponent`` and ``analytic_quality`` the analytic predictor's quality
-  ``accuracy * exp(resolution_shift)`` clipped to [0, 1]. Without per-image sizes the seen
+  ``resolution_exponent`` and ``analytic_quality`` the analytic predictor's quality, the
+  published accuracy moved by ``resolution_shift`` on the log-odds scale
+  (:func:`~qlmio_opt.predictors.features.resolution_quality`). Without per-image sizes the seen
   pixels are **estimated** from the aggregates (:func:`seen_pixels_estimate`): exact for
   Qwen's ``patch`` rule (``tokens * patch_px**2``), for ``fixed`` rules and for single images
   under ``tiles`` rules; for several tiled images the tiles are assumed equal per image, and the
@@ -80,6 +81,7 @@ import numpy as np
 from qlmio_opt.catalog import Catalog
 from qlmio_opt.catalog.image_tokens import ImageTokenRule
 from qlmio_opt.instance import Instance
+from qlmio_opt.predictors.features import resolution_quality
 
 __all__ = [
     "FEATURE_VERSION",
@@ -107,8 +109,9 @@ __all__ = [
     "window_requests",
 ]
 
-FEATURE_VERSION = 2
-"""Bumped whenever a feature's definition changes (saved models record it)."""
+FEATURE_VERSION = 3
+"""Bumped whenever a feature's definition changes (saved models record it). 3: the analytic
+quality moves published accuracy on the odds scale (a probability by construction, no clip)."""
 
 PAIR_COLUMNS: tuple[str, ...] = (
     "task",
@@ -591,7 +594,7 @@ def quality_features(
     log_vs_ref = np.where(has, log_share - np.log(ref_share), 0.0)
     shift = exponent * log_vs_ref
     tokens_per_mpx = np.where(has, np.log(np.maximum(tok, 1.0) / (safe_px / 1e6)), 0.0)
-    analytic = np.clip(acc_task * np.exp(shift), 0.0, 1.0)
+    analytic = resolution_quality(acc_task, shift)
     blocks.append(
         np.column_stack(
             [
@@ -908,7 +911,7 @@ def window_quality_features(
         log_vs_ref = np.where(has, log_share - np.log(ref_share), 0.0)
         shift = exponent * log_vs_ref
         tokens_per_mpx = np.where(has, np.log(np.maximum(tok, 1.0) / (safe_px / 1e6)), 0.0)
-        analytic = np.clip(acc_task * np.exp(shift), 0.0, 1.0)
+        analytic = resolution_quality(acc_task, shift)
         pair = [np.log1p(tok), tokens_per_mpx, log_share, log_vs_ref, shift, analytic]
         if spec.text_buckets:
             pair += [score, analytic_logit(analytic) + score]

@@ -151,9 +151,16 @@ Latency (every request-node row, under its recorded load):
 {markdown_table(lat)}
 
 ## Files (loaded without executing code)
-JSON and `.npz` arrays only, read with `numpy.load(allow_pickle=False)`; each JSON records the
-SHA-256 of its `.npz` (the selection calibration, JSON only, the SHA-256 of its coefficients),
-and every field is checked on load.
+JSON and `.npz` arrays only; each JSON records the SHA-256 of its `.npz` (the selection
+calibration, JSON only, the SHA-256 of its coefficients). Every format is read by the one reader
+of `model_files.py`: JSON above 1 MiB or nested more than 32 levels is refused; the `.npz`'s hash
+is checked before the archive is opened; then, before anything is inflated, its zip directory:
+flat `.npy` members of the expected fields only, each declaring no more bytes than the shape the
+JSON gives it, 64 MiB in all at most, no absurd compression ratio; then each `.npy` header,
+then `numpy.load(allow_pickle=False)`, and every field is checked. A 1 GiB zip bomb with a
+matching hash is refused in a few milliseconds and about 1 MB of memory
+(`benchmarks/model_file_safety.py`; read as the loader read it before, with `numpy.load` and a
+copy, it peaked at 2.1 GB and took 1.3-3.6 s).
 
 | file | size | SHA-256 |
 |---|---|---|

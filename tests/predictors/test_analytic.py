@@ -39,8 +39,30 @@ def test_components_sum_to_latency(analytic):
 def test_quality_by_hand(analytic):
     p = predict(analytic)
     # fixed 500x500 input: the model sees 250,000 of the image's 500,000 pixels; the (inline)
-    # reference size 500x500 is seen whole, so the factor is 0.5 ** resolution_exponent(0.5).
-    np.testing.assert_allclose(p.quality, [[0.6 * 0.5**0.5, 0.9 * 0.5**0.5], [0.8, 0.9]])
+    # reference size 500x500 is seen whole, so the odds of completion are multiplied by
+    # f = 0.5 ** resolution_exponent(0.5): q = a f / (1 - a + a f).
+    f = 0.5**0.5
+    edge, cloud = 0.6 * f / (0.4 + 0.6 * f), 0.9 * f / (0.1 + 0.9 * f)
+    np.testing.assert_allclose(p.quality, [[edge, cloud], [0.8, 0.9]])
+    assert edge == pytest.approx(0.51472, abs=1e-5) and cloud == pytest.approx(0.86420, abs=1e-5)
+
+
+def test_quality_stays_a_probability_by_construction():
+    from qlmio_opt.predictors.features import resolution_quality
+
+    accuracy = np.array([0.0, 0.3, 0.95, 1.0])
+    for shift in (-50.0, -1.0, 0.0, 1.0, 50.0, 1e6):
+        q = resolution_quality(accuracy, np.full(4, shift))
+        assert np.all((q >= 0) & (q <= 1)) and q[0] == 0 and q[-1] == 1
+    np.testing.assert_allclose(resolution_quality(accuracy, np.zeros(4)), accuracy)
+
+
+def test_no_committed_window_needs_clipping():
+    # every eligible pair's quality is inside [0, 1] before any clip could act
+    for path in sorted(INSTANCES.glob("window_0[0-4]*.json")):
+        p = predict(read_instance(path))
+        q = p.quality[p.eligible]
+        assert q.min() >= 0 and q.max() <= 1
 
 
 def test_memory_and_upload_by_hand(analytic):

@@ -193,16 +193,16 @@ def test_threshold_on_the_bandwidth_and_floor_windows():
 
 
 def test_threshold_on_the_analytic_window_is_all_cloud():
-    # r0: edge 0.424 vs cloud 0.636; r1: edge 0.8 vs cloud 0.9 - both miss the bar
+    # r0: edge 0.515 vs cloud 0.864; r1: edge 0.8 vs cloud 0.9 - both miss the bar
     instance = small("analytic")
     s = checked(instance, Threshold())
     assert set(s.assignment.values()) == {"cloud"}
     assert s.objective == pytest.approx(solve(instance, "all-cloud").objective)
-    # margin 0.1: r1 clears 0.9 - 0.1 = 0.8, r0 still misses 0.636 - 0.1 = 0.536
+    # margin 0.1: r1 clears 0.9 - 0.1 = 0.8, r0 still misses 0.864 - 0.1 = 0.764
     mixed = checked(instance, Threshold(margin=0.1))
     assert mixed.assignment == {"r0": "cloud", "r1": "edge-0"}
-    # margin 0.25: r0 clears 0.386 too
-    assert checked(instance, Threshold(margin=0.25)).assignment == {"r0": "edge-0", "r1": "edge-0"}
+    # margin 0.4: r0 clears 0.464 too
+    assert checked(instance, Threshold(margin=0.4)).assignment == {"r0": "edge-0", "r1": "edge-0"}
 
 
 # -- per-request --------------------------------------------------------------------------------
