@@ -53,7 +53,7 @@ def test_solve_with_the_shipped_learned_predictors(capsys):
     assert main(["solve", window, "--predictors", "learned", "--format", "json"]) == 0
     solution = json.loads(capsys.readouterr().out)
     assert solution["status"] == "optimal"
-    assert solution["predictors"] == "LearnedPredictor"
+    assert solution["predictors"] == "learned"  # the spec given, never a class name
 
 
 def test_solve_with_the_saved_model(model_path, capsys):
@@ -74,7 +74,7 @@ def test_solve_with_the_saved_model(model_path, capsys):
     assert code == 0
     solution = json.loads(capsys.readouterr().out)
     assert solution["status"] in ("feasible", "optimal")
-    assert solution["predictors"] == "LearnedPredictor"
+    assert solution["predictors"] == str(model_path.with_suffix(".json"))
 
 
 def test_a_tampered_model_is_refused_with_exit_2(model_path, tmp_path, capsys):
@@ -117,26 +117,58 @@ def test_simulate_with_the_saved_model(model_path, capsys):
     )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["config"]["predictors"] == "LearnedPredictor"
+    assert data["config"]["predictors"] == str(model_path.with_suffix(".json"))
     assert 0.0 <= data["policies"]["greedy"]["tcr"] <= 1.0
 
 
 def test_evaluate_predictors_json(bench_folder, capsys):
+    """--data scores the shipped models on every row of a table of another seed, and M4A1."""
     capsys.readouterr()
-    code = main(["evaluate-predictors", "--data", str(bench_folder), "--format", "json"])
+    args = ["--data", str(bench_folder), "--resamples", "200", "--format", "json"]
+    code = main(["evaluate-predictors", *args])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["data"]["rows"] == 150 * 14
+    assert result["scored"]["rows_left_out"] == 0  # seed 3: no request of the shipped training
     for part in ("analytic", "learned"):
         assert 0.0 <= result["quality"][part]["auc"] <= 1.0
         assert result["quality"][part]["brier"] >= 0.0
         assert result["latency"][part]["mape"] >= 0.0
+        assert result["quality"][part]["requests"] == 150
+        assert result["latency"][part]["rows"] == 150 * 14
+        lo, hi = result["quality"][part]["auc_ci95"]
+        assert lo <= result["quality"][part]["auc"] <= hi
+        lo, hi = result["latency"][part]["mape_ci95"]
+        assert lo <= result["latency"][part]["mape"] <= hi
     assert 0.0 <= result["latency"]["learned"]["p90_coverage"] <= 1.0
     assert result["m4a1"]["baseline"]["score_mae"] > 0
     assert result["m4a1"]["learned"]["latency_mape"] > 0
     assert {row["model"] for row in result["quality_per_model"]}
 
 
+def test_evaluate_predictors_scores_a_saved_model(model_path, capsys):
+    """--predictors PATH scores that model (trained on seed 3) on a fresh table, not the shipped."""
+    from qlmio_opt.predictors import get_predictor
+    from qlmio_opt.predictors.learned_quality import quality_metrics
+
+    capsys.readouterr()
+    args = ["--predictors", str(model_path.with_suffix(".json")), "--requests", "60"]
+    code = main(
+        ["evaluate-predictors", *args, "--no-m4a1", "--resamples", "200", "--format", "json"]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scored"]["training_prefixes"] == ["mb3"]
+    assert result["scored"]["rows_left_out"] == 0
+    rows = bench_data(60, seed=result["data"]["seed"]).table.drop_duplicates(["request", "model"])
+    model = get_predictor(str(model_path.with_suffix(".json"))).quality_model_
+    expected = quality_metrics(rows["completed"], model.predict_proba_table(rows))["auc"]
+    assert result["quality"]["learned"]["auc"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.torch
 def test_train_the_torch_family_and_solve_with_it(bench_folder, capsys):
+    pytest.importorskip("torch", reason="training needs the torch extra")
     from qlmio_opt.predictors import get_predictor
     from qlmio_opt.predictors.learned_torch import TorchQualityModel
 
