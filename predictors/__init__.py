@@ -6,6 +6,7 @@ per request-node pair). :func:`predict` runs the chosen one and applies the inst
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +22,8 @@ TRAINED_DIR = Path(__file__).resolve().parent / "trained"
 
 DEFAULT_LEARNED = TRAINED_DIR / "default.json"
 """The shipped learned predictor (quality model; its latency model is ``default-latency.json``)."""
+
+_ANALYTIC_DEFAULTS = {"catalog": None, "include_wait": True}
 
 PREDICTOR_NAMES: tuple[str, ...] = ("analytic", "learned")
 """Names :func:`get_predictor` accepts (besides the path of a saved model)."""
@@ -42,7 +45,8 @@ def get_predictor(name: str | Predictor = "analytic") -> Predictor:
     if not isinstance(name, str):
         return name
     if name in PREDICTORS:
-        return PREDICTORS[name]().fit()
+        return _with_spec(PREDICTORS[name]().fit(), name)
+    spec = name
     if name == "learned":
         name = str(DEFAULT_LEARNED)
     if name.endswith((".json", ".npz")) or "/" in name:
@@ -50,13 +54,36 @@ def get_predictor(name: str | Predictor = "analytic") -> Predictor:
         if not path.exists():
             raise ValueError(f"no saved predictor model at {name} (expected a .json and a .npz)")
         try:
-            return _load_learned(str(path.resolve()))
+            # a shallow copy shares the cached fitted models but records this spelling of the spec
+            return _with_spec(copy.copy(_load_learned(str(path.resolve()))), spec)
         except OSError as exc:  # a missing or unreadable array file named by the JSON
             raise ValueError(str(exc)) from None
     raise ValueError(
         f'unknown predictors "{name}"; choose from {list(PREDICTOR_NAMES)} or give the path of a '
         "model saved by qlmio-opt train"
     )
+
+
+def _with_spec(predictor: Predictor, spec: str) -> Predictor:
+    predictor.spec_ = spec  # type: ignore[attr-defined]
+    return predictor
+
+
+def predictor_spec(predictor: str | Predictor) -> str:
+    """What a solution records for ``predictor``: the spec :func:`get_predictor` was given
+    (``analytic``, ``learned`` or a model path as the user wrote it), never a class name.
+
+    A predictor object built in code (not through :func:`get_predictor`) has no spec that could
+    rebuild it; it is recorded as ``custom:<ClassName>`` and a checker must be handed it.
+    """
+    if isinstance(predictor, str):
+        return predictor
+    spec = getattr(predictor, "spec_", None)
+    if isinstance(spec, str):
+        return spec
+    if type(predictor) is AnalyticPredictor and predictor.get_params() == _ANALYTIC_DEFAULTS:
+        return "analytic"
+    return f"custom:{type(predictor).__name__}"
 
 
 def predict(instance: Instance, predictor: str | Predictor = "analytic") -> Predictions:
@@ -77,5 +104,6 @@ __all__ = [
     "apply_overrides",
     "get_predictor",
     "predict",
+    "predictor_spec",
     "request_arrays",
 ]

@@ -22,7 +22,11 @@ What it recomputes
 * the quality floor of ``quality_floor`` mode, ``sum over placed requests of (Q - T) >= 0``, with
   ``T`` explicit or all-cloud's mean predicted quality less ``quality_tolerance``;
 * the objective, with the congestion curve of every node rebuilt from the formulation (queueing
-  plus batching, lower convex envelope at the integers), and the mean latency and quality.
+  plus batching, lower convex envelope at the integers), and the mean latency and quality;
+* every other figure the file claims: bound (never above the objective) and gap, per-request
+  node, quality and latency, per-node requests, memory, congestion and capacities, per-link
+  requests, megabits and capacity, and the lists of broken constraints. A false figure is
+  reported with its JSON path (:attr:`CheckReport.mismatches`) and the solution is not accepted.
 
 The envelope is taken over ``m = 0 .. M_n``, ``M_n`` the number of requests allowed on the node
 (the most a valid assignment can place there), which is the tightest convex curve below the raw
@@ -43,6 +47,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from qlmio_opt.errors import InputError, Issue
 from qlmio_opt.instance import Instance
 from qlmio_opt.predictors import Predictions, Predictor, predict
 from qlmio_opt.solution import Solution
@@ -75,16 +80,19 @@ class CheckReport:
         nothing is placed.
     objective_matches
         Whether the solution's own objective equals the recomputed one within
-        ``1e-6 * max(1, |objective|)`` (a solution without an assignment matches when it claims no
-        objective).
+        ``1e-6 * max(1, |objective|)``. A solution that claims no objective matches when the
+        recomputed one is finite; an infinite or NaN recomputed objective never matches.
     has_assignment
         False when the solution's status carries no assignment (infeasible or error without one).
     reported_objective
         The objective the solution claims.
     mismatches
-        Reported figures other than the objective (means, per-request, per-node and per-link
-        figures) that differ from the recomputed ones; informational, not violations.
-    node_requests, node_memory_gb, node_congestion_s, link_megabits
+        Every other figure the solution claims (means, gap and bound, per-request, per-node and
+        per-link figures, the lists of deferred requests and broken constraints) that the
+        recomputation contradicts, one sentence each, starting with the field's JSON path.
+    predictors
+        The predictors the figures were recomputed with.
+    node_requests, node_memory_gb, node_congestion_s, link_megabits, link_requests
         The recomputed usage, by node or link id.
     """
 
@@ -98,28 +106,41 @@ class CheckReport:
     status: str = ""
     reported_objective: float | None = None
     mismatches: tuple[str, ...] = ()
+    predictors: str = ""
     node_requests: Mapping[str, int] = field(default_factory=dict)
     node_memory_gb: Mapping[str, float] = field(default_factory=dict)
     node_congestion_s: Mapping[str, float] = field(default_factory=dict)
     link_megabits: Mapping[str, float] = field(default_factory=dict)
+    link_requests: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        """A feasible assignment whose every claimed figure is true."""
+        return (
+            self.has_assignment and self.feasible and self.objective_matches and not self.mismatches
+        )
 
     def summary(self) -> str:
-        """A few lines for a person: verdict, objective, violations and mismatches."""
+        """A few lines for a person: verdict, objective, violations and false figures."""
         if not self.has_assignment:
             lines = [f"no assignment to check (status {self.status})"]
             lines += [f"  - {v}" for v in self.violations[1:]]
             return "\n".join(lines)
         verdict = "feasible" if self.feasible else f"INFEASIBLE ({len(self.violations)})"
-        reported = "none" if self.reported_objective is None else f"{self.reported_objective:.6f}"
-        match = "matches" if self.objective_matches else "DOES NOT MATCH"
+        if self.reported_objective is None:
+            claim = "none claimed"
+        else:
+            match = "matches" if self.objective_matches else "DOES NOT MATCH"
+            claim = f"reported {self.reported_objective:.6f}: {match}"
         lines = [
-            f"{verdict}; objective {self.objective:.6f} (reported {reported}: {match})",
+            f"{verdict}; objective {self.objective:.6f} ({claim})",
             f"mean latency {_fmt(self.mean_latency_s, ' s')}, "
-            f"mean quality {_fmt(self.mean_quality, '')}",
+            f"mean quality {_fmt(self.mean_quality, '')}"
+            + (f" (predictors {self.predictors})" if self.predictors else ""),
         ]
         lines += [f"  - {v}" for v in self.violations]
         if self.mismatches:
-            lines.append("reported figures that differ:")
+            lines.append(f"FALSE FIGURES ({len(self.mismatches)}): reported, then recomputed")
             lines += [f"  ~ {m}" for m in self.mismatches]
         return "\n".join(lines)
 
@@ -213,22 +234,36 @@ def congestion_curve(
 
 # -- the check ----------------------------------------------------------------------------------
 
+BUILT_IN_PREDICTORS = ("analytic", "learned")
+"""Predictor specs a solution may name that the checker rebuilds on its own. A model path named
+only inside a solution file is never loaded: the user passes it (``check(..., predictors=)``,
+``qlmio-opt check --predictors``)."""
+
+
+def solution_predictors(solution: Solution) -> str:
+    """The predictor spec a solution names, without the ``+overrides`` suffix (``overrides``
+    alone when every matrix was given)."""
+    name = solution.predictors or "analytic"
+    return name.removesuffix("+overrides") if name != "overrides" else name
+
 
 def _predictions(instance: Instance, solution: Solution, predictors: Any) -> Predictions:
     if isinstance(predictors, Predictions):
         return predictors
     if predictors is not None:
         return predict(instance, predictors)
-    name = solution.predictors or "analytic"
-    base = name.split("+")[0]
-    # "overrides" alone means every matrix was given; predict() then needs no predictor
-    try:
-        return predict(instance, "analytic" if base == "overrides" else base)
-    except ValueError as err:
-        raise ValueError(
-            f'the solution names predictors "{name}", which the checker cannot rebuild ({err}); '
-            "pass them as check(..., predictors=...)"
-        ) from None
+    base = solution_predictors(solution)
+    if base == "overrides":  # every matrix was given: predict() needs no predictor
+        return predict(instance, "analytic")
+    if base not in BUILT_IN_PREDICTORS:
+        raise InputError(
+            Issue(
+                "predictors",
+                f'the solution was made with predictors "{base}"; a model named only inside a '
+                f"solution file is never loaded: pass it to check it with (--predictors {base})",
+            )
+        )
+    return predict(instance, base)
 
 
 def check(
@@ -237,7 +272,7 @@ def check(
     *,
     predictors: str | Predictor | Predictions | None = None,
 ) -> CheckReport:
-    """Recompute ``solution``'s objective and every constraint from ``instance``.
+    """Recompute ``solution``'s objective, constraints and every figure it claims.
 
     Parameters
     ----------
@@ -246,52 +281,132 @@ def check(
     solution
         What a solver produced (``qlmio_opt.solve`` or ``qlmio-opt solve --format json``).
     predictors
-        The predictor (registry name or object) or ready predictions to judge with; default: the
-        one the solution names in ``solution.predictors`` (``overrides`` meaning the instance's
-        overrides, which :func:`qlmio_opt.predictors.predict` applies itself).
+        The predictor (registry name, model path or object) or ready predictions to judge with;
+        default: the one the solution names, if it is built in (``analytic``, ``learned``, or
+        ``overrides``: the instance's own matrices).
+
+    Raises
+    ------
+    InputError
+        When the solution names predictors the checker may not rebuild by itself (a model path).
     """
     status = str(solution.status.value)
     if not solution.status.has_assignment and not solution.assignment and not solution.deferred:
-        why = f"status {status}: no assignment to check"
-        if solution.message:
-            why += f" ({solution.message})"
-        return CheckReport(
-            feasible=False,
-            violations=(why,),
-            objective=math.nan,
-            mean_latency_s=None,
-            mean_quality=None,
-            objective_matches=solution.objective is None,
-            has_assignment=False,
-            status=status,
-            reported_objective=solution.objective,
-        )
-
+        return _without_assignment(solution, status)
     preds = _predictions(instance, solution, predictors)
-    reqs = instance.requests
-    nodes = instance.nodes
-    obj = instance.objective
-    num_r, num_n = len(reqs), len(nodes)
-    node_pos = {n.id: j for j, n in enumerate(nodes)}
-    req_pos = {r.id: i for i, r in enumerate(reqs)}
-    quality = np.asarray(preds.quality, dtype=float)
-    latency = np.asarray(preds.latency_s, dtype=float)
-    memory = np.asarray(preds.memory_gb, dtype=float)
-    violations: list[str] = []
-    if solution.instance != instance.name:
-        violations.append(
-            f'instance: the solution is for "{solution.instance}", not "{instance.name}"'
+    pairs = _Pairs.of(instance, preds)
+    decision = _Decision.read(instance, solution, pairs)
+    usage = _usage(instance, pairs, decision)
+    violations = [
+        *decision.violations,
+        *_capacity_violations(instance, usage),
+        *_floor_violations(instance, pairs, decision),
+    ]
+    congestion = _node_congestion(instance, preds, pairs.allowed, usage.node_count)
+    objective, mean_latency, mean_quality = _objective(instance, pairs, decision, congestion)
+    matches = _objective_matches(solution.objective, objective)
+    recomputed = _Recomputed(
+        objective=objective,
+        mean_latency_s=mean_latency,
+        mean_quality=mean_quality,
+        congestion=congestion,
+        usage=usage,
+        violations=tuple(violations),
+    )
+    return CheckReport(
+        feasible=not violations,
+        violations=tuple(violations),
+        objective=objective,
+        mean_latency_s=mean_latency,
+        mean_quality=mean_quality,
+        objective_matches=matches,
+        has_assignment=True,
+        status=status,
+        reported_objective=solution.objective,
+        mismatches=_false_figures(instance, solution, pairs, decision, recomputed),
+        predictors=_spec_of(predictors, solution),
+        node_requests={n.id: int(usage.node_count[j]) for j, n in enumerate(instance.nodes)},
+        node_memory_gb={n.id: float(usage.node_memory[j]) for j, n in enumerate(instance.nodes)},
+        node_congestion_s={n.id: float(congestion[j]) for j, n in enumerate(instance.nodes)},
+        link_megabits=dict(usage.link_megabits),
+        link_requests=dict(usage.link_requests),
+    )
+
+
+def _spec_of(predictors: Any, solution: Solution) -> str:
+    if predictors is None:
+        return solution_predictors(solution)
+    if isinstance(predictors, str):
+        return predictors
+    return type(predictors).__name__
+
+
+def _without_assignment(solution: Solution, status: str) -> CheckReport:
+    why = f"status {status}: no assignment to check"
+    if solution.message:
+        why += f" ({solution.message})"
+    return CheckReport(
+        feasible=False,
+        violations=(why,),
+        objective=math.nan,
+        mean_latency_s=None,
+        mean_quality=None,
+        objective_matches=solution.objective is None,
+        has_assignment=False,
+        status=status,
+        reported_objective=solution.objective,
+    )
+
+
+def _objective_matches(reported: float | None, objective: float) -> bool:
+    """A finite recomputed objective that the claim (if any) equals within the tolerance."""
+    if not math.isfinite(objective):
+        return False
+    return reported is None or _close(reported, objective)
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """The instance's pairs as the checker sees them: matrices, routes and allowed pairs."""
+
+    quality: np.ndarray
+    latency: np.ndarray
+    memory: np.ndarray
+    paths: dict[tuple[str, str], tuple[str, ...] | None]
+    reason: np.ndarray  # (R, N) object: "" where the pair is allowed, else why not
+
+    @property
+    def allowed(self) -> np.ndarray:
+        return self.reason == ""
+
+    @classmethod
+    def of(cls, instance: Instance, preds: Predictions) -> _Pairs:
+        quality = np.asarray(preds.quality, dtype=float)
+        latency = np.asarray(preds.latency_s, dtype=float)
+        paths = routes(instance)
+        return cls(
+            quality=quality,
+            latency=latency,
+            memory=np.asarray(preds.memory_gb, dtype=float),
+            paths=paths,
+            reason=_exclusions(instance, quality, latency, paths),
         )
 
-    # -- allowed pairs --------------------------------------------------------------------------
-    paths = routes(instance)
+
+def _exclusions(
+    instance: Instance,
+    quality: np.ndarray,
+    latency: np.ndarray,
+    paths: dict[tuple[str, str], tuple[str, ...] | None],
+) -> np.ndarray:
+    """Why each pair is excluded ("" where it is allowed), from the raw instance."""
     catalog = instance.resolved_catalog
     takes_images = [
         "image" in (n.modalities or catalog.model(n.model).modalities) for n in instance.nodes
     ]
-    reason = np.full((num_r, num_n), "", dtype=object)  # "" = allowed
-    for i, req in enumerate(reqs):
-        for j, node in enumerate(nodes):
+    reason = np.full((len(instance.requests), len(instance.nodes)), "", dtype=object)
+    for i, req in enumerate(instance.requests):
+        for j, node in enumerate(instance.nodes):
             if paths[(req.site, node.id)] is None:
                 reason[i, j] = f'no path from site "{req.site}"'
             elif req.images and not takes_images[j]:
@@ -302,143 +417,163 @@ def check(
                 reason[i, j] = f"quality {quality[i, j]:.4f} < min_quality {req.min_quality:.4f}"
             elif req.deadline_s is not None and latency[i, j] > req.deadline_s:
                 reason[i, j] = f"latency {latency[i, j]:.4f} s > deadline {req.deadline_s:.4f} s"
-    allowed = reason == ""
+    return reason
 
-    # -- the assignment: each request exactly once ----------------------------------------------
-    place = np.full(num_r, -1, dtype=np.int64)
-    seen_deferred = Counter(solution.deferred)
-    for rid, count in seen_deferred.items():
-        if rid not in req_pos:
-            violations.append(f'assignment: deferred request "{rid}" is not in the instance')
-        elif count > 1:
-            violations.append(f'assignment: request "{rid}" is deferred {count} times')
-    for rid, nid in solution.assignment.items():
-        if rid not in req_pos:
-            violations.append(f'assignment: request "{rid}" is not in the instance')
-            continue
-        if nid not in node_pos:
-            violations.append(f'assignment: request "{rid}" is on unknown node "{nid}"')
-            continue
-        if rid in seen_deferred:
-            violations.append(f'assignment: request "{rid}" is both on "{nid}" and deferred')
-        place[req_pos[rid]] = node_pos[nid]
-    deferred = np.zeros(num_r, dtype=bool)
-    for i, req in enumerate(reqs):
-        if place[i] >= 0:
-            continue
-        if req.id in seen_deferred:
-            deferred[i] = True
-            if obj.deferral_penalty_s is None:
-                violations.append(
-                    f'deferral: request "{req.id}" is deferred but deferral is off '
-                    "(objective.deferral_penalty_s is null)"
-                )
-        elif req.id not in solution.assignment:
-            violations.append(f'assignment: request "{req.id}" is neither placed nor deferred')
 
-    placed = np.flatnonzero(place >= 0)
-    on = place[placed]
-    for i, j in zip(placed, on, strict=True):
-        if not allowed[i, j]:
+@dataclass(frozen=True)
+class _Decision:
+    """The solution's decision read against the instance: where each request is placed (node
+    index, -1 if not placed), which are deferred, and what breaks the assignment rules."""
+
+    place: np.ndarray
+    deferred: np.ndarray
+    violations: tuple[str, ...]
+
+    @property
+    def placed(self) -> np.ndarray:
+        return np.flatnonzero(self.place >= 0)
+
+    @property
+    def on(self) -> np.ndarray:
+        return self.place[self.placed]
+
+    @classmethod
+    def read(cls, instance: Instance, solution: Solution, pairs: _Pairs) -> _Decision:
+        node_pos = {n.id: j for j, n in enumerate(instance.nodes)}
+        req_pos = {r.id: i for i, r in enumerate(instance.requests)}
+        violations: list[str] = []
+        if solution.instance != instance.name:
             violations.append(
-                f'eligibility: request "{reqs[i].id}" is not allowed on node "{nodes[j].id}" '
-                f"({reason[i, j]})"
+                f'instance: the solution is for "{solution.instance}", not "{instance.name}"'
             )
+        seen_deferred = Counter(solution.deferred)
+        for rid, count in seen_deferred.items():
+            if rid not in req_pos:
+                violations.append(f'assignment: deferred request "{rid}" is not in the instance')
+            elif count > 1:
+                violations.append(f'assignment: request "{rid}" is deferred {count} times')
+        place = np.full(len(instance.requests), -1, dtype=np.int64)
+        for rid, nid in solution.assignment.items():
+            if rid not in req_pos:
+                violations.append(f'assignment: request "{rid}" is not in the instance')
+            elif nid not in node_pos:
+                violations.append(f'assignment: request "{rid}" is on unknown node "{nid}"')
+            else:
+                if rid in seen_deferred:
+                    violations.append(
+                        f'assignment: request "{rid}" is both on "{nid}" and deferred'
+                    )
+                place[req_pos[rid]] = node_pos[nid]
+        deferred = np.zeros(len(instance.requests), dtype=bool)
+        for i, req in enumerate(instance.requests):
+            if place[i] >= 0:
+                j = place[i]
+                if not pairs.allowed[i, j]:
+                    violations.append(
+                        f'eligibility: request "{req.id}" is not allowed on node '
+                        f'"{instance.nodes[j].id}" ({pairs.reason[i, j]})'
+                    )
+            elif req.id in seen_deferred:
+                deferred[i] = True
+                if instance.objective.deferral_penalty_s is None:
+                    violations.append(
+                        f'deferral: request "{req.id}" is deferred but deferral is off '
+                        "(objective.deferral_penalty_s is null)"
+                    )
+            elif req.id not in solution.assignment:
+                violations.append(f'assignment: request "{req.id}" is neither placed nor deferred')
+        return cls(place, deferred, tuple(violations))
 
-    # -- memory ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Usage:
+    node_count: np.ndarray
+    node_memory: np.ndarray
+    link_megabits: dict[str, float]
+    link_requests: dict[str, int]
+
+
+def _usage(instance: Instance, pairs: _Pairs, decision: _Decision) -> _Usage:
+    """Requests and KV memory per node, megabits and requests per link."""
+    num_n = len(instance.nodes)
     node_mem = np.zeros(num_n)
     node_count = np.zeros(num_n, dtype=np.int64)
-    for i, j in zip(placed, on, strict=True):
-        node_mem[j] += memory[i, j]
-        node_count[j] += 1
-    capacity = instance.node_memory_gb
-    for j, node in enumerate(nodes):
-        if math.isfinite(capacity[j]) and node_mem[j] > capacity[j] + TOL:
-            violations.append(
-                f'memory: node "{node.id}" holds {node_mem[j]:.4f} GB of KV cache '
-                f"> {capacity[j]:.4f} GB free ({node_count[j]} requests)"
-            )
-
-    # -- bandwidth ------------------------------------------------------------------------------
     link_mb = {k.id: 0.0 for k in instance.network.links}
-    for i, j in zip(placed, on, strict=True):
-        req = reqs[i]
+    link_count = {k.id: 0 for k in instance.network.links}
+    for i, j in zip(decision.placed, decision.on, strict=True):
+        req = instance.requests[i]
+        node_mem[j] += pairs.memory[i, j]
+        node_count[j] += 1
         megabits = (sum(im.bytes for im in req.images) + 4 * req.prompt_tokens) * 8 / 1e6
-        for link_id in paths[(req.site, nodes[j].id)] or ():
+        for link_id in pairs.paths[(req.site, instance.nodes[j].id)] or ():
             link_mb[link_id] += megabits
+            link_count[link_id] += 1
+    return _Usage(node_count, node_mem, link_mb, link_count)
+
+
+def _capacity_violations(instance: Instance, usage: _Usage) -> list[str]:
+    """KV memory per node and megabits per link against their capacities."""
+    out = []
+    capacity = instance.node_memory_gb
+    for j, node in enumerate(instance.nodes):
+        if math.isfinite(capacity[j]) and usage.node_memory[j] > capacity[j] + TOL:
+            out.append(
+                f'memory: node "{node.id}" holds {usage.node_memory[j]:.4f} GB of KV cache '
+                f"> {capacity[j]:.4f} GB free ({usage.node_count[j]} requests)"
+            )
     for link in instance.network.links:
         cap = link.bandwidth_mbps * instance.window_s
-        if link_mb[link.id] > cap + TOL:
-            violations.append(
-                f'bandwidth: link "{link.id}" carries {link_mb[link.id]:.4f} Mb '
+        if usage.link_megabits[link.id] > cap + TOL:
+            out.append(
+                f'bandwidth: link "{link.id}" carries {usage.link_megabits[link.id]:.4f} Mb '
                 f"> {cap:.4f} Mb ({link.bandwidth_mbps:g} Mbps x {instance.window_s:g} s)"
             )
+    return out
 
-    # -- quality floor --------------------------------------------------------------------------
-    placed_q = quality[placed, on]
-    if obj.mode == "quality_floor":
-        target = obj.quality_target
-        if target is None:
-            target = _all_cloud_quality(instance, quality, latency, allowed) - obj.quality_tolerance
-        slack = float(np.sum(placed_q - target))
-        if slack < -TOL:
-            violations.append(
-                f"quality floor: sum of (Q - T) over the {len(placed)} placed requests is "
-                f"{slack:.6f} < 0 (mean quality {placed_q.mean():.4f} < target {target:.4f})"
-            )
 
-    # -- congestion and objective ---------------------------------------------------------------
-    congestion = _node_congestion(instance, preds, allowed, node_count)
-    kappa = obj.latency_weight / obj.latency_scale_s if obj.mode == "weighted" else 1.0
-    placed_l = latency[placed, on]
-    if obj.mode == "weighted":
-        pair_sum = float(
-            np.sum(obj.latency_weight * placed_l / obj.latency_scale_s)
-            - np.sum(obj.quality_weight * placed_q)
+def _floor_violations(instance: Instance, pairs: _Pairs, decision: _Decision) -> list[str]:
+    """The mean-quality floor of ``quality_floor`` mode, over the placed requests."""
+    obj = instance.objective
+    if obj.mode != "quality_floor":
+        return []
+    target = obj.quality_target
+    if target is None:
+        target = (
+            _all_cloud_quality(instance, pairs.quality, pairs.latency, pairs.allowed)
+            - obj.quality_tolerance
         )
+    placed_q = pairs.quality[decision.placed, decision.on]
+    slack = float(np.sum(placed_q - target))
+    if slack >= -TOL:
+        return []
+    return [
+        f"quality floor: sum of (Q - T) over the {len(placed_q)} placed requests is "
+        f"{slack:.6f} < 0 (mean quality {placed_q.mean():.4f} < target {target:.4f})"
+    ]
+
+
+def _objective(
+    instance: Instance, pairs: _Pairs, decision: _Decision, congestion: np.ndarray
+) -> tuple[float, float | None, float | None]:
+    """The objective with congestion and deferral, and the means over the placed requests."""
+    obj = instance.objective
+    placed, on = decision.placed, decision.on
+    placed_q = pairs.quality[placed, on]
+    placed_l = pairs.latency[placed, on]
+    if obj.mode == "weighted":
+        kappa = obj.latency_weight / obj.latency_scale_s
+        pair_sum = float(kappa * np.sum(placed_l) - obj.quality_weight * np.sum(placed_q))
     else:
+        kappa = 1.0
         pair_sum = float(np.sum(placed_l))
     objective = pair_sum + kappa * float(congestion.sum())
-    num_deferred = int(deferred.sum())
+    num_deferred = int(decision.deferred.sum())
     if num_deferred and obj.deferral_penalty_s is not None:
         objective += num_deferred * kappa * obj.deferral_penalty_s
-    mean_latency = float((placed_l.sum() + congestion.sum()) / len(placed)) if len(placed) else None
-    mean_quality = float(placed_q.mean()) if len(placed) else None
-
-    reported = solution.objective
-    matches = reported is not None and (
-        reported == objective
-        or abs(reported - objective) <= OBJECTIVE_RTOL * max(1.0, abs(objective))
-    )
-    report_args = {
-        "node_requests": {n.id: int(node_count[j]) for j, n in enumerate(nodes)},
-        "node_memory_gb": {n.id: float(node_mem[j]) for j, n in enumerate(nodes)},
-        "node_congestion_s": {n.id: float(congestion[j]) for j, n in enumerate(nodes)},
-        "link_megabits": dict(link_mb),
-    }
-    mismatches = _mismatches(
-        solution,
-        mean_latency,
-        mean_quality,
-        {
-            reqs[i].id: (float(quality[i, j]), float(latency[i, j]))
-            for i, j in zip(placed, on, strict=True)
-        },
-        report_args,
-    )
-    return CheckReport(
-        feasible=not violations,
-        violations=tuple(violations),
-        objective=objective,
-        mean_latency_s=mean_latency,
-        mean_quality=mean_quality,
-        objective_matches=bool(matches),
-        has_assignment=True,
-        status=status,
-        reported_objective=reported,
-        mismatches=mismatches,
-        **report_args,
-    )
+    if not len(placed):
+        return objective, None, None
+    mean_latency = float((placed_l.sum() + congestion.sum()) / len(placed))
+    return objective, mean_latency, float(placed_q.mean())
 
 
 def _all_cloud_quality(
@@ -509,58 +644,148 @@ def _close(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     if a == b:
-        return True
+        return math.isfinite(b)
     return abs(a - b) <= OBJECTIVE_RTOL * max(1.0, abs(b))
 
 
-def _mismatches(
+@dataclass(frozen=True)
+class _Recomputed:
+    """The checker's own figures for the solution's decision."""
+
+    objective: float
+    mean_latency_s: float | None
+    mean_quality: float | None
+    congestion: np.ndarray
+    usage: _Usage
+    violations: tuple[str, ...]
+
+
+def _false_figures(
+    instance: Instance,
     solution: Solution,
-    mean_latency: float | None,
-    mean_quality: float | None,
-    per_request: dict[str, tuple[float, float]],
-    usage: dict[str, dict],
+    pairs: _Pairs,
+    decision: _Decision,
+    mine: _Recomputed,
 ) -> tuple[str, ...]:
-    """Reported figures (besides the objective) that disagree with the recomputed ones."""
-    out: list[str] = []
-    if solution.mean_latency_s is not None and not _close(solution.mean_latency_s, mean_latency):
-        out.append(f"mean_latency_s: reported {solution.mean_latency_s}, recomputed {mean_latency}")
-    if solution.mean_quality is not None and not _close(solution.mean_quality, mean_quality):
-        out.append(f"mean_quality: reported {solution.mean_quality}, recomputed {mean_quality}")
-    share = {
-        node: usage["node_congestion_s"][node] / count
-        for node, count in usage["node_requests"].items()
-        if count
-    }
-    for dec in solution.requests:
-        if dec.node is None or dec.request not in per_request:
+    """Every figure the solution claims that the recomputation contradicts (JSON path first)."""
+    return (
+        *_false_summary(solution, mine),
+        *_false_requests(instance, solution, pairs, decision, mine),
+        *_false_nodes(instance, solution, mine),
+        *_false_links(instance, solution, mine),
+    )
+
+
+def _differs(path: str, reported: float | None, mine: float | None) -> list[str]:
+    if reported is None or _close(float(reported), None if mine is None else float(mine)):
+        return []
+    return [f"{path}: reported {reported}, recomputed {mine}"]
+
+
+def _false_summary(solution: Solution, mine: _Recomputed) -> list[str]:
+    """Means, bound and gap, the status and the list of broken constraints."""
+    out = [
+        *_differs("mean_latency_s", solution.mean_latency_s, mine.mean_latency_s),
+        *_differs("mean_quality", solution.mean_quality, mine.mean_quality),
+    ]
+    bound, objective = solution.bound, mine.objective
+    if bound is not None and math.isfinite(objective) and bound > objective + _slack(objective):
+        out.append(f"bound: reported {bound}, above the recomputed objective {objective}")
+    if solution.gap is not None:
+        if bound is None or not math.isfinite(objective) or objective == 0:
+            out.append(f"gap: reported {solution.gap} without a bound and a nonzero objective")
+        else:
+            out += _differs("gap", solution.gap, abs(objective - bound) / abs(objective))
+    if solution.violations and not mine.violations:
+        out.append(
+            f"violations: the solution lists {len(solution.violations)} broken constraint(s); "
+            "none is broken"
+        )
+    if solution.status.value == "infeasible" and not mine.violations:
+        out.append("status: reported infeasible, but the assignment breaks no constraint")
+    return out
+
+
+def _slack(value: float) -> float:
+    return OBJECTIVE_RTOL * max(1.0, abs(value))
+
+
+def _false_requests(
+    instance: Instance,
+    solution: Solution,
+    pairs: _Pairs,
+    decision: _Decision,
+    mine: _Recomputed,
+) -> list[str]:
+    """Per-request node, quality and latency (with the node's congestion share)."""
+    req_pos = {r.id: i for i, r in enumerate(instance.requests)}
+    count = mine.usage.node_count
+    share = np.divide(mine.congestion, count, out=np.zeros_like(mine.congestion), where=count > 0)
+    out = []
+    for k, dec in enumerate(solution.requests):
+        path = f'requests[{k}] (request "{dec.request}")'
+        i = req_pos.get(dec.request)
+        if i is None:
+            out.append(f"{path}.request: not in the instance")
             continue
-        q, lat = per_request[dec.request]
-        lat += share.get(dec.node, 0.0)
-        if dec.quality is not None and not _close(dec.quality, q):
-            out.append(f'request "{dec.request}" quality: reported {dec.quality}, recomputed {q}')
-        if dec.latency_s is not None and not _close(dec.latency_s, lat):
-            out.append(
-                f'request "{dec.request}" latency_s: reported {dec.latency_s}, recomputed {lat}'
-            )
-    for nu in solution.nodes:
-        if nu.node not in usage["node_requests"]:
+        j = decision.place[i]
+        node = instance.nodes[j].id if j >= 0 else None
+        if dec.node != node:
+            out.append(f"{path}.node: reported {dec.node}, the assignment says {node}")
             continue
-        for label, reported, mine in (
-            ("requests", nu.requests, usage["node_requests"][nu.node]),
-            ("memory_gb", nu.memory_gb, usage["node_memory_gb"][nu.node]),
-            ("congestion_s", nu.congestion_s, usage["node_congestion_s"][nu.node]),
-        ):
-            if not _close(float(reported), float(mine)):
-                out.append(f'node "{nu.node}" {label}: reported {reported}, recomputed {mine}')
-    for lu in solution.links:
-        if lu.link in usage["link_megabits"] and not _close(
-            lu.megabits, usage["link_megabits"][lu.link]
-        ):
-            out.append(
-                f'link "{lu.link}" megabits: reported {lu.megabits}, '
-                f"recomputed {usage['link_megabits'][lu.link]}"
-            )
-    return tuple(out)
+        if j < 0:
+            continue
+        out += _differs(f"{path}.quality", dec.quality, pairs.quality[i, j])
+        out += _differs(f"{path}.latency_s", dec.latency_s, pairs.latency[i, j] + share[j])
+    return out
+
+
+def _false_nodes(instance: Instance, solution: Solution, mine: _Recomputed) -> list[str]:
+    """Per-node requests, memory, congestion, tier and capacities."""
+    node_pos = {n.id: j for j, n in enumerate(instance.nodes)}
+    capacity = instance.node_memory_gb
+    out = []
+    for k, usage in enumerate(solution.nodes):
+        path = f'nodes[{k}] (node "{usage.node}")'
+        j = node_pos.get(usage.node)
+        if j is None:
+            out.append(f"{path}.node: not in the instance")
+            continue
+        node = instance.nodes[j]
+        if usage.tier != node.tier:
+            out.append(f"{path}.tier: reported {usage.tier}, the instance says {node.tier}")
+        out += _differs(f"{path}.requests", usage.requests, mine.usage.node_count[j])
+        out += _differs(f"{path}.memory_gb", usage.memory_gb, mine.usage.node_memory[j])
+        out += _differs(f"{path}.congestion_s", usage.congestion_s, mine.congestion[j])
+        cap = float(capacity[j]) if math.isfinite(capacity[j]) else None
+        if (usage.memory_capacity_gb is None) != (cap is None):
+            out.append(f"{path}.memory_capacity_gb: reported {usage.memory_capacity_gb}, is {cap}")
+        else:
+            out += _differs(f"{path}.memory_capacity_gb", usage.memory_capacity_gb, cap)
+        out += _differs(
+            f"{path}.max_concurrency", usage.max_concurrency, instance.node_concurrency[j]
+        )
+    return out
+
+
+def _false_links(instance: Instance, solution: Solution, mine: _Recomputed) -> list[str]:
+    """Per-link requests, megabits and capacity."""
+    links = {k.id: k for k in instance.network.links}
+    out = []
+    for k, usage in enumerate(solution.links):
+        path = f'links[{k}] (link "{usage.link}")'
+        link = links.get(usage.link)
+        if link is None:
+            out.append(f"{path}.link: not in the instance")
+            continue
+        out += _differs(f"{path}.requests", usage.requests, mine.usage.link_requests[link.id])
+        out += _differs(f"{path}.megabits", usage.megabits, mine.usage.link_megabits[link.id])
+        out += _differs(
+            f"{path}.capacity_megabits",
+            usage.capacity_megabits,
+            link.bandwidth_mbps * instance.window_s,
+        )
+    return out
 
 
 __all__ = ["CheckReport", "check", "congestion_curve", "lower_envelope", "routes"]

@@ -12,6 +12,13 @@ from qlmio_opt.types import Id, Str, Text
 
 SOLUTION_FORMAT = "qlmio-opt/solution"
 
+BOUND_SOURCES = {
+    "highs": "HiGHS's MIP dual bound",
+    "lagrangian": "Lagrangian dual bound",
+    "lp": "LP relaxation bound",
+}
+"""How each value of ``Solution.bound_source`` reads in tables."""
+
 
 class Status(StrEnum):
     """How a solve ended. ``optimal`` and ``feasible`` carry a valid assignment."""
@@ -73,8 +80,19 @@ class Solution(Frozen):
     status: Status
     message: Text | None = Field(default=None, description="Why, for infeasible or error.")
     objective: float | None = None
-    bound: float | None = None
-    gap: float | None = None
+    bound: float | None = Field(
+        default=None, description="A proven lower bound on the objective (see bound_source)."
+    )
+    bound_source: Id | None = Field(
+        default=None,
+        description="What proved the bound: highs (HiGHS's MIP dual bound), lagrangian (the "
+        "greedy's Lagrangian dual) or lp (the LP relaxation).",
+    )
+    gap: float | None = Field(
+        default=None,
+        description="|objective - bound| / |objective|: the gap to the best bound this solver "
+        "proved (not to the optimum, unless the bound is tight).",
+    )
     mean_latency_s: float | None = None
     mean_quality: float | None = None
     times: Times = Times()
@@ -107,14 +125,18 @@ class Solution(Frozen):
             "request"
         )
 
+    def bound_label(self) -> str:
+        """``bound``, named by what proved it (e.g. "Lagrangian dual bound")."""
+        return BOUND_SOURCES.get(self.bound_source or "", "bound")
+
     def summary(self) -> str:
         """A few lines for people: status, objective, bound and gap, means, binding limits."""
         lines = [f"{self.instance}: {self.solver} -> {self.status.value}"]
         if self.message:
             lines.append(f"  {self.message}")
         if self.objective is not None:
-            gap = f", gap {self.gap:.3%}" if self.gap is not None else ""
-            bound = f", bound {self.bound:.6g}" if self.bound is not None else ""
+            bound = f", {self.bound_label()} {self.bound:.6g}" if self.bound is not None else ""
+            gap = f", gap {self.gap:.3%} to that bound" if self.gap is not None else ""
             lines.append(f"  objective {self.objective:.6g}{bound}{gap}")
         if self.mean_latency_s is not None:
             lines.append(

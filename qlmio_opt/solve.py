@@ -9,7 +9,7 @@ import numpy as np
 from qlmio_opt.evaluation import evaluate
 from qlmio_opt.formulations.problem import Problem, build_problem
 from qlmio_opt.instance import Instance
-from qlmio_opt.predictors import Predictor, predict
+from qlmio_opt.predictors import Predictor, predict, predictor_spec
 from qlmio_opt.solution import LinkUsage, NodeUsage, RequestDecision, Solution, Status, Times
 from qlmio_opt.solvers import Solver, get_solver
 from qlmio_opt.solvers.base import SolverResult
@@ -42,10 +42,18 @@ def solve(
         solve_s=t_solve - t_build,
         total_s=t_solve - start,
     )
-    name = predictors if isinstance(predictors, str) else type(predictors).__name__
-    if instance.overrides is not None:
-        name = predictions.source
-    return to_solution(instance, problem, result, solver.name, times, name)
+    return to_solution(
+        instance, problem, result, solver.name, times, _predictors_label(predictors, predictions)
+    )
+
+
+def _predictors_label(predictors: str | Predictor, predictions) -> str:
+    """The predictor spec, with ``+overrides`` when the instance overrides some matrices
+    (``overrides`` alone when it gives them all and no predictor ran)."""
+    if predictions.source == "overrides":
+        return "overrides"
+    spec = predictor_spec(predictors)
+    return f"{spec}+overrides" if predictions.source.endswith("+overrides") else spec
 
 
 def to_solution(
@@ -62,7 +70,8 @@ def to_solution(
         "solver": solver_name,
         "predictors": predictors,
         "times": times,
-        "solver_stats": dict(result.stats),
+        # a figure such as an infinite time limit has no JSON number: it is left out
+        "solver_stats": {k: float(v) for k, v in result.stats.items() if np.isfinite(v)},
     }
     if result.assignment is None:
         return Solution(status=result.status, message=result.message, bound=result.bound, **common)
@@ -127,6 +136,7 @@ def to_solution(
         message=message,
         objective=finite(ev.objective),
         bound=result.bound,
+        bound_source=result.bound_source if result.bound is not None else None,
         gap=gap,
         mean_latency_s=finite(ev.mean_latency_s),
         mean_quality=ev.mean_quality,

@@ -385,7 +385,8 @@ def test_congestion_by_hand_on_the_analytic_window():
     assert r0_edge == pytest.approx(3.10504)  # the description's figure
     r1_edge = 0.0 + 8 * 200 / 80e6 + 0.010 + 0.0 + 50 / 2500 + 128 / 12.5
     assert edge.mean_latency_s == pytest.approx((r0_edge + r1_edge + _edge_pair_by_hand()) / 2)
-    assert edge.mean_quality == pytest.approx((0.6 * 0.5**0.5 + 0.8) / 2)
+    f = 0.5**0.5  # the resolution effect multiplies the odds of completion (analytic.py)
+    assert edge.mean_quality == pytest.approx((0.6 * f / (0.4 + 0.6 * f) + 0.8) / 2)
 
 
 def _pair(instance, rid, nid):
@@ -493,13 +494,71 @@ def test_every_solver_output_checks_out(solver, path):
         )
 
 
-def test_unknown_predictors_name_asks_for_them():
+def test_a_model_named_only_in_the_solution_is_not_loaded():
+    from qlmio_opt.errors import InputError
+
     instance = small("analytic")
-    solution = hand(instance, {"r0": "edge-0", "r1": "cloud"}, predictors="MyPredictor")
-    with pytest.raises(ValueError, match="predictors=") as err:
+    solution = hand(instance, {"r0": "edge-0", "r1": "cloud"}, predictors="models/mine.json")
+    with pytest.raises(InputError, match=r"--predictors models/mine\.json") as err:
         check(instance, solution)
-    assert "MyPredictor" in str(err.value)
+    assert err.value.issues[0].path == "predictors"
     assert check(instance, solution, predictors="analytic").feasible
+
+
+# -- every figure the file claims is judged -------------------------------------------------------
+
+
+def _solved(name="memory", solver="exact"):
+    instance = small(name)
+    return instance, solve(instance, solver)
+
+
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("mean_quality", lambda d: d.update(mean_quality=d["mean_quality"] + 0.01)),
+        ("mean_latency_s", lambda d: d.update(mean_latency_s=d["mean_latency_s"] * 1.1)),
+        ("gap", lambda d: d.update(gap=0.5)),
+        ("bound", lambda d: d.update(bound=d["objective"] + 1.0)),
+        ("requests[0]", lambda d: d["requests"][0].update(quality=0.99)),
+        ("requests[1]", lambda d: d["requests"][1].update(latency_s=0.01)),
+        ("requests[2]", lambda d: d["requests"][2].update(node="edge-0")),
+        ("nodes[0]", lambda d: d["nodes"][0].update(memory_gb=0.1)),
+        ("nodes[1]", lambda d: d["nodes"][1].update(requests=9)),
+        ("nodes[0]", lambda d: d["nodes"][0].update(memory_capacity_gb=None)),
+        ("nodes[0]", lambda d: d["nodes"][0].update(tier="cloud")),
+        ("links[0]", lambda d: d["links"][0].update(megabits=0.0)),
+        ("links[1]", lambda d: d["links"][1].update(requests=0)),
+        ("links[1]", lambda d: d["links"][1].update(capacity_megabits=1e6)),
+        ("violations", lambda d: d.update(violations=["memory on node x"])),
+    ],
+)
+def test_a_false_figure_is_refused_naming_its_field(field, change):
+    instance, solution = _solved()
+    assert check(instance, solution).accepted
+    data = solution.to_dict()
+    change(data)
+    report = check(instance, Solution.model_validate(data))
+    assert not report.accepted
+    assert report.feasible or field == "requests[2]"
+    assert any(m.startswith(field) for m in report.mismatches), report.mismatches
+    assert "FALSE FIGURES" in report.summary()
+
+
+def test_an_infinite_recomputed_objective_never_matches():
+    from qlmio_opt.check import _objective_matches
+
+    assert not _objective_matches(None, math.inf)
+    assert not _objective_matches(math.inf, math.inf)
+    assert not _objective_matches(None, math.nan)
+    assert _objective_matches(None, -22.3) and _objective_matches(-22.3, -22.3)
+
+
+def test_a_solution_claiming_no_objective_is_judged_on_its_assignment():
+    instance = small("memory")
+    report = check(instance, hand(instance, {"r0": "cloud-0", "r1": "edge-0", "r2": "cloud-0"}))
+    assert report.accepted
+    assert "none claimed" in report.summary()
 
 
 def test_congestion_curve_after_active_requests_by_hand():

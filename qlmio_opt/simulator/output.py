@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qlmio_opt.predictors import predictor_spec
 from qlmio_opt.simulator.replay import ReplayResult
 
 
@@ -26,9 +27,7 @@ def summary_json(result: ReplayResult) -> dict:
             "requests": len(result.workload.requests),
             "duration_s": result.workload.duration_s,
             "window_s": cfg.window_s,
-            "predictors": (
-                cfg.predictors if isinstance(cfg.predictors, str) else type(cfg.predictors).__name__
-            ),
+            "predictors": (predictor_spec(cfg.predictors)),
             "time_limit": cfg.time_limit,
             "seed": cfg.seed,
         },
