@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from qlmio_opt.best_known import BKS_PREDICTORS, KnownValues
 from qlmio_opt.catalog import Catalog
 from qlmio_opt.instance import Instance
 from qlmio_opt.parallel import SERIAL, ParallelConfig, TaskResult, run_tasks
@@ -89,16 +90,20 @@ class Solved:
 
 def solve_window(task: SolveTask) -> Solved:
     """Read and solve one window file (runs in a worker)."""
+    from qlmio_opt.errors import InputError
     from qlmio_opt.solve import solve
 
     instance = task.window.read(task.catalog)
-    solution = solve(
-        instance,
-        task.solver,
-        predictors=task.predictors,
-        time_limit=task.time_limit,
-        seed=task.seed,
-    )
+    try:
+        solution = solve(
+            instance,
+            task.solver,
+            predictors=task.predictors,
+            time_limit=task.time_limit,
+            seed=task.seed,
+        )
+    except InputError as exc:  # e.g. predictions too large for the model: name the file
+        raise exc.with_source(str(task.window.path)) from None
     return Solved(task.window.path, solution, instance if task.keep_instance else None)
 
 
@@ -112,8 +117,14 @@ def solve_files(
     catalog: Catalog | None = None,
     parallel: ParallelConfig = SERIAL,
     progress: Callable[[int, int], None] | None = None,
+    on_result: Callable[[TaskResult[Solved]], None] | None = None,
 ) -> list[TaskResult[Solved]]:
-    """Solve every file; one result per file, in order, each a solution or an error."""
+    """Solve every file; one result per file, in order, each a solution or an error.
+
+    ``on_result`` gets each file's result as soon as it is solved (in completion order), so
+    that a caller can write it before the others finish: on Ctrl-C, :func:`run_tasks` raises
+    KeyboardInterrupt and only what ``on_result`` got is kept.
+    """
     keep = len(files) == 1
     tasks = [
         SolveTask(WindowFile.of(f, parallel), solver, predictors, time_limit, seed, catalog, keep)
@@ -126,6 +137,7 @@ def solve_files(
         labels=labels,
         config=parallel,
         progress=progress,
+        on_result=on_result,
         cost=file_sizes(files),
     )
 
@@ -140,6 +152,7 @@ class CompareTask:
     time_limit: float | None = None
     seed: int = 0
     catalog: Catalog | None = None
+    known: KnownValues | None = None  # best-known values beside the file (analytic predictors)
 
 
 def compare_window(task: CompareTask) -> list[dict[str, Any]]:
@@ -147,12 +160,14 @@ def compare_window(task: CompareTask) -> list[dict[str, Any]]:
     from qlmio_opt.compare import compare
 
     instance = task.window.read(task.catalog)
+    best = task.known.objective(instance.name) if task.known is not None else None
     frame = compare(
         [instance],
         list(task.solvers),
         time_limit=task.time_limit,
         seed=task.seed,
         predictors=task.predictors,
+        best_known=None if best is None else {instance.name: best},
     )
     return frame.to_dict(orient="records")
 
@@ -174,7 +189,13 @@ def compare_files(
     """
     tasks = [
         CompareTask(
-            WindowFile.of(f, parallel), tuple(solvers), predictors, time_limit, seed, catalog
+            WindowFile.of(f, parallel),
+            tuple(solvers),
+            predictors,
+            time_limit,
+            seed,
+            catalog,
+            KnownValues.beside(Path(f)) if predictors == BKS_PREDICTORS else None,
         )
         for f in files
     ]

@@ -88,8 +88,8 @@ def solution_table(console: Console, instance: Instance, solution: Solution) -> 
     head.add_column("value")
     head.add_row("objective", _num(solution.objective, ".6g"))
     if solution.bound is not None:
-        head.add_row("bound", _num(solution.bound, ".6g"))
-        head.add_row("gap", _num(solution.gap, ".3%") if solution.gap is not None else "-")
+        head.add_row(solution.bound_label(), _num(solution.bound, ".6g"))
+        head.add_row("gap to that bound", _num(solution.gap, ".3%"))
     head.add_row("mean predicted latency (s)", _num(solution.mean_latency_s))
     head.add_row("mean predicted quality", _num(solution.mean_quality))
     head.add_row(

@@ -3,10 +3,11 @@
 ``--param NAME=V1,V2,...`` gives the values of one parameter (:data:`PARAMS`); the sweep solves
 every window under every combination with every solver (one task per window and combination, in
 parallel through :mod:`qlmio_opt.parallel`) and returns a tidy table: one row per (window,
-combination, solver), the columns of :func:`qlmio_opt.compare.compare` (``gap`` is the gap to
-the exact solver's objective on the same window and combination) plus the file and the
-parameter values. :func:`summarise` marks each solver's quality-latency frontier and
-:func:`plot_frontier` draws it.
+combination, solver), the columns of :func:`qlmio_opt.compare.compare` (``gap`` is each solver's
+gap to its own proven bound, ``gap_to_exact`` the gap to the exact solver's objective on the same
+window and combination, ``gap_to_bks`` the gap to the window's best-known value where the
+combination leaves the window as it is) plus the file and the parameter values.
+:func:`summarise` marks each solver's quality-latency frontier and :func:`plot_frontier` draws it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from qlmio_opt.batch import WindowFile, file_sizes
+from qlmio_opt.best_known import BKS_PREDICTORS, KnownValues
 from qlmio_opt.catalog import Catalog
 from qlmio_opt.instance import Instance
 from qlmio_opt.parallel import SERIAL, ParallelConfig, TaskResult, run_tasks
@@ -127,6 +129,7 @@ class SweepTask:
     time_limit: float | None = None
     seed: int = 0
     catalog: Catalog | None = None
+    known: KnownValues | None = None  # best-known values beside the file (analytic predictors)
 
 
 def sweep_window(task: SweepTask) -> list[dict[str, Any]]:
@@ -139,12 +142,15 @@ def sweep_window(task: SweepTask) -> list[dict[str, Any]]:
         instance = apply_setting(base, task.setting)
     except InputError as exc:
         raise InputError(exc.issues, f"{task.window.path} with {_shown(task.setting)}") from None
+    # a best-known value holds only for the window as it is, not for a changed one
+    best = task.known.objective(base.name) if task.known and instance == base else None
     frame = compare(
         [instance],
         list(task.solvers),
         time_limit=task.time_limit,
         seed=task.seed,
         predictors=task.predictors,
+        best_known=None if best is None else {instance.name: best},
     )
     head = {"file": str(task.window.path), "mode": instance.objective.mode, **task.setting}
     return [{**head, **row, "error": ""} for row in frame.to_dict(orient="records")]
@@ -169,8 +175,21 @@ def run_sweep(
     """
     settings = combinations(params)
     windows = [WindowFile.of(f, parallel) for f in files]
+    known = {
+        w.path: KnownValues.beside(w.path) if predictors == BKS_PREDICTORS else None
+        for w in windows
+    }
     tasks = [
-        SweepTask(window, setting, tuple(solvers), predictors, time_limit, seed, catalog)
+        SweepTask(
+            window,
+            setting,
+            tuple(solvers),
+            predictors,
+            time_limit,
+            seed,
+            catalog,
+            known[window.path],
+        )
         for window in windows
         for setting in settings
     ]
@@ -213,7 +232,8 @@ def summarise(frame: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
         means = ok.groupby(keys, sort=False).agg(
             mean_latency_s=("mean_latency_s", "mean"),
             mean_quality=("mean_quality", "mean"),
-            median_gap=("gap", "median"),
+            median_gap_to_exact=("gap_to_exact", "median"),
+            median_gap_to_bks=("gap_to_bks", "median"),
             median_time_s=("time_s", "median"),
         )
         table = table.join(means)
