@@ -1,7 +1,8 @@
 """The ``qlmio-opt`` command line.
 
 Exit codes: 0 done; 1 internal error; 2 invalid input or usage; 3 no feasible decision
-(infeasible window, or a rule-based policy that breaks a constraint); 4 time limit with no solution.
+(infeasible window, or a rule-based policy that breaks a constraint); 4 time limit with no solution;
+130 interrupted (Ctrl-C).
 Errors print one line per problem and never a traceback (set ``QLMIO_DEBUG=1`` to see one).
 """
 
@@ -10,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +24,10 @@ from rich.console import Console
 from qlmio_opt.errors import InputError, QlmioError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INFEASIBLE, EXIT_TIME_LIMIT = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT (128 + 2)
+MAX_SEED = 2**32 - 1
+"""Seeds feed numpy's ``SeedSequence`` and HiGHS's ``random_seed``; both take 0 .. 2**32 - 1
+here (HiGHS's option is a C int, numpy's entropy is unbounded but non-negative)."""
 
 app = typer.Typer(
     name="qlmio-opt",
@@ -28,6 +36,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("qlmio-opt")
+        except PackageNotFoundError:  # run from a checkout that is not installed
+            from qlmio_opt import __version__ as text
+        print(f"qlmio-opt {text}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Assign windows of multimodal LLM requests to edge servers or the cloud."""
 
 
 def _width() -> int | None:
@@ -125,14 +157,20 @@ def solve(
         float | None,
         typer.Option("--time-limit", min=0.0, help="Seconds per window (exact: default 60)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed for randomised solvers.")
+    ] = 0,
     predictors: Annotated[
         str,
         typer.Option(help="Predictors: analytic, learned (shipped), or a model saved by `train`."),
     ] = "analytic",
     out_path: Annotated[
-        Path | None,
-        typer.Option("--out", help="Write the solution JSON here (a folder for several files)."),
+        str | None,
+        typer.Option(
+            "--out",
+            help="Write the solution JSON here: a file, or a folder (several files, an existing "
+            "folder or a name ending in /) that gets NAME.solution.json per input.",
+        ),
     ] = None,
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="table or json.")
@@ -148,37 +186,39 @@ def solve(
     or 1 for a bug) and the other windows keep their results.
     """
     from qlmio_opt.batch import solve_files
-    from qlmio_opt.io import write_solution
-    from qlmio_opt.predictors import get_predictor
+    from qlmio_opt.out_paths import solution_targets
     from qlmio_opt.report import solution_table, summary_table
-    from qlmio_opt.solvers import get_solver
 
-    try:
-        get_solver(solver)
-        predictor = get_predictor(predictors)
-    except ValueError as exc:
-        raise InputError([_usage_issue(f"--predictors {predictors}: {exc}")]) from None
+    _solver_option(solver)
+    predictor = _predictor_option(predictors)
+    targets = solution_targets(files, out_path)  # checked before any work
     cat = _catalog(catalog)
     parallel = _parallel(jobs, backend, scheduler)
-    with _progress_bar(quiet=fmt is OutputFormat.json or len(files) == 1) as bar:
-        task = bar.add_task("windows", total=len(files))
-        results = solve_files(
-            files,
-            solver,
-            predictors=predictor,
-            time_limit=time_limit,
-            seed=seed,
-            catalog=cat,
-            parallel=parallel,
-            progress=lambda done, total: bar.update(task, completed=done),
-        )
+    writer = _SolutionWriter(targets)
+    single = len(files) == 1
+    try:
+        with (
+            _spinner_after(SPINNER_DELAY_S, f"solving {files[0]} with {solver}", quiet=not single),
+            _progress_bar(quiet=fmt is OutputFormat.json or single) as bar,
+        ):
+            task = bar.add_task("windows", total=len(files))
+            results = solve_files(
+                files,
+                solver,
+                predictors=predictor,
+                time_limit=time_limit,
+                seed=seed,
+                catalog=cat,
+                parallel=parallel,
+                progress=lambda done, total: bar.update(task, completed=done),
+                on_result=writer,
+            )
+    except KeyboardInterrupt:
+        err.print(writer.interrupted_summary(len(files)), markup=False, highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     failed = _report_failures(results)
     solved = [r.value for r in results if r.ok]
     solutions = [s.solution for s in solved]
-    if out_path is not None:
-        for s in solved:
-            target = out_path / f"{s.path.stem}.solution.json" if len(files) > 1 else out_path
-            write_solution(s.solution, target)
     if fmt is OutputFormat.json:
         payload = [
             r.value.solution.to_dict() if r.ok else {"file": r.label, "error": r.error}
@@ -191,6 +231,42 @@ def solve(
     elif solved:
         summary_table(out, [s.path for s in solved], solutions)
     raise typer.Exit(failed if failed is not None else _exit_code_for(solutions))
+
+
+class _SolutionWriter:
+    """``on_result`` of ``solve``: writes each window's solution to its ``--out`` file as soon as
+    the window is solved (so a Ctrl-C keeps it), and counts what it solved and wrote."""
+
+    def __init__(self, targets: dict[Path, Path] | None):
+        self.targets = targets
+        self.solved = 0
+        self.written = 0
+
+    def __call__(self, result) -> None:
+        if not result.ok:
+            return
+        self.solved += 1
+        if self.targets is not None:
+            _write_whole(result.value.solution, self.targets[result.value.path])
+            self.written += 1
+
+    def interrupted_summary(self, total: int) -> str:
+        """The line printed on Ctrl-C."""
+        kept = f"{self.written} written" if self.targets is not None else "none written (no --out)"
+        return f"interrupted: {self.solved} of {total} window(s) solved, {kept}"
+
+
+def _write_whole(solution, target: Path) -> None:
+    """Write ``solution`` to a temporary file renamed into place: a Ctrl-C in the middle of the
+    write leaves no half-written solution file."""
+    from qlmio_opt.io import write_solution
+
+    partial = target.with_name(target.name + ".partial")
+    try:
+        write_solution(solution, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _exit_code_for(solutions) -> int:
@@ -250,7 +326,9 @@ def compare(
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", min=0.0, help="Seconds per solve.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed for randomised solvers.")
+    ] = 0,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the table as CSV.")] = None,
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="table or json.")
@@ -263,6 +341,7 @@ def compare(
     """Solve windows with several solvers: objective, gap to exact, means and time per solver."""
     from qlmio_opt.batch import compare_files
     from qlmio_opt.compare import summarise
+    from qlmio_opt.out_paths import writable_file
     from qlmio_opt.report import frame_table
     from qlmio_opt.solvers import SOLVERS
 
@@ -272,6 +351,8 @@ def compare(
         raise InputError(
             [_usage_issue(f'unknown solver "{unknown[0]}"; choose from {", ".join(SOLVERS)}')]
         )
+    if out_path is not None:
+        writable_file(out_path)
     cat = _catalog(catalog)
     parallel = _parallel(jobs, backend, scheduler)
     with _progress_bar(quiet=fmt is OutputFormat.json) as bar:
@@ -325,7 +406,9 @@ def sweep(
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", min=0.0, help="Seconds per solve.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for randomised solvers.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed for randomised solvers.")
+    ] = 0,
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder for sweep.csv, frontier.csv and frontier.png.")
     ] = Path("sweep"),
@@ -335,6 +418,7 @@ def sweep(
     scheduler: SchedulerOption = None,
 ) -> None:
     """Solve every window under every combination of parameter values with every solver."""
+    from qlmio_opt.out_paths import writable_dir
     from qlmio_opt.report import frame_table
     from qlmio_opt.solvers import SOLVERS
     from qlmio_opt.sweep import combinations, parse_params, run_sweep, summarise, write_sweep
@@ -354,6 +438,7 @@ def sweep(
                 )
             ]
         )
+    writable_dir(out_dir)
     cat = _catalog(catalog)
     parallel = _parallel(jobs, backend, scheduler)
     with _progress_bar() as bar:
@@ -380,42 +465,110 @@ def sweep(
 def check(
     instance_file: Annotated[Path, typer.Argument(help="Instance JSON file.")],
     solution_file: Annotated[Path, typer.Argument(help="Solution JSON file.")],
+    predictors: Annotated[
+        str | None,
+        typer.Option(
+            help="Predictors to judge with: analytic, learned, or a model saved by `train`; "
+            "default: what the solution names (a model path must be given here)."
+        ),
+    ] = None,
     catalog: CatalogOption = None,
 ) -> None:
-    """Recompute a solution's objective and feasibility independently of the solvers."""
+    """Recompute a solution's objective, feasibility and every figure it claims, independently
+    of the solvers (exit 3 when it is infeasible or any figure is false)."""
     from qlmio_opt.check import check as run_check
     from qlmio_opt.io import read_instance, read_solution
 
     instance = read_instance(instance_file, catalog=_catalog(catalog))
     solution = read_solution(solution_file)
-    report = run_check(instance, solution)
+    judge = _predictor_option(predictors) if predictors is not None else None
+    try:
+        report = run_check(instance, solution, predictors=judge)
+    except InputError as exc:
+        raise exc.with_source(str(solution_file)) from None
     out.print(report.summary(), markup=False, highlight=False)
-    if not report.feasible or not report.objective_matches:
+    if not report.accepted:
         raise typer.Exit(EXIT_INFEASIBLE)
+
+
+def _predictor_option(spec: str):
+    """The predictor ``--predictors`` names, or a usage error (exit 2) saying why not."""
+    from qlmio_opt.predictors import get_predictor
+
+    try:
+        return get_predictor(spec)
+    except ValueError as exc:
+        raise InputError([_usage_issue(f"--predictors {spec}: {exc}")]) from None
+
+
+def _solver_option(name: str) -> None:
+    """Refuse an unknown ``--solver`` (exit 2) before any work."""
+    from qlmio_opt.solvers import get_solver
+
+    try:
+        get_solver(name)
+    except ValueError as exc:
+        raise InputError([_usage_issue(f"--solver {name}: {exc}")]) from None
 
 
 @app.command()
 def pareto(
     file: Annotated[Path, typer.Argument(help="Instance JSON file.")],
     points: Annotated[int, typer.Option(min=2, max=200, help="Quality targets on the curve.")] = 10,
-    time_limit: Annotated[float, typer.Option(min=0.0, help="Seconds per point.")] = 10.0,
+    time_limit: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds per solve: each point, and each of the (at most two) solves that find "
+            "the curve's high end.",
+        ),
+    ] = 10.0,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the CSV and PNG.")] = Path("."),
     catalog: CatalogOption = None,
 ) -> None:
-    """The quality-latency trade-off curve of a window, as CSV and PNG."""
+    """The quality-latency trade-off curve of a window, as CSV and PNG.
+
+    Each point minimises latency under the window's own constraints and deferral rule for one
+    mean-quality target; the targets run evenly from the fastest decision's mean quality to the
+    highest one found that serves as many requests. Exit 3 (or 4 at the time limit) when the
+    window has no decision at all.
+    """
     from qlmio_opt.io import read_instance
     from qlmio_opt.pareto import pareto_curve, plot_pareto
     from qlmio_opt.report import frame_table
 
     instance = read_instance(file, catalog=_catalog(catalog))
-    frame = pareto_curve(instance, points, time_limit=time_limit)
+    with _progress_bar() as bar:
+        task = bar.add_task("pareto points", total=points)
+        frame = pareto_curve(
+            instance,
+            points,
+            time_limit=time_limit,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{file.stem}.pareto.csv"
     png_path = out_dir / f"{file.stem}.pareto.png"
     frame.to_csv(csv_path, index=False)
-    plot_pareto(frame, png_path, title=f"{instance.name}: latency against quality")
-    frame_table(out, frame, title="trade-off curve (minimum latency per mean-quality target)")
+    plot_pareto(
+        frame, png_path, title=f"{instance.name}: minimum mean latency per mean-quality target"
+    )
+    frame_table(
+        out,
+        frame.drop(columns=["message"]),
+        title="trade-off curve (minimum latency per mean-quality target)",
+    )
     out.print(f"wrote {csv_path} and {png_path}")
+    raise typer.Exit(_pareto_exit_code(frame))
+
+
+def _pareto_exit_code(frame) -> int:
+    """0 when some point has a decision; else 3 (infeasible) or 4 (time limit), reason on stderr."""
+    if frame["deferred"].notna().any():  # set exactly when the point has a decision
+        return EXIT_OK
+    for message in frame["message"].drop_duplicates():
+        err.print(f"no decision: {message}", markup=False, highlight=False)
+    return EXIT_TIME_LIMIT if (frame["status"] == "time_limit").all() else EXIT_INFEASIBLE
 
 
 @app.command("solvers")
@@ -453,22 +606,76 @@ def generate(
     scenario: Annotated[str, typer.Option(help="Scenario name.")] = "default",
     count: Annotated[int, typer.Option(min=1, max=100_000, help="Number of windows.")] = 100,
     seed: Annotated[
-        int, typer.Option(help="Seed; window k depends only on (scenario, k, seed).")
+        int,
+        typer.Option(
+            min=0, max=MAX_SEED, help="Seed; window k depends only on (scenario, k, seed)."
+        ),
     ] = 0,
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder to write window_NNN.json into.")
     ] = Path("instances"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite window files that already exist.")
+    ] = False,
 ) -> None:
     """Generate benchmark windows from the public traces and prompts."""
+    from qlmio_opt.out_paths import writable_dir
     from qlmio_opt.scenarios import SCENARIOS
-    from qlmio_opt.scenarios.generate import write_windows
+    from qlmio_opt.scenarios.generate import window_name, write_windows
 
     if scenario not in SCENARIOS:
         raise InputError(
             [_usage_issue(f'unknown scenario "{scenario}"; choose from {", ".join(SCENARIOS)}')]
         )
+    writable_dir(out_dir)
+    existing = [p for k in range(count) if (p := out_dir / f"{window_name(k)}.json").exists()]
+    if existing and not force:
+        shown = ", ".join(p.name for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise InputError(
+            [
+                _usage_issue(
+                    f"--out {out_dir}: {len(existing)} of the {count} window file(s) exist "
+                    f"({shown}); pass --force to overwrite them or choose another folder"
+                )
+            ]
+        )
     paths = write_windows(out_dir, scenario, count, seed)
     out.print(f"wrote {len(paths)} window(s) to {out_dir}")
+
+
+SPINNER_DELAY_S = 1.0
+"""A single solve shows a spinner on stderr only once it has run this long: the millisecond
+answers stay free of flicker, a solve that makes a person wait says it is working."""
+
+
+@contextmanager
+def _spinner_after(delay_s: float, message: str, *, quiet: bool = False) -> Iterator[None]:
+    """A transient rich spinner on stderr that appears if the block runs longer than
+    ``delay_s`` seconds (nothing is shown when stderr is not a terminal)."""
+    if quiet:
+        yield
+        return
+    status = err.status(message)
+    lock = threading.Lock()
+    state = {"shown": False, "done": False}
+
+    def show() -> None:
+        with lock:
+            if not state["done"]:
+                status.start()
+                state["shown"] = True
+
+    timer = threading.Timer(delay_s, show)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with lock:
+            state["done"] = True
+            if state["shown"]:
+                status.stop()
 
 
 def _progress_bar(*, quiet: bool = False):
@@ -518,7 +725,9 @@ def simulate(
     time_limit: Annotated[
         float, typer.Option("--time-limit", min=0.0, help="Seconds per window and solver.")
     ] = 10.0,
-    seed: Annotated[int, typer.Option(help="Deployment, stream and world seed.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Deployment, stream and world seed.")
+    ] = 0,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Folder for the CSVs and PNG plots.")
     ] = None,
@@ -533,11 +742,14 @@ def simulate(
 
     With --jobs, the policies replay in parallel workers (same stream, same world, same results).
     """
+    from qlmio_opt.out_paths import writable_dir
     from qlmio_opt.report import frame_table
     from qlmio_opt.simulator import ReplayConfig, World, WorldConfig, workload
     from qlmio_opt.simulator.metrics import reduction_table
     from qlmio_opt.simulator.output import summary_json, write_results
 
+    if out_dir is not None:
+        writable_dir(out_dir)
     names = tuple(p.strip() for p in policies.split(",") if p.strip())
     chosen = predictors
     if predictors not in ("analytic", "learned", "oracle"):
@@ -602,7 +814,9 @@ def bench_data_command(
     requests: Annotated[
         int, typer.Option("--requests", min=1, max=1_000_000, help="Requests to measure.")
     ] = 1000,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the requests and loads.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed of the requests and loads.")
+    ] = 0,
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder for bench.csv.gz, meta.json, DATA_CARD.md.")
     ] = Path("bench-data"),
@@ -615,9 +829,11 @@ def bench_data_command(
     With --jobs, blocks of requests are simulated in parallel workers; the draws stay in serial
     order, so the files are byte-identical to a serial run.
     """
+    from qlmio_opt.out_paths import writable_dir
     from qlmio_opt.report import frame_table
     from qlmio_opt.simulator.dataset import bench_data, write_bench_data
 
+    writable_dir(out_dir)
     parallel = _parallel(jobs, backend, scheduler)
     with _progress_bar() as bar:
         task = bar.add_task("requests", total=requests)
@@ -657,37 +873,65 @@ def train(
 ) -> None:
     """Train the learned quality and latency models on a bench-data table and save them (safe
     JSON + npz; use the stem as --predictors STEM.json)."""
-    import pandas as pd
-
     from qlmio_opt.predictors.learned import latency_model_path
-    from qlmio_opt.predictors.learned_latency import (
-        LearnedLatencyModel,
-        analytic_parts,
-        latency_metrics,
-    )
-    from qlmio_opt.predictors.learned_quality import LearnedQualityModel, quality_metrics
     from qlmio_opt.report import frame_table
     from qlmio_opt.simulator.dataset import read_bench_table
 
+    if family not in ("sklearn", "torch"):
+        raise InputError([_usage_issue(f"--family {family}: choose sklearn or torch")])
     source = data / "bench.csv.gz" if data.is_dir() else data
     if not source.exists():
         raise InputError([_usage_issue(f"--data {data}: no bench.csv.gz there (run bench-data)")])
-    table = read_bench_table(source)
+    steps = ("read", "quality model", "latency model", "save", "held-out scoring")
+    with _progress_bar() as bar:
+        task = bar.add_task(f"train: {steps[0]}", total=len(steps))
+
+        def step(done: int) -> None:
+            bar.update(task, completed=done, description=f"train: {steps[min(done, 4)]}")
+
+        table = read_bench_table(source)
+        step(1)
+        model, latency = _fit_predictors(table, family, random_state, data, step)
+        paths = (*model.save(out_path), *latency.save(latency_model_path(out_path)))
+        step(4)
+        tables = _held_out_tables(table, model, latency)
+        step(5)
+    for frame, title in tables:
+        frame_table(out, frame, title=title)
+    out.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _fit_predictors(table, family: str, random_state: int, data: Path, step):
+    """The fitted quality model of ``family`` and latency model; ``step(2)``, ``step(3)`` after
+    each. A missing extra or unusable data is an input error naming the option."""
+    from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
+    from qlmio_opt.predictors.learned_quality import LearnedQualityModel
+
     try:
         if family == "torch":
             from qlmio_opt.predictors.learned_torch import TorchQualityModel
 
             model = TorchQualityModel(random_state=random_state).fit(table)
-        elif family == "sklearn":
-            model = LearnedQualityModel(random_state=random_state).fit(table)
         else:
-            raise InputError([_usage_issue(f"--family {family}: choose sklearn or torch")])
+            model = LearnedQualityModel(random_state=random_state).fit(table)
+        step(2)
         latency = LearnedLatencyModel(random_state=random_state).fit(table)
+        step(3)
     except ImportError as exc:
         raise InputError([_usage_issue(f"--family {family}: {exc}")]) from None
     except ValueError as exc:
         raise InputError([_usage_issue(f"--data {data}: {exc}")]) from None
-    paths = (*model.save(out_path), *latency.save(latency_model_path(out_path)))
+    return model, latency
+
+
+def _held_out_tables(table, model, latency) -> list:
+    """(frame, title) pairs scoring analytic and learned predictors on the test split."""
+    import pandas as pd
+
+    from qlmio_opt.predictors.learned_latency import analytic_parts, latency_metrics
+    from qlmio_opt.predictors.learned_quality import quality_metrics
+
+    tables = []
     test = table[table["split"] == "test"]
     if len(test):
         actual = test["latency_s"].to_numpy(float)
@@ -696,10 +940,11 @@ def train(
             "analytic": latency_metrics(actual, analytic_parts(test)["latency_s"]),
             "learned": latency_metrics(actual, learned["latency_s"], learned["latency_p90_s"]),
         }
-        frame_table(
-            out,
-            pd.DataFrame(rows).T.rename_axis("predictor"),
-            title=f"latency, held-out test split ({len(test)} request-node rows)",
+        tables.append(
+            (
+                pd.DataFrame(rows).T.rename_axis("predictor"),
+                f"latency, held-out test split ({len(test)} request-node rows)",
+            )
         )
     test = test.drop_duplicates(["request", "model"])
     if len(test) and test["completed"].nunique() == 2:
@@ -710,65 +955,195 @@ def train(
             "analytic": quality_metrics(y, analytic),
             "learned": quality_metrics(y, model.predict_proba_table(test)),
         }
-        frame_table(
-            out,
-            pd.DataFrame(rows).T.rename_axis("predictor"),
-            title=f"quality, held-out test split ({len(test)} request-model rows)",
+        tables.append(
+            (
+                pd.DataFrame(rows).T.rename_axis("predictor"),
+                f"quality, held-out test split ({len(test)} request-model rows)",
+            )
         )
-    out.print("wrote " + ", ".join(str(p) for p in paths))
+    return tables
+
+
+def _step_progress(bar):
+    """A ``progress(step, done, total)`` callback that shows one bar per step."""
+    tasks: dict[str, int] = {}
+
+    def update(step: str, done: int, total: int) -> None:
+        if step not in tasks:
+            tasks[step] = bar.add_task(step, total=total)
+        bar.update(tasks[step], completed=done)
+
+    return update
+
+
+def _evaluation_models(predictors: str | None, train: bool):
+    """The quality and latency models to score (None, None: train them on the table)."""
+    if train:
+        if predictors is not None:
+            raise InputError([_usage_issue("--train trains new models; drop --predictors")])
+        return None, None
+    from qlmio_opt.predictors import get_predictor
+
+    name = predictors or "learned"
+    try:
+        predictor = get_predictor(name)
+    except ValueError as exc:
+        raise InputError([_usage_issue(f"--predictors {name}: {exc}")]) from None
+    if not hasattr(predictor, "quality_model_"):
+        raise InputError(
+            [_usage_issue(f"--predictors {name}: give learned or a model saved by qlmio-opt train")]
+        )
+    return predictor.quality_model_, predictor.latency_model_
+
+
+def _evaluation_table(data: Path | None, requests: int | None, seed: int | None, progress):
+    """The bench table to score and a description of where it came from."""
+    from qlmio_opt.simulator.dataset import COLUMNS, bench_data, read_bench_table
+
+    if data is not None:
+        if requests is not None or seed is not None:
+            raise InputError(
+                [_usage_issue("--requests and --seed make a fresh table; drop them with --data")]
+            )
+        source = data / "bench.csv.gz" if data.is_dir() else data
+        if not source.exists():
+            raise InputError([_usage_issue(f"--data {data}: no bench.csv.gz there")])
+        table = read_bench_table(source)
+        missing = [c.name for c in COLUMNS if c.role != "hidden" and c.name not in table]
+        if missing:
+            problem = f"not a bench table; no column {', '.join(missing)}"
+            raise InputError([_usage_issue(f"--data {source}: {problem}")])
+        return table, {"source": str(source), "rows": len(table)}
+    from qlmio_opt.predictors.evaluation import FRESH_REQUESTS, FRESH_SEED
+
+    requests = FRESH_REQUESTS if requests is None else requests
+    seed = FRESH_SEED if seed is None else seed
+    table = bench_data(
+        requests, seed, progress=lambda done, total: progress("bench data", done, total)
+    ).table
+    return table, {"source": "bench_data", "seed": seed, "requests": requests, "rows": len(table)}
+
+
+def _evaluation_header(result: dict) -> list[str]:
+    """What was scored, on what, and how the intervals were made (for the table output)."""
+    data, scored, boot = result["data"], result["scored"], result["bootstrap"]
+    if data["source"] == "bench_data":
+        table = (
+            f"a fresh bench_data table: seed {data['seed']}, {data['requests']:,} requests, "
+            f"{data['rows']:,} request-node rows"
+        )
+    else:
+        table = f"{data['source']} ({data['rows']:,} request-node rows)"
+    seen = scored["training_prefixes"]
+    if scored["rows_left_out"] == 0:
+        held = "every row held out"
+    else:
+        held = f"{scored['rows_left_out']:,} rows left out: only its test split is held out"
+    held += (
+        " (the models record no training requests)"
+        if seen is None
+        else f" (the models were trained on request ids {', '.join(p + '-*' for p in seen)})"
+    )
+    who = result["predictors"]
+    return [
+        f"{who[0].upper()}{who[1:]} against analytic on {table}; {held}.",
+        f"95% intervals: percentile bootstrap over requests ({boot['resamples']:,} resamples, "
+        f"seed {boot['seed']}); learned - analytic is paired (same resamples).",
+    ]
 
 
 @app.command("evaluate-predictors")
 def evaluate_predictors_command(
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="A bench-data folder; default: 1,000 requests, seed 0."),
+        typer.Option(
+            "--data", help="Score on a bench-data folder (or its bench.csv.gz), not a fresh table."
+        ),
     ] = None,
-    random_state: Annotated[int, typer.Option(help="Seed of the training.")] = 0,
+    requests: Annotated[
+        int | None,
+        typer.Option(
+            "--requests", min=1, max=1_000_000, help="Requests of the fresh table (default 2000)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=MAX_SEED,
+            help="bench_data seed of the fresh table (default 20: the shipped models were "
+            "trained on seed 0, their selection calibration on seed 3).",
+        ),
+    ] = None,
+    predictors: Annotated[
+        str | None,
+        typer.Option(
+            help="learned (the shipped models, default) or a model saved by `qlmio-opt train`."
+        ),
+    ] = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train", help="Train new models on the table's train split; score its test split."
+        ),
+    ] = False,
+    resamples: Annotated[
+        int,
+        typer.Option(min=100, max=100_000, help="Bootstrap resamples of the requests."),
+    ] = 2000,
+    random_state: Annotated[
+        int,
+        typer.Option(
+            min=0, max=MAX_SEED, help="Seed of the training (--train), the bootstrap, M4A1's folds."
+        ),
+    ] = 0,
+    m4a1: Annotated[
+        bool, typer.Option("--m4a1/--no-m4a1", help="Also evaluate the M4A1 real-log models.")
+    ] = True,
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="table or json.")
     ] = OutputFormat.table,
 ) -> None:
-    """Learned against analytic predictors on held-out data: quality, latency, and M4A1."""
-    import pandas as pd
+    """Learned against analytic predictors on held-out data, with sample sizes and 95%
+    intervals: quality (AUC, Brier, ...), latency (MAPE, ...), and the M4A1 real log.
 
-    from qlmio_opt.predictors.evaluation import evaluate_predictors
+    By default the shipped learned models are scored on every row of a fresh bench_data table
+    they never saw; --train trains new ones on the table's train split instead.
+    """
+    from qlmio_opt.predictors.evaluation import evaluate_predictors, report_frames
     from qlmio_opt.report import frame_table
-    from qlmio_opt.simulator.dataset import bench_data, read_bench_table
 
-    if data is None:
-        table = bench_data(1000, 0).table
+    quality_model, latency_model = _evaluation_models(predictors, train)
+    with _progress_bar() as bar:
+        progress = _step_progress(bar)
+        table, source = _evaluation_table(data, requests, seed, progress)
+        try:
+            result = evaluate_predictors(
+                table,
+                quality_model,
+                latency_model,
+                random_state=random_state,
+                resamples=resamples,
+                m4a1=m4a1,
+                progress=progress,
+            )
+        except ValueError as exc:
+            where = f"--data {data}" if data is not None else "the fresh table"
+            raise InputError([_usage_issue(f"{where}: {exc}")]) from None
+    if train:
+        result["predictors"] = f"new models trained on the table (random state {random_state})"
+    elif predictors is None or predictors == "learned":
+        result["predictors"] = "the shipped learned models (predictors/trained/default.json)"
     else:
-        source = data / "bench.csv.gz" if data.is_dir() else data
-        if not source.exists():
-            raise InputError([_usage_issue(f"--data {data}: no bench.csv.gz there")])
-        table = read_bench_table(source)
-    try:
-        result = evaluate_predictors(table, random_state=random_state)
-    except ValueError as exc:
-        raise InputError([_usage_issue(f"--data {data}: {exc}")]) from None
+        result["predictors"] = f"the saved models {predictors}"
+    result["data"] = source
     if fmt is OutputFormat.json:
         print(json.dumps(result, indent=2))
         return
-    frame_table(
-        out,
-        pd.DataFrame(result["quality"]).T.rename_axis("predictor"),
-        title=f"quality, test split ({result['rows']['test']} rows)",
-    )
-    frame_table(
-        out, pd.DataFrame(result["quality_per_model"]).set_index("model"), title="quality per model"
-    )
-    frame_table(
-        out, pd.DataFrame(result["latency"]).T.rename_axis("predictor"), title="latency, test split"
-    )
-    m4a1 = result["m4a1"]
-    frame_table(
-        out,
-        pd.DataFrame({k: m4a1[k] for k in ("baseline", "learned") if k in m4a1}).T.rename_axis(
-            "model"
-        ),
-        title="M4A1 real log, K-fold by dialogue",
-    )
+    for line in _evaluation_header(result):
+        out.print(line, markup=False, highlight=False)
+    for title, frame in report_frames(result):
+        frame_table(out, frame, title=title)
 
 
 class CatalogKind(StrEnum):
@@ -816,6 +1191,9 @@ def main(argv: list[str] | None = None) -> int:
     except QlmioError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         return EXIT_INPUT
+    except KeyboardInterrupt:  # not an Exception; Typer turns one inside a command into exit 130
+        err.print("interrupted", markup=False, highlight=False)
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get("QLMIO_DEBUG") == "1":
             raise

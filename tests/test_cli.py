@@ -125,12 +125,13 @@ def test_compare_prints_gaps_and_writes_csv(tmp_path, capsys):
     )
     assert code == 0
     text = capsys.readouterr().out
-    assert "median_gap" in text and "latency-greedy" in text
+    assert "median_gap_to_exact" in text and "latency-greedy" in text
     import pandas as pd
 
     frame = pd.read_csv(out_csv)
     mem = frame[(frame.instance == "small_memory") & (frame.solver == "latency-greedy")]
-    assert mem.gap.iloc[0] == pytest.approx((-21.7 + 22.3) / 22.3)
+    assert mem.gap_to_exact.iloc[0] == pytest.approx((-21.7 + 22.3) / 22.3)
+    assert mem.gap_to_bks.isna().all()  # instances/small has no bks.csv
 
 
 def test_check_command_accepts_a_good_solution_and_rejects_a_tampered_one(tmp_path, capsys):
@@ -152,7 +153,28 @@ def test_pareto_writes_csv_and_png(tmp_path):
 
     frame = pd.read_csv(tmp_path / "analytic.pareto.csv")
     assert len(frame) == 3
-    ok = frame.dropna(subset=["mean_latency_s"])
+    assert list(frame.status) == ["optimal"] * 3
+    # the curve starts at the fastest decision and its three points differ
+    assert frame.quality_target[0] == pytest.approx(frame.mean_quality[0])
+    assert len(set(zip(frame.mean_quality, frame.mean_latency_s, strict=True))) == 3
     # a higher quality target never buys a lower latency
-    assert ok.mean_latency_s.is_monotonic_increasing
+    assert frame.mean_latency_s.is_monotonic_increasing
     assert (tmp_path / "analytic.pareto.png").stat().st_size > 1000
+
+
+def test_a_spinner_appears_only_when_a_solve_makes_one_wait(monkeypatch):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from qlmio_opt import cli
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=buffer, force_terminal=True))
+    with cli._spinner_after(0.5, "quick one"):
+        pass
+    with cli._spinner_after(0.05, "slow one"):
+        time.sleep(0.4)
+    text = buffer.getvalue()
+    assert "slow one" in text and "quick one" not in text

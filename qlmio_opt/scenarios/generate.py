@@ -520,7 +520,7 @@ def generate_window(scenario: str | Scenario = "default", index: int = 0, seed: 
     return {
         "format": "qlmio-opt/instance",
         "version": 1,
-        "name": f"window_{index:03d}",
+        "name": window_name(index),
         "description": description,
         "window_s": window_s,
         "objective": objective,
@@ -561,6 +561,11 @@ def dumps_instance(instance: dict[str, Any]) -> str:
             text = one(value)
         parts.append(f" {one(key)}: {text}")
     return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def window_name(index: int) -> str:
+    """``window_000``, ``window_001``, ...: the name (and file stem) of generated window k."""
+    return f"window_{index:03d}"
 
 
 def write_windows(
