@@ -26,7 +26,7 @@ import highspy
 
 import qlmio_opt
 from qlmio_opt import read_instance, solve
-from qlmio_opt.best_known import BKS_PREDICTORS, file_sha256
+from qlmio_opt.domain.best_known import BKS_PREDICTORS, file_sha256
 from qlmio_opt.solvers.exact import ExactHighs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from windows import sized_window
 
 from qlmio_opt.formulations import build_problem
-from qlmio_opt.formulations.highs_direct import new_highs, pass_model, solve_highs
 from qlmio_opt.formulations.milp_arrays import build_milp, columns_from_assignment
 from qlmio_opt.predictors import predict
 from qlmio_opt.solvers.greedy import Greedy
+from qlmio_opt.solvers.highs_direct import new_highs, pass_model, solve_highs
 
 
 def main(argv: list[str] | None = None) -> int:

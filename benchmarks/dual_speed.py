@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from qlmio_opt import read_instance
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.formulations import build_problem
 from qlmio_opt.predictors import predict
-from qlmio_opt.report import markdown_table
-from qlmio_opt.runtime import hot_path
 from qlmio_opt.solvers.greedy import Effort
 from qlmio_opt.solvers.greedy_prices import Dual
 from qlmio_opt.solvers.greedy_state import build_window
+from qlmio_opt.solvers.runtime import hot_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

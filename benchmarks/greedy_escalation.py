@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 from qlmio_opt import Instance, read_instance
-from qlmio_opt.evaluation import evaluate
+from qlmio_opt.domain.scenarios import generate_window
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.formulations import build_problem
+from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.predictors import predict
-from qlmio_opt.report import markdown_table
-from qlmio_opt.scenarios import generate_window
 from qlmio_opt.solvers import get_solver
 from qlmio_opt.solvers.greedy import Effort, Greedy
 

@@ -8,8 +8,9 @@ For every ``instances/window_*.json`` it solves the window with ``greedy`` and w
 solver (``solvers/exact.py``'s ``ExactHighs``), then prints one row per window and the
 median / p95 gap and the median speed ratio.
 Gap = (greedy objective - exact objective) / |exact objective|, both recomputed by
-:func:`qlmio_opt.evaluation.evaluate`. Exact results are cached in ``benchmarks/out/`` (keyed by
-window, time limit and which exact solver ran), so re-running after a greedy change is quick.
+:func:`qlmio_opt.formulations.evaluation.evaluate`. Exact results are cached in ``benchmarks/out/``
+(keyed by window, time limit and which exact solver ran), so re-running after a greedy change is
+quick.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from qlmio_opt import read_instance
-from qlmio_opt.evaluation import evaluate
 from qlmio_opt.formulations import build_problem
+from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.predictors import predict
 from qlmio_opt.solvers import get_solver

@@ -6,7 +6,7 @@ Usage (from the checkout)::
 
 For each generated window (``benchmarks/windows.py``) and the committed ``window_061`` (553 x 6),
 the greedy solve is timed in two ways, alternately in one process: as shipped (inside
-:func:`qlmio_opt.runtime.hot_path`: one BLAS thread, cyclic GC paused) and without those
+:func:`qlmio_opt.solvers.runtime.hot_path`: one BLAS thread, cyclic GC paused) and without those
 settings (the same algorithm, ``Greedy._solve``). Both must return the same assignment. The
 first call of each window is reported apart (it pays one-off allocations), then the median and
 the minimum of ``--repeats`` calls, and the shipped path's median CPU time (what the process
@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from windows import sized_window
 
 from qlmio_opt import read_instance
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.formulations import build_problem
 from qlmio_opt.predictors import predict
-from qlmio_opt.report import markdown_table
 from qlmio_opt.solvers.greedy import Greedy
 
 ROOT = Path(__file__).resolve().parent.parent

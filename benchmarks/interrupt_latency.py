@@ -1,7 +1,7 @@
 """Ctrl-C during ``qlmio-opt solve``: seconds from SIGINT to exit, windows kept, processes left.
 
-Each run starts ``python -m qlmio_opt.cli solve SMALL... LONG --out DIR`` in its own session (a
-process group, as a terminal makes), waits until both small windows' solutions are written and
+Each run starts ``python -m qlmio_opt.faces.cli solve SMALL... LONG --out DIR`` in its own session
+(a process group, as a terminal makes), waits until both small windows' solutions are written and
 ``--settle`` seconds more (HiGHS running on LONG), sends SIGINT, and measures the time until the
 command exits. Two LONG windows, each solved with ``exact``:
 
@@ -43,9 +43,9 @@ import pandas as pd
 import psutil
 from rich.console import Console
 
-from qlmio_opt.io import read_solution
-from qlmio_opt.report import frame_table
-from qlmio_opt.scenarios import dumps_instance, sized_window
+from qlmio_opt.domain.io import read_solution
+from qlmio_opt.domain.scenarios import dumps_instance, sized_window
+from qlmio_opt.faces.report import frame_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [ROOT / "instances" / "small" / f"{name}.json" for name in ("memory", "floor")]
@@ -90,7 +90,7 @@ def interrupt_once(
     name, path, options = long
     with tempfile.TemporaryDirectory(prefix="qlmio-interrupt-") as tmp:
         out_dir = Path(tmp) / "out"
-        args = [sys.executable, "-m", "qlmio_opt.cli", "solve", *map(str, SMALL), str(path)]
+        args = [sys.executable, "-m", "qlmio_opt.faces.cli", "solve", *map(str, SMALL), str(path)]
         args += ["--out", str(out_dir), *options, *MODES[mode]]
         cli = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True

@@ -21,12 +21,12 @@ import time
 import numpy as np
 import pandas as pd
 
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.predictors.learned_latency import (
     LearnedLatencyModel,
     analytic_parts,
     latency_metrics,
 )
-from qlmio_opt.report import markdown_table
 from qlmio_opt.simulator.dataset import bench_data
 
 

@@ -36,12 +36,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.domain.scenarios.generate import get_scenario
 from qlmio_opt.predictors import AnalyticPredictor
 from qlmio_opt.predictors.learned import LearnedPredictor
 from qlmio_opt.predictors.learned_features import instance_features
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel, quality_metrics
-from qlmio_opt.scenarios.generate import get_scenario
 from qlmio_opt.simulator.dataset import BenchData, _draw_requests, bench_data
 from qlmio_opt.simulator.world import World, discrimination
 

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.predictors import get_predictor
 from qlmio_opt.predictors.learned import LearnedPredictor
-from qlmio_opt.report import markdown_table
 from qlmio_opt.simulator import OraclePredictor, World, workload
 
 SOURCES = ("analytic", "learned", "learned, no selection", "observable", "probability")

@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 from windows import sized_window
 
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.predictors import get_predictor
 from qlmio_opt.predictors.learned_features import clear_caches
-from qlmio_opt.report import markdown_table
 
 
 class _ReferenceQuality:

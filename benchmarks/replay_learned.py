@@ -28,9 +28,9 @@ import time
 import numpy as np
 import pandas as pd
 
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.predictors import get_predictor
 from qlmio_opt.predictors.learned import LearnedPredictor
-from qlmio_opt.report import markdown_table
 from qlmio_opt.simulator import (
     OraclePredictor,
     ReplayConfig,

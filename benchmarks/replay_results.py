@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from qlmio_opt import __version__
-from qlmio_opt.report import markdown_table
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.simulator import ReplayConfig, World, reduction_table, replay, workload
 from qlmio_opt.simulator.metrics import COLUMNS
 from qlmio_opt.simulator.output import write_results

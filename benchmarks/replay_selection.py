@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.predictors import DEFAULT_LEARNED
 from qlmio_opt.predictors.learned import LearnedPredictor
 from qlmio_opt.predictors.selection import selection_path
-from qlmio_opt.report import markdown_table
 from qlmio_opt.simulator import ReplayConfig, World, reduction_table, replay, workload
 from qlmio_opt.simulator.workload import Workload
 

@@ -19,13 +19,13 @@ import pandas as pd
 from rich.console import Console
 from windows import sized_window
 
-from qlmio_opt.evaluation import evaluate
+from qlmio_opt.faces.report import frame_table
 from qlmio_opt.formulations import build_problem
-from qlmio_opt.formulations.highs_direct import new_highs, pass_model, solve_highs
+from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.formulations.milp_arrays import build_milp, columns_from_assignment
 from qlmio_opt.predictors import predict
-from qlmio_opt.report import frame_table
 from qlmio_opt.solvers import get_solver
+from qlmio_opt.solvers.highs_direct import new_highs, pass_model, solve_highs
 
 ROOT = Path(__file__).resolve().parent
 

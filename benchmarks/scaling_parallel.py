@@ -34,7 +34,7 @@ from rich.console import Console
 from windows import sized_window
 
 from qlmio_opt import write_instance
-from qlmio_opt.report import frame_table
+from qlmio_opt.faces.report import frame_table
 
 ROOT = Path(__file__).resolve().parent
 INSTANCES = ROOT.parent / "instances"
@@ -51,7 +51,7 @@ def run_cli(args: list[str], out_file: Path) -> dict:
     start = time.perf_counter()
     with out_file.open("w") as stdout, out_file.with_suffix(".stderr").open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "qlmio_opt.cli", *args, "--format", "json"],
+            [sys.executable, "-m", "qlmio_opt.faces.cli", *args, "--format", "json"],
             stdout=stdout,
             stderr=stderr,
         )

@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from qlmio_opt.report import markdown_table
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.simulator.calibration import quality_calibration, speed_calibration
 
 
 def prompt_signal() -> str:
     """The prompt's share of the world's difficulty variance per task, beside the share of the
     judged score the question explains in the real M4A1 log (what ``word_sd`` is set from)."""
-    from qlmio_opt.predictors.m4a1 import load_m4a1
+    from qlmio_opt.app.m4a1 import load_m4a1
     from qlmio_opt.simulator import World
 
     world = World()

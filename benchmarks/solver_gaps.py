@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from qlmio_opt import read_instance
-from qlmio_opt.best_known import KnownValues
-from qlmio_opt.compare import compare, summarise
-from qlmio_opt.report import frame_table
+from qlmio_opt.app.compare import compare, summarise
+from qlmio_opt.domain.best_known import KnownValues
+from qlmio_opt.faces.report import frame_table
 from qlmio_opt.solvers import SOLVERS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ varies one thing at a time; the windows are generated, never committed.
 from __future__ import annotations
 
 from qlmio_opt import Instance
-from qlmio_opt.scenarios import sized_window as sized_window_data
+from qlmio_opt.domain.scenarios import sized_window as sized_window_data
 
 
 def sized_window(requests: int, nodes: int, seed: int = 0) -> Instance:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qlmio_opt.errors import InputError, Issue
+from qlmio_opt.domain.errors import InputError, Issue
+from qlmio_opt.domain.instance import Instance, Objective
 from qlmio_opt.formulations.congestion import CongestionCurve, curve, zero_curve
-from qlmio_opt.instance import Instance, Objective
 from qlmio_opt.predictors.base import Predictions
 
 # The largest cost, memory demand or congestion latency (s) the model may hold: each reaches the

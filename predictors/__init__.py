@@ -10,7 +10,7 @@ import copy
 from functools import lru_cache
 from pathlib import Path
 
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import Predictions, Predictor, apply_overrides, needs_predictor
 from qlmio_opt.predictors.features import RequestArrays, request_arrays

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from qlmio_opt.catalog import Catalog
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.base import Predictions, structural_eligibility
 from qlmio_opt.predictors.features import RequestArrays, request_arrays, resolution_quality
 

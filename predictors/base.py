@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.instance import Instance
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.instance import Instance
 
 
 @dataclass(frozen=True)

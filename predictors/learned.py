@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from qlmio_opt.catalog import Catalog
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import Predictions
 from qlmio_opt.predictors.learned_latency import LearnedLatencyModel

@@ -6,10 +6,10 @@ A learned predictor silently goes wrong when the features it is trained on are c
 piece of code and the features it predicts from by another. Here there is exactly **one**
 feature function, :func:`quality_features`, and it reads one narrow input: per (request, node)
 pair the columns of :data:`PAIR_COLUMNS`, which the benchmark table already has and which
-:func:`pairs_from_instance` reduces an :class:`~qlmio_opt.instance.Instance` to (request-major
-order, the table's order). Per-image sizes are deliberately **not** part of that input, because
-the table (``bench.csv.gz``) does not carry them; the instance path throws them away too, so both
-paths see the same information and give bit-identical features
+:func:`pairs_from_instance` reduces an :class:`~qlmio_opt.domain.instance.Instance` to
+(request-major order, the table's order). Per-image sizes are deliberately **not** part of that
+input, because the table (``bench.csv.gz``) does not carry them; the instance path throws them away
+too, so both paths see the same information and give bit-identical features
 (``tests/predictors/test_learned_quality.py`` checks it).
 
 Features (names in :meth:`FeatureSpec.names`):
@@ -78,9 +78,9 @@ from typing import Any
 
 import numpy as np
 
-from qlmio_opt.catalog import Catalog
-from qlmio_opt.catalog.image_tokens import ImageTokenRule
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.catalog.image_tokens import ImageTokenRule
+from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.features import resolution_quality
 
 __all__ = [

@@ -69,8 +69,8 @@ from typing import Any
 
 import numpy as np
 
-from qlmio_opt.catalog import Catalog, default_catalog
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.catalog import Catalog, default_catalog
+from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.learned_features import (
     FEATURE_VERSION,
     TEXT_BUCKETS,

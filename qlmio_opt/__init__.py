@@ -5,29 +5,39 @@ as an assignment problem with memory and bandwidth limits, and solved.
 
 >>> from qlmio_opt import read_instance, solve
 >>> solution = solve(read_instance("instances/window_042.json"), "latency-greedy")  # doctest: +SKIP
+
+The public names below are imported when first used (PEP 562), so ``import qlmio_opt`` and
+``qlmio-opt --help`` load none of the solvers, predictors or numerical libraries they do not
+need. The layers behind them are described in ``docs/architecture.md``.
 """
 
-from pathlib import Path as _Path
+from __future__ import annotations
 
-# In an installed wheel, formulations/, predictors/ and solvers/ sit inside this package (see
-# [tool.setuptools.package-dir]). In a source checkout they are the repository's top-level pillar
-# folders, so let submodule lookup also search the checkout's root; this keeps
-# `python -m pytest` and scripts run from the checkout importing the same code.
-_root = _Path(__file__).resolve().parent.parent
-if (
-    not (_Path(__file__).parent / "solvers").is_dir()
-    and (_root / "solvers" / "__init__.py").is_file()
-):
-    __path__.append(str(_root))
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from qlmio_opt.api import assign
-from qlmio_opt.errors import InputError, QlmioError
-from qlmio_opt.instance import Image, Instance, Link, Network, Node, Objective, Request
-from qlmio_opt.io import read_instance, read_solution, write_instance, write_solution
-from qlmio_opt.solution import Solution, Status
-from qlmio_opt.solve import solve
+from qlmio_opt.domain.version import VERSION as __version__
 
-__version__ = "0.1.0"
+_PUBLIC = {
+    "assign": "qlmio_opt.app.api",
+    "solve": "qlmio_opt.app.solve",
+    "InputError": "qlmio_opt.domain.errors",
+    "QlmioError": "qlmio_opt.domain.errors",
+    "Image": "qlmio_opt.domain.instance",
+    "Instance": "qlmio_opt.domain.instance",
+    "Link": "qlmio_opt.domain.instance",
+    "Network": "qlmio_opt.domain.instance",
+    "Node": "qlmio_opt.domain.instance",
+    "Objective": "qlmio_opt.domain.instance",
+    "Request": "qlmio_opt.domain.instance",
+    "read_instance": "qlmio_opt.domain.io",
+    "read_solution": "qlmio_opt.domain.io",
+    "write_instance": "qlmio_opt.domain.io",
+    "write_solution": "qlmio_opt.domain.io",
+    "Solution": "qlmio_opt.domain.solution",
+    "Status": "qlmio_opt.domain.solution",
+}
+"""Each public name and the module that defines it."""
 
 __all__ = [
     "Image",
@@ -49,3 +59,32 @@ __all__ = [
     "write_instance",
     "write_solution",
 ]
+
+if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on first use
+    from qlmio_opt.app.api import assign
+    from qlmio_opt.app.solve import solve
+    from qlmio_opt.domain.errors import InputError, QlmioError
+    from qlmio_opt.domain.instance import (
+        Image,
+        Instance,
+        Link,
+        Network,
+        Node,
+        Objective,
+        Request,
+    )
+    from qlmio_opt.domain.io import read_instance, read_solution, write_instance, write_solution
+    from qlmio_opt.domain.solution import Solution, Status
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qlmio_opt' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

@@ -42,7 +42,7 @@ def derive_records(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        Records with the keys in :data:`qlmio_opt.predictors.m4a1.COLUMNS`.
+        Records with the keys in :data:`qlmio_opt.app.m4a1.COLUMNS`.
     """
     records: list[dict[str, Any]] = []
     for episode, ep in enumerate(episodes):

@@ -1,7 +1,7 @@
 """Build the small derived data files shipped in ``qlmio_opt/data/``.
 
 Reads the shared raw data (``../shared/data`` relative to the repository root by default)
-and writes compact copies that :mod:`qlmio_opt.traces` reads at run time::
+and writes compact copies that :mod:`qlmio_opt.domain.traces` reads at run time::
 
     python scripts/build_package_data.py [SHARED_DATA_DIR] [--out qlmio_opt/data]
 

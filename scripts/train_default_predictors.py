@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from qlmio_opt import __version__
+from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.predictors.learned import latency_model_path
 from qlmio_opt.predictors.learned_latency import (
     LearnedLatencyModel,
@@ -36,7 +37,6 @@ from qlmio_opt.predictors.learned_latency import (
 )
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel, quality_metrics
 from qlmio_opt.predictors.selection import SelectionCalibration, selection_path
-from qlmio_opt.report import markdown_table
 from qlmio_opt.simulator.dataset import bench_data, read_bench_table, write_bench_data
 
 TRAINED = Path(__file__).resolve().parents[1] / "predictors" / "trained"

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.problem import Problem
-from qlmio_opt.solution import Status
 from qlmio_opt.solvers.diagnose import why_not_allowed
 
 

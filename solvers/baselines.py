@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.problem import Problem
-from qlmio_opt.solution import Status
 from qlmio_opt.solvers.base import (
     Residual,
     Solver,

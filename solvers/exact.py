@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qlmio_opt.formulations.highs_direct import solve_highs
+from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.milp_arrays import (
     MilpArrays,
     assignment_from_columns,
@@ -28,9 +28,9 @@ from qlmio_opt.formulations.milp_arrays import (
     columns_from_assignment,
 )
 from qlmio_opt.formulations.problem import Problem
-from qlmio_opt.solution import Status
 from qlmio_opt.solvers.base import Solver, SolverResult, empty_window_result
 from qlmio_opt.solvers.diagnose import infeasibility_reason
+from qlmio_opt.solvers.highs_direct import solve_highs
 
 DEFAULT_TIME_LIMIT_S = 60.0
 # The LP-relaxation bound (run only when HiGHS returned none) gets at most this long, and never
@@ -66,7 +66,7 @@ _DEFAULT_THREADS: ContextVar[int] = ContextVar("qlmio_highs_threads", default=0)
 def highs_threads(threads: int) -> Iterator[None]:
     """Within the block, exact solvers built without ``threads`` use this many HiGHS threads.
 
-    Parallel workers (:mod:`qlmio_opt.parallel`) run their tasks inside ``highs_threads(1)`` so
+    Parallel workers (:mod:`qlmio_opt.app.parallel`) run their tasks inside ``highs_threads(1)`` so
     that N worker processes use N cores, not N times HiGHS's own thread pool.
     """
     token = _DEFAULT_THREADS.set(int(threads))
@@ -260,8 +260,8 @@ class ExactHighs(Solver):
         """The incumbent ``values`` with the best of ``bounds``, and the status they prove.
 
         Every bound is a valid lower bound of the same objective (``c'x`` of the MILP, which
-        :func:`qlmio_opt.evaluation.evaluate` recomputes); the best one is the largest, capped
-        at the incumbent's objective (a bound above it can only be rounding).
+        :func:`qlmio_opt.formulations.evaluation.evaluate` recomputes); the best one is the largest,
+        capped at the incumbent's objective (a bound above it can only be rounding).
         """
         objective = float(milp.col_cost @ values)
         assignment = assignment_from_columns(milp, values, problem.num_requests)
@@ -297,7 +297,7 @@ class ExactHighs(Solver):
     @staticmethod
     def _fast_path(problem: Problem, seed: int, time_limit: float) -> _WarmStart:
         """The greedy's assignment (if feasible) and Lagrangian bound, within ``time_limit``."""
-        from qlmio_opt.evaluation import evaluate
+        from qlmio_opt.formulations.evaluation import evaluate
         from qlmio_opt.solvers.greedy import Greedy
 
         start = time.perf_counter()

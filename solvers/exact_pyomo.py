@@ -23,8 +23,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.problem import Problem
-from qlmio_opt.solution import Status
 from qlmio_opt.solvers.base import Solver, SolverResult
 from qlmio_opt.solvers.diagnose import infeasibility_reason
 
@@ -169,14 +169,14 @@ class ExactPyomo(Solver):
 @contextmanager
 def _stop_on_sigint(opt) -> Iterator[None]:
     """Ctrl-C while HiGHS runs stops it at its next interrupt check, then raises
-    KeyboardInterrupt (:func:`qlmio_opt.formulations.highs_direct.stop_on_sigint`).
+    KeyboardInterrupt (:func:`qlmio_opt.solvers.highs_direct.stop_on_sigint`).
 
     Without this, Python's handler raises KeyboardInterrupt inside the interrupt callback that
     Pyomo subscribes (``HandleKeyboardInterrupt``), HiGHS returns an error and the Ctrl-C is
     lost in an ERROR result. The highspy object is a private attribute of Pyomo's interface; on
     an interface without it, a Ctrl-C acts as it would without this.
     """
-    from qlmio_opt.formulations.highs_direct import stop_on_sigint
+    from qlmio_opt.solvers.highs_direct import stop_on_sigint
 
     highs = getattr(opt, "_solver_model", None)
     if highs is None or not hasattr(highs, "cbMipInterrupt"):

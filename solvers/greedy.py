@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.problem import Problem
-from qlmio_opt.runtime import hot_path
-from qlmio_opt.solution import Status
 from qlmio_opt.solvers.base import Residual, Solver, SolverResult, explain_unplaceable
 from qlmio_opt.solvers.diagnose import infeasibility_reason
 from qlmio_opt.solvers.greedy_prices import Dual, Prices
@@ -56,6 +55,7 @@ from qlmio_opt.solvers.local_search import (
     priced_search,
     unit_weights,
 )
+from qlmio_opt.solvers.runtime import hot_path
 
 # Two ways to repair the rounding: overload penalised at a multiple of its dual price, and how
 # fast that penalty grows while overloads remain. The gentle one lets requests cascade longer.

@@ -39,9 +39,9 @@ def test_wheel_contents(tmp_path):
         "qlmio_opt/formulations/problem.py",
         "qlmio_opt/predictors/analytic.py",
         "qlmio_opt/solvers/baselines.py",
-        "qlmio_opt/schema/instance.schema.json",
-        "qlmio_opt/catalog/data/models.toml",
-        "qlmio_opt/catalog/data/devices.toml",
+        "qlmio_opt/domain/schema/instance.schema.json",
+        "qlmio_opt/domain/catalog/data/models.toml",
+        "qlmio_opt/domain/catalog/data/devices.toml",
         "qlmio_opt/py.typed",
     ):
         assert module in names, module

@@ -15,15 +15,15 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from qlmio_opt.catalog import Catalog
-from qlmio_opt.instance import Image, Node, Request
+from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.instance import Image, Node, Request
 from qlmio_opt.simulator.engine import NodeJobs, serve_node
 from qlmio_opt.simulator.world import World, WorldConfig
 
 
 def _task_requests(world: World, task: str, n: int, rng: np.random.Generator) -> list[Request]:
-    from qlmio_opt.scenarios.default import DEFAULT
-    from qlmio_opt.traces import load_textvqa_prompts
+    from qlmio_opt.domain.scenarios.default import DEFAULT
+    from qlmio_opt.domain.traces import load_textvqa_prompts
 
     spec = world.catalog.task(task)
     prompts = load_textvqa_prompts()

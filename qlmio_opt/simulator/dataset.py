@@ -6,7 +6,7 @@ that learned quality and latency predictors train and are evaluated on. Like MIO
 ground-truth :class:`~qlmio_opt.simulator.world.World`, not from real hardware.
 
 **Requests.** Bodies are drawn exactly as the window generator draws them
-(:func:`qlmio_opt.scenarios.generate._requests`): TextVQA prompts and task labels (plus the
+(:func:`qlmio_opt.domain.scenarios.generate._requests`): TextVQA prompts and task labels (plus the
 scenario's synthetic captioning share), ServeGen Qwen-VL shapes (image count, tokens per image,
 text tokens, output allowance), images sized by Qwen's 28-px rule, JPEG bytes from a lognormal
 bytes-per-pixel. They are drawn in chunks of :data:`CHUNK` requests, each chunk from its own
@@ -72,10 +72,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qlmio_opt.instance import Node, Request
-from qlmio_opt.parallel import ParallelConfig, run_tasks
-from qlmio_opt.scenarios.default import Scenario
-from qlmio_opt.scenarios.generate import _requests, get_scenario
+from qlmio_opt.app.parallel import ParallelConfig, run_tasks
+from qlmio_opt.domain.instance import Node, Request
+from qlmio_opt.domain.scenarios.default import Scenario
+from qlmio_opt.domain.scenarios.generate import _requests, get_scenario
 from qlmio_opt.simulator.engine import NodeJobs, serve_node, share_link
 from qlmio_opt.simulator.speeds import TrueSpeeds
 from qlmio_opt.simulator.world import PairTruth, World
@@ -614,8 +614,9 @@ def bench_data(
     load
         How the random loads are drawn; default :class:`LoadConfig`.
     parallel
-        Simulate blocks of requests in parallel workers (:mod:`qlmio_opt.parallel`). Every random
-        draw is still made here, in the serial order, so the table is identical to a serial run.
+        Simulate blocks of requests in parallel workers (:mod:`qlmio_opt.app.parallel`). Every
+        random draw is still made here, in the serial order, so the table is identical to a serial
+        run.
 
     Returns
     -------
@@ -628,7 +629,7 @@ def bench_data(
         If ``n_requests < 1``, ``seed < 0`` or the scenario is unknown.
     """
     _check_args(n_requests, seed)
-    from qlmio_opt import __version__
+    from qlmio_opt.domain.version import VERSION as __version__
 
     n, seed = int(n_requests), int(seed)
     sc = get_scenario(scenario)
@@ -944,8 +945,8 @@ def _data_card(data: BenchData, meta: dict[str, Any]) -> str:
         "- **ServeGen** multimodal (mm-image) client distributions, Alibaba Cloud Model Studio: "
         '**Apache-2.0**. Xiang et al., "ServeGen: Workload Characterization and Generation of '
         'Large Language Model Serving in Production", arXiv:2505.09999.',
-        "- Model accuracies and device speeds: the catalog (`qlmio_opt/catalog/data/*.toml`), "
-        "each value with its published source.",
+        "- Model accuracies and device speeds: the catalog "
+        "(`qlmio_opt/domain/catalog/data/*.toml`), each value with its published source.",
         "- See `qlmio_opt/data/README.md` for the shipped copies and how they were derived. The "
         "generated table itself may be used under the same terms (attribute TextVQA and "
         "ServeGen).",

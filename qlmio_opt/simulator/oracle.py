@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from qlmio_opt.instance import Instance, Request
+from qlmio_opt.domain.instance import Instance, Request
 from qlmio_opt.predictors.base import Predictions, structural_eligibility
 from qlmio_opt.simulator.world import World
 

@@ -21,17 +21,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qlmio_opt.catalog import Catalog
-from qlmio_opt.errors import QlmioError
-from qlmio_opt.instance import Instance, Request
-from qlmio_opt.parallel import ParallelConfig, run_tasks
+from qlmio_opt.app.parallel import ParallelConfig, run_tasks
+from qlmio_opt.app.solve import solve
+from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.errors import QlmioError
+from qlmio_opt.domain.instance import Instance, Request
+from qlmio_opt.domain.solution import RequestDecision, Solution, Status
 from qlmio_opt.predictors import PREDICTOR_NAMES, Predictor, get_predictor, predict
 from qlmio_opt.simulator.engine import NodeJobs, NodeServer, share_link
 from qlmio_opt.simulator.oracle import OraclePredictor
 from qlmio_opt.simulator.workload import Workload
 from qlmio_opt.simulator.world import PairTruth, World
-from qlmio_opt.solution import RequestDecision, Solution, Status
-from qlmio_opt.solve import solve
 from qlmio_opt.solvers import SOLVERS
 
 ORACLE = "oracle"
@@ -193,7 +193,8 @@ def replay(
 
     ``progress(policy, windows_done, windows_total)`` is called after every window (in parallel:
     once per policy, when it ends). Policies are independent given the stream and the world, so
-    ``parallel`` runs them in separate workers (:mod:`qlmio_opt.parallel`) with the same results.
+    ``parallel`` runs them in separate workers (:mod:`qlmio_opt.app.parallel`) with the same
+    results.
     """
     world = world or World()
     config = config or ReplayConfig()

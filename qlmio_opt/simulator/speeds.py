@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qlmio_opt.catalog.specs import DeviceSpec, Measurement, ModelSpec
-from qlmio_opt.catalog.throughput import measurement_roofline
+from qlmio_opt.domain.catalog.specs import DeviceSpec, Measurement, ModelSpec
+from qlmio_opt.domain.catalog.throughput import measurement_roofline
 
 
 def _anchors(device: DeviceSpec, metric: str) -> list[Measurement]:

@@ -1,6 +1,6 @@
 """What a replay runs: a fixed deployment (nodes and network) and a stream of requests.
 
-The deployment is one draw of a scenario's topology (``qlmio_opt.scenarios``) with its base
+The deployment is one draw of a scenario's topology (``qlmio_opt.domain.scenarios``) with its base
 bandwidths, full edge devices and the scenario's objective; ``edge_capacity`` scales every edge
 node's free memory and concurrency (0.25 = a quarter of each edge box is available).
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from qlmio_opt.scenarios.default import Scenario
-from qlmio_opt.scenarios.generate import _output_cap, _requests, _topology, get_scenario
+from qlmio_opt.domain.scenarios.default import Scenario
+from qlmio_opt.domain.scenarios.generate import _output_cap, _requests, _topology, get_scenario
 
 TRACES = ("azure-conv", "azure-code", "mooncake", "servegen")
 BLOCK = 256  # requests drawn per random stream
@@ -66,7 +66,7 @@ def deployment(
     """Nodes, network and objective of one drawn deployment (see the module docstring)."""
     if not 0 < edge_capacity <= 1:
         raise ValueError(f"edge_capacity must be in (0, 1]; got {edge_capacity}")
-    from qlmio_opt.catalog import default_catalog
+    from qlmio_opt.domain.catalog import default_catalog
 
     sc = get_scenario(scenario)
     topo = _topology(sc, np.random.default_rng([int(seed), 7919]))
@@ -139,7 +139,7 @@ def _link(ident: str, src: str, dst: str, mbps: float, rtt_ms: float) -> dict[st
 
 def trace_arrivals(trace: str, duration_s: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Arrival times in ``[0, duration_s)`` and the trace's output tokens (or -1 if none)."""
-    from qlmio_opt.traces import load_azure, load_mooncake, load_servegen
+    from qlmio_opt.domain.traces import load_azure, load_mooncake, load_servegen
 
     if trace in ("azure-conv", "azure-code"):
         df = load_azure(trace.split("-")[1])

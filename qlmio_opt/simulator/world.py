@@ -42,9 +42,9 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from qlmio_opt.catalog import Catalog, default_catalog
-from qlmio_opt.catalog.specs import ModelSpec
-from qlmio_opt.instance import Node, Request
+from qlmio_opt.domain.catalog import Catalog, default_catalog
+from qlmio_opt.domain.catalog.specs import ModelSpec
+from qlmio_opt.domain.instance import Node, Request
 from qlmio_opt.simulator.speeds import TrueSpeeds, true_speeds
 from qlmio_opt.simulator.truth_draws import normals, uniforms
 
@@ -226,8 +226,8 @@ class World:
     @cached_property
     def task_prompt_difficulty(self) -> dict[str, np.ndarray]:
         """Per task, the prompt difficulties of its TextVQA prompts (the calibration sample)."""
-        from qlmio_opt.scenarios.default import DEFAULT
-        from qlmio_opt.traces import load_textvqa_prompts
+        from qlmio_opt.domain.scenarios.default import DEFAULT
+        from qlmio_opt.domain.traces import load_textvqa_prompts
 
         prompts = load_textvqa_prompts()
         values = np.array([self.prompt_difficulty(p) for p in prompts["prompt"]])

@@ -5,12 +5,12 @@ import pytest
 from conftest import INSTANCES
 
 from qlmio_opt import read_instance
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.domain.scenarios import sized_window
 from qlmio_opt.formulations import build_problem
-from qlmio_opt.formulations.highs_direct import new_highs, pass_model, solve_highs
 from qlmio_opt.formulations.milp_arrays import build_milp, columns_from_assignment
-from qlmio_opt.instance import Instance
 from qlmio_opt.predictors import predict
-from qlmio_opt.scenarios import sized_window
+from qlmio_opt.solvers.highs_direct import new_highs, pass_model, solve_highs
 
 CASES = [f"small/{name}" for name in ("memory", "bandwidth", "floor", "deferral")] + ["window_042"]
 

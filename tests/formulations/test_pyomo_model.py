@@ -18,8 +18,8 @@ from conftest import INSTANCES, SMALL
 from pyomo.contrib.solver.common.factory import SolverFactory
 
 from qlmio_opt import Instance, Status, read_instance
-from qlmio_opt.evaluation import evaluate
 from qlmio_opt.formulations import build_problem
+from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.formulations.pyomo_model import assignment_from_model, build_pyomo_model
 from qlmio_opt.predictors import predict
 from qlmio_opt.solvers.exact_pyomo import ExactPyomo

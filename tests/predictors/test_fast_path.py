@@ -14,7 +14,8 @@ import copy
 import numpy as np
 import pytest
 
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.domain.scenarios import generate_window, sized_window
 from qlmio_opt.predictors import get_predictor
 from qlmio_opt.predictors.learned_features import (
     clear_caches,
@@ -33,7 +34,6 @@ from qlmio_opt.predictors.learned_latency import (
 )
 from qlmio_opt.predictors.learned_quality import TreeEnsemble
 from qlmio_opt.predictors.tree_ensemble import compile_leaf_masks
-from qlmio_opt.scenarios import generate_window, sized_window
 
 TOLERANCE = 1e-9
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qlmio_opt.instance import Instance
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.domain.scenarios.generate import get_scenario
 from qlmio_opt.predictors import AnalyticPredictor, Predictor
 from qlmio_opt.predictors.learned import LearnedPredictor
 from qlmio_opt.predictors.learned_features import (
@@ -25,7 +26,6 @@ from qlmio_opt.predictors.learned_features import (
     text_scores,
 )
 from qlmio_opt.predictors.learned_quality import NPZ_FIELDS, LearnedQualityModel
-from qlmio_opt.scenarios.generate import get_scenario
 from qlmio_opt.simulator.dataset import BenchData, _draw_requests, bench_data
 
 N_REQUESTS = 150

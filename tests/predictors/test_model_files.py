@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qlmio_opt.catalog import default_catalog
-from qlmio_opt.cli import main
+from qlmio_opt.domain.catalog import default_catalog
+from qlmio_opt.faces.cli import main
 from qlmio_opt.predictors import TRAINED_DIR, model_files
 from qlmio_opt.predictors.learned import LearnedPredictor, load_quality_model
 from qlmio_opt.predictors.learned_features import FeatureSpec

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qlmio_opt.cli import main
+from qlmio_opt.faces.cli import main
 from qlmio_opt.simulator.dataset import bench_data, write_bench_data
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qlmio_opt.scenarios.default import DEFAULT
+from qlmio_opt.domain.scenarios.default import DEFAULT
 from qlmio_opt.simulator.dataset import (
     COLUMNS,
     SPLITS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qlmio_opt.instance import Image, Instance, Node, Request
+from qlmio_opt.domain.instance import Image, Instance, Node, Request
 from qlmio_opt.simulator import OraclePredictor, World, workload
 
 NODES = (

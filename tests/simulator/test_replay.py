@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qlmio_opt.cli import main
+from qlmio_opt.faces.cli import main
 from qlmio_opt.simulator import ORACLE, ReplayConfig, World, replay, workload
 from qlmio_opt.simulator.metrics import reduction_table
 

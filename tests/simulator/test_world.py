@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qlmio_opt.instance import Image, Node, Request
+from qlmio_opt.domain.instance import Image, Node, Request
 from qlmio_opt.simulator import World, WorldConfig
 from qlmio_opt.simulator.calibration import quality_calibration, speed_calibration
 from qlmio_opt.simulator.world import prompt_difficulty

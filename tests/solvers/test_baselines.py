@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qlmio_opt import Status, read_instance, solve
-from qlmio_opt.check import check
+from qlmio_opt.app.check import check
 from qlmio_opt.solvers import SOLVERS, get_solver
 
 

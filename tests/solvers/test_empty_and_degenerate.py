@@ -11,12 +11,12 @@ import pytest
 from conftest import SMALL
 
 from qlmio_opt import InputError
-from qlmio_opt.check import check
+from qlmio_opt.app.check import check
+from qlmio_opt.app.solve import solve
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.problem import MAX_MAGNITUDE, build_problem
-from qlmio_opt.instance import Instance
 from qlmio_opt.predictors import predict
-from qlmio_opt.solution import Status
-from qlmio_opt.solve import solve
 from qlmio_opt.solvers import SOLVERS
 
 ALL_SOLVERS = sorted(SOLVERS)

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qlmio_opt import Instance, Status, read_instance, solve
-from qlmio_opt.evaluation import evaluate
 from qlmio_opt.formulations import build_problem
+from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.formulations.milp_arrays import build_milp, columns_from_assignment
 from qlmio_opt.predictors import predict
 from qlmio_opt.solvers import get_solver
@@ -180,8 +180,8 @@ def test_matrix_objective_equals_evaluation_for_any_assignment():
 def test_requests_already_on_a_node_shift_its_congestion(seed, active):
     """Earlier windows' requests on a node: exact still equals brute force, the checker agrees,
     and the node's congestion is never lower than on an idle node."""
-    from qlmio_opt.check import check
-    from qlmio_opt.solve import solve
+    from qlmio_opt.app.check import check
+    from qlmio_opt.app.solve import solve
 
     base = read_instance(SMALL / "analytic.json").to_dict()
     first = base["requests"][0]

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from test_exact import _random_instance, brute_force, problem_of
 
 from qlmio_opt import Status, read_instance, solve
-from qlmio_opt.evaluation import evaluate
-from qlmio_opt.formulations.highs_direct import solve_highs
+from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.formulations.milp_arrays import build_milp, columns_from_assignment
 from qlmio_opt.solvers import exact as exact_module
 from qlmio_opt.solvers.exact import ExactHighs
 from qlmio_opt.solvers.greedy import Greedy
+from qlmio_opt.solvers.highs_direct import solve_highs
 
 TOL = 1e-7
 

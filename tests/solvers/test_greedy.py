@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qlmio_opt import Instance, Status, read_instance, solve
-from qlmio_opt.evaluation import evaluate
 from qlmio_opt.formulations import build_problem
+from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.predictors import predict
 from qlmio_opt.solvers.greedy import Effort, Greedy
 

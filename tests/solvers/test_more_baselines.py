@@ -12,7 +12,7 @@ import pytest
 from conftest import INSTANCES, SMALL
 
 from qlmio_opt import Instance, Status, read_instance, solve
-from qlmio_opt.check import check
+from qlmio_opt.app.check import check
 from qlmio_opt.solvers.baselines import (
     PerRequest,
     QualityGreedy,

@@ -1,0 +1,530 @@
+"""The instance: one window of requests, the servers and the network, and the objective.
+
+Types are immutable pydantic models; :func:`qlmio_opt.domain.io.read_instance` turns a JSON file
+into an :class:`Instance` and every problem into an :class:`~qlmio_opt.domain.errors.InputError`
+naming the file, the JSON path and the request. Cross-field rules (unique ids, known sites, models
+and devices, reachability, override shapes) run in :meth:`Instance._check_consistency` so that no
+invalid instance can exist, however it was built.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
+
+from qlmio_opt.domain.catalog import Catalog, default_catalog
+from qlmio_opt.domain.errors import InputError, Issue
+from qlmio_opt.domain.network import LinkSpec, NetworkGraph
+from qlmio_opt.domain.types import (
+    ID_PATTERN,
+    ActiveRequests,
+    BandwidthMbps,
+    Bytes,
+    Concurrency,
+    DemandGB,
+    Id,
+    LatencyScaleSeconds,
+    MemoryGB,
+    NonNegSeconds,
+    OutputTokens,
+    Pixels,
+    PositiveSeconds,
+    Probability,
+    RttMs,
+    Str,
+    Text,
+    Tokens,
+    Weight,
+)
+from qlmio_opt.domain.validation import validate_model
+
+INSTANCE_FORMAT = "qlmio-opt/instance"
+INSTANCE_VERSION = 1
+MODALITIES = ("text", "image")
+
+
+class Frozen(BaseModel):
+    """Base of every data type: immutable, no unknown fields, finite numbers only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class Image(Frozen):
+    """One image attached to a request."""
+
+    width: Pixels
+    height: Pixels
+    bytes: Bytes = Field(description="Encoded size as uploaded (JPEG/PNG bytes).")
+
+
+class Request(Frozen):
+    """One multimodal request of the window."""
+
+    id: Id
+    site: Id = Field(description="The site the request originates from.")
+    arrival_s: NonNegSeconds = Field(description="Arrival time, seconds from the window's start.")
+    task: Id = Field(description="Task family (ocr, document, chart, general-vqa, reasoning, ...).")
+    prompt: Text | None = None
+    prompt_tokens: Tokens = Field(description="Text tokens of the prompt (images excluded).")
+    images: tuple[Image, ...] = ()
+    max_output_tokens: OutputTokens
+    min_quality: Probability | None = Field(
+        default=None, description="Floor on the predicted quality of the chosen node."
+    )
+    deadline_s: PositiveSeconds | None = Field(
+        default=None, description="Latency budget in seconds from the request's arrival."
+    )
+
+    @property
+    def upload_bytes(self) -> int:
+        """Bytes sent to the chosen node: images plus the prompt (4 bytes per token)."""
+        return sum(im.bytes for im in self.images) + 4 * self.prompt_tokens
+
+
+class Node(Frozen):
+    """A server: an edge box or a cloud deployment running one model on one device."""
+
+    id: Id
+    tier: Literal["edge", "cloud"]
+    model: Id = Field(description="Key into the model catalog (or the instance's inline catalog).")
+    device: Id = Field(
+        description="Key into the device catalog (or the instance's inline catalog)."
+    )
+    memory_gb: Annotated[MemoryGB | Literal["auto"] | None, BeforeValidator(_memory_gb)] = Field(
+        default="auto",
+        description='GPU memory free for requests after weights; null = unbounded; "auto" = the '
+        "device's usable memory less the model's weights.",
+    )
+    max_concurrency: Concurrency | None = Field(
+        default=None, description="Requests served at once; null = the device's default."
+    )
+    modalities: tuple[Literal["text", "image"], ...] | None = Field(
+        default=None, description="Input kinds accepted; null = the model's."
+    )
+    active_requests: ActiveRequests = Field(
+        default=0,
+        description="Requests of earlier windows still on the node (on their way, queued or in "
+        "service) when this window is decided; the window's requests queue and batch behind them.",
+    )
+
+
+def _memory_gb(value: Any) -> Any:
+    """One clear message for the three accepted forms instead of one per union member."""
+    if value is None or value == "auto":
+        return value
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0 < value <= 100_000:
+        shown = json.dumps(value) if not isinstance(value, float) else f"{value:g}"
+        raise ValueError(
+            'must be a number of GB in (0, 100000], null (unbounded) or "auto" (device memory less '
+            f"weights); got {shown}"
+        )
+    return float(value)
+
+
+class Link(Frozen):
+    id: Id
+    from_: Id = Field(alias="from")
+    to: Id
+    bandwidth_mbps: BandwidthMbps
+    rtt_ms: RttMs
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class Network(Frozen):
+    sites: tuple[Id, ...] = Field(min_length=1)
+    links: tuple[Link, ...] = Field(min_length=1)
+
+
+class Objective(Frozen):
+    """How quality and latency trade.
+
+    ``weighted`` minimises
+    ``sum_r latency_weight * L[r] / latency_scale_s - quality_weight * Q[r]``.
+    ``quality_floor`` minimises ``sum_r L[r]`` subject to ``mean_r Q[r] >= quality_target``; a null
+    target means all-cloud's mean predicted quality less ``quality_tolerance``.
+    A request may be deferred to the next window at ``deferral_penalty_s`` (in latency seconds)
+    when that is not null.
+    """
+
+    mode: Literal["weighted", "quality_floor"] = "weighted"
+    latency_weight: Weight = 1.0
+    quality_weight: Weight = 10.0
+    latency_scale_s: LatencyScaleSeconds = 1.0
+    quality_target: Probability | None = None
+    quality_tolerance: Probability = 0.005
+    deferral_penalty_s: PositiveSeconds | None = None
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> Objective:
+        if self.mode == "weighted" and self.quality_target is not None:
+            raise ValueError('quality_target applies only to mode "quality_floor"')
+        return self
+
+
+class Overrides(Frozen):
+    """Explicit per-pair matrices indexed ``[request][node]`` in file order.
+
+    A null latency marks the pair as not allowed. Given values are final: the predictors are not
+    consulted for them and no congestion or waiting term is added.
+    """
+
+    latency_s: tuple[tuple[PositiveSeconds | None, ...], ...] | None = None
+    quality: tuple[tuple[Probability, ...], ...] | None = None
+    memory_gb: tuple[tuple[DemandGB, ...], ...] | None = None
+
+
+# Entry keys follow the id rule (nodes and requests refer to them); the catalog builder checks
+# them with a message that does not print a control character raw, the schema with this.
+_ENTRY_KEYS = {"propertyNames": {"pattern": ID_PATTERN}}
+
+
+class CatalogEntries(Frozen):
+    """Catalog entries defined or overridden inline (same fields as the shipped TOML files)."""
+
+    models: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
+    devices: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
+    tasks: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
+
+
+class Instance(Frozen):
+    """One window to assign. Build it with :func:`qlmio_opt.domain.io.read_instance` or
+    :meth:`Instance.from_dict`; both run every cross-field check."""
+
+    format: Literal["qlmio-opt/instance"] = INSTANCE_FORMAT
+    version: Literal[1] = INSTANCE_VERSION
+    name: Id
+    description: Text | None = None
+    window_s: PositiveSeconds = Field(
+        description="Window length; a link carries bandwidth x window_s."
+    )
+    objective: Objective = Objective()
+    catalog: CatalogEntries | None = None
+    nodes: tuple[Node, ...] = Field(min_length=1)
+    network: Network
+    requests: tuple[Request, ...] = ()
+    overrides: Overrides | None = None
+
+    _catalog: Catalog = PrivateAttr()
+    _graph: NetworkGraph = PrivateAttr()
+    _node_memory_gb: tuple[float, ...] = PrivateAttr()
+    _node_concurrency: tuple[int, ...] = PrivateAttr()
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, *, catalog: Catalog | None = None, source: str | None = None
+    ) -> Instance:
+        """Validate plain data (as parsed from JSON) into an instance.
+
+        Raises
+        ------
+        InputError
+            Listing every problem with its JSON path.
+        """
+        return validate_model(cls, data, source=source, context={"catalog": catalog})
+
+    def __eq__(self, other: object) -> bool:
+        # equal data means equal instances; the resolved catalog and graph follow from it
+        return isinstance(other, Instance) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- derived, resolved once at validation -------------------------------------------------
+    @property
+    def resolved_catalog(self) -> Catalog:
+        """The catalog this instance was validated against, with its inline entries merged."""
+        return self._catalog
+
+    @property
+    def network_graph(self) -> NetworkGraph:
+        return self._graph
+
+    @property
+    def node_memory_gb(self) -> np.ndarray:
+        """Free memory per node for requests (GB); ``inf`` where unbounded."""
+        return np.array(self._node_memory_gb, dtype=float)
+
+    @property
+    def node_concurrency(self) -> np.ndarray:
+        return np.array(self._node_concurrency, dtype=np.int64)
+
+    @property
+    def request_ids(self) -> tuple[str, ...]:
+        return tuple(r.id for r in self.requests)
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(n.id for n in self.nodes)
+
+    @property
+    def link_ids(self) -> tuple[str, ...]:
+        return tuple(k.id for k in self.network.links)
+
+    def replace(self, **changes: Any) -> Instance:
+        """A copy with some top-level fields changed, validated again."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            data[key] = (
+                value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                if isinstance(value, BaseModel)
+                else value
+            )
+        return Instance.from_dict(data, catalog=self._catalog)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data: the fields that were given (an explicit null stays null)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return {"format": self.format, "version": self.version, **data}
+
+    # -- cross-field rules ----------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _check_consistency(self, info: ValidationInfo) -> Instance:
+        context = info.context or {}
+        base = context.get("catalog") or default_catalog()
+        issues: list[Issue] = []
+        catalog = self._resolve_catalog(base, issues)
+        self._check_unique_ids(issues)
+        self._check_requests(catalog, issues)
+        self._resolve_nodes(catalog, issues)
+        graph = self._check_network(catalog, issues)
+        self._check_overrides(issues)
+        if issues:
+            raise InputError(issues)
+        self._catalog = catalog
+        self._graph = graph
+        return self
+
+    def _resolve_catalog(self, base: Catalog, issues: list[Issue]) -> Catalog:
+        if self.catalog is None:
+            return base
+        try:
+            return base.with_entries(
+                models=self.catalog.models,
+                devices=self.catalog.devices,
+                tasks=self.catalog.tasks,
+                path_prefix="catalog.",
+            )
+        except InputError as err:
+            issues.extend(err.issues)
+            return base
+
+    def _check_unique_ids(self, issues: list[Issue]) -> None:
+        for label, path, ids in (
+            ("request", "requests", [r.id for r in self.requests]),
+            ("node", "nodes", [n.id for n in self.nodes]),
+            ("link", "network.links", [k.id for k in self.network.links]),
+            ("site", "network.sites", list(self.network.sites)),
+        ):
+            seen: dict[str, int] = {}
+            for idx, ident in enumerate(ids):
+                if ident in seen:
+                    issues.append(
+                        Issue(
+                            f"{path}[{idx}].id" if label != "site" else f"{path}[{idx}]",
+                            f'duplicate {label} id "{ident}" (first used at {path}[{seen[ident]}])',
+                        )
+                    )
+                else:
+                    seen[ident] = idx
+        node_ids = {n.id for n in self.nodes}
+        for idx, site in enumerate(self.network.sites):
+            if site in node_ids:
+                issues.append(
+                    Issue(f"network.sites[{idx}]", f'site "{site}" has the same name as a node')
+                )
+
+    def _check_requests(self, catalog: Catalog, issues: list[Issue]) -> None:
+        sites = set(self.network.sites)
+        for idx, req in enumerate(self.requests):
+            where = f'requests[{idx}] (request "{req.id}")'
+            if req.site not in sites:
+                issues.append(
+                    Issue(
+                        f"{where}.site",
+                        f'unknown site "{req.site}"; sites are {sorted(sites)}',
+                    )
+                )
+            if req.arrival_s > self.window_s:
+                issues.append(
+                    Issue(
+                        f"{where}.arrival_s",
+                        f"arrival {req.arrival_s:g} s is after the window's end "
+                        f"(window_s = {self.window_s:g})",
+                    )
+                )
+            if req.task not in catalog.tasks:
+                issues.append(
+                    Issue(
+                        f"{where}.task",
+                        f'unknown task "{req.task}"; known tasks are {sorted(catalog.tasks)}',
+                    )
+                )
+
+    def _resolve_nodes(self, catalog: Catalog, issues: list[Issue]) -> None:
+        memory: list[float] = []
+        concurrency: list[int] = []
+        for idx, node in enumerate(self.nodes):
+            where = f'nodes[{idx}] (node "{node.id}")'
+            model = catalog.models.get(node.model)
+            device = catalog.devices.get(node.device)
+            if model is None:
+                issues.append(
+                    Issue(
+                        f"{where}.model",
+                        f'unknown model "{node.model}"; define it under catalog.models or use one '
+                        f"of {sorted(catalog.models)}",
+                    )
+                )
+            if device is None:
+                issues.append(
+                    Issue(
+                        f"{where}.device",
+                        f'unknown device "{node.device}"; define it under catalog.devices or use '
+                        f"one of {sorted(catalog.devices)}",
+                    )
+                )
+            free = math.inf
+            if node.memory_gb == "auto" and model is not None and device is not None:
+                free = device.free_memory_gb(model)
+                if free <= 0:
+                    issues.append(
+                        Issue(
+                            f"{where}.model",
+                            f'model "{node.model}" ({model.weights_gb:g} GB of weights) does not '
+                            f'fit on device "{node.device}" ({device.memory_gb:g} GB); give '
+                            "memory_gb explicitly or choose a larger device",
+                        )
+                    )
+            elif isinstance(node.memory_gb, float):
+                free = node.memory_gb
+            memory.append(free)
+            default_conc = device.default_max_concurrency if device is not None else 1
+            concurrency.append(node.max_concurrency or default_conc)
+            if node.modalities is not None and model is not None:
+                extra = set(node.modalities) - set(model.modalities)
+                if extra:
+                    issues.append(
+                        Issue(
+                            f"{where}.modalities",
+                            f'model "{node.model}" does not accept {sorted(extra)}',
+                        )
+                    )
+        self._node_memory_gb = tuple(memory)
+        self._node_concurrency = tuple(concurrency)
+
+    def _check_network(self, catalog: Catalog, issues: list[Issue]) -> NetworkGraph:
+        seen_pairs: dict[frozenset[str], int] = {}
+        for idx, link in enumerate(self.network.links):
+            where = f'network.links[{idx}] (link "{link.id}")'
+            if link.from_ == link.to:
+                issues.append(Issue(f"{where}.to", f'link joins "{link.to}" to itself'))
+            pair = frozenset((link.from_, link.to))
+            if pair in seen_pairs:
+                issues.append(
+                    Issue(
+                        where,
+                        f'second link between "{link.from_}" and "{link.to}" (first: '
+                        f"network.links[{seen_pairs[pair]}]); give one link with the total "
+                        "bandwidth",
+                    )
+                )
+            seen_pairs.setdefault(pair, idx)
+        graph = NetworkGraph(
+            self.network.sites,
+            [n.id for n in self.nodes],
+            [LinkSpec(k.id, k.from_, k.to, k.bandwidth_mbps, k.rtt_ms) for k in self.network.links],
+        )
+        active_sites = {r.site for r in self.requests} or set(self.network.sites)
+        for idx, node in enumerate(self.nodes):
+            if not any(
+                graph.reachable(s, node.id) for s in self.network.sites if s in active_sites
+            ):
+                issues.append(
+                    Issue(
+                        f'nodes[{idx}] (node "{node.id}")',
+                        "unreachable: no path of links joins it to any site with requests "
+                        f"{sorted(active_sites)} (paths may pass through routers, not through "
+                        "other sites or nodes)",
+                    )
+                )
+        image_nodes = {
+            n.id
+            for n in self.nodes
+            if "image" in (n.modalities or self._model_modalities(catalog, n.model))
+        }
+        for idx, req in enumerate(self.requests):
+            if req.site not in self.network.sites:
+                continue
+            reachable = [n.id for n in self.nodes if graph.reachable(req.site, n.id)]
+            if not reachable:
+                issues.append(
+                    Issue(
+                        f'requests[{idx}] (request "{req.id}").site',
+                        f'no node is reachable from site "{req.site}"',
+                    )
+                )
+            elif req.images and not (set(reachable) & image_nodes):
+                issues.append(
+                    Issue(
+                        f'requests[{idx}] (request "{req.id}").images',
+                        f"request has {len(req.images)} image(s) but no node reachable from "
+                        f'site "{req.site}" accepts images',
+                    )
+                )
+        return graph
+
+    @staticmethod
+    def _model_modalities(catalog: Catalog, key: str) -> tuple[str, ...]:
+        model = catalog.models.get(key)
+        return tuple(model.modalities) if model is not None else MODALITIES
+
+    def _check_overrides(self, issues: list[Issue]) -> None:
+        if self.overrides is None:
+            return
+        rows, cols = len(self.requests), len(self.nodes)
+        for name in ("latency_s", "quality", "memory_gb"):
+            matrix = getattr(self.overrides, name)
+            if matrix is None:
+                continue
+            path = f"overrides.{name}"
+            if len(matrix) != rows:
+                issues.append(
+                    Issue(
+                        path,
+                        f"has {len(matrix)} rows but the instance has {rows} requests "
+                        "(one row per request, in file order)",
+                    )
+                )
+                continue
+            for r, row in enumerate(matrix):
+                if len(row) != cols:
+                    issues.append(
+                        Issue(
+                            f'{path}[{r}] (request "{self.requests[r].id}")',
+                            f"has {len(row)} entries but the instance has {cols} nodes "
+                            "(one column per node, in file order)",
+                        )
+                    )
+        latency = self.overrides.latency_s
+        if latency is not None and len(latency) == rows:
+            for r, row in enumerate(latency):
+                if len(row) == cols and all(v is None for v in row):
+                    issues.append(
+                        Issue(
+                            f'overrides.latency_s[{r}] (request "{self.requests[r].id}")',
+                            "every entry is null: the request may go nowhere",
+                        )
+                    )
