@@ -7,7 +7,7 @@ Usage (from the checkout)::
 For each generated window (``benchmarks/windows.py``) and the committed ``window_061`` (553 x 6),
 the greedy solve is timed in two ways, alternately in one process: as shipped (inside
 :func:`qlmio_opt.solvers.runtime.hot_path`: one BLAS thread, cyclic GC paused) and without those
-settings (the same algorithm, ``Greedy._solve``). Both must return the same assignment. The
+settings (the same algorithm, ``Greedy.solve_as_is``). Both must return the same assignment. The
 first call of each window is reported apart (it pays one-off allocations), then the median and
 the minimum of ``--repeats`` calls, and the shipped path's median CPU time (what the process
 itself spent, whatever the other core does). The machine's load average is printed with the
@@ -55,7 +55,7 @@ def measure(label: str, problem, repeats: int) -> dict:
         return solver.solve(problem)
 
     def plain():
-        return solver._solve(problem, None, 0, None)
+        return solver.solve_as_is(problem, None, 0, None)
 
     first, _, reference = _timed(shipped)
     times = {"shipped": [], "plain": []}

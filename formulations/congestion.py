@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,14 @@ class CongestionCurve:
         Largest ``raw(m) - E(m)`` over the integers (0 when the raw model is already convex).
     """
 
-    values: np.ndarray
+    values: NDArray[np.float64]
     envelope_gap_s: float = 0.0
 
     @property
     def max_count(self) -> int:
         return len(self.values) - 1
 
-    def __call__(self, m: np.ndarray | int) -> np.ndarray | float:
+    def __call__(self, m: ArrayLike) -> NDArray[np.float64] | float:
         """``E(m)``; beyond ``max_count`` the last slope continues."""
         m = np.asarray(m)
         top = self.max_count
@@ -51,11 +52,7 @@ class CongestionCurve:
         out = np.where(m > top, self.values[-1] + slope * (m - top), inside)
         return float(out) if out.ndim == 0 else out
 
-    def marginal(self, m: np.ndarray | int) -> np.ndarray | float:
-        """``E(m + 1) - E(m)``: the cost of one more request on the node."""
-        return self(np.asarray(m) + 1) - self(m)
-
-    def segments(self) -> tuple[np.ndarray, np.ndarray]:
+    def segments(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Slopes and intercepts of the distinct linear pieces: ``E(m) = max_i a_i m + b_i``."""
         values = self.values
         slopes = values[1:] - values[:-1]
@@ -70,7 +67,9 @@ class CongestionCurve:
         return a, b
 
 
-def raw_total(m: np.ndarray, concurrency: int, service_s: float, decode_s: float, alpha: float):
+def raw_total(
+    m: ArrayLike, concurrency: int, service_s: float, decode_s: float, alpha: float
+) -> NDArray[np.float64]:
     """``Q(m) + B(m)`` before the convex envelope (vectorised over integer ``m``)."""
     m = np.asarray(m, dtype=float)
     c = float(concurrency)
@@ -83,7 +82,7 @@ def raw_total(m: np.ndarray, concurrency: int, service_s: float, decode_s: float
     return service_s * rounds + batch
 
 
-def lower_convex_envelope(values: np.ndarray) -> np.ndarray:
+def lower_convex_envelope(values: NDArray[np.float64]) -> NDArray[np.float64]:
     """The largest convex function below ``values`` at the integers (Andrew's monotone chain)."""
     hull: list[int] = []
     for i, v in enumerate(values):

@@ -7,13 +7,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from qlmio_opt.domain.errors import InputError, Issue
 from qlmio_opt.domain.instance import Instance, Objective
 from qlmio_opt.formulations.congestion import CongestionCurve, curve, zero_curve
-from qlmio_opt.predictors.base import Predictions
+
+if TYPE_CHECKING:  # the formulation reads predictions' arrays; it never runs a predictor
+    from qlmio_opt.predictors.base import Predictions
 
 # The largest cost, memory demand or congestion latency (s) the model may hold: each reaches the
 # MILP as a cost, a matrix entry or a right-hand side. HiGHS refuses matrix entries above its
@@ -203,7 +206,7 @@ def _check_magnitudes(problem: Problem, predictions: Predictions) -> None:
     ):
         size = np.where(checked, np.abs(values), 0.0)
         if size.size and size.max() > MAX_MAGNITUDE:
-            r, n = np.unravel_index(int(np.argmax(size)), size.shape)
+            r, n = (int(i) for i in np.unravel_index(int(np.argmax(size)), size.shape))
             issues.append(
                 _pair_issue(
                     problem, r, n, f"{label} {values[r, n]:.3g} is beyond {MAX_MAGNITUDE:g}; {hint}"

@@ -15,19 +15,20 @@ why not.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.problem import Problem
-from qlmio_opt.solvers.base import (
-    Residual,
-    Solver,
-    SolverResult,
-    empty_window_result,
-    explain_unplaceable,
-)
+from qlmio_opt.solvers.base import Solver, SolverResult, empty_window_result
+from qlmio_opt.solvers.capacity import Loads, Resource, explain_unplaceable
+from qlmio_opt.solvers.tuning import THRESHOLD_MARGIN, TOL
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
 
 
-def _arrival_order(problem: Problem) -> np.ndarray:
+def _arrival_order(problem: Problem) -> IntArray:
+    """Request indices, earliest arrival (longest wait) first; index order without waits."""
     wait = problem.components.get("wait_s")
     if wait is None or wait.size == 0:
         return np.arange(problem.num_requests)
@@ -39,13 +40,14 @@ class TierRule(Solver):
 
     edge: bool
 
-    def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+    def solve(
+        self, problem: Problem, *, time_limit: float | None = None, seed: int = 0
+    ) -> SolverResult:
         if problem.num_requests == 0:
             return empty_window_result()
         tier = problem.is_edge if self.edge else ~problem.is_edge
-        residual = Residual(problem)
-        assignment = np.full(problem.num_requests, -1, dtype=np.int64)
-        for r in _arrival_order(problem):
+        loads = Loads(problem)
+        for r in _arrival_order(problem).tolist():
             candidates = np.flatnonzero(problem.allowed[r] & tier)
             if len(candidates) == 0:
                 kind = "edge" if self.edge else "cloud"
@@ -55,12 +57,11 @@ class TierRule(Solver):
                     message=f'request "{problem.request_ids[r]}" is allowed on no {kind} node',
                 )
             candidates = candidates[np.argsort(problem.latency_s[r, candidates], kind="stable")]
-            fits = [n for n in candidates if residual.memory[n] >= problem.memory_gb[r, n] - 1e-9]
+            fits = [n for n in candidates.tolist() if loads.has_memory(r, n)]
             # The rule never leaves its tier: with no room it overloads the roomiest node.
-            n = fits[0] if fits else candidates[np.argmax(residual.memory[candidates])]
-            residual.place(r, n)
-            assignment[r] = n
-        return SolverResult(Status.FEASIBLE, assignment)
+            n = fits[0] if fits else int(candidates[np.argmax(loads.memory_left()[candidates])])
+            loads.move(r, n)
+        return SolverResult(Status.FEASIBLE, loads.assignment)
 
 
 class AllCloud(TierRule):
@@ -81,36 +82,30 @@ class LatencyGreedy(Solver):
     name = "latency-greedy"
     description = "arrival order, lowest predicted latency among nodes with room (capacity-aware)"
 
-    def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+    def solve(
+        self, problem: Problem, *, time_limit: float | None = None, seed: int = 0
+    ) -> SolverResult:
         if problem.num_requests == 0:
             return empty_window_result()
-        residual = Residual(problem)
-        assignment = np.full(problem.num_requests, -1, dtype=np.int64)
+        loads = Loads(problem)
         latency = np.where(problem.allowed, problem.latency_s, np.inf)
-        for r in _arrival_order(problem):
-            order = np.argsort(latency[r], kind="stable")
+        for r in _arrival_order(problem).tolist():
+            order = np.argsort(latency[r], kind="stable").tolist()
             chosen = next(
-                (
-                    n
-                    for n in order
-                    if np.isfinite(latency[r, n]) and residual.shortfall(r, n) is None
-                ),
+                (n for n in order if np.isfinite(latency[r, n]) and loads.shortfall(r, n) is None),
                 None,
             )
             if chosen is None:
                 if problem.deferral_allowed:
                     continue
                 return SolverResult(
-                    Status.INFEASIBLE, None, message=explain_unplaceable(problem, r, residual)
+                    Status.INFEASIBLE, None, message=explain_unplaceable(problem, r, loads)
                 )
-            residual.place(r, chosen)
-            assignment[r] = chosen
-        return SolverResult(Status.FEASIBLE, assignment)
+            loads.move(r, chosen)
+        return SolverResult(Status.FEASIBLE, loads.assignment)
 
 
 # -- rules that rank the allowed nodes ----------------------------------------------------------
-
-_ROOM_TOL = 1e-9
 
 
 class RankingRule(Solver):
@@ -127,7 +122,7 @@ class RankingRule(Solver):
     infeasible naming it.
     """
 
-    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+    def ranking(self, problem: Problem, r: int, nodes: IntArray) -> list[int]:
         """The allowed ``nodes`` of request ``r``, best first."""
         raise NotImplementedError
 
@@ -137,13 +132,14 @@ class RankingRule(Solver):
     def placed(self, problem: Problem, r: int, n: int) -> None:
         """Hook called after request ``r`` is placed on node ``n``."""
 
-    def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+    def solve(
+        self, problem: Problem, *, time_limit: float | None = None, seed: int = 0
+    ) -> SolverResult:
         if problem.num_requests == 0:
             return empty_window_result()
         self.start(problem, seed)
-        memory_left = problem.node_memory_gb.astype(float).copy()
-        assignment = np.full(problem.num_requests, -1, dtype=np.int64)
-        for r in _arrival_order(problem):
+        loads = Loads(problem)
+        for r in _arrival_order(problem).tolist():
             nodes = np.flatnonzero(problem.allowed[r])
             if len(nodes) == 0:
                 if problem.deferral_allowed:
@@ -151,20 +147,19 @@ class RankingRule(Solver):
                 return SolverResult(
                     Status.INFEASIBLE,
                     None,
-                    message=explain_unplaceable(problem, r, Residual(problem)),
+                    message=explain_unplaceable(problem, r, Loads(problem)),
                 )
             ranked = self.ranking(problem, r, nodes)
-            room = [n for n in ranked if problem.memory_gb[r, n] <= memory_left[n] + _ROOM_TOL]
+            room = [n for n in ranked if loads.has_memory(r, n)]
             if room:
                 n = room[0]
             elif problem.deferral_allowed:
                 continue
             else:
                 n = ranked[0]  # the rule's own choice, memory or not: the evaluation reports it
-            memory_left[n] -= problem.memory_gb[r, n]
-            assignment[r] = n
+            loads.move(r, n)
             self.placed(problem, r, n)
-        return SolverResult(Status.FEASIBLE, assignment)
+        return SolverResult(Status.FEASIBLE, loads.assignment)
 
 
 class RandomRule(RankingRule):
@@ -186,7 +181,7 @@ class RandomRule(RankingRule):
     def start(self, problem: Problem, seed: int) -> None:
         self._rng = np.random.default_rng(self.seed if self.seed is not None else seed)
 
-    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+    def ranking(self, problem: Problem, r: int, nodes: IntArray) -> list[int]:
         # a random order of the allowed nodes: its first node with room is uniform among them
         return [int(n) for n in self._rng.permutation(nodes)]
 
@@ -207,7 +202,7 @@ class RoundRobin(RankingRule):
     def start(self, problem: Problem, seed: int) -> None:
         self._cursor = 0
 
-    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+    def ranking(self, problem: Problem, r: int, nodes: IntArray) -> list[int]:
         count = problem.num_nodes
         return sorted((int(n) for n in nodes), key=lambda n: (n - self._cursor) % count)
 
@@ -227,7 +222,7 @@ class QualityGreedy(RankingRule):
     name = "quality-greedy"
     description = "each request to its highest-quality allowed node with memory left"
 
-    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+    def ranking(self, problem: Problem, r: int, nodes: IntArray) -> list[int]:
         return sorted(
             (int(n) for n in nodes),
             key=lambda n: (-problem.quality[r, n], problem.latency_s[r, n], n),
@@ -253,16 +248,16 @@ class Threshold(RankingRule):
     name = "threshold"
     description = "edge when its quality is within a margin of the cloud's, else the cloud"
 
-    def __init__(self, margin: float = 0.05) -> None:
+    def __init__(self, margin: float = THRESHOLD_MARGIN) -> None:
         if not margin >= 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         self.margin = float(margin)
 
-    def ranking(self, problem: Problem, r: int, nodes: np.ndarray) -> list[int]:
+    def ranking(self, problem: Problem, r: int, nodes: IntArray) -> list[int]:
         q, lat = problem.quality[r], problem.latency_s[r]
         edge = [int(n) for n in nodes if problem.is_edge[n]]
         cloud = sorted((int(n) for n in nodes if not problem.is_edge[n]), key=lambda n: (lat[n], n))
-        bar = max((q[n] for n in cloud), default=-np.inf) - self.margin - _ROOM_TOL
+        bar = max((q[n] for n in cloud), default=-np.inf) - self.margin - TOL
         good = sorted((n for n in edge if q[n] >= bar), key=lambda n: (-q[n], lat[n], n))
         return good + cloud  # with no cloud node every edge node clears the bar
 
@@ -290,12 +285,14 @@ class PerRequest(Solver):
     name = "per-request"
     description = "each request's own cheapest pair, then moved off over-full nodes and links"
 
-    def solve(self, problem: Problem, *, time_limit=None, seed: int = 0) -> SolverResult:
+    def solve(
+        self, problem: Problem, *, time_limit: float | None = None, seed: int = 0
+    ) -> SolverResult:
         if problem.num_requests == 0:
             return empty_window_result()
         cost = problem.pair_cost()
         defer_cost = problem.deferral_cost()
-        state = _Load(problem)
+        loads = Loads(problem)
         for r in range(problem.num_requests):
             if not problem.allowed[r].any():
                 if problem.deferral_allowed:
@@ -303,88 +300,98 @@ class PerRequest(Solver):
                 return SolverResult(
                     Status.INFEASIBLE,
                     None,
-                    message=explain_unplaceable(problem, r, Residual(problem)),
+                    message=explain_unplaceable(problem, r, Loads(problem)),
                 )
             n = int(np.argmin(cost[r]))
             if not defer_cost < cost[r, n]:
-                state.move(r, n)
-        while (over := state.worst_overload()) is not None:
-            move = self._cheapest_relief(problem, state, cost, defer_cost, over)
+                loads.move(r, n)
+        while (over := loads.worst_overload()) is not None:
+            move = _cheapest_relief(problem, loads, cost, defer_cost, over)
             if move is None:
-                return SolverResult(Status.INFEASIBLE, None, message=state.stuck_message(over))
-            state.move(*move)
+                return SolverResult(Status.INFEASIBLE, None, message=_stuck_message(loads, over))
+            loads.move(*move)
         if problem.quality_target is not None:
-            message = self._raise_quality(problem, state, cost, defer_cost)
+            message = _raise_quality(problem, loads, cost, defer_cost, problem.quality_target)
             if message is not None:
                 return SolverResult(Status.INFEASIBLE, None, message=message)
-        return SolverResult(Status.FEASIBLE, state.assignment.copy())
+        return SolverResult(Status.FEASIBLE, loads.assignment.copy())
 
-    @staticmethod
-    def _cheapest_relief(problem, state, cost, defer_cost, over) -> tuple[int, int] | None:
-        """The cheapest move of a request off the over-full resource ``over``."""
-        kind, index = over
-        users = state.users(kind, index)
-        here = state.assignment[users]
-        ok = problem.allowed[users] & state.fits(users)
-        ok[np.arange(len(users)), here] = False
-        if kind == "link":
-            ok &= ~problem.route_links[problem.request_site[users], :, index]
-        delta = np.where(ok, cost[users] - cost[users, here][:, None], np.inf)
-        if problem.deferral_allowed:
-            delta = np.column_stack([delta, defer_cost - cost[users, here]])
-        best_node = np.argmin(delta, axis=1)
-        best = delta[np.arange(len(users)), best_node]
-        if not np.isfinite(best).any():
-            return None
-        relief = (
-            problem.memory_gb[users, here] if kind == "memory" else problem.upload_megabits[users]
-        )
-        pick = min(np.flatnonzero(np.isfinite(best)), key=lambda i: (best[i], -relief[i], i))
-        n = int(best_node[pick])
-        return int(users[pick]), (-1 if n == problem.num_nodes else n)
 
-    @staticmethod
-    def _raise_quality(problem, state, cost, defer_cost) -> str | None:
-        """Raise ``sum (Q - T)`` to zero at the least cost per unit of quality, or say why not."""
-        target = problem.quality_target
-        q = problem.quality
-        rows = np.arange(problem.num_requests)
-        while (slack := state.quality_slack(target)) < -_ROOM_TOL:
-            here = state.assignment
-            placed = here >= 0
-            q_here = np.where(placed, q[rows, np.maximum(here, 0)], target)
-            c_here = np.where(placed, cost[rows, np.maximum(here, 0)], defer_cost)
-            gain = q - q_here[:, None]
-            ok = problem.allowed & state.fits(rows) & (gain > _ROOM_TOL)
-            ok[rows[placed], here[placed]] = False
-            with np.errstate(invalid="ignore"):
-                ratio = np.where(ok, (cost - c_here[:, None]) / np.where(ok, gain, 1.0), np.inf)
-            if problem.deferral_allowed:
-                defer_gain = np.where(placed, target - q_here, 0.0)
-                defer_ok = placed & (defer_gain > _ROOM_TOL)
-                defer_ratio = np.where(
-                    defer_ok, (defer_cost - c_here) / np.where(defer_ok, defer_gain, 1.0), np.inf
-                )
-                ratio = np.column_stack([ratio, defer_ratio])
-                gain = np.column_stack([gain, defer_gain])
-            if not np.isfinite(ratio).any():
-                return _floor_message(problem, state, target, slack)
-            r, n = np.unravel_index(
-                min(
-                    np.flatnonzero(np.isfinite(ratio)),
-                    key=lambda f: (ratio.flat[f], -gain.flat[f], f),
-                ),
-                ratio.shape,
-            )
-            state.move(int(r), -1 if n == problem.num_nodes else int(n))
+def _cheapest_relief(
+    problem: Problem, loads: Loads, cost: FloatArray, defer_cost: float, over: Resource
+) -> tuple[int, int] | None:
+    """The cheapest move of a request off the over-full resource ``over``."""
+    kind, index = over
+    users = loads.users(over)
+    here = loads.assignment[users]
+    ok = problem.allowed[users] & loads.fits(users)
+    ok[np.arange(len(users)), here] = False
+    if kind == "link":
+        ok &= ~problem.route_links[problem.request_site[users], :, index]
+    delta = np.where(ok, cost[users] - cost[users, here][:, None], np.inf)
+    if problem.deferral_allowed:
+        delta = np.column_stack([delta, defer_cost - cost[users, here]])
+    best_node = np.argmin(delta, axis=1)
+    best = delta[np.arange(len(users)), best_node]
+    if not np.isfinite(best).any():
         return None
+    relief = problem.memory_gb[users, here] if kind == "memory" else problem.upload_megabits[users]
+    pick = min(np.flatnonzero(np.isfinite(best)), key=lambda i: (best[i], -relief[i], i))
+    n = int(best_node[pick])
+    return int(users[pick]), (-1 if n == problem.num_nodes else n)
 
 
-def _floor_message(problem: Problem, state: _Load, target: float, slack: float) -> str:
-    placed = np.flatnonzero(state.assignment >= 0)
-    quality = problem.quality[placed, state.assignment[placed]]
+def _raise_quality(
+    problem: Problem, loads: Loads, cost: FloatArray, defer_cost: float, target: float
+) -> str | None:
+    """Raise ``sum (Q - T)`` to zero at the least cost per unit of quality, or say why not."""
+    while (slack := loads.quality_slack(target)) < -TOL:
+        ratio, gain = _quality_moves(problem, loads, cost, defer_cost, target)
+        if not np.isfinite(ratio).any():
+            return _floor_message(problem, loads, target, slack)
+        r, n = np.unravel_index(
+            min(
+                np.flatnonzero(np.isfinite(ratio)),
+                key=lambda f: (ratio.flat[f], -gain.flat[f], f),
+            ),
+            ratio.shape,
+        )
+        loads.move(int(r), -1 if n == problem.num_nodes else int(n))
+    return None
+
+
+def _quality_moves(
+    problem: Problem, loads: Loads, cost: FloatArray, defer_cost: float, target: float
+) -> tuple[FloatArray, FloatArray]:
+    """``(R, N)`` (``(R, N + 1)`` with deferral) cost increase per unit of quality gained by
+    each move that gains quality (``inf`` elsewhere), and the quality each move gains."""
+    q = problem.quality
+    rows = np.arange(problem.num_requests)
+    here = loads.assignment
+    placed = here >= 0
+    q_here = np.where(placed, q[rows, np.maximum(here, 0)], target)
+    c_here = np.where(placed, cost[rows, np.maximum(here, 0)], defer_cost)
+    gain = q - q_here[:, None]
+    ok = problem.allowed & loads.fits(rows) & (gain > TOL)
+    ok[rows[placed], here[placed]] = False
+    with np.errstate(invalid="ignore"):
+        ratio = np.where(ok, (cost - c_here[:, None]) / np.where(ok, gain, 1.0), np.inf)
+    if problem.deferral_allowed:
+        defer_gain = np.where(placed, target - q_here, 0.0)
+        defer_ok = placed & (defer_gain > TOL)
+        defer_ratio = np.where(
+            defer_ok, (defer_cost - c_here) / np.where(defer_ok, defer_gain, 1.0), np.inf
+        )
+        ratio = np.column_stack([ratio, defer_ratio])
+        gain = np.column_stack([gain, defer_gain])
+    return ratio, gain
+
+
+def _floor_message(problem: Problem, loads: Loads, target: float, slack: float) -> str:
+    placed = np.flatnonzero(loads.assignment >= 0)
+    quality = problem.quality[placed, loads.assignment[placed]]
     worst = placed[np.argmin(quality)]
-    node = problem.node_ids[state.assignment[worst]]
+    node = problem.node_ids[loads.assignment[worst]]
     defer = " or be deferred" if problem.deferral_allowed else ""
     return (
         f"quality floor: the mean quality of the placed requests stays at {quality.mean():.4f}, "
@@ -394,93 +401,23 @@ def _floor_message(problem: Problem, state: _Load, target: float, slack: float) 
     )
 
 
-class _Load:
-    """An assignment with its memory per node and megabits per link, for :class:`PerRequest`."""
-
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        self.assignment = np.full(problem.num_requests, -1, dtype=np.int64)
-        self.memory = np.zeros(problem.num_nodes)
-        self.megabits = np.zeros(len(problem.link_ids))
-
-    def move(self, r: int, n: int) -> None:
-        """Put request ``r`` on node ``n`` (``-1``: defer it)."""
-        p = self.problem
-        here = self.assignment[r]
-        if here >= 0:
-            self.memory[here] -= p.memory_gb[r, here]
-            self.megabits[p.path_links(r, here)] -= p.upload_megabits[r]
-        if n >= 0:
-            self.memory[n] += p.memory_gb[r, n]
-            self.megabits[p.path_links(r, n)] += p.upload_megabits[r]
-        self.assignment[r] = n
-
-    def worst_overload(self) -> tuple[str, int] | None:
-        """The resource most over its capacity (excess relative to capacity), or None."""
-        p = self.problem
-        candidates = []
-        # a capacity near 0 (memory_gb or window_s of 1e-300) makes the relative excess inf:
-        # still the worst overload, so the overflow is not worth a warning
-        with np.errstate(over="ignore"):
-            for n in range(p.num_nodes):
-                cap = p.node_memory_gb[n]
-                if np.isfinite(cap) and self.memory[n] > cap + _ROOM_TOL:
-                    candidates.append(((self.memory[n] - cap) / cap, "memory", n))
-            for k, cap in enumerate(p.link_capacity_megabits):
-                if self.megabits[k] > cap + _ROOM_TOL:
-                    candidates.append(((self.megabits[k] - cap) / cap, "link", k))
-        if not candidates:
-            return None
-        _, kind, index = max(candidates, key=lambda c: c[0])
-        return kind, index
-
-    def users(self, kind: str, index: int) -> np.ndarray:
-        """Requests placed on node ``index`` (memory) or routed across link ``index``."""
-        p = self.problem
-        placed = np.flatnonzero(self.assignment >= 0)
-        if kind == "memory":
-            return placed[self.assignment[placed] == index]
-        return placed[p.route_links[p.request_site[placed], self.assignment[placed], index]]
-
-    def fits(self, rows: np.ndarray) -> np.ndarray:
-        """``(len(rows), N)``: whether moving each request to each node keeps that node's memory
-        and the links its new path adds within capacity (its current node counts as fitting)."""
-        p = self.problem
-        here = self.assignment[rows]
-        memory_ok = (
-            self.memory[None, :] + p.memory_gb[rows] <= p.node_memory_gb[None, :] + _ROOM_TOL
+def _stuck_message(loads: Loads, over: Resource) -> str:
+    """Why the over-full resource ``over`` cannot be relieved."""
+    p = loads.problem
+    kind, index = over
+    users = ", ".join(f'"{p.request_ids[r]}"' for r in loads.users(over))
+    if kind == "memory":
+        what = (
+            f'memory on node "{p.node_ids[index]}" ({loads.memory_gb[index]:.3f} GB > '
+            f"{p.node_memory_gb[index]:.3f} GB free)"
         )
-        routes = p.route_links[p.request_site[rows]]  # (rows, N, K)
-        old = np.where(
-            (here >= 0)[:, None], routes[np.arange(len(rows)), np.maximum(here, 0)], False
+    else:
+        what = (
+            f'bandwidth on link "{p.link_ids[index]}" ({loads.megabits[index]:.2f} Mb > '
+            f"{p.link_capacity_megabits[index]:.2f} Mb)"
         )
-        link_ok = (
-            self.megabits[None, :] + p.upload_megabits[rows][:, None]
-            <= p.link_capacity_megabits[None, :] + _ROOM_TOL
-        )
-        added = routes & ~old[:, None, :]
-        return memory_ok & ~(added & ~link_ok[:, None, :]).any(axis=2)
-
-    def quality_slack(self, target: float) -> float:
-        placed = np.flatnonzero(self.assignment >= 0)
-        return float((self.problem.quality[placed, self.assignment[placed]] - target).sum())
-
-    def stuck_message(self, over: tuple[str, int]) -> str:
-        p = self.problem
-        kind, index = over
-        users = ", ".join(f'"{p.request_ids[r]}"' for r in self.users(kind, index))
-        if kind == "memory":
-            what = (
-                f'memory on node "{p.node_ids[index]}" ({self.memory[index]:.3f} GB > '
-                f"{p.node_memory_gb[index]:.3f} GB free)"
-            )
-        else:
-            what = (
-                f'bandwidth on link "{p.link_ids[index]}" ({self.megabits[index]:.2f} Mb > '
-                f"{p.link_capacity_megabits[index]:.2f} Mb)"
-            )
-        defer = "" if p.deferral_allowed else " and deferral is off"
-        return (
-            f"{what} stays over capacity: no request on it (request(s) {users}) may move to "
-            f"another allowed node with room{defer}"
-        )
+    defer = "" if p.deferral_allowed else " and deferral is off"
+    return (
+        f"{what} stays over capacity: no request on it (request(s) {users}) may move to "
+        f"another allowed node with room{defer}"
+    )

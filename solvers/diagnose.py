@@ -7,13 +7,15 @@ names the resource with the least room. Used when deferral is off.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from qlmio_opt.formulations.problem import Problem
+from qlmio_opt.solvers.tuning import TOL
 
-MAX_NAMED = 8
+MAX_NAMED = 8  # requests a message names before "and N more"
 
 
-def _names(problem: Problem, rows) -> str:
+def _names(problem: Problem, rows: NDArray[np.int64]) -> str:
     ids = [f'"{problem.request_ids[r]}"' for r in rows[:MAX_NAMED]]
     more = f" and {len(rows) - MAX_NAMED} more" if len(rows) > MAX_NAMED else ""
     return ", ".join(ids) + more
@@ -40,14 +42,14 @@ def infeasibility_reason(problem: Problem) -> str | None:
     if problem.deferral_allowed:
         return None
     allowed = problem.allowed
-    for r in np.flatnonzero(~allowed.any(axis=1)):
+    for r in np.flatnonzero(~allowed.any(axis=1)).tolist():
         reasons = "; ".join(
             f'"{node}": {why_not_allowed(problem, r, n)}' for n, node in enumerate(problem.node_ids)
         )
         return f'request "{problem.request_ids[r]}" may run on no node ({reasons})'
     cap = problem.node_memory_gb
-    fits = allowed & (problem.memory_gb <= cap[None, :] + 1e-9)
-    for r in np.flatnonzero(~fits.any(axis=1)):
+    fits = allowed & (problem.memory_gb <= cap[None, :] + TOL)
+    for r in np.flatnonzero(~fits.any(axis=1)).tolist():
         nodes = np.flatnonzero(allowed[r])
         best = nodes[np.argmax(cap[nodes])]
         return (
@@ -60,7 +62,7 @@ def infeasibility_reason(problem: Problem) -> str | None:
     for k, link in enumerate(problem.link_ids):
         rows = np.flatnonzero(must_cross[:, k])
         load = problem.upload_megabits[rows].sum()
-        if load > problem.link_capacity_megabits[k] + 1e-9:
+        if load > problem.link_capacity_megabits[k] + TOL:
             return (
                 f'bandwidth on link "{link}": requests {_names(problem, rows)} must all cross it, '
                 f"{load:.1f} Mb in total against {problem.link_capacity_megabits[k]:.1f} Mb in the "
@@ -70,14 +72,14 @@ def infeasibility_reason(problem: Problem) -> str | None:
     for n, node in enumerate(problem.node_ids):
         rows = np.flatnonzero(only & allowed[:, n])
         need = problem.memory_gb[rows, n].sum()
-        if np.isfinite(cap[n]) and need > cap[n] + 1e-9:
+        if np.isfinite(cap[n]) and need > cap[n] + TOL:
             return (
                 f'memory on node "{node}": requests {_names(problem, rows)} may run only there and '
                 f"need {need:.2f} GB of KV cache against {cap[n]:.2f} GB free"
             )
     if problem.quality_target is not None and problem.num_requests:
         best = np.where(allowed, problem.quality, -np.inf).max(axis=1)
-        if best.mean() < problem.quality_target - 1e-9:
+        if best.mean() < problem.quality_target - TOL:
             return (
                 f"quality target {problem.quality_target:.4f} is above the best reachable mean "
                 f"quality {best.mean():.4f} (every request on its best allowed node)"

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.milp_arrays import (
@@ -81,7 +82,7 @@ class _WarmStart:
     """The greedy's answer as a warm start: its assignment (None if unusable), its Lagrangian
     lower bound (None if it has none) and the seconds it took."""
 
-    assignment: np.ndarray | None
+    assignment: NDArray[np.int64] | None
     bound: float | None
     seconds: float
 
@@ -126,7 +127,7 @@ class ExactHighs(Solver):
         *,
         time_limit: float | None = None,
         seed: int = 0,
-        initial: np.ndarray | None = None,
+        initial: NDArray[np.int64] | None = None,
     ) -> SolverResult:
         """Solve ``problem`` within ``time_limit`` seconds of wall time, all steps included.
 
@@ -184,10 +185,7 @@ class ExactHighs(Solver):
             "time_limit_s": limit,
         }
         highs_limit = left()
-        stats["highs_time_limit_s"] = max(highs_limit, 0.0)
-        options = self._highs_options(milp.num_cols, highs_limit)
-        stats["highs_large_model"] = float(milp.num_cols >= self.large_model_columns)
-        stats["highs_submip"] = float("mip_heuristic_run_rins" not in options)
+        options = self._options_in_stats(milp, highs_limit, stats)
         if highs_limit <= 0.0 and init_cols is not None:
             # the build and the warm start used the whole limit: keep the warm start
             note = "HiGHS not started: the build and the warm start used the time limit"
@@ -207,36 +205,35 @@ class ExactHighs(Solver):
             bounds["highs"] = outcome.bound
         if outcome.values is None:
             stats["total_s"] = time.perf_counter() - start
-            if outcome.status == "infeasible":
-                return SolverResult(
-                    Status.INFEASIBLE,
-                    None,
-                    message="HiGHS proved that no assignment satisfies memory, bandwidth and the "
-                    "quality target together (no single request or resource explains it alone)",
-                    stats=stats,
-                )
-            if outcome.status == "time_limit":
-                return SolverResult(
-                    Status.TIME_LIMIT,
-                    None,
-                    bound=max(bounds.values()) if bounds else None,
-                    message="no incumbent",
-                    stats=_with_bounds(stats, bounds),
-                )
-            return SolverResult(Status.ERROR, None, message=f"HiGHS: {outcome.status}", stats=stats)
+            return _without_incumbent(outcome.status, bounds, stats)
         if "highs" not in bounds and outcome.status != "optimal" and left() > 0.0:
-            # HiGHS stopped before its root relaxation: the LP bound, in the time that is left
-            relaxed = solve_highs(
-                milp, relax=True, threads=self.threads, time_limit=min(LP_BOUND_S, left())
-            )
-            stats["lp_bound_s"] = relaxed.run_s
-            if relaxed.bound is not None:
-                bounds["lp"] = relaxed.bound
+            self._add_lp_bound(milp, bounds, stats, left())
         return self._result(milp, problem, outcome.status, outcome.values, bounds, stats, start)
 
-    def _highs_options(
-        self, columns: int, time_limit: float
+    def _options_in_stats(
+        self, milp: MilpArrays, highs_limit: float, stats: dict[str, float]
     ) -> dict[str, bool | int | float | str]:
+        """HiGHS's options for ``milp`` (:meth:`highs_options`), noted in ``stats`` with the
+        time HiGHS gets."""
+        stats["highs_time_limit_s"] = max(highs_limit, 0.0)
+        options = self.highs_options(milp.num_cols, highs_limit)
+        stats["highs_large_model"] = float(milp.num_cols >= self.large_model_columns)
+        stats["highs_submip"] = float("mip_heuristic_run_rins" not in options)
+        return options
+
+    def _add_lp_bound(
+        self, milp: MilpArrays, bounds: dict[str, float], stats: dict[str, float], left: float
+    ) -> None:
+        """HiGHS stopped before its root relaxation: the LP bound, within ``left`` seconds
+        (at most :data:`LP_BOUND_S`), added to ``bounds``."""
+        relaxed = solve_highs(
+            milp, relax=True, threads=self.threads, time_limit=min(LP_BOUND_S, left)
+        )
+        stats["lp_bound_s"] = relaxed.run_s
+        if relaxed.bound is not None:
+            bounds["lp"] = relaxed.bound
+
+    def highs_options(self, columns: int, time_limit: float) -> dict[str, bool | int | float | str]:
         """HiGHS options for a MILP of ``columns`` columns and ``time_limit`` seconds (none on
         models below :attr:`large_model_columns`: HiGHS's defaults)."""
         if columns < self.large_model_columns:
@@ -251,7 +248,7 @@ class ExactHighs(Solver):
         milp: MilpArrays,
         problem: Problem,
         highs_status: str,
-        values: np.ndarray,
+        values: NDArray[np.float64],
         bounds: dict[str, float],
         stats: dict[str, float],
         start: float,
@@ -308,6 +305,30 @@ class ExactHighs(Solver):
         if assignment is None or evaluate(problem, assignment).violations:
             assignment = None
         return _WarmStart(assignment, bound, spent)
+
+
+def _without_incumbent(
+    highs_status: str, bounds: dict[str, float], stats: dict[str, float]
+) -> SolverResult:
+    """The answer when HiGHS returned no columns: infeasible, a time limit without an
+    incumbent (with the best bound found), or an error naming HiGHS's status."""
+    if highs_status == "infeasible":
+        return SolverResult(
+            Status.INFEASIBLE,
+            None,
+            message="HiGHS proved that no assignment satisfies memory, bandwidth and the "
+            "quality target together (no single request or resource explains it alone)",
+            stats=stats,
+        )
+    if highs_status == "time_limit":
+        return SolverResult(
+            Status.TIME_LIMIT,
+            None,
+            bound=max(bounds.values()) if bounds else None,
+            message="no incumbent",
+            stats=_with_bounds(stats, bounds),
+        )
+    return SolverResult(Status.ERROR, None, message=f"HiGHS: {highs_status}", stats=stats)
 
 
 _SOURCES = {

@@ -20,8 +20,10 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.problem import Problem
@@ -57,7 +59,7 @@ class ExactPyomo(Solver):
         *,
         time_limit: float | None = None,
         seed: int = 0,
-        initial: np.ndarray | None = None,
+        initial: NDArray[np.int64] | None = None,
         mip_rel_gap: float = 1e-4,
     ) -> SolverResult:
         """Solve ``problem``; ``initial`` (node per request, -1 = deferred) is a MIP start.
@@ -73,20 +75,15 @@ class ExactPyomo(Solver):
         if reason is not None:
             return SolverResult(Status.INFEASIBLE, None, message=reason)
         if initial is not None:
-            initial = np.asarray(initial, dtype=np.int64)
-            if initial.shape != (problem.num_requests,):
-                raise ValueError(
-                    f"initial has shape {initial.shape}, expected ({problem.num_requests},)"
-                )
+            initial = _checked_initial(initial, problem.num_requests)
 
         # Imported here: Pyomo is slow to import and only this solver needs it. pyomo.environ
         # first: it registers "highs" in pyomo.contrib.solver's factory.
         import pyomo.environ  # noqa: F401
         from pyomo.common.gc_manager import PauseGC
         from pyomo.contrib.solver.common.factory import SolverFactory
-        from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
 
-        from qlmio_opt.formulations.pyomo_model import assignment_from_model, build_pyomo_model
+        from qlmio_opt.formulations.pyomo_model import build_pyomo_model
 
         start = time.perf_counter()
         model = build_pyomo_model(problem)
@@ -119,55 +116,71 @@ class ExactPyomo(Solver):
             "columns": float(model.nvariables()),
             "rows": float(model.nconstraints()),
         }
+        return _result(results, model, problem, stats)
 
-        condition = results.termination_condition
-        has_solution = results.solution_status in (SolutionStatus.optimal, SolutionStatus.feasible)
-        bound = results.objective_bound
-        bound = float(bound) if bound is not None and np.isfinite(bound) else None
-        objective = results.incumbent_objective
-        if condition in (
-            TerminationCondition.provenInfeasible,
-            TerminationCondition.infeasibleOrUnbounded,
-        ):
-            # the model is bounded (binaries, theta >= 0 at a non-negative cost): infeasible
-            return SolverResult(
-                Status.INFEASIBLE,
-                None,
-                message="HiGHS proved that no assignment satisfies memory, bandwidth and the "
-                "quality target together (no single request or resource explains it alone)",
-                stats=stats,
-            )
-        if has_solution and condition in (
-            TerminationCondition.convergenceCriteriaSatisfied,
-            TerminationCondition.maxTimeLimit,
-        ):
-            results.solution_loader.load_vars()
-            status = (
-                Status.OPTIMAL
-                if condition is TerminationCondition.convergenceCriteriaSatisfied
-                else Status.TIME_LIMIT
-            )
-            return SolverResult(
-                status,
-                assignment_from_model(model, problem.num_requests),
-                bound=bound,
-                bound_source=None if bound is None else "highs",
-                reported_objective=None if objective is None else float(objective),
-                stats=stats,
-            )
-        found = "a feasible solution" if has_solution else "no feasible solution"
+
+def _result(results: Any, model: Any, problem: Problem, stats: dict[str, float]) -> SolverResult:
+    """Pyomo's ``results`` of solving ``model`` as a :class:`SolverResult`: the termination
+    condition mapped to a status, the assignment loaded when there is one."""
+    from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
+
+    condition = results.termination_condition
+    has_solution = results.solution_status in (SolutionStatus.optimal, SolutionStatus.feasible)
+    bound = results.objective_bound
+    bound = float(bound) if bound is not None and np.isfinite(bound) else None
+    objective = results.incumbent_objective
+    if condition in (
+        TerminationCondition.provenInfeasible,
+        TerminationCondition.infeasibleOrUnbounded,
+    ):
+        # the model is bounded (binaries, theta >= 0 at a non-negative cost): infeasible
         return SolverResult(
-            Status.ERROR,
+            Status.INFEASIBLE,
             None,
-            bound=bound,
-            message=f"HiGHS (Pyomo) stopped with termination condition {condition.name} "
-            f"and {found}",
+            message="HiGHS proved that no assignment satisfies memory, bandwidth and the "
+            "quality target together (no single request or resource explains it alone)",
             stats=stats,
         )
+    if has_solution and condition in (
+        TerminationCondition.convergenceCriteriaSatisfied,
+        TerminationCondition.maxTimeLimit,
+    ):
+        from qlmio_opt.formulations.pyomo_model import assignment_from_model
+
+        results.solution_loader.load_vars()
+        status = (
+            Status.OPTIMAL
+            if condition is TerminationCondition.convergenceCriteriaSatisfied
+            else Status.TIME_LIMIT
+        )
+        return SolverResult(
+            status,
+            assignment_from_model(model, problem.num_requests),
+            bound=bound,
+            bound_source=None if bound is None else "highs",
+            reported_objective=None if objective is None else float(objective),
+            stats=stats,
+        )
+    found = "a feasible solution" if has_solution else "no feasible solution"
+    return SolverResult(
+        Status.ERROR,
+        None,
+        bound=bound,
+        message=f"HiGHS (Pyomo) stopped with termination condition {condition.name} and {found}",
+        stats=stats,
+    )
+
+
+def _checked_initial(initial: NDArray[np.int64], num_requests: int) -> NDArray[np.int64]:
+    """``initial`` as int64, refused unless it has one entry per request."""
+    initial = np.asarray(initial, dtype=np.int64)
+    if initial.shape != (num_requests,):
+        raise ValueError(f"initial has shape {initial.shape}, expected ({num_requests},)")
+    return initial
 
 
 @contextmanager
-def _stop_on_sigint(opt) -> Iterator[None]:
+def _stop_on_sigint(opt: Any) -> Iterator[None]:
     """Ctrl-C while HiGHS runs stops it at its next interrupt check, then raises
     KeyboardInterrupt (:func:`qlmio_opt.solvers.highs_direct.stop_on_sigint`).
 
@@ -197,7 +210,7 @@ def _not_interrupt_status(record: logging.LogRecord) -> bool:
     return "kInterrupt" not in record.getMessage()
 
 
-def _set_start(opt, model, problem: Problem, assignment: np.ndarray) -> None:
+def _set_start(opt: Any, model: Any, problem: Problem, assignment: NDArray[np.int64]) -> None:
     """Give HiGHS ``assignment`` as a starting incumbent (ignored by HiGHS if infeasible).
 
     ``pyomo.contrib.solver``'s HiGHS interface has no warm-start option, so this writes the

@@ -27,7 +27,7 @@ the exact solver), in four steps:
 The amount of search is a fixed number of work units per window, counted rather than timed,
 so the answer depends only on the problem and the seed (on one machine: on knife-edge windows a
 last-bit difference in the prices between CPU or BLAS builds can lead the search elsewhere);
-``time_limit`` only cuts it short.
+``time_limit`` only cuts it short. Every tuning constant is in :mod:`qlmio_opt.solvers.tuning`.
 """
 
 from __future__ import annotations
@@ -39,87 +39,43 @@ import numpy as np
 
 from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.problem import Problem
-from qlmio_opt.solvers.base import Residual, Solver, SolverResult, explain_unplaceable
+from qlmio_opt.solvers.base import Solver, SolverResult
+from qlmio_opt.solvers.capacity import Loads, explain_unplaceable
 from qlmio_opt.solvers.diagnose import infeasibility_reason
 from qlmio_opt.solvers.greedy_prices import Dual, Prices
 from qlmio_opt.solvers.greedy_repair import repair, room_pass
 from qlmio_opt.solvers.greedy_rounding import round_weights
-from qlmio_opt.solvers.greedy_state import TOL, State, Window, build_window
-from qlmio_opt.solvers.local_search import (
-    IMPROVES,
-    Budget,
+from qlmio_opt.solvers.greedy_state import (
+    FloatArray,
+    IntArray,
+    State,
     Weights,
+    Window,
+    build_window,
+)
+from qlmio_opt.solvers.local_search import (
+    Budget,
     descend,
     polish,
     price_table,
     priced_search,
-    unit_weights,
 )
 from qlmio_opt.solvers.runtime import hot_path
+from qlmio_opt.solvers.tuning import (
+    IMPROVES,
+    PRICE_PERTURBATION_SIGMA,
+    PRICE_SCALES,
+    REPAIR_ALLOWANCE_SHARE,
+    REPAIR_WEIGHT_FLOOR,
+    REPAIRS,
+    ROOM_FACTOR,
+    THOROUGH_GAP,
+    THOROUGH_WORK_SCALE,
+    TOL,
+    Effort,
+)
 
-# Two ways to repair the rounding: overload penalised at a multiple of its dual price, and how
-# fast that penalty grows while overloads remain. The gentle one lets requests cascade longer.
-# Neither is better on every window, so both are run and the better result is kept.
-REPAIRS = ((2.0, 2.0), (0.5, 1.2))
-# Overload penalties of the room-making search, as a multiple of the dual prices: the firmer of
-# the two repairs' (a chain is then pushed through to feasibility instead of stalling half-way).
-ROOM_FACTOR = 2.0
-
-
-@dataclass(frozen=True)
-class Effort:
-    """How hard the greedy works on one window.
-
-    Attributes
-    ----------
-    temperatures
-        Smoothing temperatures of the dual, as fractions of the mean pair cost, in order.
-    dual_evaluations
-        Dual evaluations allowed per temperature.
-    search_work
-        Work units for repair and local search (about a microsecond of NumPy time each, see
-        :class:`~qlmio_opt.solvers.local_search.Budget`) on a window of up to
-        ``reference_pairs`` request-node pairs.
-    reference_pairs, max_work_scale
-        Larger windows get proportionally more work, up to ``max_work_scale`` times
-        ``search_work``: one move costs more there, and a fixed budget left 10,000 x 12 windows
-        3% above the bound (1.3% with four times the work, for about 50 ms more).
-    variants
-        Price-guided searches tried (price scales 1, 1/2, 2, then random perturbations).
-    gap
-        The search stops once the incumbent is within this relative gap of the dual bound (and
-        the second repair is skipped when the first ends within it). 0.5% rather than 0.2%:
-        on the committed windows the median gap went from 0.04% to 0.05% and the windows
-        further off stayed the same, for less time on the windows that settle early
-        (``docs/benchmarks.md``).
-    escalate_gap, escalate_scale
-        When the search ends further than ``escalate_gap`` from the dual bound, it goes on from
-        its best state with ``escalate_scale`` times its budget more (0: never). The bound says
-        where there is room, so the extra work goes to the few windows that need it; the
-        escalated search goes on where the first one stopped (see :class:`Memo`). Twice the
-        budget gave the same gaps as three times on the committed windows, and the same
-        windows above 3% on 80 held-out ones (``docs/benchmarks.md``).
-    polish_scale
-        Budget, in searches' budgets, of the final polish: improving shifts and swaps from the
-        best state (0: none). Swaps keep node counts, so they reach the exchanges of requests
-        between packed nodes and links that single moves and room-making chains miss.
-    """
-
-    temperatures: tuple[float, ...] = (0.1, 0.01, 0.001)
-    dual_evaluations: int = 25
-    search_work: float = 14_000.0
-    reference_pairs: int = 12_000
-    max_work_scale: float = 4.0
-    variants: int = 12
-    gap: float = 5e-3
-    escalate_gap: float = 0.02
-    escalate_scale: float = 2.0
-    polish_scale: float = 0.5
-
-    def work_for(self, pairs: int) -> float:
-        """The search budget of a window with ``pairs`` request-node pairs."""
-        scale = min(max(pairs / self.reference_pairs, 1.0), self.max_work_scale)
-        return self.search_work * scale
+__all__ = ["Effort", "Greedy", "GreedyThorough", "repair_weights"]
 
 
 class Greedy(Solver):
@@ -128,7 +84,8 @@ class Greedy(Solver):
     Parameters
     ----------
     effort
-        Search effort (:class:`Effort`); the default targets tens of milliseconds per window.
+        Search effort (:class:`~qlmio_opt.solvers.tuning.Effort`); the default targets tens of
+        milliseconds per window.
     """
 
     name = "greedy"
@@ -143,7 +100,7 @@ class Greedy(Solver):
         *,
         time_limit: float | None = None,
         seed: int = 0,
-        initial: np.ndarray | None = None,
+        initial: IntArray | None = None,
     ) -> SolverResult:
         """Assign every request of ``problem`` to a node (or defer it).
 
@@ -167,56 +124,33 @@ class Greedy(Solver):
             with a message naming a request and the constraint it cannot meet.
         """
         with hot_path():
-            return self._solve(problem, time_limit, seed, initial)
+            return self.solve_as_is(problem, time_limit, seed, initial)
 
-    def _solve(
+    def solve_as_is(
         self,
         problem: Problem,
         time_limit: float | None,
         seed: int,
-        initial: np.ndarray | None,
+        initial: IntArray | None,
     ) -> SolverResult:
+        """:meth:`solve` without :func:`~qlmio_opt.solvers.runtime.hot_path`: the process's
+        BLAS threads and garbage collector left as they are (``benchmarks/greedy_speed.py``
+        times both ways; the answer is the same)."""
         start = time.perf_counter()
-        reason = infeasibility_reason(problem)
-        if reason is not None:
-            return SolverResult(Status.INFEASIBLE, None, message=reason)
-        if problem.num_requests == 0:
-            return SolverResult(
-                Status.OPTIMAL, np.zeros(0, dtype=np.int64), bound=0.0, bound_source="lagrangian"
-            )
+        trivial = _trivial_result(problem)
+        if trivial is not None:
+            return trivial
         window = build_window(problem)
         effort = self.effort
-        dual = Dual(window, problem.allowed.sum(axis=0))
-        scale = float(np.abs(window.cost[np.isfinite(window.cost)]).mean())
-        if not scale > 0:
-            # every cost is 0 (both objective weights 0): any assignment within the limits is
-            # optimal, and the temperatures need only be positive
-            scale = 1.0
-        taus = tuple(scale * t for t in effort.temperatures)
-        y, evaluations = dual.maximise(None, taus, effort.dual_evaluations)
-        bound, columns = dual.value(y)
-        if initial is not None:
-            columns = _columns(window, initial)
-        else:
-            columns = round_weights(window, dual.weights(y, taus[-1]), columns)
+        prices, bound, columns, evaluations = _dual_start(window, problem, effort, initial)
         priced = time.perf_counter()
         deadline = None if time_limit is None else start + time_limit
         work = effort.work_for(problem.num_requests * problem.num_nodes)
         budget = Budget(work, deadline)
-        prices = dual.prices(y)
         state = _repaired(window, columns, prices, budget, bound, effort.gap)
         if not state.feasible():
             return SolverResult(Status.INFEASIBLE, None, message=_explain(problem, state))
-        escalated = False
-        if not _proven(state.value, bound, effort.gap):
-            memo = Memo(_repair_weights(window, prices, ROOM_FACTOR))
-            state = _search(state, prices, memo, budget, effort, seed, bound)
-            if effort.escalate_scale > 0 and not _proven(state.value, bound, effort.escalate_gap):
-                escalated = True
-                more = Budget(effort.escalate_scale * work, deadline)
-                state = _search(state, prices, memo, more, effort, seed + 1, bound)
-            if effort.polish_scale > 0:
-                state = polish(state, Budget(effort.polish_scale * work, deadline))
+        state, escalated = _improved(state, prices, bound, work, budget, effort, seed)
         return SolverResult(
             Status.FEASIBLE,
             np.where(state.columns == window.defer, -1, state.columns),
@@ -233,7 +167,68 @@ class Greedy(Solver):
         )
 
 
-def _columns(window: Window, initial: np.ndarray) -> np.ndarray:
+def _trivial_result(problem: Problem) -> SolverResult | None:
+    """The answer without any search: a window infeasible for a reason the diagnosis names,
+    or one without requests; None for every other window."""
+    reason = infeasibility_reason(problem)
+    if reason is not None:
+        return SolverResult(Status.INFEASIBLE, None, message=reason)
+    if problem.num_requests == 0:
+        return SolverResult(
+            Status.OPTIMAL, np.zeros(0, dtype=np.int64), bound=0.0, bound_source="lagrangian"
+        )
+    return None
+
+
+def _dual_start(
+    window: Window, problem: Problem, effort: Effort, initial: IntArray | None
+) -> tuple[Prices, float, IntArray, int]:
+    """Step 1 and 2: the dual prices, their bound, the starting columns (``initial`` if given,
+    else the rounded soft-min weights) and the number of dual evaluations."""
+    dual = Dual(window, problem.allowed.sum(axis=0))
+    scale = float(np.abs(window.cost[np.isfinite(window.cost)]).mean())
+    if not scale > 0:
+        # every cost is 0 (both objective weights 0): any assignment within the limits is
+        # optimal, and the temperatures need only be positive
+        scale = 1.0
+    taus = tuple(scale * t for t in effort.temperatures)
+    y, evaluations = dual.maximise(None, taus, effort.dual_evaluations)
+    bound, columns = dual.value(y)
+    if initial is not None:
+        columns = _columns(window, initial)
+    else:
+        columns = round_weights(window, dual.weights(y, taus[-1]), columns)
+    return dual.prices(y), bound, columns, evaluations
+
+
+def _improved(
+    state: State,
+    prices: Prices,
+    bound: float,
+    work: float,
+    budget: Budget,
+    effort: Effort,
+    seed: int,
+) -> tuple[State, bool]:
+    """Step 4: the searches, an escalation when they end far from ``bound``, the polish.
+
+    Returns the best state and whether the search escalated.
+    """
+    if _proven(state.value, bound, effort.gap):
+        return state, False
+    escalated = False
+    memo = Memo(repair_weights(state.w, prices, ROOM_FACTOR))
+    state = _search(state, prices, memo, budget, effort, seed, bound)
+    if effort.escalate_scale > 0 and not _proven(state.value, bound, effort.escalate_gap):
+        escalated = True
+        more = Budget(effort.escalate_scale * work, budget.deadline)
+        state = _search(state, prices, memo, more, effort, seed + 1, bound)
+    if effort.polish_scale > 0:
+        state = polish(state, Budget(effort.polish_scale * work, budget.deadline))
+    return state, escalated
+
+
+def _columns(window: Window, initial: IntArray) -> IntArray:
     """Window columns of an assignment (-1 = deferral), checked against the window."""
     initial = np.asarray(initial, dtype=np.int64)
     if initial.shape != (window.num_requests,):
@@ -250,43 +245,49 @@ def _columns(window: Window, initial: np.ndarray) -> np.ndarray:
 
 def _repaired(
     window: Window,
-    columns: np.ndarray,
+    columns: IntArray,
     prices: Prices,
     budget: Budget,
     bound: float,
     gap: float,
 ) -> State:
-    """``columns`` repaired each way of :data:`REPAIRS` and descended: the better state,
-    infeasible only if no repair succeeded.
+    """Step 3: ``columns`` repaired each way of :data:`~qlmio_opt.solvers.tuning.REPAIRS` and
+    descended: the better state, infeasible only if no repair succeeded.
 
-    Each repair has its own allowance (a quarter of the search budget's start), so that the
+    Each repair has its own allowance (a share of the search budget's start), so that the
     second is not starved by the first one's descent. The second is skipped when the first
     ends within relative ``gap`` of the lower ``bound``: it could gain at most that.
     """
-    best = None
-    allowance = budget.left / 4
+    best: State | None = None
+    allowance = budget.left * REPAIR_ALLOWANCE_SHARE
     for factor, grow in REPAIRS:
         # out of budget, or within ``gap`` of the bound (the other way could gain at most that)
-        feasible = best is not None and best.feasible()
-        if feasible and (budget.exhausted or _proven(best.value, bound, gap)):
+        if (
+            best is not None
+            and best.feasible()
+            and (budget.exhausted or _proven(best.value, bound, gap))
+        ):
             break
         state = State(window, columns)
         if best is not None and state.feasible():
             break  # nothing to repair: every way gives the same state
-        weights = _repair_weights(window, prices, factor)
+        weights = repair_weights(window, prices, factor)
         if repair(state, Budget(allowance, budget.deadline), weights, grow):
             descend(state, budget)
             if best is None or not best.feasible() or state.value < best.value:
                 best = state
         elif best is None:
             best = state
+    if best is None:  # REPAIRS is empty
+        raise ValueError("no repair configured")
     return best
 
 
-def _repair_weights(window: Window, prices: Prices, factor: float) -> Weights:
-    """Overload penalties: ``factor`` times the dual prices, and at least a tenth of a typical
-    pair cost per typical request's use (a price is 0 where the relaxation had room)."""
-    floor = unit_weights(window).scaled(0.1)
+def repair_weights(window: Window, prices: Prices, factor: float) -> Weights:
+    """Overload penalties: ``factor`` times the dual prices, and at least
+    :data:`~qlmio_opt.solvers.tuning.REPAIR_WEIGHT_FLOOR` of a typical pair cost per typical
+    request's use (a price is 0 where the relaxation had room)."""
+    floor = window.unit_weights.scaled(REPAIR_WEIGHT_FLOOR)
     return Weights(
         np.maximum(factor * prices.memory, floor.memory),
         np.maximum(factor * prices.link, floor.link),
@@ -333,24 +334,33 @@ def _search(
     """Room-making and price-guided searches, each from the best state so far."""
     rng = np.random.default_rng(seed)
     best = descend(_make_room(state, memo, budget), budget)
-    base = (prices.memory, prices.link, prices.quality)
-    scales = [1.0, 0.5, 2.0] + [None] * effort.variants  # None: a random perturbation
+    scales: list[float | None] = [*PRICE_SCALES, *[None] * effort.variants]  # None: perturbed
     for scale in scales[: effort.variants]:
         if budget.exhausted or _proven(best.value, bound, effort.gap):
             break
-        if scale is None:
-            memory, link, quality = (p * np.exp(rng.normal(0.0, 0.5, np.shape(p))) for p in base)
-        else:
-            key = (best.columns.tobytes(), scale)
-            if key in memo.priced:
-                continue
-            memory, link, quality = (scale * p for p in base)
-        trial = priced_search(best, price_table(best, memory, link, float(quality)), budget)
+        key = (best.columns.tobytes(), scale)
+        if scale is not None and key in memo.priced:
+            continue
+        memory, link, quality = _trial_prices(prices, scale, rng)
+        trial = priced_search(best, price_table(best, memory, link, quality), budget)
         if scale is not None and not budget.exhausted:
-            memo.priced.add(key)
+            memo.priced.add((key[0], scale))
         if trial.feasible() and trial.value < best.value - IMPROVES:
             best = descend(_make_room(trial, memo, budget), budget)
     return best
+
+
+def _trial_prices(
+    prices: Prices, scale: float | None, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray, float]:
+    """The dual prices times ``scale``, or (``None``) each times a random log-normal factor."""
+    if scale is None:
+        sigma = PRICE_PERTURBATION_SIGMA
+        memory = prices.memory * np.exp(rng.normal(0.0, sigma, np.shape(prices.memory)))
+        link = prices.link * np.exp(rng.normal(0.0, sigma, np.shape(prices.link)))
+        quality = prices.quality * np.exp(rng.normal(0.0, sigma, np.shape(prices.quality)))
+        return memory, link, float(quality)
+    return scale * prices.memory, scale * prices.link, float(scale * prices.quality)
 
 
 def _make_room(state: State, memo: Memo, budget: Budget) -> State:
@@ -380,11 +390,11 @@ def _explain(problem: Problem, state: State) -> str:
     if not stuck.any():
         return "no assignment within the memory and bandwidth limits was found (deferral is off)"
     r = int(np.flatnonzero(stuck)[-1])
-    residual = Residual(problem)
-    for other in np.flatnonzero(state.columns < w.defer):
+    loads = Loads(problem)
+    for other in np.flatnonzero(state.columns < w.defer).tolist():
         if other != r:
-            residual.place(int(other), int(state.columns[other]))
-    return explain_unplaceable(problem, r, residual)
+            loads.move(other, int(state.columns[other]))
+    return explain_unplaceable(problem, r, loads)
 
 
 class GreedyThorough(Greedy):
@@ -401,5 +411,9 @@ class GreedyThorough(Greedy):
     description = "greedy with 8x the search budget (median gap ~0.04%, up to ~0.2 s per window)"
 
     def __init__(self, effort: Effort | None = None) -> None:
-        thorough = Effort(search_work=8 * Effort().search_work, gap=2e-3, escalate_scale=0.0)
+        thorough = Effort(
+            search_work=THOROUGH_WORK_SCALE * Effort().search_work,
+            gap=THOROUGH_GAP,
+            escalate_scale=0.0,
+        )
         super().__init__(effort or thorough)

@@ -18,24 +18,31 @@ temperature also give the rounding (:mod:`qlmio_opt.solvers.greedy_rounding`) it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from qlmio_opt.solvers.greedy_state import Window
+from qlmio_opt.solvers.greedy_state import FloatArray, Floats, IntArray, Window
+from qlmio_opt.solvers.tuning import (
+    ARMIJO,
+    BIG,
+    DAMPING,
+    DENSE_LIMIT,
+    EXP_FLOOR,
+    GRADIENT_TOL,
+    MIN_CURVATURE,
+    MIN_STEP,
+    STALL,
+    TINY,
+)
 
-BIG = 1e9  # stands for inf inside soft minima
-TINY = 1e-12
 outer = np.multiply.outer
-STALL = 1e-5  # a quasi-Newton step gaining less than this (relative) counts as stalled
-# The quasi-Newton method starts from the smoothed dual's curvature, damped by this fraction
-# of its mean diagonal (from a multiple of the identity it spends most of the first
-# temperature's evaluations learning the very different curvatures of the prices).
-DAMPING = 0.3
-# Windows whose price matrix has at most this many entries keep it densely (float32, 4 bytes an
-# entry): a product is then one matrix-vector call instead of a dozen small array operations,
-# which is most of an evaluation's time on windows of a few hundred requests.
-DENSE_LIMIT = 400_000
+Objective = Callable[[FloatArray], tuple[float, FloatArray]]
+"""A function to minimise: its value and gradient at a point."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,10 @@ class Prices:
         ``(C,)`` per request on each node (0 on deferral).
     """
 
-    memory: np.ndarray
-    link: np.ndarray
+    memory: FloatArray
+    link: FloatArray
     quality: float
-    count: np.ndarray
+    count: FloatArray
 
 
 class Dual:
@@ -77,7 +84,7 @@ class Dual:
     most of the first solve's time).
     """
 
-    def __init__(self, window: Window, allowed_counts: np.ndarray) -> None:
+    def __init__(self, window: Window, allowed_counts: IntArray) -> None:
         w = self.w = window
         num_r, width = w.cost.shape
         finite = np.isfinite(w.cost)
@@ -92,7 +99,7 @@ class Dual:
         upload_unit = _typical(w.upload, True)
         units += [upload_unit] * self.num_links
         caps += list(w.link_cap)
-        if self.has_quality:
+        if w.gain is not None:
             units.append(_typical(w.gain, finite))
             caps.append(0.0)
         self.num_capacity = len(units)
@@ -107,7 +114,7 @@ class Dual:
         self.site = w.site
         self.site_onehot = np.zeros((num_r, len(w.paths)))  # (R, S): sums pairs by site
         self.site_onehot[np.arange(num_r), w.site] = 1.0
-        self.gain = -w.gain.T / unit[-1] if self.has_quality else None
+        self.gain = -w.gain.T / unit[-1] if w.gain is not None else None
         self.coef32 = (
             self.memory.astype(np.float32),
             self.upload.astype(np.float32),
@@ -126,7 +133,7 @@ class Dual:
         self.buffer = np.empty(self.cost.size + self.congestion.size, dtype=np.float32)
         self.dense = self._dense() if self.size * self.cost.size <= DENSE_LIMIT else None
 
-    def _dense(self) -> np.ndarray:
+    def _dense(self) -> FloatArray:
         """``(D, C * R)`` float32: the price rows written out, for windows small enough."""
         width, num_r = self.shape
         dense = np.zeros((self.size, width, num_r))
@@ -146,7 +153,7 @@ class Dual:
     def size(self) -> int:
         return self.num_capacity + len(self.nodes)
 
-    def prices(self, y: np.ndarray) -> Prices:
+    def prices(self, y: FloatArray) -> Prices:
         """Unpack a price vector into :class:`Prices` (per GB, per megabit, ...)."""
         w = self.w
         raw = y[: self.num_capacity] / np.maximum(self.unit, TINY)
@@ -159,7 +166,7 @@ class Dual:
         count[self.nodes] = y[self.num_capacity :]
         return Prices(memory=memory, link=link, quality=quality, count=count)
 
-    def _coefficients(self, exact: bool) -> tuple:
+    def _coefficients(self, exact: bool) -> tuple[Any, ...]:
         """Cost and coefficients in float64 (``exact``) or float32."""
         if exact:
             return (
@@ -172,7 +179,7 @@ class Dual:
             )
         return (self.cost, *self.coef32)
 
-    def reduced(self, y: np.ndarray, exact: bool = False, out: np.ndarray | None = None):
+    def reduced(self, y: Floats, exact: bool = False, out: Floats | None = None) -> Floats:
         """``(C, R)`` reduced costs ``cost + y @ A`` (float64 if ``exact``, else float32)."""
         cost, memory, upload, paths, gain, _ = self._coefficients(exact)
         y = np.asarray(y, dtype=cost.dtype)
@@ -193,7 +200,7 @@ class Dual:
             red[self.nodes] += y[cut:, None]
         return red
 
-    def row_sums(self, p: np.ndarray) -> np.ndarray:
+    def row_sums(self, p: Floats) -> FloatArray:
         """``A @ p`` for ``(C, R)`` pair weights ``p`` (float32): each price row's expected use."""
         _, memory, upload, paths, gain, onehot = self._coefficients(p.dtype == np.float64)
         out = np.empty(self.size, dtype=float)
@@ -207,16 +214,16 @@ class Dual:
         out[cut:] = p[self.nodes].sum(axis=1)
         return out
 
-    def _node_terms(self, y: np.ndarray) -> np.ndarray:
+    def _node_terms(self, y: FloatArray) -> FloatArray:
         """``(N', m)`` ``kappa E(m) - pi m`` of each congested node."""
         pi = y[self.num_capacity :, None].astype(np.float32)
         return self.congestion - pi * self.m32[None, :]
 
-    def weights(self, y: np.ndarray, tau: float) -> np.ndarray:
+    def weights(self, y: FloatArray, tau: float) -> Floats:
         """``(C, R)`` soft-min weights of every request's columns at temperature ``tau``."""
         return _soft_min(self.reduced(y), tau)[1]
 
-    def value(self, y: np.ndarray) -> tuple[float, np.ndarray]:
+    def value(self, y: FloatArray) -> tuple[float, IntArray]:
         """The exact dual value (a lower bound) and the columns minimising the reduced cost.
 
         Computed in double precision from the problem arrays (the bound is reported).
@@ -229,7 +236,7 @@ class Dual:
         total += np.where(limit, terms, np.inf).min(axis=1, initial=np.inf).sum()
         return float(total), columns
 
-    def soft(self, y: np.ndarray, tau: float) -> tuple[float, np.ndarray]:
+    def soft(self, y: FloatArray, tau: float) -> tuple[float, FloatArray]:
         """Minus the smoothed dual at temperature ``tau`` and its gradient (for a minimiser).
 
         The reduced costs of the pairs and the node terms share one buffer, so that the
@@ -253,7 +260,7 @@ class Dual:
         red -= low
         node -= node_low[:, None]
         buffer *= np.float32(-1.0 / tau)
-        np.maximum(buffer, np.float32(-40.0), out=buffer)  # keeps exp off its slow path
+        np.maximum(buffer, np.float32(EXP_FLOOR), out=buffer)  # keeps exp off its slow path
         np.exp(buffer, out=buffer)
         red_sum, node_sum = np.add.reduce(red, axis=0), np.add.reduce(node, axis=1)
         red /= red_sum
@@ -270,7 +277,7 @@ class Dual:
         grad[cut:] -= node @ self.m32
         return -total, -grad
 
-    def _column_blocks(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    def _column_blocks(self) -> list[tuple[int, IntArray, FloatArray]]:
         """Per column, the price rows that touch it and their ``(rows, R)`` coefficients."""
         blocks = []
         memory_row = {int(n): i for i, n in enumerate(self.memory_cols)}
@@ -296,7 +303,7 @@ class Dual:
                 blocks.append((c, np.asarray(rows), np.array(coefs)))
         return blocks
 
-    def curvature(self, y: np.ndarray, tau: float) -> np.ndarray:
+    def curvature(self, y: FloatArray, tau: float) -> FloatArray:
         """``(D, D)`` Hessian of minus the smoothed dual at ``y`` (positive semidefinite).
 
         It is ``(A diag(p) A' - B B') / tau`` summed over requests (``p`` the soft-min weights,
@@ -326,7 +333,7 @@ class Dual:
         hessian[counts, counts] += np.maximum(q @ (self.m * self.m) - mean * mean, 0.0)
         return hessian / tau
 
-    def inverse_hessian(self, y: np.ndarray, tau: float, damping: float) -> np.ndarray | None:
+    def inverse_hessian(self, y: FloatArray, tau: float, damping: float) -> FloatArray | None:
         """The inverse of :meth:`curvature` plus ``damping`` times its mean diagonal (None
         where it has none)."""
         if not self.size:
@@ -339,11 +346,11 @@ class Dual:
 
     def maximise(
         self,
-        y0: np.ndarray | None,
+        y0: FloatArray | None,
         taus: tuple[float, ...],
-        max_evals,
+        max_evals: int | tuple[int, ...],
         damping: float | None = DAMPING,
-    ) -> tuple[np.ndarray, int]:
+    ) -> tuple[FloatArray, int]:
         """Maximise the smoothed dual at each temperature in turn.
 
         ``max_evals`` is the number of evaluations allowed per temperature (one number, or one
@@ -355,15 +362,16 @@ class Dual:
         lower = np.arange(self.size) < self.num_capacity
         evaluations = 0
         limits = np.broadcast_to(max_evals, (len(taus),))
-        inverse, previous = None, None
+        inverse: FloatArray | None = None
+        previous = taus[0] if len(taus) else 1.0
         if damping is not None and len(taus):
             start = np.maximum(y, np.where(lower, 0.0, -np.inf))
-            inverse, previous = self.inverse_hessian(start, taus[0], damping), taus[0]
+            inverse = self.inverse_hessian(start, taus[0], damping)
         for tau, limit in zip(taus, limits, strict=True):
             if inverse is not None:
                 inverse = inverse * (tau / previous)  # curvature grows as 1 / tau
             y, used, inverse = projected_bfgs(
-                lambda v, t=tau: self.soft(v, t), y, lower, int(limit), inverse
+                partial(self.soft, tau=tau), y, lower, int(limit), inverse
             )
             evaluations += used
             previous = tau
@@ -371,8 +379,13 @@ class Dual:
 
 
 def projected_bfgs(
-    fun, x0: np.ndarray, lower: np.ndarray, max_evals: int, inverse=None, stall: float = STALL
-):
+    fun: Objective,
+    x0: FloatArray,
+    lower: NDArray[np.bool_],
+    max_evals: int,
+    inverse: FloatArray | None = None,
+    stall: float = STALL,
+) -> tuple[FloatArray, int, FloatArray | None]:
     """Minimise ``fun`` (value, gradient) subject to ``x >= 0`` where ``lower``.
 
     A projected quasi-Newton method with a dense inverse-Hessian estimate (there are only a
@@ -396,7 +409,7 @@ def projected_bfgs(
         free_g = g.copy()
         free_g[pinned] = 0.0
         size = max(float(free_g.max(initial=0.0)), -float(free_g.min(initial=0.0)))
-        if size < 1e-9:
+        if size < GRADIENT_TOL:
             break
         if inverse is None:
             d, t = -free_g, 1.0 / size
@@ -410,7 +423,8 @@ def projected_bfgs(
             f_new, g_new = fun(x_new)
             evals += 1
             s = x_new - x
-            if f_new <= f + 1e-4 * float(dot(free_g, s)) or evals >= max_evals or t < 1e-10:
+            armijo = f_new <= f + ARMIJO * float(dot(free_g, s))
+            if armijo or evals >= max_evals or t < MIN_STEP:
                 break
             t *= 0.5
         if f_new > f:
@@ -418,7 +432,7 @@ def projected_bfgs(
         stalled = stalled + 1 if f - f_new <= stall * max(1.0, abs(f)) else 0
         y = g_new - g
         sy = float(dot(s, y))
-        if sy > 1e-12:
+        if sy > MIN_CURVATURE:
             if inverse is None:
                 inverse = np.eye(len(x)) * (sy / float(dot(y, y)))
             hy = dot(inverse, y)
@@ -432,34 +446,21 @@ def projected_bfgs(
     return x, evals, inverse
 
 
-def _typical(values: np.ndarray, mask) -> float:
+def _typical(values: FloatArray, mask: NDArray[np.bool_] | bool) -> float:
     """Mean of the nonzero ``|values|`` over ``mask`` (1 if there is none)."""
     magnitude = np.where(mask, np.abs(values), 0.0)
     count = int((magnitude > 0).sum())
     return float(magnitude.sum() / count) if count else 1.0
 
 
-def _soft_min_sum(values: np.ndarray, tau: float, axis: int) -> tuple[float, np.ndarray]:
-    """The sum over the other axis of :func:`_soft_min`, and the softmax weights; ``values``
-    (float32, not needed afterwards) is overwritten by the weights."""
-    low = values.min(axis=axis)
-    values -= low[None, :] if axis == 0 else low[:, None]
-    values *= np.float32(-1.0 / tau)
-    np.maximum(values, np.float32(-40.0), out=values)
-    np.exp(values, out=values)
-    total = values.sum(axis=axis)
-    values /= total[None, :] if axis == 0 else total[:, None]
-    return float(low.sum(dtype=float)) - tau * float(np.log(total).sum(dtype=float)), values
-
-
-def _soft_min(values: np.ndarray, tau: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _soft_min(values: Floats, tau: float, axis: int = 0) -> tuple[Floats, Floats]:
     """``-tau log sum exp(-v / tau)`` along ``axis`` (0 or 1) and the softmax weights."""
     low = values.min(axis=axis)
     shifted = low[None, :] if axis == 0 else low[:, None]
     z = np.subtract(shifted, values)
     z *= np.float32(1.0 / tau)
     # terms below exp(-40) do not matter; clipping keeps exp off its slow underflow path
-    np.maximum(z, np.float32(-40.0), out=z)
+    np.maximum(z, np.float32(EXP_FLOOR), out=z)
     np.exp(z, out=z)
     total = z.sum(axis=axis)
     z /= total[None, :] if axis == 0 else total[:, None]

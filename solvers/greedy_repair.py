@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from qlmio_opt.solvers.greedy_state import TOL, State
+from qlmio_opt.solvers.greedy_state import FloatArray, State, Weights
 from qlmio_opt.solvers.local_search import (
-    IMPROVES,
     Budget,
-    Weights,
     fits_table,
     penalty_descent,
     shift_pass,
     shift_table,
-    unit_weights,
+)
+from qlmio_opt.solvers.tuning import (
+    IMPROVES,
+    REPAIR_PENALTY_PASSES,
+    REPAIR_ROUNDS,
+    ROOM_CANDIDATES_PER_ROOT,
+    ROOM_GROWTH,
+    ROOM_PENALTY_PASSES,
+    ROOM_ROOTS,
+    ROOM_ROOTS_PER_REQUEST,
+    TOL,
 )
 
 
-def repair(state: State, budget: Budget, weights: Weights | None = None, grow: float = 2.0) -> bool:
+def repair(state: State, budget: Budget, weights: Weights, grow: float) -> bool:
     """Make ``state`` feasible, giving up as little objective as possible.
 
     First :func:`~qlmio_opt.solvers.local_search.penalty_descent` (overload penalised by
@@ -34,10 +42,9 @@ def repair(state: State, budget: Budget, weights: Weights | None = None, grow: f
     Requests may be moved even if they are placed already; deferral is just one more column.
     Returns whether the state is feasible at the end.
     """
-    weights = weights or unit_weights(state.w)
-    if penalty_descent(state, budget, weights, passes=60, grow=grow):
+    if penalty_descent(state, budget, weights, passes=REPAIR_PENALTY_PASSES, grow=grow):
         return True
-    if _repair_rounds(state, budget, 50, capacity=True, quality=True):
+    if _repair_rounds(state, budget, REPAIR_ROUNDS, capacity=True, quality=True):
         return True
     if not state.w.can_defer:
         return False
@@ -47,7 +54,7 @@ def repair(state: State, budget: Budget, weights: Weights | None = None, grow: f
     return _repair_rounds(state, unlimited, rounds, capacity=False, quality=True)
 
 
-def relief_table(state: State, capacity: bool = True, quality: bool = True) -> np.ndarray:
+def relief_table(state: State, capacity: bool = True, quality: bool = True) -> FloatArray:
     """``(R, C)`` how much of the current overload each move removes.
 
     Each overloaded resource counts in units of its own overload, so curing one completely
@@ -66,7 +73,7 @@ def relief_table(state: State, capacity: bool = True, quality: bool = True) -> n
             left = w.paths[:, :, None, over] & ~w.paths[:, None, :, over]  # (site, a, c, O)
             share = np.minimum(w.upload[:, None], links[over]) / links[over]  # (R, O)
             relief += np.einsum("rco,ro->rc", left[w.site, a], share)
-    if quality and deficit > TOL:
+    if quality and deficit > TOL and w.gain is not None:
         change = w.gain - w.gain[state.rows, a][:, None]
         relief += np.clip(change / deficit, 0.0, 1.0)
     relief[state.rows, a] = 0.0
@@ -90,7 +97,7 @@ def _repair_rounds(
         moved = False
         for r in order[np.isfinite(best_score[order])]:
             col = int(best[r])
-            if _relieves(state, r, col, capacity, quality) and state.fits(r, col, quality):
+            if state.relieves(r, col, capacity, quality) and state.fits(r, col, quality):
                 state.shift(r, col)
                 moved = True
                 if state.feasible():
@@ -100,23 +107,11 @@ def _repair_rounds(
     return state.feasible()
 
 
-def _relieves(state: State, r: int, col: int, capacity: bool, quality: bool) -> bool:
-    """Whether moving ``r`` to ``col`` reduces an overload that counts."""
-    a, s = int(state.columns[r]), state.s
-    if capacity:
-        if s["memory"][r][a] > 0 and state._memory[a] > s["memory_cap"][a] + TOL:
-            return True
-        loads, caps = state._links, s["link_cap"]
-        if any(loads[k] > caps[k] + TOL for k in state.w.link_moves(s["site"][r], a, col)[1]):
-            return True
-    return bool(quality and state.quality_slack < -TOL and s["gain"][r][col] > s["gain"][r][a])
-
-
 def room_pass(
     state: State,
     budget: Budget,
     weights: Weights,
-    roots: int = 12,
+    roots: int = ROOM_ROOTS,
     tried: dict[bytes, set[tuple[int, int]]] | None = None,
 ) -> int:
     """Make room for the most valuable blocked shift by a cascade of other moves.
@@ -139,15 +134,17 @@ def room_pass(
     blocked = np.where(fits_table(state), np.inf, shift_table(state, budget))
     order = np.argsort(blocked, axis=None, kind="stable")
     start = state.columns.copy()
-    done = set() if tried is None else tried.setdefault(start.tobytes(), set())
+    done: set[tuple[int, int]] = set()
+    if tried is not None:
+        done = tried.setdefault(start.tobytes(), set())
     before = state.value
     per_request: dict[int, int] = {}
     best_value, best = before - IMPROVES, None
-    for index in order[: 4 * roots]:
+    for index in order[: ROOM_CANDIDATES_PER_ROOT * roots]:
         r1, c1 = (int(i) for i in np.unravel_index(index, blocked.shape))
         if not blocked[r1, c1] < -IMPROVES or len(per_request) >= roots or budget.exhausted:
             break
-        if per_request.get(r1, 0) >= 2:
+        if per_request.get(r1, 0) >= ROOM_ROOTS_PER_REQUEST:
             continue
         per_request[r1] = per_request.get(r1, 0) + 1
         if (r1, c1) in done or state.fits(r1, c1):  # fits: the table and the check round apart
@@ -155,7 +152,8 @@ def room_pass(
         state.shift(r1, c1)
         # give up on a chain whose moves already cost more than the root gains
         limit = before + (before - state.value)
-        if penalty_descent(state, budget, weights, passes=15, limit=limit):
+        passes, grow = ROOM_PENALTY_PASSES, ROOM_GROWTH
+        if penalty_descent(state, budget, weights, passes=passes, grow=grow, limit=limit):
             # plain shifts only: the caller descends fully once no root is kept any more
             while not budget.exhausted and shift_pass(state, budget):
                 pass

@@ -1,4 +1,4 @@
-"""The greedy solver's view of a window: arrays in a move-friendly form, and a mutable state.
+"""The greedy solver's view of a window: immutable arrays in a move-friendly form, and a state.
 
 A :class:`Window` recasts a :class:`~qlmio_opt.formulations.problem.Problem`. Column ``N`` is
 deferral (cost ``delta``, ``inf`` when deferral is off), so an assignment is a column per
@@ -10,24 +10,65 @@ operations (``C = N + 1``):
 * quality floor: placing r on n adds ``gain[r, n] = Q[r, n] - T`` to a sum that must stay >= 0;
 * congestion: node n costs ``congestion[n, m]`` (``kappa * E_n(m)``) with ``m`` requests.
 
-:class:`State` keeps the loads, counts and objective of one assignment up to date move by move.
+Everything a search reads more than once is computed by :func:`build_window`, so a window never
+changes after it is built (its arrays are read-only). :class:`State` keeps the loads, counts and
+objective of one assignment up to date move by move.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from qlmio_opt.formulations.problem import Problem
+from qlmio_opt.solvers.tuning import TOL, UNIT_SCALE_FLOOR
 
-TOL = 1e-9
+FloatArray = NDArray[np.float64]
+Floats = NDArray[np.floating[Any]]
+"""float64, or float32 where the dual's smoothed evaluations work in single precision."""
+BoolArray = NDArray[np.bool_]
+IntArray = NDArray[np.int64]
+Rows = tuple[tuple[float, ...], ...]
+LinkMoves = tuple[tuple[int, ...], tuple[int, ...]]
+"""The links a request starts crossing and those it stops crossing in one move."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Penalty per unit of overload: ``(C,)`` memory columns, ``(L,)`` links, quality deficit."""
+
+    memory: FloatArray
+    link: FloatArray
+    quality: float
+
+    def scaled(self, factor: float) -> Weights:
+        return Weights(self.memory * factor, self.link * factor, self.quality * factor)
+
+
+@dataclass(frozen=True)
+class WindowScalars:
+    """The arrays single moves read, as nested tuples of Python numbers.
+
+    Single-move arithmetic is several times faster on Python floats than on NumPy scalars.
+    """
+
+    cost: Rows
+    memory: Rows
+    memory_cap: tuple[float, ...]
+    upload: tuple[float, ...]
+    site: tuple[int, ...]
+    link_cap: tuple[float, ...]
+    gain: Rows | None
+    congestion: Rows
 
 
 @dataclass(frozen=True)
 class Window:
-    """One problem's arrays in the form the greedy works on.
+    """One problem's arrays in the form the greedy works on (built by :func:`build_window`).
 
     Attributes
     ----------
@@ -50,84 +91,45 @@ class Window:
     gained
         ``(S, C, C, L)`` whether a request from site s starts crossing link l when it moves
         from column a to column c.
-    max_memory
-        ``(C,)`` the most memory one request holds on each column.
+    scalars
+        The arrays single moves read, as Python numbers.
     moves
-        Cache of :meth:`link_moves`.
-    lists
-        The arrays as nested Python lists (:meth:`scalars`), for single-move arithmetic,
-        which is several times faster on Python floats than on NumPy scalars; also the table
-        of :meth:`move_table` and other per-window values the searches compute once.
+        ``[site][a][c]``: the links a request from ``site`` starts and stops crossing moving
+        from column ``a`` to column ``c`` (:class:`LinkMoves`).
+    unit_weights
+        Overload weights that make one typical request's worth of overload cost one typical
+        pair cost.
     """
 
-    cost: np.ndarray
-    memory: np.ndarray
-    memory_cap: np.ndarray
-    upload: np.ndarray
-    site: np.ndarray
-    paths: np.ndarray
-    link_cap: np.ndarray
-    links: np.ndarray
-    gain: np.ndarray | None
-    congestion: np.ndarray
-    crossing: np.ndarray | None = None
-    finite: np.ndarray | None = None
-    gained: np.ndarray | None = None
-    max_memory: np.ndarray | None = None
-    moves: dict = field(default_factory=dict)
-    lists: dict = field(default_factory=dict)
+    cost: FloatArray
+    memory: FloatArray
+    memory_cap: FloatArray
+    upload: FloatArray
+    site: IntArray
+    paths: BoolArray
+    link_cap: FloatArray
+    links: IntArray
+    gain: FloatArray | None
+    congestion: FloatArray
+    crossing: FloatArray
+    finite: BoolArray
+    gained: BoolArray
+    scalars: WindowScalars
+    moves: tuple[tuple[tuple[LinkMoves, ...], ...], ...]
+    unit_weights: Weights
 
     @property
     def num_requests(self) -> int:
-        return self.cost.shape[0]
+        return int(self.cost.shape[0])
 
     @property
     def num_nodes(self) -> int:
-        return self.cost.shape[1] - 1
+        return int(self.cost.shape[1]) - 1
 
     @property
     def defer(self) -> int:
         """The deferral column."""
-        return self.cost.shape[1] - 1
-
-    def link_moves(self, site: int, a: int, c: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The links a request from ``site`` starts and stops crossing moving from ``a`` to
-        ``c`` (cached: single moves use them many times)."""
-        key = (site, a, c)
-        found = self.moves.get(key)
-        if found is None:
-            frm, to = self.paths[site, a], self.paths[site, c]
-            found = (
-                tuple(np.flatnonzero(to & ~frm).tolist()),
-                tuple(np.flatnonzero(frm & ~to).tolist()),
-            )
-            self.moves[key] = found
-        return found
-
-    def move_table(self) -> list:
-        """``[site][a][c]``: :meth:`link_moves` for a site and a pair of columns, or None until
-        first asked (one table per window)."""
-        table = self.lists.get("moves")
-        if table is None:
-            width = self.cost.shape[1]
-            table = [[[None] * width for _ in range(width)] for _ in range(self.paths.shape[0])]
-            self.lists["moves"] = table
-        return table
-
-    def scalars(self) -> dict:
-        """Python-list copies of the arrays single moves read (made once, then cached)."""
-        if "cost" not in self.lists:
-            self.lists.update(
-                cost=self.cost.tolist(),
-                memory=self.memory.tolist(),
-                memory_cap=self.memory_cap.tolist(),
-                upload=self.upload.tolist(),
-                site=self.site.tolist(),
-                link_cap=self.link_cap.tolist(),
-                gain=None if self.gain is None else self.gain.tolist(),
-                congestion=self.congestion.tolist(),
-            )
-        return self.lists
+        return int(self.cost.shape[1]) - 1
 
     @property
     def can_defer(self) -> bool:
@@ -136,51 +138,143 @@ class Window:
 
 def build_window(problem: Problem) -> Window:
     """Recast ``problem`` as a :class:`Window`, keeping only capacity rows that can bind."""
-    num_r, num_n = problem.num_requests, problem.num_nodes
-    allowed = problem.allowed
-    cost = np.empty((num_r, num_n + 1))
-    cost[:, :num_n] = problem.pair_cost()
-    cost[:, num_n] = problem.deferral_cost()
+    cost = _column_costs(problem)
+    memory, memory_cap = _memory_rows(problem)
+    links, paths = _link_rows(problem)
+    gain = None
+    if problem.quality_target is not None:
+        gain = np.zeros(cost.shape)
+        gain[:, :-1] = np.where(problem.allowed, problem.quality - problem.quality_target, 0.0)
+    upload = np.asarray(problem.upload_megabits, dtype=float)
+    site = np.asarray(problem.request_site, dtype=np.int64)
+    link_cap = np.asarray(problem.link_capacity_megabits[links], dtype=float)
+    congestion = _congestion_costs(problem)
+    gained = paths[:, None, :, :] & ~paths[:, :, None, :]
+    arrays = {
+        "cost": cost,
+        "memory": memory,
+        "memory_cap": memory_cap,
+        "upload": upload,
+        "site": site,
+        "paths": paths,
+        "link_cap": link_cap,
+        "links": links,
+        "gain": gain,
+        "congestion": congestion,
+        "crossing": paths[problem.request_site].astype(float),
+        "finite": np.isfinite(cost),
+        "gained": gained,
+    }
+    for array in arrays.values():
+        if array is not None:
+            array.setflags(write=False)
+    return Window(
+        **arrays,
+        scalars=WindowScalars(
+            cost=_rows(cost),
+            memory=_rows(memory),
+            memory_cap=tuple(memory_cap.tolist()),
+            upload=tuple(upload.tolist()),
+            site=tuple(site.tolist()),
+            link_cap=tuple(link_cap.tolist()),
+            gain=None if gain is None else _rows(gain),
+            congestion=_rows(congestion),
+        ),
+        moves=_link_move_table(gained),
+        unit_weights=_unit_weights(cost, memory, memory_cap, upload, len(links), gain),
+    )
 
-    memory = np.zeros((num_r, num_n + 1))
-    memory[:, :num_n] = np.where(allowed, problem.memory_gb, 0.0)
+
+def _column_costs(problem: Problem) -> FloatArray:
+    """``(R, C)`` pair costs, then the deferral cost in the last column."""
+    cost = np.empty((problem.num_requests, problem.num_nodes + 1))
+    cost[:, :-1] = problem.pair_cost()
+    cost[:, -1] = problem.deferral_cost()
+    return cost
+
+
+def _memory_rows(problem: Problem) -> tuple[FloatArray, FloatArray]:
+    """``(R, C)`` memory held and ``(C,)`` capacities, on the nodes whose row can bind only
+    (elsewhere the capacity is ``inf`` and the memory 0)."""
+    num_n = problem.num_nodes
+    memory = np.zeros((problem.num_requests, num_n + 1))
+    memory[:, :num_n] = np.where(problem.allowed, problem.memory_gb, 0.0)
     memory_cap = np.full(num_n + 1, np.inf)
     binds = memory[:, :num_n].sum(axis=0) > problem.node_memory_gb + TOL
     memory_cap[:num_n] = np.where(binds, problem.node_memory_gb, np.inf)
     memory[:, ~np.isfinite(memory_cap)] = 0.0
+    return memory, memory_cap
 
-    # a link can bind if the requests able to cross it upload more than it carries
-    can_cross = (problem.route_links[problem.request_site] & allowed[:, :, None]).any(axis=1)
-    worst = problem.upload_megabits @ can_cross if num_r else np.zeros(len(problem.link_ids))
+
+def _link_rows(problem: Problem) -> tuple[IntArray, BoolArray]:
+    """The links that can bind (the requests able to cross one upload more than it carries),
+    and ``(S, C, L)`` which of them each site crosses to reach each column."""
+    can_cross = (problem.route_links[problem.request_site] & problem.allowed[:, :, None]).any(
+        axis=1
+    )
+    if problem.num_requests:
+        worst = problem.upload_megabits @ can_cross
+    else:
+        worst = np.zeros(len(problem.link_ids))
     links = np.flatnonzero(worst > problem.link_capacity_megabits + TOL)
-    paths = np.zeros((problem.route_links.shape[0], num_n + 1, len(links)), dtype=bool)
-    paths[:, :num_n, :] = problem.route_links[:, :, links]
+    paths = np.zeros((problem.route_links.shape[0], problem.num_nodes + 1, len(links)), dtype=bool)
+    paths[:, : problem.num_nodes, :] = problem.route_links[:, :, links]
+    return links, paths
 
-    gain = None
-    if problem.quality_target is not None:
-        gain = np.zeros((num_r, num_n + 1))
-        gain[:, :num_n] = np.where(allowed, problem.quality - problem.quality_target, 0.0)
 
-    counts = np.arange(num_r + 2)
-    congestion = np.zeros((num_n, num_r + 2))
+def _congestion_costs(problem: Problem) -> FloatArray:
+    """``(N, R + 2)`` congestion cost of each node with ``m = 0 .. R + 1`` requests."""
+    counts = np.arange(problem.num_requests + 2)
+    congestion = np.zeros((problem.num_nodes, problem.num_requests + 2))
     for n, curve in enumerate(problem.congestion_curves):
         congestion[n] = problem.latency_cost_weight * np.asarray(curve(counts), dtype=float)
-    return Window(
-        cost=cost,
-        memory=memory,
-        memory_cap=memory_cap,
-        upload=np.asarray(problem.upload_megabits, dtype=float),
-        site=np.asarray(problem.request_site, dtype=np.int64),
-        paths=paths,
-        link_cap=np.asarray(problem.link_capacity_megabits[links], dtype=float),
-        links=links,
-        gain=gain,
-        congestion=congestion,
-        crossing=paths[problem.request_site].astype(float),
-        finite=np.isfinite(cost),
-        gained=paths[:, None, :, :] & ~paths[:, :, None, :],
-        max_memory=memory.max(axis=0, initial=0.0),
+    return congestion
+
+
+def _rows(array: FloatArray) -> Rows:
+    return tuple(map(tuple, array.tolist()))
+
+
+def _link_move_table(gained: BoolArray) -> tuple[tuple[tuple[LinkMoves, ...], ...], ...]:
+    """``[site][a][c]``: the links started (``gained[s, a, c]``) and stopped (``gained[s, c,
+    a]``) when a request from site ``s`` moves from column ``a`` to column ``c``."""
+    flags = gained.tolist()
+    width = gained.shape[1]
+
+    def crossed(row: list[bool]) -> tuple[int, ...]:
+        return tuple(k for k, on in enumerate(row) if on)
+
+    return tuple(
+        tuple(
+            tuple((crossed(per_site[a][c]), crossed(per_site[c][a])) for c in range(width))
+            for a in range(width)
+        )
+        for per_site in flags
     )
+
+
+def _unit_weights(
+    cost: FloatArray,
+    memory: FloatArray,
+    memory_cap: FloatArray,
+    upload: FloatArray,
+    num_links: int,
+    gain: FloatArray | None,
+) -> Weights:
+    """Weights that make one typical request's worth of overload cost one typical pair cost."""
+    finite = np.isfinite(cost)
+    typical_cost = float(np.median(np.abs(cost[finite]))) if finite.any() else 1.0
+    scale = max(typical_cost, UNIT_SCALE_FLOOR)
+    typical = memory.sum(axis=0) / np.maximum((memory > 0).sum(axis=0), 1)
+    typical = np.where(typical > 0, typical, 1.0)
+    memory_w = np.where(np.isfinite(memory_cap), scale / typical, 0.0)
+    sizes = upload[upload > 0]
+    link_w = np.full(num_links, scale / (sizes.mean() if len(sizes) else 1.0))
+    quality_w = 0.0
+    if gain is not None:
+        gains = np.abs(gain[finite & (gain != 0)])
+        quality_w = scale / (gains.mean() if len(gains) else 1.0)
+    return Weights(memory_w, link_w, quality_w)
 
 
 class State:
@@ -189,6 +283,11 @@ class State:
     Single moves (:meth:`shift_delta`, :meth:`fits`, :meth:`shift`, ...) work on Python lists
     and floats; the NumPy views the move tables need (:attr:`counts`, :attr:`memory_load`,
     :attr:`link_load`) are built from them on demand.
+
+    This is the greedy's own capacity tracker, not :class:`~qlmio_opt.solvers.capacity.Loads`:
+    its searches make thousands of single moves per window, each read and updated on plain
+    Python lists over the window's columns and kept links only (with the deferral column, the
+    quality slack and the objective), which is several times faster than NumPy per move.
 
     Parameters
     ----------
@@ -209,22 +308,22 @@ class State:
         descent from an unmoved state is skipped).
     """
 
-    def __init__(self, window: Window, columns: np.ndarray) -> None:
+    def __init__(self, window: Window, columns: IntArray) -> None:
         self.w = w = window
-        self.s = s = window.scalars()
-        # the lists single moves read, as attributes (faster than the dictionary)
-        self._cost, self._mem, self._mem_cap = s["cost"], s["memory"], s["memory_cap"]
-        self._upload, self._site, self._link_cap = s["upload"], s["site"], s["link_cap"]
-        self._gain, self._moves = s["gain"], window.move_table()
+        s = window.scalars
+        # the values single moves read, as attributes (one lookup fewer per read)
+        self._cost, self._mem, self._mem_cap = s.cost, s.memory, s.memory_cap
+        self._upload, self._site, self._link_cap = s.upload, s.site, s.link_cap
+        self._gain, self._moves, self._congestion = s.gain, window.moves, s.congestion
         self.defer = w.defer
         self.rows = np.arange(w.num_requests)
         self.columns = cols = np.asarray(columns, dtype=np.int64).copy()
         width = w.num_nodes + 1
         self._counts = np.bincount(cols, minlength=width).tolist()
-        self._memory = np.bincount(cols, weights=w.memory[self.rows, cols], minlength=width)
-        self._memory = self._memory.tolist()
+        memory = np.bincount(cols, weights=w.memory[self.rows, cols], minlength=width)
+        self._memory: list[float] = memory.tolist()
         links = w.upload @ w.paths[w.site, cols] if len(cols) else np.zeros(len(w.links))
-        self._links = links.tolist()
+        self._links: list[float] = links.tolist()
         self.quality_slack = 0.0 if w.gain is None else float(w.gain[self.rows, cols].sum())
         self.value = self.objective()
         self.frozen = np.zeros(w.num_requests, dtype=bool)
@@ -238,22 +337,22 @@ class State:
 
     def _marginal(self, n: int) -> None:
         """Refresh the congestion marginals of node ``n`` from its count."""
-        curve, m = self.s["congestion"][n], self._counts[n]
+        curve, m = self._congestion[n], self._counts[n]
         self._add[n] = curve[m + 1] - curve[m]
         self._remove[n] = curve[m] - curve[max(m - 1, 0)]
 
     @property
-    def counts(self) -> np.ndarray:
+    def counts(self) -> IntArray:
         """``(C,)`` requests per column."""
         return np.array(self._counts)
 
     @property
-    def memory_load(self) -> np.ndarray:
+    def memory_load(self) -> FloatArray:
         """``(C,)`` GB held per column (0 where memory is unbounded)."""
         return np.array(self._memory)
 
     @property
-    def link_load(self) -> np.ndarray:
+    def link_load(self) -> FloatArray:
         """``(L,)`` megabits per kept link."""
         return np.array(self._links, dtype=float)
 
@@ -269,32 +368,28 @@ class State:
 
     def feasible(self) -> bool:
         """Whether every capacity holds."""
-        cap = self.s["memory_cap"]
+        cap = self._mem_cap
         if any(load > limit + TOL for load, limit in zip(self._memory, cap, strict=True)):
             return False
-        link_cap = self.s["link_cap"]
+        link_cap = self._link_cap
         if any(load > limit + TOL for load, limit in zip(self._links, link_cap, strict=True)):
             return False
         return self.quality_slack >= -TOL
 
-    def violations(self) -> tuple[np.ndarray, np.ndarray, float]:
+    def violations(self) -> tuple[FloatArray, FloatArray, float]:
         """Overload of each memory column and each link, and the quality deficit (all >= 0)."""
         w = self.w
         memory = np.maximum(self.memory_load - w.memory_cap, 0.0)
         links = np.maximum(self.link_load - w.link_cap, 0.0)
         return memory, links, max(-self.quality_slack, 0.0)
 
-    def marginals(self) -> tuple[np.ndarray, np.ndarray]:
+    def marginals(self) -> tuple[FloatArray, FloatArray]:
         """``(C,)`` congestion cost of one more request, and saved by one fewer, per column."""
         return np.array(self._add), np.array(self._remove)
 
-    def _moved(self, r: int, a: int, col: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _moved(self, r: int, a: int, col: int) -> LinkMoves:
         """The links request ``r`` starts and stops crossing moving from ``a`` to ``col``."""
-        site = self._site[r]
-        found = self._moves[site][a][col]
-        if found is None:
-            found = self._moves[site][a][col] = self.w.link_moves(site, a, col)
-        return found
+        return self._moves[self._site[r]][a][col]
 
     def shift_delta(self, r: int, col: int) -> float:
         """Exact objective change of moving request ``r`` to column ``col``."""
@@ -331,7 +426,9 @@ class State:
             return after >= min(self.quality_slack, 0.0) - TOL
         return True
 
-    def overload_delta(self, r: int, col: int, memory_w, link_w, quality_w: float) -> float:
+    def overload_delta(
+        self, r: int, col: int, memory_w: list[float], link_w: list[float], quality_w: float
+    ) -> float:
         """Change in weighted overload (weights per GB, per megabit, per unit of deficit) if
         request ``r`` moved to column ``col``."""
         r, col = int(r), int(col)
@@ -395,7 +492,22 @@ class State:
         if not (finite and math.isfinite(self.value)):
             self.value = self.objective()
 
-    def restore(self, columns: np.ndarray) -> None:
+    def relieves(self, r: int, col: int, capacity: bool, quality: bool) -> bool:
+        """Whether moving ``r`` to ``col`` reduces an overload that counts: memory or a link
+        with ``capacity``, the quality floor with ``quality``."""
+        a = int(self.columns[r])
+        if capacity:
+            if self._mem[r][a] > 0 and self._memory[a] > self._mem_cap[a] + TOL:
+                return True
+            loads, caps = self._links, self._link_cap
+            if any(loads[k] > caps[k] + TOL for k in self._moved(r, a, col)[1]):
+                return True
+        gain = self._gain
+        return bool(
+            quality and self.quality_slack < -TOL and gain is not None and gain[r][col] > gain[r][a]
+        )
+
+    def restore(self, columns: IntArray) -> None:
         """Move every request whose column differs from ``columns`` back to it."""
-        for r in np.flatnonzero(self.columns != columns):
-            self.shift(r, columns[r])
+        for r in np.flatnonzero(self.columns != columns).tolist():
+            self.shift(r, int(columns[r]))

@@ -15,9 +15,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import highspy
 import numpy as np
+from numpy.typing import NDArray
 
 from qlmio_opt.formulations.milp_arrays import MilpArrays
 
@@ -30,7 +32,7 @@ class HighsOutcome:
     """What HiGHS reports: its model status name, the columns, objective, bound and times."""
 
     status: str  # "optimal" | "time_limit" | "infeasible" | "other: <HiGHS status>"
-    values: np.ndarray | None
+    values: NDArray[np.float64] | None
     objective: float | None
     bound: float | None
     mip_gap: float | None
@@ -39,7 +41,7 @@ class HighsOutcome:
 
 
 @contextmanager
-def _quiet_stdout():
+def _quiet_stdout() -> Iterator[None]:
     """HiGHS prints a banner to the C-level stdout when its first instance is made."""
     try:
         fd = sys.stdout.fileno()
@@ -67,13 +69,13 @@ def _can_catch_sigint() -> bool:
     )
 
 
-def _interrupt_callbacks(h) -> tuple:
+def _interrupt_callbacks(h: Any) -> tuple[Any, ...]:
     """HiGHS's interrupt callbacks: checked between MIP steps, simplex and IPM iterations."""
     return (h.cbMipInterrupt, h.cbSimplexInterrupt, h.cbIpmInterrupt)
 
 
 @contextmanager
-def stop_on_sigint(h) -> Iterator[None]:
+def stop_on_sigint(h: Any) -> Iterator[None]:
     """Within the block, a SIGINT (Ctrl-C) stops HiGHS ``h`` at its next interrupt check; when
     the block ends, KeyboardInterrupt is raised if a SIGINT came.
 
@@ -87,12 +89,12 @@ def stop_on_sigint(h) -> Iterator[None]:
         return
     interrupted = threading.Event()
 
-    def on_sigint(signum, frame) -> None:
+    def on_sigint(signum: int, frame: object) -> None:
         # runs in the main thread inside one of the callbacks below: it must not raise there,
         # an exception would unwind through HiGHS's C++
         interrupted.set()
 
-    def on_check(event) -> None:
+    def on_check(event: Any) -> None:
         if interrupted.is_set():
             event.interrupt()
 
@@ -117,7 +119,7 @@ def new_highs(
     threads: int,
     seed: int,
     options: Mapping[str, bool | int | float | str] | None = None,
-):
+) -> Any:
     """A silent HiGHS instance with the given limits and any further HiGHS ``options``."""
     with _quiet_stdout():
         h = highspy.Highs()
@@ -134,7 +136,7 @@ def new_highs(
     return h
 
 
-def pass_model(h, milp: MilpArrays, *, relax: bool = False) -> None:
+def pass_model(h: Any, milp: MilpArrays, *, relax: bool = False) -> None:
     """Hand the arrays to HiGHS row-wise, in one call (its LP relaxation with ``relax``)."""
     integrality = np.zeros(milp.num_cols, dtype=np.int32)
     if not relax:
@@ -167,7 +169,7 @@ def solve_highs(
     mip_rel_gap: float = 1e-4,
     threads: int = 0,
     seed: int = 0,
-    initial: np.ndarray | None = None,
+    initial: NDArray[np.float64] | None = None,
     relax: bool = False,
     options: Mapping[str, bool | int | float | str] | None = None,
 ) -> HighsOutcome:
@@ -208,7 +210,43 @@ def solve_highs(
     passed = time.perf_counter()
     with stop_on_sigint(h):
         h.run()
-    run_s = time.perf_counter() - passed
+    outcome = _read_outcome(h, relax, time.perf_counter() - passed, passed - start)
+    values, objective = outcome.values, outcome.objective
+    if values is not None and objective is not None and initial is not None and not relax:
+        recomputed = float(milp.col_cost @ values)
+        if abs(recomputed - objective) > 1e-6 * max(1.0, abs(objective)):
+            # Seen with HiGHS 1.16 when presolve solves the whole model: the reported objective
+            # is right but the columns handed back are the warm start. Solve again without it,
+            # within what is left of the time limit; with nothing left, the warm start (whose
+            # columns these are) is the incumbent, at its own objective.
+            run_s, pass_s = outcome.run_s, outcome.pass_s
+            left = None if time_limit is None else time_limit - run_s
+            if left is not None and left <= 0.0:
+                return HighsOutcome(
+                    "time_limit", values, recomputed, outcome.bound, None, run_s, pass_s
+                )
+            again = solve_highs(
+                milp,
+                time_limit=left,
+                mip_rel_gap=mip_rel_gap,
+                threads=threads,
+                seed=seed,
+                options=options,
+            )
+            return HighsOutcome(
+                again.status,
+                again.values,
+                again.objective,
+                again.bound,
+                again.mip_gap,
+                run_s + again.run_s,
+                pass_s + again.pass_s,
+            )
+    return outcome
+
+
+def _read_outcome(h: Any, relax: bool, run_s: float, pass_s: float) -> HighsOutcome:
+    """What HiGHS ``h`` holds after its run: model status, columns, objective and bound."""
     status = h.getModelStatus()
     info = h.getInfo()
     has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
@@ -227,33 +265,4 @@ def solve_highs(
     }.get(status, f"other: {h.modelStatusToString(status)}")
     if bound is not None and not np.isfinite(bound):
         bound = None
-    if values is not None and initial is not None and not relax:
-        recomputed = float(milp.col_cost @ values)
-        if abs(recomputed - objective) > 1e-6 * max(1.0, abs(objective)):
-            # Seen with HiGHS 1.16 when presolve solves the whole model: the reported objective
-            # is right but the columns handed back are the warm start. Solve again without it,
-            # within what is left of the time limit; with nothing left, the warm start (whose
-            # columns these are) is the incumbent, at its own objective.
-            left = None if time_limit is None else time_limit - run_s
-            if left is not None and left <= 0.0:
-                return HighsOutcome(
-                    "time_limit", values, recomputed, bound, None, run_s, passed - start
-                )
-            again = solve_highs(
-                milp,
-                time_limit=left,
-                mip_rel_gap=mip_rel_gap,
-                threads=threads,
-                seed=seed,
-                options=options,
-            )
-            return HighsOutcome(
-                again.status,
-                again.values,
-                again.objective,
-                again.bound,
-                again.mip_gap,
-                run_s + again.run_s,
-                passed - start + again.pass_s,
-            )
-    return HighsOutcome(name, values, objective, bound, gap, run_s, passed - start)
+    return HighsOutcome(name, values, objective, bound, gap, run_s, pass_s)

@@ -13,16 +13,21 @@ not timed, so the answer does not depend on the machine's load.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
-from qlmio_opt.solvers.greedy_state import TOL, State, Window
-
-IMPROVES = 1e-9  # a move must gain more than this (objective units) to count
-MAX_CHECKS = 64  # moves re-checked per pass; further down the list most have gone stale
-# work units: a pass's tables cost an overhead plus a little per cell, a re-check a few units
-TABLE_WORK, CELL_WORK, CHECK_WORK = 200.0, 0.06, 10.0
+from qlmio_opt.solvers.greedy_state import BoolArray, FloatArray, IntArray, State, Weights
+from qlmio_opt.solvers.tuning import (
+    CELL_WORK,
+    CHECK_WORK,
+    IMPROVES,
+    MAX_CHECKS,
+    PAIR_CANDIDATES,
+    PRICED_PASSES,
+    SWAP_MOVERS,
+    TABLE_WORK,
+    TOL,
+)
 
 
 class Budget:
@@ -54,45 +59,9 @@ class Budget:
         return self.deadline is not None and time.perf_counter() > self.deadline
 
 
-@dataclass(frozen=True)
-class Weights:
-    """Penalty per unit of overload: ``(C,)`` memory columns, ``(L,)`` links, quality deficit."""
-
-    memory: np.ndarray
-    link: np.ndarray
-    quality: float
-
-    def scaled(self, factor: float) -> Weights:
-        return Weights(self.memory * factor, self.link * factor, self.quality * factor)
-
-
-def unit_weights(window: Window) -> Weights:
-    """Weights that make one typical request's worth of overload cost one typical pair cost
-    (computed once per window)."""
-    found = window.lists.get("unit_weights")
-    if found is None:
-        found = window.lists["unit_weights"] = _unit_weights(window)
-    return found
-
-
-def _unit_weights(window: Window) -> Weights:
-    finite = np.isfinite(window.cost)
-    scale = max(float(np.median(np.abs(window.cost[finite]))) if finite.any() else 1.0, 1e-6)
-    typical = window.memory.sum(axis=0) / np.maximum((window.memory > 0).sum(axis=0), 1)
-    typical = np.where(typical > 0, typical, 1.0)
-    memory = np.where(np.isfinite(window.memory_cap), scale / typical, 0.0)
-    upload = window.upload[window.upload > 0]
-    link = np.full(len(window.links), scale / (upload.mean() if len(upload) else 1.0))
-    quality = 0.0
-    if window.gain is not None:
-        gains = np.abs(window.gain[finite & (window.gain != 0)])
-        quality = scale / (gains.mean() if len(gains) else 1.0)
-    return Weights(memory, link, quality)
-
-
 def shift_table(
-    state: State, budget: Budget | None = None, subset: np.ndarray | None = None
-) -> np.ndarray:
+    state: State, budget: Budget | None = None, subset: IntArray | None = None
+) -> FloatArray:
     """``(R, C)`` exact objective change of moving each request to each column (inf: no move);
     only the rows of ``subset``, in its order, when given (charged as a full table)."""
     w, a, rows, cost = state.w, state.columns, state.rows, state.w.cost
@@ -107,7 +76,7 @@ def shift_table(
     return delta
 
 
-def fits_table(state: State, quality: bool = True) -> np.ndarray:
+def fits_table(state: State, quality: bool = True) -> BoolArray:
     """``(R, C)`` whether each move pushes no capacity over (or further over) its limit.
 
     Staying put counts as fitting. With ``quality=False`` the quality floor is not checked.
@@ -126,7 +95,7 @@ def fits_table(state: State, quality: bool = True) -> np.ndarray:
     return ok
 
 
-def penalty_table(state: State, weights: Weights, subset: np.ndarray | None = None) -> np.ndarray:
+def penalty_table(state: State, weights: Weights, subset: IntArray | None = None) -> FloatArray:
     """``(R, C)`` change in weighted overload of every shift (only the rows of ``subset``, in
     its order, when given)."""
     w, a, rows = state.w, state.columns, state.rows
@@ -164,7 +133,7 @@ def penalty_table(state: State, weights: Weights, subset: np.ndarray | None = No
         on -= here * on
         table += np.einsum("rcl,rl->rc", crossing, on - off)
         table += off.sum(axis=1)[:, None]
-    if gain is not None:
+    if gain is not None and w.gain is not None:
         after = state.quality_slack + gain - w.gain[rows, a][:, None]
         table += weights.quality * (np.maximum(-after, 0.0) - max(-state.quality_slack, 0.0))
     table[index, a] = 0.0
@@ -177,7 +146,7 @@ def overload_cost(state: State, weights: Weights) -> float:
     return float(weights.memory @ memory + weights.link @ links + weights.quality * deficit)
 
 
-def price_table(state: State, memory: np.ndarray, link: np.ndarray, quality: float) -> np.ndarray:
+def price_table(state: State, memory: FloatArray, link: FloatArray, quality: float) -> FloatArray:
     """``(R, C)`` priced resource use of every pair: memory, bandwidth, minus quality gain."""
     w = state.w
     use = memory[None, :] * w.memory
@@ -188,14 +157,14 @@ def price_table(state: State, memory: np.ndarray, link: np.ndarray, quality: flo
     return use
 
 
-def improving_order(gain: np.ndarray) -> np.ndarray:
+def improving_order(gain: FloatArray) -> IntArray:
     """Indices of the (at most :data:`MAX_CHECKS`) entries below ``-IMPROVES``, most negative
     first, ties in index order."""
     found = np.flatnonzero(gain < -IMPROVES)
     return found[np.argsort(gain[found], kind="stable")][:MAX_CHECKS]
 
 
-def shift_pass(state: State, budget: Budget, price: np.ndarray | None = None) -> int:
+def shift_pass(state: State, budget: Budget, price: FloatArray | None = None) -> int:
     """Apply improving shifts that fit, best first, each re-checked exactly.
 
     With ``price`` (a :func:`price_table`) moves are judged by objective change plus the change
@@ -223,8 +192,8 @@ def penalty_descent(
     state: State,
     budget: Budget,
     weights: Weights,
-    passes: int = 30,
-    grow: float = 2.0,
+    passes: int,
+    grow: float,
     limit: float = np.inf,
 ) -> bool:
     """Reach feasibility by shifts that lower objective plus weighted overload.
@@ -261,7 +230,7 @@ def penalty_descent(
     return state.feasible()
 
 
-def pair_pass(state: State, budget: Budget, candidates: int = 2) -> int:
+def pair_pass(state: State, budget: Budget, candidates: int = PAIR_CANDIDATES) -> int:
     """Blocked improving shifts, each with the best second move that makes the state feasible.
 
     A first move ``r1 -> c1`` that would gain but overloads something (a node's memory, a link,
@@ -288,10 +257,9 @@ def pair_pass(state: State, budget: Budget, candidates: int = 2) -> int:
             continue
         back = int(state.columns[r1])
         state.shift(r1, c1)
-        memory, links, deficit = state.violations()
-        weights = any_overload
-        over = float(weights.memory @ memory + weights.link @ links + weights.quality * deficit)
+        over = overload_cost(state, any_overload)
         # only requests using every overloaded node and link can end the overload
+        memory, links, _ = state.violations()
         subset = _relievers(state, memory, links) if over > TOL else state.rows
         ends_feasible = penalty_table(state, any_overload, subset) + over <= TOL
         second = np.where(ends_feasible, shift_table(state, budget, subset), np.inf)
@@ -306,7 +274,7 @@ def pair_pass(state: State, budget: Budget, candidates: int = 2) -> int:
     return kept
 
 
-def swap_pass(state: State, budget: Budget, movers: int = 64) -> int:
+def swap_pass(state: State, budget: Budget, movers: int = SWAP_MOVERS) -> int:
     """Apply improving swaps that keep a feasible state feasible, best first.
 
     A swap exchanges the columns of two requests (a deferred request may take a placed one's
@@ -342,7 +310,7 @@ def swap_pass(state: State, budget: Budget, movers: int = 64) -> int:
         ok &= after >= -TOL
     order = improving_order(np.where(ok, delta, np.inf).ravel())
     budget.spend(2 * CHECK_WORK * len(order))
-    cost, swapped = state.s["cost"], 0
+    cost, swapped = w.scalars.cost, 0
     for index in order.tolist():
         i, j = int(m[index // len(rows)]), index % len(rows)
         ci, cj = int(state.columns[i]), int(state.columns[j])
@@ -365,7 +333,7 @@ def polish(state: State, budget: Budget) -> State:
     return state
 
 
-def _relievers(state: State, memory: np.ndarray, links: np.ndarray) -> np.ndarray:
+def _relievers(state: State, memory: FloatArray, links: FloatArray) -> IntArray:
     """Requests that use every node and link over its limit (``memory`` and ``links``, the
     overloads) by more than ``TOL``."""
     w, a = state.w, state.columns
@@ -390,7 +358,9 @@ def descend(state: State, budget: Budget) -> State:
     return state
 
 
-def priced_search(state: State, price: np.ndarray, budget: Budget, passes: int = 20) -> State:
+def priced_search(
+    state: State, price: FloatArray, budget: Budget, passes: int = PRICED_PASSES
+) -> State:
     """A copy of ``state`` moved by priced shifts, then descended on the true objective.
 
     Pricing scarce resources moves requests off them even at a small cost, which makes room

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import INSTANCES
 
 from qlmio_opt import read_instance
@@ -21,6 +22,13 @@ def _problem(source: str):
     else:
         instance = read_instance(INSTANCES / f"{source}.json")
     return build_problem(instance, predict(instance))
+
+
+def _matrix(milp):
+    """The constraint matrix of the row-wise arrays, as scipy reads them."""
+    return sp.csr_matrix(
+        (milp.value, milp.col_index, milp.row_start), shape=(milp.num_rows, milp.num_cols)
+    )
 
 
 def _random_assignment(problem, rng):
@@ -44,7 +52,7 @@ def test_every_row_is_what_the_problem_says(source):
         assignment = _random_assignment(problem, rng)
         if not problem.deferral_allowed:
             assignment = np.where(assignment < 0, problem.allowed.argmax(axis=1), assignment)
-        activity = milp.matrix @ columns_from_assignment(milp, problem, assignment)
+        activity = _matrix(milp) @ columns_from_assignment(milp, problem, assignment)
         placed = np.flatnonzero(assignment >= 0)
         nodes = assignment[placed]
         counts = np.bincount(nodes, minlength=problem.num_nodes)

@@ -63,7 +63,7 @@ def test_congestion_makes_spreading_pay():
     assert evaluate(problem, s.assignment).objective == pytest.approx(brute_force(problem))
 
 
-def _random_instance(seed, num_requests, deferral, floor):
+def random_instance(seed, num_requests, deferral, floor):
     rng = np.random.default_rng(seed)
     data = read_instance(SMALL / "memory.json").to_dict()
     data["nodes"].append(
@@ -126,7 +126,7 @@ def _random_instance(seed, num_requests, deferral, floor):
     floor=st.booleans(),
 )
 def test_exact_equals_brute_force(seed, num_requests, deferral, floor):
-    problem = problem_of(_random_instance(seed, num_requests, deferral, floor))
+    problem = problem_of(random_instance(seed, num_requests, deferral, floor))
     result = ExactHighs(mip_rel_gap=1e-9).solve(problem)
     best = brute_force(problem)
     if best is None:
@@ -142,7 +142,7 @@ def test_exact_equals_brute_force(seed, num_requests, deferral, floor):
 def test_exact_is_never_worse_than_any_solver(seed, num_requests):
     from qlmio_opt.solvers import SOLVERS
 
-    problem = problem_of(_random_instance(seed, num_requests, True, False))
+    problem = problem_of(random_instance(seed, num_requests, True, False))
     exact = evaluate(problem, ExactHighs().solve(problem).assignment).objective
     for name in SOLVERS:
         result = get_solver(name).solve(problem, seed=seed)

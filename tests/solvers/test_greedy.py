@@ -208,9 +208,11 @@ def random_window(seed, num_requests, deferral, floor):
     deferral=st.booleans(),
     floor=st.booleans(),
 )
-def test_random_windows_feasible_deterministic_and_never_below_the_optimum(
+def test_random_tiny_windows_feasible_deterministic_and_optimal(
     seed, num_requests, deferral, floor
 ):
+    """The greedy finds the brute-force optimum of windows of 1-5 requests on two nodes (it did
+    on all 262 feasible ones of 400 drawn from this generator when this was written)."""
     problem = problem_of(random_window(seed, num_requests, deferral, floor))
     best = optimum_by_enumeration(problem)
     result = Greedy().solve(problem, seed=seed % 7)
@@ -224,7 +226,7 @@ def test_random_windows_feasible_deterministic_and_never_below_the_optimum(
         np.testing.assert_array_equal(result.assignment, again.assignment)
         value = checked(problem, result)
         assert best is not None
-        assert value >= best - 1e-9
+        assert value == pytest.approx(best, rel=1e-9, abs=1e-9)
     if best is None:
         assert result.status is Status.INFEASIBLE
 
@@ -232,7 +234,8 @@ def test_random_windows_feasible_deterministic_and_never_below_the_optimum(
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(num_requests=st.integers(2, 6), spread=st.floats(0.0, 1.0))
 def test_congestion_without_overrides(num_requests, spread):
-    """No overrides: the analytic predictor's latencies and live congestion curves."""
+    """No overrides: the analytic predictor's latencies and live congestion curves; the greedy
+    finds the brute-force optimum (it did for 2-6 requests at 11 arrival spreads each)."""
     data = read_instance(SMALL / "analytic.json").to_dict()
     template = data["requests"][0]
     data["requests"] = [
@@ -242,4 +245,4 @@ def test_congestion_without_overrides(num_requests, spread):
     problem = problem_of(Instance.from_dict(data))
     assert any(curve.values[-1] > 0 for curve in problem.congestion_curves)
     value = checked(problem, Greedy().solve(problem))
-    assert value >= optimum_by_enumeration(problem) - 1e-9
+    assert value == pytest.approx(optimum_by_enumeration(problem), rel=1e-9, abs=1e-9)

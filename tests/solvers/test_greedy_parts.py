@@ -8,21 +8,20 @@ from conftest import INSTANCES
 from qlmio_opt import read_instance
 from qlmio_opt.formulations import build_problem
 from qlmio_opt.predictors import predict
-from qlmio_opt.solvers.greedy import REPAIRS, ROOM_FACTOR, Effort, Greedy, _repair_weights
+from qlmio_opt.solvers.greedy import Effort, Greedy, repair_weights
 from qlmio_opt.solvers.greedy_prices import Dual
 from qlmio_opt.solvers.greedy_repair import repair, room_pass
 from qlmio_opt.solvers.greedy_rounding import round_weights
-from qlmio_opt.solvers.greedy_state import TOL, State, build_window
+from qlmio_opt.solvers.greedy_state import State, Weights, build_window
 from qlmio_opt.solvers.local_search import (
     Budget,
-    Weights,
     descend,
     overload_cost,
     penalty_table,
     polish,
     swap_pass,
-    unit_weights,
 )
+from qlmio_opt.solvers.tuning import REPAIRS, ROOM_FACTOR, TOL
 
 
 def window_of(name):
@@ -190,10 +189,10 @@ def test_room_pass_only_improves_and_stays_feasible():
     prices = dual.prices(y)
     factor, grow = REPAIRS[0]
     state = State(window, dual.value(y)[1])
-    assert repair(state, Budget(10_000), _repair_weights(window, prices, factor), grow)
+    assert repair(state, Budget(10_000), repair_weights(window, prices, factor), grow)
     descend(state, Budget(10_000))
     before = state.value
-    kept = room_pass(state, Budget(20_000), _repair_weights(window, prices, ROOM_FACTOR))
+    kept = room_pass(state, Budget(20_000), repair_weights(window, prices, ROOM_FACTOR))
     assert state.feasible()
     assert state.value <= before + 1e-9
     assert (kept == 1) == (state.value < before - 1e-9)
@@ -227,7 +226,7 @@ def test_penalty_table_is_the_change_in_weighted_overload(name):
         [rng.choice(np.flatnonzero(row)) if row.any() else window.defer for row in nodes]
     )
     state = State(window, columns)
-    base = unit_weights(window)
+    base = window.unit_weights
     weights = Weights(
         base.memory * rng.uniform(0.5, 2.0, base.memory.shape),
         base.link * rng.uniform(0.5, 2.0, base.link.shape),
@@ -252,7 +251,7 @@ def test_penalty_table_is_the_change_in_weighted_overload(name):
 def test_a_room_pass_goes_on_where_the_last_one_from_the_same_state_stopped():
     problem, window = window_of("window_071")
     dual, y, _ = priced(problem, window)
-    weights = _repair_weights(window, dual.prices(y), ROOM_FACTOR)
+    weights = repair_weights(window, dual.prices(y), ROOM_FACTOR)
     found = Greedy().solve(problem).assignment
     start = np.where(found < 0, window.defer, found)
     tried = {}
@@ -316,3 +315,45 @@ def test_a_polished_state_has_no_improving_feasible_swap_left():
             state.shift(j, cj)
             state.shift(i, ci)
             assert not improves, (i, j)
+
+
+def test_a_window_cannot_change_once_built():
+    """Every array is read-only and the searches' per-window tables are built with the window:
+    solving leaves it exactly as it was."""
+    import dataclasses
+
+    _, window = window_of("window_010")
+    arrays = {
+        f.name: getattr(window, f.name)
+        for f in dataclasses.fields(window)
+        if isinstance(getattr(window, f.name), np.ndarray)
+    }
+    assert {"cost", "memory", "paths", "gain", "crossing", "gained"} <= set(arrays)
+    for name, array in arrays.items():
+        assert not array.flags.writeable, name
+    with pytest.raises(ValueError, match="read-only"):
+        window.cost[0, 0] = 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        window.moves = ()
+    before = {name: array.copy() for name, array in arrays.items()}
+    scalars, moves = window.scalars, window.moves
+    state = State(window, np.argmin(window.cost, axis=1))
+    repair(state, Budget(20_000), window.unit_weights, 2.0)
+    descend(state, Budget(20_000))
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(array, before[name])
+    assert window.scalars == scalars and window.moves == moves
+
+
+@pytest.mark.parametrize("name", ["window_010", "window_017"])
+def test_the_link_move_table_is_the_difference_of_the_paths(name):
+    _, window = window_of(name)
+    assert len(window.links)  # windows whose links can bind
+    sites, width = window.paths.shape[:2]
+    for s in range(sites):
+        for a in range(width):
+            for c in range(width):
+                start, stop = window.paths[s, c], window.paths[s, a]
+                gained, lost = window.moves[s][a][c]
+                assert gained == tuple(np.flatnonzero(start & ~stop).tolist())
+                assert lost == tuple(np.flatnonzero(stop & ~start).tolist())

@@ -1,0 +1,204 @@
+"""Every tuning constant of the greedy fast path and the baselines, with where its value came from.
+
+"Measured" points to the run that chose the value: a section of ``docs/benchmarks.md`` (the
+scripts in ``benchmarks/`` print those tables) or a commit whose message gives the figures. A value
+that no run compared with another says so: "chosen by hand, not measured". Changing any of them
+changes the greedy's answers; rerun ``benchmarks/greedy_escalation.py`` or
+``benchmarks/solver_gaps.py`` on the committed windows before and after.
+
+The numerical guards at the end are not tuning: they keep floating-point noise from counting as
+a gain or an overload, and moving them does not trade speed for quality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# -- search effort ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How hard the greedy works on one window.
+
+    Attributes
+    ----------
+    temperatures
+        Smoothing temperatures of the dual, as fractions of the mean pair cost, in order. Three
+        rather than two: two gave median gap 0.265% and p95 13.77% against 0.086% and 6.85%
+        (``docs/benchmarks.md``, "Greedy: search budget against gap"); the values themselves
+        were chosen by hand, not measured.
+    dual_evaluations
+        Dual evaluations allowed per temperature. 15 instead of 25 gave p95 12.16% against
+        6.85% (same section); 10 and 15 at the first two temperatures only, later, gave p95
+        3.87% ("Greedy: stopping at 0.5%...", "Rejected in one-off probes").
+    search_work
+        Work units for repair and local search (about a microsecond of NumPy time each, see
+        :class:`~qlmio_opt.solvers.local_search.Budget`) on a window of up to
+        ``reference_pairs`` request-node pairs. 14,000: budgets of 12,000, 13,000 and 15,000
+        gave p95 2.85%, 2.69% and 2.69% ("Greedy: prices, rounding and room-making"), 10,000
+        left window 017 at 15.0% ("stopping at 0.5%...").
+    reference_pairs, max_work_scale
+        Larger windows get proportionally more work, up to ``max_work_scale`` times
+        ``search_work``: one move costs more there, and a fixed budget left 10,000 x 12 windows
+        3.1% above the bound, 1.3% with four times the work, for about 50 ms more ("Greedy: the
+        dual without its dense matrix"). 12,000 pairs: above every committed window (at most
+        ~8,000 pairs), so their budget did not change.
+    variants
+        Price-guided searches tried (price scales :data:`PRICE_SCALES`, then random
+        perturbations). 12: chosen by hand, not measured.
+    gap
+        The search stops once the incumbent is within this relative gap of the dual bound (and
+        the second repair is skipped when the first ends within it). 0.5% rather than 0.2%:
+        on the committed windows the median gap went from 0.04% to 0.05% and the windows
+        further off stayed the same, for less time on the windows that settle early
+        ("Greedy: stopping at 0.5%...").
+    escalate_gap, escalate_scale
+        When the search ends further than ``escalate_gap`` from the dual bound, it goes on from
+        its best state with ``escalate_scale`` times its budget more (0: never). The bound says
+        where there is room, so the extra work goes to the few windows that need it; the
+        escalated search goes on where the first one stopped (see
+        :class:`~qlmio_opt.solvers.greedy.Memo`). Twice the budget gave the same gaps as three
+        times on the committed windows, and the same windows above 3% on 80 held-out ones;
+        seven times was measured too ("Greedy: escalation where the bound leaves room"). The 2%
+        threshold was chosen by hand, not measured against others.
+    polish_scale
+        Budget, in searches' budgets, of the final polish: improving shifts and swaps from the
+        best state (0: none). Swaps keep node counts, so they reach the exchanges of requests
+        between packed nodes and links that single moves and room-making chains miss. The
+        polish at half a budget took the median gap from 0.050% to 0.038% (commit 3e89a37,
+        "Greedy: the memo and the final swap polish"); the half was chosen by hand, not
+        measured against other shares.
+    """
+
+    temperatures: tuple[float, ...] = (0.1, 0.01, 0.001)
+    dual_evaluations: int = 25
+    search_work: float = 14_000.0
+    reference_pairs: int = 12_000
+    max_work_scale: float = 4.0
+    variants: int = 12
+    gap: float = 5e-3
+    escalate_gap: float = 0.02
+    escalate_scale: float = 2.0
+    polish_scale: float = 0.5
+
+    def work_for(self, pairs: int) -> float:
+        """The search budget of a window with ``pairs`` request-node pairs."""
+        scale = min(max(pairs / self.reference_pairs, 1.0), self.max_work_scale)
+        return self.search_work * scale
+
+
+# ``greedy-thorough``: eight times the budget, no escalation, and the earlier stopping gap of
+# 0.2%. Measured against 2x and 4x (p95 2.50% against 3.65% and 3.36%, "Greedy: search budget
+# against gap") and against the escalating greedy (``docs/benchmarks.md``, first table).
+THOROUGH_WORK_SCALE = 8
+THOROUGH_GAP = 2e-3
+
+# -- repair and room-making -------------------------------------------------------------------
+
+# Two ways to repair the rounding: overload penalised at a multiple of its dual price, and how
+# fast that penalty grows while overloads remain. The gentle one lets requests cascade longer.
+# Neither is better on every window, so both are run and the better result is kept (the second
+# is skipped when the first ends within ``Effort.gap``: "Greedy: stopping at 0.5%..."). The
+# factors and growth rates were chosen by hand, not measured.
+REPAIRS = ((2.0, 2.0), (0.5, 1.2))
+# Each repair's own allowance, as a share of the search budget at its start, so that the
+# second is not starved by the first one's descent. Chosen by hand, not measured.
+REPAIR_ALLOWANCE_SHARE = 0.25
+# Overload penalties are at least this fraction of a typical pair cost per typical request's
+# use (a dual price is 0 where the relaxation had room). Chosen by hand, not measured.
+REPAIR_WEIGHT_FLOOR = 0.1
+# Passes of penalised moves a repair tries first, then rounds of least-cost relief moves.
+# Chosen by hand, not measured.
+REPAIR_PENALTY_PASSES = 60
+REPAIR_ROUNDS = 50
+# Overload penalties of the room-making search, as a multiple of the dual prices: the firmer of
+# the two repairs' (a chain is then pushed through to feasibility instead of stalling half-way).
+# Kept because it helped on the committed windows ("Greedy: prices, rounding and room-making").
+ROOM_FACTOR = 2.0
+# Growth of a room-making chain's penalties per pass while overloads remain (the firm repair's).
+# Chosen by hand, not measured.
+ROOM_GROWTH = 2.0
+# A room pass tries at most ROOM_ROOTS roots (blocked improving shifts), drawn from the
+# ROOM_CANDIDATES_PER_ROOT * ROOM_ROOTS best, at most ROOM_ROOTS_PER_REQUEST per request, each
+# chain with at most ROOM_PENALTY_PASSES passes. Trying every root and keeping the best chain
+# was measured ("Greedy: prices, rounding and room-making"); these counts were chosen by hand.
+ROOM_ROOTS = 12
+ROOM_CANDIDATES_PER_ROOT = 4
+ROOM_ROOTS_PER_REQUEST = 2
+ROOM_PENALTY_PASSES = 15
+
+# -- local search -------------------------------------------------------------------------------
+
+# Price scales of the first price-guided searches, then random perturbations of the prices by
+# a log-normal factor of this spread. Chosen by hand, not measured.
+PRICE_SCALES = (1.0, 0.5, 2.0)
+PRICE_PERTURBATION_SIGMA = 0.5
+# Passes of priced shifts a price-guided search makes before descending. Chosen by hand.
+PRICED_PASSES = 20
+# Blocked first moves the pair pass tries: two instead of eight, part of the cheaper search of
+# "Greedy: prices, rounding and room-making" (runs with eight on the way gave p95 2.6-4.2%).
+PAIR_CANDIDATES = 2
+# Requests a swap pass pairs with every other request: chosen by hand, not measured (the swap
+# polish itself was: "Greedy: the memo and the final swap polish").
+SWAP_MOVERS = 64
+# Moves a pass re-checks exactly; further down the list most have gone stale. Chosen by hand.
+MAX_CHECKS = 64
+
+# -- work units (Budget) --------------------------------------------------------------------------
+
+# A pass's tables cost an overhead plus a little per cell, a re-check a few units: set by hand
+# to about a microsecond of NumPy time each; the table overhead was recalibrated from 300 to 200
+# with the cheaper search of "Greedy: prices, rounding and room-making".
+TABLE_WORK = 200.0
+CELL_WORK = 0.06
+CHECK_WORK = 10.0
+
+# -- dual prices -----------------------------------------------------------------------------------
+
+# The quasi-Newton method starts from the smoothed dual's curvature, damped by this fraction of
+# its mean diagonal. Starting from the curvature instead of a multiple of the identity was
+# measured (bounds within 0.05 points of the LP's on 90 of 100 windows, "Greedy: prices,
+# rounding and room-making"); the 30% was chosen by hand, not measured against other values.
+DAMPING = 0.3
+# A quasi-Newton step gaining less than this (relative) counts as stalled: 1e-5 rather than
+# 1e-6, about 51 evaluations per window instead of 58 at about the same accuracy (same
+# section); 1e-3 or 1e-4 at the first two temperatures moved the answers on knife-edge windows
+# with no consistent direction ("stopping at 0.5%...", "Rejected in one-off probes").
+STALL = 1e-5
+# Windows whose price matrix has at most this many entries keep it densely (float32, 4 bytes an
+# entry): a product is then one matrix-vector call instead of a dozen small array operations.
+# Every committed window is below it; there the dual ran 1.6x faster (median, "Greedy: the dense
+# dual on small windows"), while a dense matrix of a 10,000 x 12 window took 50 MB and most of
+# its first solve ("the dual without its dense matrix").
+DENSE_LIMIT = 400_000
+
+# -- rounding ------------------------------------------------------------------------------------
+
+# Soft-min weights below this are not considered as placements, and expected node counts within
+# COUNT_SLACK of an integer are not rounded up. Chosen by hand, not measured.
+NEGLIGIBLE = 1e-4
+COUNT_SLACK = 1e-3
+
+# -- baselines -----------------------------------------------------------------------------------
+
+# ``threshold``: the edge is good enough within this much of the best cloud quality. Chosen by
+# hand, not measured.
+THRESHOLD_MARGIN = 0.05
+
+# -- numerical guards (not tuning) ---------------------------------------------------------------
+
+TOL = 1e-9  # a load this far over its capacity still fits (floating-point sums)
+IMPROVES = 1e-9  # a move must gain more than this (objective units) to count
+BIG = 1e9  # stands for inf inside the dual's single-precision soft minima
+TINY = 1e-12  # a unit or congestion slope below this counts as 0
+# exp() of terms below e^-40 adds nothing to a soft minimum; clipping keeps exp off its slow
+# underflow path
+EXP_FLOOR = -40.0
+UNIT_SCALE_FLOOR = 1e-6  # the smallest typical pair cost of the unit overload weights
+# projected quasi-Newton: the Armijo sufficient-decrease factor (the textbook 1e-4), the
+# smallest step, curvature and gradient still acted on
+ARMIJO = 1e-4
+MIN_STEP = 1e-10
+MIN_CURVATURE = 1e-12
+GRADIENT_TOL = 1e-9
