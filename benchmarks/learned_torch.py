@@ -32,7 +32,7 @@ from learned_quality import HELD_OUT, bench_instance, markdown, metric_rows
 
 from qlmio_opt.predictors import AnalyticPredictor
 from qlmio_opt.predictors.learned import LearnedPredictor
-from qlmio_opt.predictors.learned_features import pairs_from_instance, quality_features
+from qlmio_opt.predictors.learned_features import window_quality_features
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel
 from qlmio_opt.predictors.learned_torch import TorchQualityModel
 from qlmio_opt.simulator.dataset import BenchData, bench_data
@@ -89,12 +89,13 @@ def median_ms(fn, runs: int = 30) -> float:
 
 def model_only_ms(model, instance) -> float:
     """Median ms of the model's own part of the prediction, from precomputed features."""
-    catalog = instance.resolved_catalog
-    pairs = pairs_from_instance(instance, catalog)
+    coef = getattr(model, "text_coef_", None)
+    X, key = window_quality_features(instance, model.feature_spec_, text_coef=coef)
+    n_req, n_node = len(instance.requests), len(instance.nodes)
+    X = X[(key[None, :] * n_req + np.arange(n_req)[:, None]).ravel()]  # every pair a row
     if isinstance(model, TorchQualityModel):
-        X = quality_features(pairs, catalog, model.feature_spec_)
-        return median_ms(lambda: model.predict_proba_features(X, prompts=pairs["prompt"]))
-    X = quality_features(pairs, catalog, model.feature_spec_, model.text_coef_)
+        prompts = np.repeat(np.array([r.prompt or "" for r in instance.requests]), n_node)
+        return median_ms(lambda: model.predict_proba_features(X, prompts=prompts))
     return median_ms(lambda: model.predict_proba_features(X))
 
 

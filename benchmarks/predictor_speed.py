@@ -15,10 +15,9 @@ predictions (features, trees, calibration):
 - ``quality`` / ``latency``: the learned quality model alone / the learned latency model alone
   (output length and latency, no p90, as the learned predictor calls it);
 - ``learned``: the whole learned predictor (it runs the analytic one as well);
-- ``before``: the same through the straightforward path kept as the reference
-  (``reference=True``: every pair a feature row, the trees walked by
-  :func:`~qlmio_opt.predictors.tree_ensemble.reference_raw_sum`), i.e. the code this benchmark
-  measured before the fast path.
+- ``before``: the same through the straightforward path kept as the tests' reference
+  (``tests/predictors/reference_path.py``: every pair a feature row of the table path, the trees
+  walked one full matrix per step), i.e. the code this benchmark measured before the fast path.
 
 The fast path keeps the parse of every distinct prompt between calls; it is emptied before
 every timed call (``cold``: a scheduler sees new prompts in every window), except in the
@@ -29,54 +28,28 @@ The predictions of the two paths are compared too (largest absolute difference, 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from windows import sized_window
 
-from qlmio_opt.domain.instance import Instance
 from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.predictors import get_predictor
 from qlmio_opt.predictors.learned_features import clear_caches
 
-
-class _ReferenceQuality:
-    """A learned quality model that always takes its reference path."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def predict_proba_instance(
-        self, instance: Instance, calibrated: bool = True, catalog: Any = None
-    ) -> np.ndarray:
-        return self.model.predict_proba_instance(instance, calibrated, catalog, reference=True)
-
-
-class _ReferenceLatency:
-    """A learned latency model that always takes its reference path."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def predict_instance(
-        self, instance: Instance, transfer_s: Any, rtt_s: Any, catalog: Any = None, p90: bool = True
-    ) -> dict[str, np.ndarray]:
-        return self.model.predict_instance(
-            instance, transfer_s, rtt_s, catalog, p90=p90, reference=True
-        )
-
-
-def reference_predictor(learned: Any) -> Any:
-    """A copy of the learned predictor whose models run their reference paths."""
-    ref = copy.copy(learned)
-    ref.quality_model_ = _ReferenceQuality(learned.quality_model_)
-    ref.latency_model_ = _ReferenceLatency(learned.latency_model_)
-    return ref
+# the tests' oracle of the fast path (tests/predictors/reference_path.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "predictors"))
+from reference_path import (
+    reference_latency,
+    reference_predictor,
+    reference_quality,
+)
 
 
 def cold(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -145,12 +118,10 @@ def main() -> None:
         t, cpu = interleaved(
             {
                 "analytic ms": lambda i=instance: analytic.predict(i),
-                "quality before ms": lambda i=instance: quality.predict_proba_instance(
-                    i, reference=True
-                ),
+                "quality before ms": lambda i=instance: reference_quality(quality, i),
                 "quality ms": cold(lambda i=instance: quality.predict_proba_instance(i)),
-                "latency before ms": lambda i=instance, t=transfer, r=rtt: latency.predict_instance(
-                    i, t, r, p90=False, reference=True
+                "latency before ms": lambda i=instance, t=transfer, r=rtt: reference_latency(
+                    latency, i, t, r, p90=False
                 ),
                 "latency ms": cold(
                     lambda i=instance, t=transfer, r=rtt: latency.predict_instance(

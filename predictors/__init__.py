@@ -65,6 +65,8 @@ def get_predictor(name: str | Predictor = "analytic") -> Predictor:
 
 
 def _with_spec(predictor: Predictor, spec: str) -> Predictor:
+    """``predictor`` recording the spec it was loaded by (read by :func:`predictor_spec`)."""
+    # the Predictor protocol declares no spec_: it is recorded on any predictor object
     predictor.spec_ = spec  # type: ignore[attr-defined]
     return predictor
 

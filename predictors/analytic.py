@@ -24,19 +24,17 @@ the reservation a serving engine needs to finish the request without preemption.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from qlmio_opt.domain.catalog import Catalog
 from qlmio_opt.domain.instance import Instance
-from qlmio_opt.predictors.base import Predictions, structural_eligibility
+from qlmio_opt.predictors.base import ParamsMixin, Predictions, structural_eligibility
 from qlmio_opt.predictors.features import RequestArrays, request_arrays, resolution_quality
 
 COMPONENTS = ("wait_s", "transfer_s", "rtt_s", "vision_s", "prefill_s", "decode_s")
 
 
-class AnalyticPredictor:
+class AnalyticPredictor(ParamsMixin):
     """Quality from published accuracy, latency from the path and a roofline device model.
 
     Parameters
@@ -50,18 +48,6 @@ class AnalyticPredictor:
     def __init__(self, catalog: Catalog | None = None, include_wait: bool = True) -> None:
         self.catalog = catalog
         self.include_wait = include_wait
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The settings given to ``__init__`` (scikit-learn's estimator contract)."""
-        return {"catalog": self.catalog, "include_wait": self.include_wait}
-
-    def set_params(self, **params: Any) -> AnalyticPredictor:
-        """Change settings by name; unknown names are refused."""
-        for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"AnalyticPredictor has no setting {name!r}")
-            setattr(self, name, value)
-        return self
 
     def fit(self, data=None, y=None) -> AnalyticPredictor:
         """Nothing to learn; present for the common predictor contract."""

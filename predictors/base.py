@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -69,6 +70,69 @@ class Predictions:
         return self.quality.shape
 
 
+class NotFittedError(ValueError, AttributeError):
+    """A model was used before ``fit`` or ``load`` (as scikit-learn's ``NotFittedError``, a
+    ``ValueError`` and an ``AttributeError``)."""
+
+
+class ParamsMixin:
+    """``get_params`` / ``set_params`` read from ``__init__``'s signature, as scikit-learn's
+    ``BaseEstimator`` has them (so ``sklearn.base.clone`` works), without importing
+    scikit-learn (over a second) when the package is imported.
+
+    The classes using it follow scikit-learn's estimator contract: ``__init__`` stores every
+    argument unchanged under its own name and nothing else, ``fit`` validates the settings and
+    returns ``self``, learned attributes end in ``_``, randomness comes from ``random_state``,
+    and use before ``fit`` raises :class:`NotFittedError`. Their ``fit`` takes a bench table (or
+    nothing, or a table and a model), not ``(X, y)`` arrays, so scikit-learn's
+    ``check_estimator`` does not apply; ``tests/predictors/test_estimator_contract.py`` checks
+    the rest.
+    """
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        params = signature.parameters.values()
+        return sorted(p.name for p in params if p.name != "self" and p.kind in plain)
+
+    @classmethod
+    def _in_init_order(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """``settings`` ordered as ``__init__`` lists them (how model files record them)."""
+        order = list(inspect.signature(cls.__init__).parameters)
+        return {k: settings[k] for k in sorted(settings, key=order.index)}
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The settings given to ``__init__``; with ``deep``, also those of any setting that has
+        settings of its own, as ``<name>__<setting>``."""
+        out: dict[str, Any] = {}
+        for name in self._param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params: Any) -> Self:
+        """Change settings by name (``<name>__<setting>`` for a nested one); unknown names are
+        refused with a ``ValueError`` naming the valid ones."""
+        valid = self._param_names()
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(
+                    f"{type(self).__name__} has no setting {name!r}; valid: {', '.join(valid)}"
+                )
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            getattr(self, name).set_params(**sub_params)
+        return self
+
+
 @runtime_checkable
 class Predictor(Protocol):
     """The scikit-learn-like contract of every predictor.
@@ -124,15 +188,26 @@ def apply_overrides(instance: Instance, predictions: Predictions | None) -> Pred
         latency = np.where(np.isnan(latency), np.inf, latency)
     upload = base.upload_bytes if base is not None else _upload_bytes(instance)
     return Predictions(
-        quality=quality if quality is not None else base.quality,
-        latency_s=latency if latency is not None else base.latency_s,
-        memory_gb=memory if memory is not None else base.memory_gb,
+        quality=_given_or_predicted(quality, base, "quality"),
+        latency_s=_given_or_predicted(latency, base, "latency_s"),
+        memory_gb=_given_or_predicted(memory, base, "memory_gb"),
         eligible=eligible,
         upload_bytes=upload,
         components={} if latency is not None else (base.components if base else {}),
         congestion=latency is None and (base.congestion if base else False),
         source="overrides" if base is None else f"{base.source}+overrides",
     )
+
+
+def _given_or_predicted(
+    given: np.ndarray | None, base: Predictions | None, name: str
+) -> np.ndarray:
+    """The override ``given`` if there is one, else the predictor's matrix ``name``."""
+    if given is not None:
+        return given
+    if base is None:
+        raise ValueError("partial overrides need a predictor for the rest")
+    return getattr(base, name)
 
 
 def _upload_bytes(instance: Instance) -> np.ndarray:

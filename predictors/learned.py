@@ -33,7 +33,7 @@ import numpy as np
 from qlmio_opt.domain.catalog import Catalog
 from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.analytic import AnalyticPredictor
-from qlmio_opt.predictors.base import Predictions
+from qlmio_opt.predictors.base import NotFittedError, ParamsMixin, Predictions
 from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel
 from qlmio_opt.predictors.model_files import read_model_json, sibling_path
@@ -71,8 +71,11 @@ def latency_model_path(quality_model_path: str | Path) -> Path:
     return sibling_path(quality_model_path, "latency")
 
 
-class LearnedPredictor:
+class LearnedPredictor(ParamsMixin):
     """Learned quality and latency, analytic memory.
+
+    scikit-learn's estimator contract (:class:`~qlmio_opt.predictors.base.ParamsMixin`);
+    ``fit`` takes a bench table or nothing (load the saved models).
 
     Parameters
     ----------
@@ -159,41 +162,44 @@ class LearnedPredictor:
             If there is neither data nor a model path, or the model file is refused.
         """
         if data is None:
-            if self.quality_model_path is None:
-                raise ValueError("LearnedPredictor.fit needs a bench table or quality_model_path")
-            model = load_quality_model(self.quality_model_path, catalog=self.catalog)
-            latency_path = latency_model_path(self.quality_model_path)
-            latency = (
-                LearnedLatencyModel.load(latency_path, catalog=self.catalog)
-                if latency_path.exists()
-                else None
-            )
+            model, latency = self._load_models()
         else:
-            table = getattr(data, "table", data)
-            params = dict(self.quality_params or {})
-            params.setdefault("random_state", self.random_state)
-            if self.quality_family not in QUALITY_FAMILIES:
-                raise ValueError(
-                    f"quality_family must be one of {QUALITY_FAMILIES}; got {self.quality_family!r}"
-                )
-            if self.quality_family == "torch":
-                from qlmio_opt.predictors.learned_torch import TorchQualityModel
-
-                family: Any = TorchQualityModel
-            else:
-                family = LearnedQualityModel
-            model = family(catalog=self.catalog, **params).fit(table)
-            latency = None
-            if self.learn_latency:
-                params = dict(self.latency_params or {})
-                params.setdefault("random_state", self.random_state)
-                latency = LearnedLatencyModel(catalog=self.catalog, **params).fit(table)
+            model, latency = self._train_models(getattr(data, "table", data))
         self.quality_model_ = model
         self.latency_model_ = latency
         self.selection_ = self._selection(beside=data is None)
         self.analytic_ = AnalyticPredictor(catalog=self.catalog, include_wait=self.include_wait)
         self.analytic_.fit()
         return self
+
+    def _load_models(self) -> tuple[Any, LearnedLatencyModel | None]:
+        """The quality model at ``quality_model_path`` and the latency model beside it."""
+        if self.quality_model_path is None:
+            raise ValueError("LearnedPredictor.fit needs a bench table or quality_model_path")
+        model = load_quality_model(self.quality_model_path, catalog=self.catalog)
+        latency_path = latency_model_path(self.quality_model_path)
+        if not latency_path.exists():
+            return model, None
+        return model, LearnedLatencyModel.load(latency_path, catalog=self.catalog)
+
+    def _train_models(self, table: Any) -> tuple[Any, LearnedLatencyModel | None]:
+        """A quality model of ``quality_family`` and (with ``learn_latency``) a latency model
+        trained on ``table``, each seeded with ``random_state`` unless its params say."""
+        if self.quality_family not in QUALITY_FAMILIES:
+            raise ValueError(
+                f"quality_family must be one of {QUALITY_FAMILIES}; got {self.quality_family!r}"
+            )
+        family: Any = LearnedQualityModel
+        if self.quality_family == "torch":
+            from qlmio_opt.predictors.learned_torch import TorchQualityModel
+
+            family = TorchQualityModel
+        params = {"random_state": self.random_state, **(self.quality_params or {})}
+        model = family(catalog=self.catalog, **params).fit(table)
+        if not self.learn_latency:
+            return model, None
+        params = {"random_state": self.random_state, **(self.latency_params or {})}
+        return model, LearnedLatencyModel(catalog=self.catalog, **params).fit(table)
 
     def _selection(self, beside: bool) -> SelectionCalibration | None:
         sel = self.selection
@@ -222,7 +228,7 @@ class LearnedPredictor:
         """Fit the selection calibration on ``table`` (a bench table the quality model was
         *not* trained on) and use it from now on; returns ``self``."""
         if not hasattr(self, "quality_model_"):
-            raise ValueError("this LearnedPredictor is not fitted; call fit first")
+            raise NotFittedError("this LearnedPredictor is not fitted; call fit first")
         self.selection_ = SelectionCalibration(margin=margin).fit(
             table, self.quality_model_, self.catalog
         )
@@ -237,12 +243,13 @@ class LearnedPredictor:
             If the predictor is not fitted.
         """
         if not hasattr(self, "quality_model_"):
-            raise ValueError("this LearnedPredictor is not fitted; call fit first")
+            raise NotFittedError("this LearnedPredictor is not fitted; call fit first")
         base = self.analytic_.predict(instance)
         quality = self.quality_model_.predict_proba_instance(instance, catalog=self.catalog)
         latency, components = base.latency_s, dict(base.components)
-        if getattr(self, "latency_model_", None) is not None and base.shape[0]:
-            latency, components = self._learned_latency(instance, base)
+        latency_model = getattr(self, "latency_model_", None)
+        if latency_model is not None and base.shape[0]:
+            latency, components = self._learned_latency(latency_model, instance, base)
         selection = getattr(self, "selection_", None)
         if selection is not None and base.shape[0]:
             is_cloud = np.array([n.tier == "cloud" for n in instance.nodes], dtype=bool)
@@ -260,16 +267,16 @@ class LearnedPredictor:
         )
 
     def _learned_latency(
-        self, instance: Instance, base: Predictions
+        self, model: LearnedLatencyModel, instance: Instance, base: Predictions
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The learned stand-alone latency plus the analytic wait, and the components with the
+        learned output length (unreachable pairs keep their analytic, infinite, values)."""
         parts = base.components
         ok = base.eligible
         # unreachable pairs have no finite transfer time: give the trees a finite stand-in
         transfer = np.where(ok, parts["transfer_s"], 0.0)
         rtt = np.where(ok, parts["rtt_s"], 0.0)
-        learned = self.latency_model_.predict_instance(
-            instance, transfer, rtt, self.catalog, p90=False
-        )
+        learned = model.predict_instance(instance, transfer, rtt, self.catalog, p90=False)
         output = learned["output_tokens"]
         per_token = np.divide(
             parts["decode_s"],

@@ -4,13 +4,23 @@ Design
 ------
 A learned predictor silently goes wrong when the features it is trained on are computed by one
 piece of code and the features it predicts from by another. Here there is exactly **one**
-feature function, :func:`quality_features`, and it reads one narrow input: per (request, node)
-pair the columns of :data:`PAIR_COLUMNS`, which the benchmark table already has and which
-:func:`pairs_from_instance` reduces an :class:`~qlmio_opt.domain.instance.Instance` to
-(request-major order, the table's order). Per-image sizes are deliberately **not** part of that
-input, because the table (``bench.csv.gz``) does not carry them; the instance path throws them away
-too, so both paths see the same information and give bit-identical features
-(``tests/predictors/test_learned_quality.py`` checks it).
+implementation of the feature rows (:func:`_feature_rows`: the rows of the pairs of some
+requests with one node model and tier), and two ways of feeding it:
+
+- :func:`quality_features` reads a benchmark table (training, evaluation): per (request, node)
+  pair the columns of :data:`PAIR_COLUMNS` (:func:`pairs_from_table`), grouped by node model and
+  tier;
+- :func:`window_quality_features` reads a window (prediction): the per-request columns once per
+  request (:func:`window_requests`, kept for the same instance object so that the latency model
+  shares them; prompts parsed once and kept, :func:`prompt_table`), one block of rows per
+  distinct node model and tier.
+
+Per-image sizes are deliberately **not** an input, because the table (``bench.csv.gz``) does not
+carry them: a window is reduced to each request's totals too (image count, pixels, and the
+node's model's tokens summed over the images, the catalog rule the simulator applies), so both
+ways see the same information and give bit-identical rows
+(``tests/predictors/test_learned_quality.py`` checks a table against the same requests as a
+window, ``tests/predictors/test_fast_path.py`` windows against their pairs as table rows).
 
 Features (names in :meth:`FeatureSpec.names`):
 
@@ -26,7 +36,7 @@ Features (names in :meth:`FeatureSpec.names`):
   of their BLAKE2b digest, little-endian, modulo the bucket count: the same on every machine and
   in every process, unlike Python's ``hash``); the bag holds ``1 / sqrt(distinct words)`` per
   word (:func:`text_bag`), and the score is the bag times a coefficient vector learned at
-  training time (:func:`text_scores`; the model file stores the vector as a plain float array).
+  training time (:func:`prompt_table`; the model file stores the vector as a plain float array).
   Some subjects are harder than others, and no hand-made indicator can tell which; the
   coefficients learn it from the outcomes (see
   :class:`~qlmio_opt.predictors.learned_quality.LearnedQualityModel`). ``text_logit`` is the
@@ -54,14 +64,6 @@ Features (names in :meth:`FeatureSpec.names`):
 
 A task or family unknown to the :class:`FeatureSpec` gets an all-zero one-hot block; a model must
 be in the catalog passed in (an instance's own catalog, inline entries included, works).
-
-**The instance path.** Predicting a window does not go through the per-pair columns: most
-features depend on the request alone and the rest on the node's model and tier, so
-:func:`window_quality_features` computes the per-request parts once per request
-(:func:`window_requests`, kept for the same instance object so that the latency model shares
-them; prompts parsed once and kept, :func:`prompt_table`) and builds one row per request and
-distinct (model, tier). The numbers are those of :func:`instance_features`, row for row
-(``tests/predictors/test_fast_path.py`` checks it).
 """
 
 from __future__ import annotations
@@ -70,18 +72,20 @@ import hashlib
 import math
 import re
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import AfterValidator
 
 from qlmio_opt.domain.catalog import Catalog
 from qlmio_opt.domain.catalog.image_tokens import ImageTokenRule
 from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.features import resolution_quality
+from qlmio_opt.predictors.model_files import FileModel
 
 __all__ = [
     "FEATURE_VERSION",
@@ -92,19 +96,18 @@ __all__ = [
     "TEXT_FEATURES",
     "WINDOW_CACHE_SIZE",
     "FeatureSpec",
+    "FeatureSpecFields",
+    "TextBuckets",
     "WindowRequests",
     "analytic_logit",
     "clear_caches",
-    "instance_features",
-    "pairs_from_instance",
     "pairs_from_table",
-    "prompt_features",
     "prompt_table",
+    "prompt_texts",
     "quality_features",
     "question_buckets",
     "seen_pixels_estimate",
     "text_bag",
-    "text_scores",
     "window_quality_features",
     "window_requests",
 ]
@@ -204,7 +207,8 @@ class FeatureSpec:
     text_buckets: int = TEXT_BUCKETS
 
     def __post_init__(self) -> None:
-        _check_buckets(self.text_buckets)
+        if not _valid_buckets(self.text_buckets):
+            raise ValueError(f"text_buckets {_BUCKETS_RULE}; got {self.text_buckets!r}")
 
     @classmethod
     def from_catalog(cls, catalog: Catalog, text_buckets: int = TEXT_BUCKETS) -> FeatureSpec:
@@ -227,113 +231,68 @@ class FeatureSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (see :meth:`from_dict`)."""
+        """JSON-ready form (read back by :class:`FeatureSpecFields`)."""
         return {
             "tasks": list(self.tasks),
             "families": list(self.families),
             "text_buckets": self.text_buckets,
         }
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
-        """Inverse of :meth:`to_dict`; raises ``ValueError`` on a malformed mapping."""
-        out: dict[str, Any] = {}
-        for key in ("tasks", "families"):
-            value = data.get(key) if isinstance(data, Mapping) else None
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"feature_spec.{key} must be a list of strings")
-            if len(set(value)) != len(value):
-                raise ValueError(f"feature_spec.{key} has duplicates")
-            out[key] = tuple(value)
-        buckets = data.get("text_buckets")
-        if isinstance(buckets, bool) or not isinstance(buckets, int):
-            raise ValueError("feature_spec.text_buckets must be an integer")
-        return cls(**out, text_buckets=_check_buckets(buckets))
+
+_BUCKETS_RULE = "must be 0 or a power of two 16..2**20"
 
 
-def _check_buckets(n: Any) -> int:
-    ok = isinstance(n, int) and not isinstance(n, bool)
-    if not ok or not (n == 0 or (16 <= n <= 2**20 and n & (n - 1) == 0)):
-        raise ValueError(f"feature_spec.text_buckets must be 0 or a power of two 16..2**20: {n!r}")
+def _valid_buckets(n: Any) -> bool:
+    plain = isinstance(n, int) and not isinstance(n, bool)
+    return plain and (n == 0 or (16 <= n <= 2**20 and n & (n - 1) == 0))
+
+
+def _buckets(n: int) -> int:
+    if not _valid_buckets(n):
+        raise ValueError(f"{_BUCKETS_RULE}; got {n!r}")
     return n
 
 
-# --------------------------------------------------------------------------------------------
-# the two sources, reduced to the same per-pair columns
-# --------------------------------------------------------------------------------------------
-def pairs_from_table(table: Any) -> dict[str, np.ndarray]:
-    """The :data:`PAIR_COLUMNS` of a bench table (a ``DataFrame`` or a mapping of columns).
-
-    Raises
-    ------
-    ValueError
-        If a column is missing.
-    """
-    missing = [c for c in PAIR_COLUMNS if c not in table]
-    if missing:
-        raise ValueError(f"the table lacks the column(s) {', '.join(missing)}")
-    return {
-        "task": np.asarray(table["task"], dtype=object),
-        "prompt": np.asarray(table["prompt"], dtype=object),
-        "prompt_tokens": np.asarray(table["prompt_tokens"], dtype=float),
-        "n_images": np.asarray(table["n_images"], dtype=float),
-        "image_pixels": np.asarray(table["image_pixels"], dtype=float),
-        "image_tokens": np.asarray(table["image_tokens"], dtype=float),
-        "model": np.asarray(table["model"], dtype=object),
-        "tier": np.asarray(table["tier"], dtype=object),
-    }
+def _distinct_names(names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"has duplicates: {', '.join(repeated)}")
+    return names
 
 
-def pairs_from_instance(
-    instance: Instance, catalog: Catalog | None = None
-) -> dict[str, np.ndarray]:
-    """The :data:`PAIR_COLUMNS` of every (request, node) pair, request-major like the table.
+TextBuckets = Annotated[int, AfterValidator(_buckets)]
+"""A number of hash buckets of the question's words, as a model file's field: ``0`` (no text
+input) or a power of two from 16 to 2**20."""
 
-    Image tokens are the node's model's tokens summed over the request's images (the same
-    catalog rule the simulator applies); everything else per image is reduced to the request's
-    totals, exactly the information the bench table holds.
-    """
-    catalog = catalog or instance.resolved_catalog
-    reqs, nodes = instance.requests, instance.nodes
-    n_req, n_node = len(reqs), len(nodes)
-    flat = [(i, im.width, im.height) for i, r in enumerate(reqs) for im in r.images]
-    img = np.array(flat, dtype=np.int64).reshape(-1, 3)
-    owner, width, height = img[:, 0], img[:, 1], img[:, 2]
-    pixels = np.bincount(owner, weights=(width * height).astype(float), minlength=n_req)
-    tokens = np.zeros((n_req, n_node))
-    for key in dict.fromkeys(n.model for n in nodes):
-        cols = [j for j, n in enumerate(nodes) if n.model == key]
-        if len(owner):
-            per_image = catalog.model(key).image_tokens.tokens_array(width, height).astype(float)
-            tokens[:, cols] = np.bincount(owner, weights=per_image, minlength=n_req)[:, None]
 
-    def per_request(values: Sequence[Any], dtype: Any) -> np.ndarray:
-        return np.repeat(np.asarray(values, dtype=dtype), n_node)
+class FeatureSpecFields(FileModel):
+    """A :class:`FeatureSpec` as a model file records it (``feature_spec``)."""
 
-    def per_node(values: Sequence[Any]) -> np.ndarray:
-        return np.tile(np.asarray(values, dtype=object), n_req)
+    tasks: Annotated[list[str], AfterValidator(_distinct_names)]
+    families: Annotated[list[str], AfterValidator(_distinct_names)]
+    text_buckets: TextBuckets
 
-    return {
-        "task": per_request([r.task for r in reqs], object),
-        "prompt": per_request([r.prompt or "" for r in reqs], object),
-        "prompt_tokens": per_request([r.prompt_tokens for r in reqs], float),
-        "n_images": per_request([len(r.images) for r in reqs], float),
-        "image_pixels": np.repeat(pixels, n_node),
-        "image_tokens": tokens.ravel(),
-        "model": per_node([n.model for n in nodes]),
-        "tier": per_node([n.tier for n in nodes]),
-    }
+    def spec(self) -> FeatureSpec:
+        return FeatureSpec(tuple(self.tasks), tuple(self.families), self.text_buckets)
 
 
 # --------------------------------------------------------------------------------------------
-# pieces
+# prompts: parsed once each, the same numbers for tables and windows
 # --------------------------------------------------------------------------------------------
-def _one_prompt(prompt: str) -> tuple[float, ...]:
-    return _parse_prompt(prompt)[0]
+PROMPT_CACHE_SIZE = 2**14
+"""Distinct prompts whose parse (hand-made features, hashed question words) is kept between
+calls (:func:`prompt_table`; :func:`clear_caches` empties it)."""
 
 
 def _parse_prompt(prompt: str) -> tuple[tuple[float, ...], list[str]]:
-    """The hand-made features of one prompt, and its question's words (in order)."""
+    """The hand-made features of one prompt, and its question's words (in order).
+
+    The first line is the question, read as lower-case words: ``q_yes_no`` if the first is an
+    auxiliary verb (is, are, does, can, ...), ``q_numeric`` for "how many/much/old/..." and
+    "what/which number/time/year/price/...", ``q_reading`` and ``q_describe`` if any word is in
+    their vocabulary. ``Reference OCR token:`` lines count their comma-separated fields
+    (``log_ocr_tokens = log1p(count)``); ``question_words`` counts the question's words.
+    """
     question, _, rest = prompt.partition("\n")
     words = _WORD.findall(question.lower())
     vocabulary = set(words)
@@ -356,37 +315,11 @@ def _parse_prompt(prompt: str) -> tuple[tuple[float, ...], list[str]]:
     return features, words
 
 
-def prompt_features(prompts: Sequence[Any]) -> np.ndarray:
-    """``(n, len(PROMPT_FEATURES))`` hand-made prompt features (each distinct prompt parsed once).
-
-    The first line is the question, read as lower-case words: ``q_yes_no`` if the first is an
-    auxiliary verb (is, are, does, can, ...), ``q_numeric`` for "how many/much/old/..." and
-    "what/which number/time/year/price/...", ``q_reading`` and ``q_describe`` if any word is in
-    their vocabulary. ``Reference OCR token:`` lines count their comma-separated fields
-    (``log_ocr_tokens = log1p(count)``); ``question_words`` counts the question's words. ``None``
-    counts as an empty prompt.
-    """
-    distinct, codes = _factorize(prompts)
-    rows = [_one_prompt("" if p is None else str(p)) for p in distinct]
-    table = np.array(rows, dtype=float).reshape(len(rows), len(PROMPT_FEATURES))
-    return table[codes]
-
-
-def _factorize(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
-    """Distinct values in order of appearance, and each value's index among them (``None``
-    and NaN, a missing prompt, become one ``None`` entry, listed last)."""
-    import pandas as pd
-
-    array = np.empty(len(values), dtype=object)
-    array[:] = list(values)
-    codes, uniques = pd.factorize(array, sort=False)
-    codes = np.asarray(codes, dtype=np.intp)
-    distinct = list(uniques)
-    missing = codes < 0
-    if missing.any():
-        codes[missing] = len(distinct)
-        distinct.append(None)
-    return distinct, codes
+@lru_cache(maxsize=PROMPT_CACHE_SIZE)
+def _parsed_prompt(prompt: str) -> tuple[tuple[float, ...], frozenset[str]]:
+    """A prompt's hand-made features and the distinct words of its question."""
+    features, words = _parse_prompt(prompt)
+    return features, frozenset(words)
 
 
 @lru_cache(maxsize=2**17)
@@ -395,22 +328,104 @@ def _word_hash(word: str) -> int:
     return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def question_buckets(prompt: Any, n_buckets: int) -> np.ndarray:
+_word_hashes: dict[str, int] = {}
+_WORD_HASHES_KEPT = 2**18
+
+
+def _hashes(words: list[str]) -> np.ndarray:
+    """:func:`_word_hash` of every word, as ``uint64`` (known words from a plain dict)."""
+    known = _word_hashes
+    if len(known) > _WORD_HASHES_KEPT:
+        known.clear()
+    out = []
+    for word in words:
+        h = known.get(word)
+        if h is None:
+            h = known[word] = _word_hash(word)
+        out.append(h)
+    return np.array(out, dtype=np.uint64)
+
+
+def prompt_texts(values: Iterable[Any]) -> list[str]:
+    """Prompts as strings: a missing one (``None``, or NaN from a table) is ``""``."""
+    return ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values]
+
+
+def prompt_table(
+    prompts: Sequence[str], text_coef: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hand-made prompt features and (with ``text_coef``) learned text scores of every prompt.
+
+    Each distinct prompt is parsed once and the parse kept for later calls
+    (:data:`PROMPT_CACHE_SIZE`); prompts are strings (:func:`prompt_texts`).
+
+    Returns
+    -------
+    tuple
+        ``(n, len(PROMPT_FEATURES))`` features and ``(n,)`` scores, ``text_bag(prompts) @
+        text_coef`` to the last bit (``None`` without ``text_coef``).
+    """
+    distinct, codes = _distinct(prompts)
+    features = _prompt_rows(distinct)[codes]
+    if text_coef is None:
+        return features, None
+    return features, _text_scores(distinct, text_coef)[codes]
+
+
+def _prompt_rows(distinct: list[str]) -> np.ndarray:
+    """``(n, len(PROMPT_FEATURES))``: the hand-made features of distinct prompts."""
+    rows = [_parsed_prompt(p)[0] for p in distinct]
+    return np.array(rows, dtype=float).reshape(len(distinct), len(PROMPT_FEATURES))
+
+
+def _text_scores(distinct: list[str], text_coef: np.ndarray) -> np.ndarray:
+    """``(n,)``: the text bag of distinct prompts times ``text_coef``, summed as scipy's sparse
+    product sums (:func:`text_bag`): every distinct word weighs ``1 / sqrt(distinct words)``,
+    words sharing a bucket add up, then the products are added over each prompt's buckets in
+    increasing order."""
+    coef = np.asarray(text_coef, dtype=np.float64)
+    if coef.ndim != 1 or not len(coef):
+        raise ValueError("the text coefficients must be a non-empty one-dimensional array")
+    words = [_parsed_prompt(p)[1] for p in distinct]
+    counts = np.array([len(w) for w in words], dtype=np.int64)
+    if not counts.sum():
+        return np.zeros(len(distinct))
+    n_buckets = len(coef)
+    owner = np.repeat(np.arange(len(words), dtype=np.int64), counts)
+    bucket = (_hashes([w for ws in words for w in ws]) % np.uint64(n_buckets)).astype(np.int64)
+    key = np.sort(owner * n_buckets + bucket)  # by prompt, then bucket
+    first = np.empty(len(key), dtype=bool)
+    first[0] = True
+    np.not_equal(key[1:], key[:-1], out=first[1:])
+    cells = key[first]
+    # a prompt's words all weigh the same: a cell's weight adds that weight once per word
+    weight = (1.0 / np.sqrt(np.maximum(counts, 1)))[key // n_buckets]
+    cell_weight = np.bincount(np.cumsum(first) - 1, weights=weight, minlength=len(cells))
+    products = cell_weight * coef[cells % n_buckets]
+    return np.bincount(cells // n_buckets, weights=products, minlength=len(words))
+
+
+def question_buckets(prompt: str, n_buckets: int) -> np.ndarray:
     """Hash buckets of the distinct lower-case words of a prompt's question (first line).
 
-    One entry per distinct word (two words may share a bucket), in sorted word order; ``None``
-    and an empty question give an empty array.
+    One entry per distinct word (two words may share a bucket), in sorted word order; an empty
+    question gives an empty array.
     """
-    question = "" if prompt is None else str(prompt).partition("\n")[0]
-    words = sorted(set(_WORD.findall(question.lower())))
+    words = sorted(set(_WORD.findall(prompt.partition("\n")[0].lower())))
     return np.array([_word_hash(w) % n_buckets for w in words], dtype=np.int64)
 
 
-def _distinct_bag(prompts: Sequence[Any], n_buckets: int) -> tuple[Any, np.ndarray]:
-    """The bag of the distinct prompts (CSR) and each prompt's row in it."""
+def text_bag(prompts: Iterable[Any], n_buckets: int) -> Any:
+    """``(n, n_buckets)`` sparse bag of the questions' hashed words (``scipy.sparse`` CSR), what
+    the text model of training is fitted on.
+
+    Every distinct word of a question adds ``1 / sqrt(number of distinct words)`` to its bucket
+    (the module docstring); a missing prompt is empty (:func:`prompt_texts`). Each distinct
+    prompt is parsed once.
+    """
     from scipy import sparse
 
-    distinct, codes = _factorize(prompts)
+    distinct, codes = _distinct(prompt_texts(prompts))
     buckets = [question_buckets(p, n_buckets) for p in distinct]
     counts = np.array([len(b) for b in buckets], dtype=np.int64)
     indptr = np.concatenate([[0], np.cumsum(counts)])
@@ -418,28 +433,24 @@ def _distinct_bag(prompts: Sequence[Any], n_buckets: int) -> tuple[Any, np.ndarr
     weight = np.repeat(1.0 / np.sqrt(np.maximum(counts, 1)), counts)
     bag = sparse.csr_matrix((weight, indices, indptr), shape=(len(distinct), n_buckets))
     bag.sum_duplicates()  # two words in one bucket add up
-    return bag, codes
-
-
-def text_bag(prompts: Sequence[Any], n_buckets: int) -> Any:
-    """``(n, n_buckets)`` sparse bag of the questions' hashed words (``scipy.sparse`` CSR).
-
-    Every distinct word of a question adds ``1 / sqrt(number of distinct words)`` to its bucket
-    (the module docstring). Each distinct prompt is parsed once.
-    """
-    bag, codes = _distinct_bag(prompts, n_buckets)
     return bag[codes]
 
 
-def text_scores(prompts: Sequence[Any], coef: np.ndarray) -> np.ndarray:
-    """``text_bag(prompts, len(coef)) @ coef``: the learned text score of every prompt."""
-    coef = np.asarray(coef, dtype=np.float64)
-    if coef.ndim != 1 or not len(coef):
-        raise ValueError("the text coefficients must be a non-empty one-dimensional array")
-    bag, codes = _distinct_bag(prompts, len(coef))
-    return (bag @ coef)[codes]
+def clear_caches(words: bool = False) -> None:
+    """Forget every parsed prompt and every kept window (:func:`window_requests`): the next
+    prediction parses its prompts afresh, as for a window of new requests. The hashes of known
+    words (the vocabulary, a few thousand words that recur in every window) are kept unless
+    ``words``."""
+    _parsed_prompt.cache_clear()
+    _windows.clear()
+    if words:
+        _word_hashes.clear()
+        _word_hash.cache_clear()
 
 
+# --------------------------------------------------------------------------------------------
+# images and models
+# --------------------------------------------------------------------------------------------
 def analytic_logit(quality: np.ndarray) -> np.ndarray:
     """``logit`` of the analytic quality clipped to [0.01, 0.99] (the text model's offset)."""
     q = np.clip(np.asarray(quality, dtype=float), 0.01, 0.99)
@@ -493,8 +504,158 @@ def _reference_share(rule: ImageTokenRule, width: int, height: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# the feature function
+# the feature rows: one implementation for tables and windows
 # --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _RequestColumns:
+    """What a feature row reads of its request, one entry per row.
+
+    Attributes
+    ----------
+    tasks
+        The distinct task families, and ``task_code`` each row's index among them.
+    prompt_rows
+        ``(n, len(PROMPT_FEATURES))`` hand-made prompt features.
+    text_score
+        The learned text score (``None`` when the spec has none).
+    """
+
+    tasks: list[str]
+    task_code: np.ndarray
+    prompt_rows: np.ndarray
+    prompt_tokens: np.ndarray
+    n_images: np.ndarray
+    image_pixels: np.ndarray
+    text_score: np.ndarray | None
+
+    def take(self, rows: np.ndarray) -> _RequestColumns:
+        """The columns of the rows selected by the boolean mask ``rows``."""
+        return _RequestColumns(
+            tasks=self.tasks,
+            task_code=self.task_code[rows],
+            prompt_rows=self.prompt_rows[rows],
+            prompt_tokens=self.prompt_tokens[rows],
+            n_images=self.n_images[rows],
+            image_pixels=self.image_pixels[rows],
+            text_score=None if self.text_score is None else self.text_score[rows],
+        )
+
+
+def _feature_rows(
+    spec: FeatureSpec,
+    catalog: Catalog,
+    req: _RequestColumns,
+    node: tuple[str, str],
+    image_tokens: np.ndarray,
+) -> np.ndarray:
+    """``(n, len(spec.names()))``: the feature rows of the pairs of ``req``'s rows with a node
+    of model and tier ``node``, whose model spends ``image_tokens`` on each row's images."""
+    model_key, tier = node
+    model = catalog.model(model_key)
+    rule = model.image_tokens
+    task_specs = [catalog.task(t) for t in req.tasks]
+    n_img, px, tok = req.n_images, req.image_pixels, image_tokens
+    has = (n_img > 0) & (px > 0)
+    safe_px = np.where(has, px, 1.0)
+    acc_task = np.array([float(model.accuracy[t]) for t in req.tasks])[req.task_code]
+    ref_share = np.array(
+        [_reference_share(rule, t.reference_width, t.reference_height) for t in task_specs]
+    )[req.task_code]
+    exponent = np.array([t.resolution_exponent for t in task_specs])[req.task_code]
+    seen = seen_pixels_estimate(rule, n_img, px, tok)
+    log_share = np.where(has, np.log(np.where(has, seen, 1.0) / safe_px), 0.0)
+    log_vs_ref = np.where(has, log_share - np.log(ref_share), 0.0)
+    shift = exponent * log_vs_ref
+    analytic = resolution_quality(acc_task, shift)
+    one_hot = np.array([[float(t == s) for s in spec.tasks] for t in req.tasks])
+    columns = [
+        one_hot.reshape(-1, len(spec.tasks))[req.task_code],
+        req.prompt_rows,
+        np.log1p(req.prompt_tokens),
+        n_img,
+        np.log1p(px),
+        np.log1p(tok),
+        np.where(has, np.log(np.maximum(tok, 1.0) / (safe_px / 1e6)), 0.0),  # tokens per Mpx
+        log_share,
+        log_vs_ref,
+        shift,
+        analytic,
+    ]
+    if spec.text_buckets:
+        if req.text_score is None:
+            raise ValueError("this feature spec has a text score: pass text_coef")
+        columns += [req.text_score, analytic_logit(analytic) + req.text_score]
+    return np.column_stack([*columns, *_model_columns(spec, model, tier, acc_task)])
+
+
+def _model_columns(
+    spec: FeatureSpec, model: Any, tier: str, acc_task: np.ndarray
+) -> list[np.ndarray]:
+    """``log_params_b``, ``acc_task``, ``acc_mean``, ``tier_cloud`` and the family one-hot of
+    rows on one model and tier."""
+    n = len(acc_task)
+    accs = [float(model.accuracy[t]) for t in spec.tasks if t in model.accuracy]
+    acc_mean = float(np.mean(accs)) if accs else 0.0
+    family = np.array([float(model.family == f) for f in spec.families])
+    return [
+        np.full(n, math.log(model.params_b)),
+        acc_task,
+        np.full(n, acc_mean),
+        np.full(n, float(tier == "cloud")),
+        np.broadcast_to(family, (n, len(spec.families))),
+    ]
+
+
+def _text_coefficients(spec: FeatureSpec, text_coef: np.ndarray | None) -> np.ndarray | None:
+    """``text_coef`` checked against the spec (``None`` for a spec without a text score)."""
+    if not spec.text_buckets:
+        return None
+    if text_coef is None:
+        raise ValueError("this feature spec has a text score: pass text_coef")
+    if np.shape(text_coef) != (spec.text_buckets,):
+        raise ValueError(
+            f"text_coef must have shape ({spec.text_buckets},); got {np.shape(text_coef)}"
+        )
+    return np.asarray(text_coef, dtype=np.float64)
+
+
+def _finite(out: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    if not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
+        names = spec.names()
+        raise ValueError(f"non-finite feature(s): {', '.join(names[i] for i in bad)}")
+    return out
+
+
+def _distinct(values: Iterable[Any]) -> tuple[list[Any], np.ndarray]:
+    """Distinct hashable values in order of appearance, and each value's index among them."""
+    index: dict[Any, int] = {}
+    codes = np.array([index.setdefault(v, len(index)) for v in values], dtype=np.intp)
+    return list(index), codes
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+def pairs_from_table(table: Any) -> dict[str, np.ndarray]:
+    """The :data:`PAIR_COLUMNS` of a bench table (a ``DataFrame`` or a mapping of columns),
+    prompts as strings (:func:`prompt_texts`).
+
+    Raises
+    ------
+    ValueError
+        If a column is missing.
+    """
+    missing = [c for c in PAIR_COLUMNS if c not in table]
+    if missing:
+        raise ValueError(f"the table lacks the column(s) {', '.join(missing)}")
+    out = {c: np.asarray(table[c], dtype=object) for c in ("task", "model", "tier")}
+    out["prompt"] = np.array(prompt_texts(table["prompt"]), dtype=object)
+    for c in ("prompt_tokens", "n_images", "image_pixels", "image_tokens"):
+        out[c] = np.asarray(table[c], dtype=float)
+    return out
+
+
 def quality_features(
     pairs: Mapping[str, Any],
     catalog: Catalog,
@@ -503,19 +664,19 @@ def quality_features(
     *,
     text_score: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The feature matrix of the learned quality model (see the module docstring).
+    """The feature matrix of the learned quality model for the pairs of a table.
 
     Parameters
     ----------
     pairs
         Per (request, node) pair, the columns of :data:`PAIR_COLUMNS` (a bench table, or the
-        output of :func:`pairs_from_table` / :func:`pairs_from_instance`).
+        output of :func:`pairs_from_table`).
     catalog
         Where models and tasks are looked up.
     spec
         The one-hot categories (fixed at training time).
     text_coef
-        ``(spec.text_buckets,)``: the learned text coefficients (:func:`text_scores`); needed
+        ``(spec.text_buckets,)``: the learned text coefficients (:func:`prompt_table`); needed
         when the spec has a text feature, unless ``text_score`` is given.
     text_score
         ``(n_pairs,)``: the text score itself (training passes its out-of-fold scores here).
@@ -531,125 +692,33 @@ def quality_features(
         On a missing column, a missing or misshapen text input, or a non-finite feature.
     """
     cols = pairs_from_table(pairs)
-    task, model = cols["task"], cols["model"]
-    n = len(task)
-    if spec.text_buckets:
-        if text_score is not None:
-            score = np.asarray(text_score, dtype=np.float64)
-            if score.shape != (n,):
-                raise ValueError(f"text_score must have shape ({n},); got {score.shape}")
-        elif text_coef is not None:
-            if np.shape(text_coef) != (spec.text_buckets,):
-                raise ValueError(
-                    f"text_coef must have shape ({spec.text_buckets},); got {np.shape(text_coef)}"
-                )
-            score = text_scores(cols["prompt"], text_coef)
-        else:
-            raise ValueError("this feature spec has a text score: pass text_coef or text_score")
-    n_img, px, tok = cols["n_images"], cols["image_pixels"], cols["image_tokens"]
-    has = (n_img > 0) & (px > 0)
-    blocks: list[np.ndarray] = []
-
-    # categorical columns as codes into their distinct values (lookup tables, then one gather)
-    tasks, t_code = _factorize(task)
-    models, m_code = _factorize(model)
-    task_specs = [catalog.task(t) for t in tasks]
-    model_specs = [catalog.model(m) for m in models]
-
-    blocks.append(
-        np.array([[float(t == s) for s in spec.tasks] for t in tasks]).reshape(-1, len(spec.tasks))[
-            t_code
-        ]
-    )
-    # prompt: request-major tables repeat each prompt once per node; parse each distinct one once
-    blocks.append(prompt_features(cols["prompt"]))
-
-    # per (model, task): published accuracy, reference seen share; per task: the exponent
-    acc = np.array([[float(m.accuracy[t]) for t in tasks] for m in model_specs])
-    ref = np.array(
-        [
-            [
-                _reference_share(m.image_tokens, t.reference_width, t.reference_height)
-                for t in task_specs
-            ]
-            for m in model_specs
-        ]
-    )
-    acc_task = acc[m_code, t_code]
-    ref_share = ref[m_code, t_code]
-    exponent = np.array([t.resolution_exponent for t in task_specs])[t_code]
-    per_model = []  # log_params_b, acc_mean, family one-hot
-    for m in model_specs:
-        accs = [float(m.accuracy[t]) for t in spec.tasks if t in m.accuracy]
-        fam = [float(m.family == f) for f in spec.families]
-        per_model.append([math.log(m.params_b), float(np.mean(accs)) if accs else 0.0, *fam])
-    model_rows = np.array(per_model).reshape(len(models), 2 + len(spec.families))[m_code]
-    seen = np.zeros(n)
-    for i, m in enumerate(model_specs):
-        rows = m_code == i
-        seen[rows] = seen_pixels_estimate(m.image_tokens, n_img[rows], px[rows], tok[rows])
-
-    safe_px = np.where(has, px, 1.0)
-    log_share = np.where(has, np.log(np.where(has, seen, 1.0) / safe_px), 0.0)
-    log_vs_ref = np.where(has, log_share - np.log(ref_share), 0.0)
-    shift = exponent * log_vs_ref
-    tokens_per_mpx = np.where(has, np.log(np.maximum(tok, 1.0) / (safe_px / 1e6)), 0.0)
-    analytic = resolution_quality(acc_task, shift)
-    blocks.append(
-        np.column_stack(
-            [
-                np.log1p(cols["prompt_tokens"]),
-                n_img,
-                np.log1p(px),
-                np.log1p(tok),
-                tokens_per_mpx,
-                log_share,
-                log_vs_ref,
-                shift,
-                analytic,
-            ]
-        )
-    )
-    if spec.text_buckets:
-        blocks.append(np.column_stack([score, analytic_logit(analytic) + score]))
-    blocks.append(
-        np.column_stack(
-            [
-                model_rows[:, 0],
-                acc_task,
-                model_rows[:, 1],
-                (cols["tier"] == "cloud").astype(float),
-            ]
-        )
-    )
-    blocks.append(model_rows[:, 2:])
-    out = np.concatenate(blocks, axis=1)
-    if not np.isfinite(out).all():
-        bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
-        names = spec.names()
-        raise ValueError(f"non-finite feature(s): {', '.join(names[i] for i in bad)}")
-    return out
-
-
-def instance_features(
-    instance: Instance,
-    spec: FeatureSpec,
-    catalog: Catalog | None = None,
-    text_coef: np.ndarray | None = None,
-) -> np.ndarray:
-    """``(R * N, n_features)``: :func:`quality_features` of every pair of ``instance``."""
-    catalog = catalog or instance.resolved_catalog
-    return quality_features(pairs_from_instance(instance, catalog), catalog, spec, text_coef)
+    n = len(cols["task"])
+    prompts = list(cols["prompt"])
+    score: np.ndarray | None
+    if spec.text_buckets and text_score is not None:
+        features, score = prompt_table(prompts)[0], np.asarray(text_score, dtype=np.float64)
+        if score.shape != (n,):
+            raise ValueError(f"text_score must have shape ({n},); got {score.shape}")
+    elif spec.text_buckets and text_coef is None:
+        raise ValueError("this feature spec has a text score: pass text_coef or text_score")
+    else:
+        features, score = prompt_table(prompts, _text_coefficients(spec, text_coef))
+    tasks, task_code = _distinct(cols["task"])
+    req = _RequestColumns(
+        tasks, task_code, features, cols["prompt_tokens"], cols["n_images"], cols["image_pixels"],
+        score,
+    )  # fmt: skip
+    nodes, node_code = _distinct(zip(cols["model"], cols["tier"], strict=True))
+    out = np.empty((n, len(spec.names())))
+    for k, node in enumerate(nodes):
+        rows = node_code == k
+        out[rows] = _feature_rows(spec, catalog, req.take(rows), node, cols["image_tokens"][rows])
+    return _finite(out, spec)
 
 
 # --------------------------------------------------------------------------------------------
-# the instance path: what a request's pairs share computed once per request
+# windows: what a request's pairs share computed once per request
 # --------------------------------------------------------------------------------------------
-PROMPT_CACHE_SIZE = 2**14
-"""Distinct prompts whose parse (hand-made features, hashed question words) is kept between
-calls (:func:`prompt_table`; :func:`clear_caches` empties it)."""
-
-
 WINDOW_CACHE_SIZE = 4
 """Windows (instance objects) whose :class:`WindowRequests` :func:`window_requests` keeps, so
 that the quality and the latency model of one prediction share them."""
@@ -680,9 +749,11 @@ class WindowRequests:
         return len(self.task)
 
     def image_tokens(self, rule: ImageTokenRule) -> np.ndarray:
-        """``(R,)`` tokens a model with image-token rule ``rule`` spends on each request."""
+        """``(R,)`` tokens a model with image-token rule ``rule`` spends on each request (the
+        catalog rule of every image, summed per request, as the simulator sums them)."""
         key = ("tokens", rule)
         if key not in self._memo:
+            tokens: np.ndarray
             if len(self.image_owner):
                 per_image = rule.tokens_array(self.image_width, self.image_height).astype(float)
                 tokens = np.bincount(self.image_owner, weights=per_image, minlength=len(self))
@@ -692,19 +763,23 @@ class WindowRequests:
         return self._memo[key]
 
     def prompt_features(self) -> np.ndarray:
-        """``(R, len(PROMPT_FEATURES))``: :func:`prompt_features` of the prompts."""
+        """``(R, len(PROMPT_FEATURES))``: hand-made features of the prompts
+        (:func:`prompt_table`)."""
         if "prompts" not in self._memo:
             self._memo["prompts"] = _read_only(prompt_table(self.prompt)[0])
         return self._memo["prompts"]
 
     def text_scores(self, text_coef: np.ndarray) -> np.ndarray:
-        """``(R,)``: :func:`text_scores` of the prompts for the coefficients ``text_coef``."""
+        """``(R,)``: the learned text scores of the prompts for the coefficients ``text_coef``
+        (:func:`prompt_table`)."""
         key = ("scores", id(text_coef))
         kept = self._memo.get(key)
         if kept is None or kept[0] is not text_coef:
-            features, scores = prompt_table(self.prompt, text_coef)
-            self._memo.setdefault("prompts", _read_only(features))
-            kept = self._memo[key] = (text_coef, _read_only(scores))
+            distinct, codes = _distinct(self.prompt)
+            kept = self._memo[key] = (
+                text_coef,
+                _read_only(_text_scores(distinct, text_coef)[codes]),
+            )
         return kept[1]
 
 
@@ -717,9 +792,8 @@ _windows: list[tuple[weakref.ref, WindowRequests]] = []
 
 
 def window_requests(instance: Instance) -> WindowRequests:
-    """The per-request columns of ``instance`` (the same numbers :func:`pairs_from_instance`
-    repeats for every node); the same object again for the same instance object while it is
-    one of the last :data:`WINDOW_CACHE_SIZE` (instances are immutable)."""
+    """The per-request columns of ``instance``; the same object again for the same instance
+    object while it is one of the last :data:`WINDOW_CACHE_SIZE` (instances are immutable)."""
     for ref, kept in _windows:
         if ref() is instance:
             return kept
@@ -746,90 +820,6 @@ def window_requests(instance: Instance) -> WindowRequests:
     return out
 
 
-@lru_cache(maxsize=PROMPT_CACHE_SIZE)
-def _parsed_prompt(prompt: str) -> tuple[tuple[float, ...], frozenset[str]]:
-    """A prompt's hand-made features and the distinct words of its question."""
-    features, words = _parse_prompt(prompt)
-    return features, frozenset(words)
-
-
-_word_hashes: dict[str, int] = {}
-_WORD_HASHES_KEPT = 2**18
-
-
-def _hashes(words: list[str]) -> np.ndarray:
-    """:func:`_word_hash` of every word, as ``uint64`` (known words from a plain dict)."""
-    known = _word_hashes
-    if len(known) > _WORD_HASHES_KEPT:
-        known.clear()
-    out = [known.get(w) for w in words]
-    for i, h in enumerate(out):
-        if h is None:
-            out[i] = known[words[i]] = _word_hash(words[i])
-    return np.array(out, dtype=np.uint64)
-
-
-def clear_caches(words: bool = False) -> None:
-    """Forget every parsed prompt and every kept window (:func:`window_requests`): the next
-    prediction parses its prompts afresh, as for a window of new requests. The hashes of known
-    words (the vocabulary, a few thousand words that recur in every window) are kept unless
-    ``words``."""
-    _parsed_prompt.cache_clear()
-    _windows.clear()
-    if words:
-        _word_hashes.clear()
-        _word_hash.cache_clear()
-
-
-def prompt_table(
-    prompts: Sequence[str], text_coef: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Hand-made prompt features and (with ``text_coef``) text scores of every prompt.
-
-    The same numbers as :func:`prompt_features` and :func:`text_scores`, for string prompts
-    (``None`` is not accepted here: the instance path passes ``""``); each distinct prompt is
-    parsed once and the parse kept for later calls (:data:`PROMPT_CACHE_SIZE`).
-
-    Returns
-    -------
-    tuple
-        ``(n, len(PROMPT_FEATURES))`` features and ``(n,)`` scores (``None`` without
-        ``text_coef``).
-    """
-    index: dict[str, int] = {}
-    codes = np.array([index.setdefault(p, len(index)) for p in prompts], dtype=np.intp)
-    distinct = list(index)
-    features = np.array([_parsed_prompt(p)[0] for p in distinct], dtype=float).reshape(
-        len(distinct), len(PROMPT_FEATURES)
-    )[codes]
-    if text_coef is None:
-        return features, None
-    coef = np.asarray(text_coef, dtype=np.float64)
-    if coef.ndim != 1 or not len(coef):
-        raise ValueError("the text coefficients must be a non-empty one-dimensional array")
-    words = [_parsed_prompt(p)[1] for p in distinct]
-    counts = np.array([len(w) for w in words], dtype=np.int64)
-    if not counts.sum():
-        return features, np.zeros(len(codes))
-    # the text bag of the distinct prompts, as text_bag builds it: every distinct word weighs
-    # 1 / sqrt(distinct words); words sharing a bucket add up (in order), then the product
-    # runs over each prompt's buckets in increasing order, as scipy's sparse product does
-    n_buckets = len(coef)
-    owner = np.repeat(np.arange(len(words), dtype=np.int64), counts)
-    bucket = (_hashes([w for ws in words for w in ws]) % np.uint64(n_buckets)).astype(np.int64)
-    key = np.sort(owner * n_buckets + bucket)  # by prompt, then bucket
-    first = np.empty(len(key), dtype=bool)
-    first[0] = True
-    np.not_equal(key[1:], key[:-1], out=first[1:])
-    cells = key[first]
-    # a prompt's words all weigh the same: a cell's weight adds that weight once per word
-    weight = (1.0 / np.sqrt(np.maximum(counts, 1)))[key // n_buckets]
-    cell_weight = np.bincount(np.cumsum(first) - 1, weights=weight, minlength=len(cells))
-    products = cell_weight * coef[cells % n_buckets]
-    scores = np.bincount(cells // n_buckets, weights=products, minlength=len(words))
-    return features, scores[codes]
-
-
 def window_quality_features(
     instance: Instance,
     spec: FeatureSpec,
@@ -837,12 +827,12 @@ def window_quality_features(
     text_coef: np.ndarray | None = None,
     requests: WindowRequests | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`quality_features` of a window, each distinct row computed once.
+    """The feature rows of a window, each distinct row computed once.
 
     A pair's features depend on the request and on its node's model and tier only, so nodes
-    sharing both share their rows: the features are built for every (node key, request) with
-    the per-request parts (task, prompt, text score, image totals) computed once per request and
-    the per-model parts once per model, and they equal :func:`instance_features` row for row.
+    sharing both share their rows: one block of rows per distinct (model, tier), with the
+    per-request inputs (task, prompt, text score, image totals) computed once per request. The
+    rows are those :func:`quality_features` gives for the window's pairs as table rows.
 
     Returns
     -------
@@ -858,78 +848,15 @@ def window_quality_features(
     """
     catalog = catalog or instance.resolved_catalog
     req = requests if requests is not None else window_requests(instance)
-    n_req = len(req)
-    keys: dict[tuple[str, str], int] = {}
-    node_key = np.array(
-        [keys.setdefault((n.model, n.tier), len(keys)) for n in instance.nodes], dtype=np.intp
-    )
-    if spec.text_buckets:
-        if text_coef is None:
-            raise ValueError("this feature spec has a text score: pass text_coef")
-        if np.shape(text_coef) != (spec.text_buckets,):
-            raise ValueError(
-                f"text_coef must have shape ({spec.text_buckets},); got {np.shape(text_coef)}"
-            )
-        score = req.text_scores(text_coef)
-    prompts = req.prompt_features()
-    names = spec.names()
-    n_feat, n_fam = len(names), len(spec.families)
-    X = np.empty((len(keys), n_req, n_feat))
-    col = 0
-
-    def put(block: np.ndarray) -> None:  # a per-request block, the same for every key
-        nonlocal col
-        width = 1 if block.ndim == 1 else block.shape[-1]
-        X[:, :, col : col + width] = block if block.ndim > 1 else block[:, None]
-        col += width
-
-    tasks, t_code = _distinct(req.task)
-    task_specs = [catalog.task(t) for t in tasks]
-    one_hot = np.array([[float(t == s) for s in spec.tasks] for t in tasks]).reshape(
-        -1, len(spec.tasks)
-    )
-    put(one_hot[t_code])
-    put(prompts)
-    n_img, px = req.n_images, req.image_pixels
-    has = (n_img > 0) & (px > 0)
-    safe_px = np.where(has, px, 1.0)
-    exponent = np.array([t.resolution_exponent for t in task_specs])[t_code]
-    image_col = col
-    put(np.log1p(req.prompt_tokens))
-    put(n_img)
-    put(np.log1p(px))
-    for (model_key, tier), k in keys.items():
-        m = catalog.model(model_key)
-        rule = m.image_tokens
-        tok = req.image_tokens(rule)
-        acc_task = np.array([float(m.accuracy[t]) for t in tasks])[t_code]
-        ref_share = np.array(
-            [_reference_share(rule, t.reference_width, t.reference_height) for t in task_specs]
-        )[t_code]
-        seen = seen_pixels_estimate(rule, n_img, px, tok)
-        log_share = np.where(has, np.log(np.where(has, seen, 1.0) / safe_px), 0.0)
-        log_vs_ref = np.where(has, log_share - np.log(ref_share), 0.0)
-        shift = exponent * log_vs_ref
-        tokens_per_mpx = np.where(has, np.log(np.maximum(tok, 1.0) / (safe_px / 1e6)), 0.0)
-        analytic = resolution_quality(acc_task, shift)
-        pair = [np.log1p(tok), tokens_per_mpx, log_share, log_vs_ref, shift, analytic]
-        if spec.text_buckets:
-            pair += [score, analytic_logit(analytic) + score]
-        accs = [float(m.accuracy[t]) for t in spec.tasks if t in m.accuracy]
-        acc_mean = float(np.mean(accs)) if accs else 0.0
-        pair += [np.full(n_req, math.log(m.params_b)), acc_task, np.full(n_req, acc_mean)]
-        pair += [np.full(n_req, float(tier == "cloud"))]
-        X[k, :, image_col + 3 : n_feat - n_fam] = np.column_stack(pair)
-        X[k, :, n_feat - n_fam :] = [float(m.family == f) for f in spec.families]
-    out = X.reshape(len(keys) * n_req, n_feat)
-    if not np.isfinite(out).all():
-        bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
-        raise ValueError(f"non-finite feature(s): {', '.join(names[i] for i in bad)}")
-    return out, node_key
-
-
-def _distinct(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
-    """Distinct hashable values in order of appearance, and each value's index among them."""
-    index: dict[Any, int] = {}
-    codes = np.array([index.setdefault(v, len(index)) for v in values], dtype=np.intp)
-    return list(index), codes
+    coef = _text_coefficients(spec, text_coef)
+    tasks, task_code = _distinct(req.task)
+    columns = _RequestColumns(
+        tasks, task_code, req.prompt_features(), req.prompt_tokens, req.n_images,
+        req.image_pixels, None if coef is None else req.text_scores(coef),
+    )  # fmt: skip
+    nodes, node_key = _distinct((n.model, n.tier) for n in instance.nodes)
+    X = np.empty((len(nodes), len(req), len(spec.names())))
+    for k, node in enumerate(nodes):
+        tokens = req.image_tokens(catalog.model(node[0]).image_tokens)
+        X[k] = _feature_rows(spec, catalog, columns, node, tokens)
+    return _finite(X.reshape(len(nodes) * len(req), -1), spec), node_key

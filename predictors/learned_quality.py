@@ -2,7 +2,7 @@
 
 Training (:meth:`LearnedQualityModel.fit`) takes a benchmark table
 (:func:`qlmio_opt.simulator.dataset.bench_data`), computes the features of
-:mod:`qlmio_opt.predictors.learned_features` (one function for training and prediction), fits a
+:mod:`qlmio_opt.predictors.learned_features` (one implementation for tables and windows), fits a
 scikit-learn :class:`~sklearn.ensemble.HistGradientBoostingClassifier` on the ``train`` split
 to the observed ``completed`` outcome (never on the hidden ``true_completion_prob``) and
 calibrates its probabilities: by default, per tier (edge, cloud), with a logistic regression on
@@ -28,125 +28,109 @@ which the model file stores.
 
 **Safe model files.** :meth:`~LearnedQualityModel.save` writes two files and no pickle:
 
-- ``<name>.json``: format and version, the package and scikit-learn versions that trained it,
-  the settings, the feature specification and names, validation metrics, a description of the
-  training data, and the SHA-256 of the ``.npz``;
-- ``<name>.npz``: every tree's node arrays (``value``, ``feature_idx``, ``num_threshold``,
-  ``missing_go_to_left``, ``left``, ``right``, ``is_leaf``; trees stacked, ``tree_offsets``
-  marks where each starts), the ``baseline`` raw prediction, the calibration arrays
+- ``<name>.json`` (:class:`SklearnQualityFile`): format and version, the package and
+  scikit-learn versions that trained it, the settings, the feature specification and names,
+  validation metrics, a description of the training data, and the SHA-256 of the ``.npz``;
+- ``<name>.npz``: every tree's node arrays
+  (:data:`~qlmio_opt.predictors.tree_ensemble.TREE_FIELDS`; trees stacked, ``tree_offsets``
+  marks where each starts, ``baseline`` the raw score before any tree), the calibration arrays
   ``calibration_x`` / ``calibration_y`` (isotonic) and ``calibration_tier`` (six
-  coefficients) and the text coefficients ``text_coef`` (one float per
-  hash bucket; empty without a text feature).
+  coefficients) and the text coefficients ``text_coef`` (one float per hash bucket; empty
+  without a text feature).
 
 :meth:`~LearnedQualityModel.load` reads them through the shared safe readers of
-:mod:`qlmio_opt.predictors.model_files` (a size-bounded JSON; the ``.npz``'s hash checked
-before the archive is opened and every member's declared size bounded by what the JSON says
-before anything is inflated; ``numpy.load(allow_pickle=False)`` only), checks every field
-(dtype, shape, finiteness, feature indices, child indices pointing forward inside their own
-tree, the text coefficients' length and finiteness) and refuses anything else with a
-``ValueError`` naming the file and the field. Prediction never needs scikit-learn:
-:class:`TreeEnsemble` runs the trees in numpy (:mod:`qlmio_opt.predictors.tree_ensemble`),
-vectorised over samples *and* trees: a ``(rows, n_trees)`` matrix of node indices steps down one
-level per iteration, block of rows by block of rows in reused buffers, or, for a window's
-features (:meth:`TreeEnsemble.raw_predict_blocks`), per-feature tables of leaf masks that are
-looked up once per request for the per-request columns; the raw score is the baseline plus the
-sum of the reached leaf values, the probability its logistic, exactly as scikit-learn computes
-it (the tests check equality to 1e-9). :meth:`LearnedQualityModel.predict_proba_instance`
-computes a window's features once per request and distinct node model and tier
-(:func:`~qlmio_opt.predictors.learned_features.window_quality_features`); ``reference=True``
-keeps the straightforward path (every pair a row, the trees walked one step at a time on all
-rows at once), which gives the same numbers.
+:mod:`qlmio_opt.predictors.model_files` (a size-bounded JSON validated field by field; the
+``.npz``'s hash checked before the archive is opened and every member's declared size bounded
+by what the JSON says before anything is inflated; ``numpy.load(allow_pickle=False)`` only),
+checks every array (dtype, shape, finiteness, feature indices, child indices pointing forward
+inside their own tree, the text coefficients' length and finiteness) and refuses anything else
+with a ``ValueError`` naming the file and the field. Prediction never needs scikit-learn: the
+trees run in numpy (:class:`~qlmio_opt.predictors.tree_ensemble.TreeEnsemble`), the raw score
+the baseline plus the sum of the reached leaves and the probability its logistic, exactly as
+scikit-learn computes it (the tests check equality to 1e-9).
+:meth:`LearnedQualityModel.predict_proba_instance` computes a window's features once per request
+and distinct node model and tier
+(:func:`~qlmio_opt.predictors.learned_features.window_quality_features`) and evaluates the
+trees through their leaf masks
+(:meth:`~qlmio_opt.predictors.tree_ensemble.TreeEnsemble.raw_predict_blocks`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 
 from qlmio_opt.domain.catalog import Catalog, default_catalog
 from qlmio_opt.domain.instance import Instance
+from qlmio_opt.predictors.base import NotFittedError, ParamsMixin
 from qlmio_opt.predictors.learned_features import (
     FEATURE_VERSION,
     TEXT_BUCKETS,
     FeatureSpec,
+    FeatureSpecFields,
+    TextBuckets,
     analytic_logit,
-    instance_features,
     quality_features,
     text_bag,
     window_quality_features,
 )
 from qlmio_opt.predictors.model_files import (
+    ArraysFile,
     ArraySpec,
-    read_model_json,
+    json_safe,
+    model_paths,
+    read_header,
     read_npz,
+    validated,
     write_model_json,
+    write_npz,
 )
-from qlmio_opt.predictors.model_files import json_safe as _json_safe
-from qlmio_opt.predictors.model_files import model_paths as _paths
 from qlmio_opt.predictors.tree_ensemble import (
-    compile_leaf_masks,
-    compile_trees,
-    reference_raw_sum,
+    DTYPE_KINDS,
+    TREE_FIELDS,
+    TreeEnsemble,
+    TreeSettings,
+    canonical_arrays,
+    check_tree_arrays,
 )
 
 __all__ = [
+    "CALIBRATIONS",
     "MODEL_FORMAT",
     "MODEL_VERSION",
     "NPZ_FIELDS",
     "LearnedQualityModel",
-    "TreeEnsemble",
+    "QualityFile",
+    "QualitySettings",
+    "SklearnQualityFile",
+    "TrainingRows",
+    "describe_training_data",
     "expected_calibration_error",
-    "max_tree_nodes",
     "quality_metrics",
-    "tree_array_specs",
+    "tier_logistic_inputs",
 ]
 
 MODEL_FORMAT = "qlmio-opt/learned-quality"
 MODEL_VERSION = 3
 
-# field -> dtype kind ("f" float, "i" integer, "b" boolean)
-NPZ_FIELDS: Mapping[str, str] = {
-    "value": "f",
-    "feature_idx": "i",
-    "num_threshold": "f",
-    "missing_go_to_left": "b",
-    "left": "i",
-    "right": "i",
-    "is_leaf": "b",
-    "tree_offsets": "i",
-    "baseline": "f",
+_CALIBRATION_FIELDS: Mapping[str, str] = {
     "calibration_x": "f",
     "calibration_y": "f",
     "calibration_tier": "f",
     "text_coef": "f",
 }
+NPZ_FIELDS: Mapping[str, str] = {**TREE_FIELDS, **_CALIBRATION_FIELDS}
+"""Every field of the ``.npz`` and its kind (``f`` float, ``i`` integer, ``b`` boolean)."""
+
 CALIBRATIONS = ("tier-logistic", "logistic", "isotonic", "none")
 # per tier (edge, cloud): intercept, weight of the analytic logit, weight of the learned deviation
 _TIER_IDENTITY = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
-_NODE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right")
-# dtype kinds each field kind of NPZ_FIELDS accepts on load (before the cast of _check_arrays)
-_DTYPE_KINDS = {"f": "fiu", "i": "iu", "b": "biu"}
-_JSON_KEYS = (
-    "format",
-    "version",
-    "package_version",
-    "sklearn_version",
-    "settings",
-    "feature_version",
-    "feature_spec",
-    "feature_names",
-    "n_trees",
-    "metrics",
-    "training_data",
-    "npz_file",
-    "npz_sha256",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,120 +172,65 @@ def quality_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
-# numpy tree inference
+# the settings and the model file
 # --------------------------------------------------------------------------------------------
-class _Refused(ValueError):
-    """A field of a model file failed its check."""
+class QualitySettings(TreeSettings):
+    """The settings of :class:`LearnedQualityModel` (its ``__init__`` but the catalog), as
+    ``fit`` checks them and the model file records them."""
+
+    l2_regularization: float = Field(ge=0)
+    calibration: Literal["tier-logistic", "logistic", "isotonic", "none"]
+    text_buckets: TextBuckets
+    text_penalty: float = Field(gt=0)
+    text_folds: int = Field(ge=2)
+    n_threads: int | None = Field(ge=1)
 
 
-@dataclass(frozen=True, eq=False)
-class TreeEnsemble:
-    """Stacked binary trees with numpy inference (see the module docstring).
+class QualityFile(ArraysFile):
+    """The fields both quality families' files share: the features they were trained on and
+    what they were trained on."""
 
-    Attributes
-    ----------
-    arrays
-        The checked ``.npz`` fields (:data:`NPZ_FIELDS`).
-    n_features
-        Columns the trees read.
-    """
+    feature_version: int
+    feature_spec: FeatureSpecFields
+    feature_names: list[str]
+    training_data: dict[str, Any]
 
-    arrays: Mapping[str, np.ndarray]
-    n_features: int
-
-    def __post_init__(self) -> None:
-        compiled = compile_trees(self.arrays)
-        object.__setattr__(self, "_compiled", compiled)
-        object.__setattr__(self, "_masks", compile_leaf_masks(self.arrays))
-        object.__setattr__(self, "depth", compiled.depth)
-
-    @property
-    def n_trees(self) -> int:
-        return self._compiled.n_trees
-
-    @property
-    def baseline(self) -> float:
-        return float(self.arrays["baseline"][0])
-
+    @field_validator("feature_version")
     @classmethod
-    def from_estimator(cls, estimator: Any) -> TreeEnsemble:
-        """Stack the trees of a fitted binary ``HistGradientBoostingClassifier``.
+    def _this_feature_version(cls, version: int) -> int:
+        if version != FEATURE_VERSION:
+            raise ValueError(
+                f"model built with feature version {version}, this code computes version "
+                f"{FEATURE_VERSION}"
+            )
+        return version
 
-        Raises
-        ------
-        ValueError
-            If the model is not binary or has categorical splits.
-        """
-        predictors = estimator._predictors
-        if any(len(it) != 1 for it in predictors):
-            raise ValueError("only binary classifiers (one tree per iteration) are supported")
-        nodes = [it[0].nodes for it in predictors]
-        if any(nd["is_categorical"].any() for nd in nodes):
-            raise ValueError("categorical splits are not supported by the numpy inference")
-        baseline = np.asarray(estimator._baseline_prediction, dtype=float).ravel()
-        if baseline.shape != (1,):
-            raise ValueError(f"unexpected baseline shape {baseline.shape}")
-        sizes = [len(nd) for nd in nodes]
-        cat = np.concatenate(nodes) if nodes else np.zeros(0, dtype=object)
-        arrays = {
-            "value": cat["value"].astype(np.float64),
-            "feature_idx": cat["feature_idx"].astype(np.int64),
-            "num_threshold": cat["num_threshold"].astype(np.float64),
-            "missing_go_to_left": cat["missing_go_to_left"].astype(bool),
-            "left": cat["left"].astype(np.int64),
-            "right": cat["right"].astype(np.int64),
-            "is_leaf": cat["is_leaf"].astype(bool),
-            "tree_offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-            "baseline": baseline,
-        }
-        n_features = int(estimator.n_features_in_)
-        return cls(_check_arrays({**arrays, **_identity()}, "estimator", n_features), n_features)
+    @field_validator("feature_names")
+    @classmethod
+    def _names_of_the_spec(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        spec = info.data.get("feature_spec")  # absent if the spec itself was refused
+        if spec is not None and names != list(spec.spec().names()):
+            raise ValueError("do not match the features this code computes for the spec")
+        return names
 
-    def raw_predict(self, X: np.ndarray, reference: bool = False) -> np.ndarray:
-        """Raw scores (log-odds) of the rows of ``X``: baseline + sum of the trees' leaves.
 
-        ``reference=True`` runs the straightforward walk
-        (:func:`~qlmio_opt.predictors.tree_ensemble.reference_raw_sum`) instead of the blocked
-        one; the numbers are the same.
-        """
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"X must have shape (n, {self.n_features}); got {X.shape}")
-        if reference:
-            return self.baseline + reference_raw_sum(self._compiled, X)
-        return self.baseline + self._compiled.raw_sum(X)
+class SklearnQualityFile(QualityFile):
+    """The JSON of a :class:`LearnedQualityModel` (format :data:`MODEL_FORMAT`)."""
 
-    def raw_predict_blocks(self, X: np.ndarray, n_blocks: int) -> np.ndarray:
-        """:meth:`raw_predict` of rows made of ``n_blocks`` equal blocks (a window's features,
-        key-major), with the same numbers.
-
-        ``X`` is float64 with *at least* ``n_features`` columns (the trees read the first
-        ``n_features``: no copy of a wider matrix). Per-request and per-block columns are
-        looked up once per request or block
-        (:meth:`~qlmio_opt.predictors.tree_ensemble.LeafMasks.raw_sum_blocks`); the blocked
-        walk runs where that does not apply (a NaN, trees of more than 16 leaves).
-        """
-        if X.ndim != 2 or X.shape[1] < self.n_features or X.dtype != np.float64:
-            raise ValueError(f"X must be float64 of shape (n, >= {self.n_features}); got {X.shape}")
-        X = np.ascontiguousarray(X)
-        masks = self._masks
-        with np.errstate(invalid="ignore", over="ignore"):
-            has_nan = bool(np.isnan(np.add.reduce(X, axis=None)))  # or both infinities
-        if masks is None or has_nan:
-            return self.baseline + self._compiled.raw_sum(X)
-        return self.baseline + masks.raw_sum_blocks(X, n_blocks)
-
-    def predict_proba(self, X: np.ndarray, reference: bool = False) -> np.ndarray:
-        """Probability of the positive class (the logistic of :meth:`raw_predict`)."""
-        raw = self.raw_predict(X, reference=reference)
-        return 1.0 / (1.0 + np.exp(-raw))
+    format: Literal["qlmio-opt/learned-quality"]
+    version: Literal[3]
+    sklearn_version: str
+    settings: QualitySettings
+    n_trees: int = Field(ge=1)
 
 
 # --------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------
-class LearnedQualityModel:
+class LearnedQualityModel(ParamsMixin):
     """Probability that a node's model completes a request, learned from the bench table.
+
+    scikit-learn's estimator contract (:class:`~qlmio_opt.predictors.base.ParamsMixin`).
 
     Parameters
     ----------
@@ -346,11 +275,13 @@ class LearnedQualityModel:
         fastest for tables of this size on a small, shared machine, and the result does not
         depend on it.
     random_state
-        Seed of scikit-learn's randomness (binning subsample); with early stopping off and
-        fewer than 200,000 training rows the fit is deterministic anyway.
+        Seed of scikit-learn's randomness (binning subsample) and of the folds; with early
+        stopping off and fewer than 200,000 training rows the trees are deterministic anyway.
 
     Attributes
     ----------
+    settings_ : QualitySettings
+        The settings the model was fitted with (what :meth:`save` records).
     feature_spec_ : FeatureSpec
     feature_names_ : tuple of str
     estimator_ : HistGradientBoostingClassifier or None
@@ -359,8 +290,11 @@ class LearnedQualityModel:
         The trees, for numpy inference.
     calibration_x_, calibration_y_ : numpy.ndarray
         The isotonic calibration map (raw probability knots and their calibrated values).
+    calibration_tier_ : numpy.ndarray
+        The six tier-logistic coefficients (edge, cloud: intercept, analytic, deviation).
     text_coef_ : numpy.ndarray
         ``(text_buckets,)`` text coefficients fitted on all ``train`` rows.
+    sklearn_version_ : str
     metrics_ : dict
         Validation metrics before and after calibration, and of the text score alone
         (``validation_text``: AUC of the analytic offset with and without it).
@@ -372,8 +306,8 @@ class LearnedQualityModel:
         self,
         max_iter: int = 60,
         learning_rate: float = 0.1,
-        max_leaf_nodes: int = 8,
-        max_depth: int = 3,
+        max_leaf_nodes: int | None = 8,
+        max_depth: int | None = 3,
         min_samples_leaf: int = 40,
         l2_regularization: float = 1.0,
         calibration: str = "tier-logistic",
@@ -398,43 +332,10 @@ class LearnedQualityModel:
         self.n_threads = n_threads
         self.random_state = random_state
 
-    # -- settings ----------------------------------------------------------------------------
-    _SETTINGS = (
-        "max_iter",
-        "learning_rate",
-        "max_leaf_nodes",
-        "max_depth",
-        "min_samples_leaf",
-        "l2_regularization",
-        "calibration",
-        "text_buckets",
-        "text_penalty",
-        "text_folds",
-        "n_threads",
-        "random_state",
-    )
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The settings (scikit-learn convention)."""
-        return {**{k: getattr(self, k) for k in self._SETTINGS}, "catalog": self.catalog}
-
-    def _estimator(self) -> Any:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        return HistGradientBoostingClassifier(
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            max_leaf_nodes=self.max_leaf_nodes,
-            max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf,
-            l2_regularization=self.l2_regularization,
-            early_stopping=False,
-            random_state=self.random_state,
-        )
-
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, table: Any, y: Any = None) -> LearnedQualityModel:
-        """Fit the trees on the ``train`` rows and the calibration on the ``validation`` rows.
+        """Fit the trees on the ``train`` rows and the calibration on the ``validation`` rows
+        (and, for the logistic ones, the out-of-fold predictions of the ``train`` rows).
 
         Parameters
         ----------
@@ -453,112 +354,53 @@ class LearnedQualityModel:
         Raises
         ------
         ValueError
-            If a column is missing, a split is empty, the outcome has a single class or a
-            setting is invalid.
+            If a setting is invalid (``setting: problem``), a column is missing, a split is
+            empty or the outcome has a single class.
         """
-        if self.calibration not in CALIBRATIONS:
-            raise ValueError(f"calibration must be one of {CALIBRATIONS}; got {self.calibration!r}")
-        for col in ("split", "completed"):
-            if col not in table:
-                raise ValueError(f"the table lacks the column {col}")
-        import sklearn
-
-        if not (isinstance(self.text_folds, int) and self.text_folds >= 2):
-            raise ValueError(f"text_folds must be an integer >= 2; got {self.text_folds!r}")
-        if not (self.text_penalty > 0 and math.isfinite(self.text_penalty)):
-            raise ValueError(f"text_penalty must be positive; got {self.text_penalty!r}")
+        settings = validated(QualitySettings, self._settings_params())
         catalog = self.catalog or default_catalog()
-        spec = FeatureSpec.from_catalog(catalog, self.text_buckets)
-        split = np.asarray(table["split"], dtype=object)
-        train, val = split == "train", split == "validation"
-        if not train.any():
-            raise ValueError("the table has no train rows")
-        if self.calibration != "none" and not val.any():
-            raise ValueError(f"{self.calibration} calibration needs validation rows")
-        target = np.asarray(table["completed"], dtype=np.int64)
-        if len(np.unique(target[train])) != 2:
-            raise ValueError("the train rows hold a single outcome class")
-        text_metrics: dict[str, Any] = {}
-        if spec.text_buckets:
-            # the analytic quality does not depend on the text: compute it without a score
-            base = quality_features(table, catalog, spec, text_score=np.zeros(len(target)))
-            offset = analytic_logit(base[:, spec.names().index("analytic_quality")])
-            coef, score = self._fit_text(table, spec, train, offset, target)
-            X = quality_features(table, catalog, spec, text_score=score)
-            if val.any() and len(np.unique(target[val])) == 2:
-                from sklearn.metrics import roc_auc_score
-
-                text_metrics = {
-                    "validation_text": {
-                        "auc_analytic": float(roc_auc_score(target[val], offset[val])),
-                        "auc_analytic_plus_text": float(
-                            roc_auc_score(target[val], offset[val] + score[val])
-                        ),
-                    }
-                }
-        else:
-            coef = np.zeros(0)
-            X = quality_features(table, catalog, spec)
-
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=self.n_threads):
-            estimator = self._estimator().fit(X[train], target[train])
+        spec = FeatureSpec.from_catalog(catalog, settings.text_buckets)
+        rows = TrainingRows.of(table, settings.calibration)
+        X, text_coef, text_metrics = self._features(table, catalog, spec, rows)
+        estimator = _fitted_estimator(settings, X[rows.train], rows.target[rows.train])
         forest = TreeEnsemble.from_estimator(estimator)
-        raw_val = forest.predict_proba(X[val]) if val.any() else np.zeros(0)
-        if val.any():
-            ref = estimator.predict_proba(X[val])[:, 1]
+        raw_val = forest.predict_proba(X[rows.val])
+        if rows.val.any():
+            ref = estimator.predict_proba(X[rows.val])[:, 1]
             if not np.allclose(raw_val, ref, rtol=0, atol=1e-9):
                 raise RuntimeError("numpy tree inference disagrees with scikit-learn")
-        if self.calibration == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
-
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-            iso.fit(raw_val, target[val])
-            cal_x = np.asarray(iso.X_thresholds_, dtype=float)
-            cal_y = np.asarray(iso.y_thresholds_, dtype=float)
-        else:
-            cal_x, cal_y = _identity()["calibration_x"], _identity()["calibration_y"]
-        cal_tier = _TIER_IDENTITY.copy()
-        if self.calibration in ("tier-logistic", "logistic"):
-            # out-of-fold tree probabilities of the train rows join the validation rows: the
-            # calibration's intercepts then rest on every request, not on the validation few
-            raw_oof = self._out_of_fold(table, X, target, train)
-            rows = train | val
-            raw_rows = np.where(train, raw_oof, 0.0)
-            raw_rows[val] = raw_val
-            cal_tier = _fit_tier_logistic(
-                raw_rows[rows], X[rows], spec, target[rows], self.calibration == "tier-logistic"
-            )
-
-        arrays = dict(
-            forest.arrays,
-            calibration_x=cal_x,
-            calibration_y=cal_y,
-            calibration_tier=cal_tier,
-            text_coef=coef,
-        )
-        arrays = _check_arrays(arrays, "fit", X.shape[1], spec.text_buckets)
-        self.feature_spec_ = spec
-        self.feature_names_ = spec.names()
+        arrays = {
+            **forest.arrays,
+            **self._fit_calibration(settings, table, X, spec, rows, raw_val),
+            "text_coef": text_coef,
+        }
+        self._set_fitted(settings, spec, _checked_arrays(arrays, "fit", spec))
         self.estimator_ = estimator
-        self.forest_ = TreeEnsemble(arrays, X.shape[1])
-        self.calibration_x_ = arrays["calibration_x"]
-        self.calibration_y_ = arrays["calibration_y"]
-        self.calibration_tier_ = arrays["calibration_tier"]
-        self.text_coef_ = arrays["text_coef"]
+        import sklearn
+
         self.sklearn_version_ = sklearn.__version__
-        self.metrics_ = {}
-        if val.any():
-            self.metrics_ = {
-                "validation_uncalibrated": quality_metrics(target[val], raw_val),
-                "validation_calibrated_in_sample": quality_metrics(
-                    target[val], self._calibrate(raw_val, X[val])
-                ),
-                **text_metrics,
-            }
-        self.training_data_ = _describe(table, train, val, X[train], target[train])
+        self.metrics_ = self._validation_metrics(X, rows, raw_val) | text_metrics
+        self.training_data_ = describe_training_data(
+            table, rows.train, rows.val, X[rows.train], rows.target[rows.train]
+        )
         return self
+
+    def _settings_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.get_params(deep=False).items() if k != "catalog"}
+
+    def _features(
+        self, table: Any, catalog: Catalog, spec: FeatureSpec, rows: TrainingRows
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The training features (train rows with out-of-fold text scores), the text
+        coefficients fitted on all train rows, and the text score's validation metrics."""
+        if not spec.text_buckets:
+            return quality_features(table, catalog, spec), np.zeros(0), {}
+        # the analytic quality does not depend on the text: compute it without a score
+        base = quality_features(table, catalog, spec, text_score=np.zeros(len(rows.target)))
+        offset = analytic_logit(base[:, spec.names().index("analytic_quality")])
+        coef, score = self._fit_text(table, spec, rows.train, offset, rows.target)
+        X = quality_features(table, catalog, spec, text_score=score)
+        return X, coef, _text_metrics(rows, offset, score)
 
     def _fit_text(
         self,
@@ -574,10 +416,8 @@ class LearnedQualityModel:
         column), assigned by a permutation seeded with ``random_state`` (0 if ``None``).
         """
         bag = text_bag(np.asarray(table["prompt"], dtype=object), spec.text_buckets)
-        key = "request" if "request" in table else "prompt"
-        groups = np.asarray(table[key], dtype=object).astype(str)
-        _, group, rows_per_group = np.unique(groups, return_inverse=True, return_counts=True)
-        weight = 1.0 / rows_per_group[group]  # every request weighs 1 in the loss
+        groups = _request_groups(table)
+        weight = 1.0 / groups.rows[groups.index]  # every request weighs 1 in the loss
         y = target.astype(float)
 
         def fit(rows: np.ndarray) -> np.ndarray:
@@ -587,46 +427,77 @@ class LearnedQualityModel:
 
         coef = fit(train)
         score = np.asarray(bag @ coef, dtype=float)
-        train_groups = np.unique(group[train])
-        rng = np.random.default_rng(0 if self.random_state is None else self.random_state)
-        fold_of = np.full(len(rows_per_group), -1)
-        fold_of[rng.permutation(train_groups)] = np.arange(len(train_groups)) % self.text_folds
-        fold = np.where(train, fold_of[group], -1)
-        for k in range(min(self.text_folds, len(train_groups))):
+        seed = 0 if self.random_state is None else self.random_state
+        fold, n_folds = groups.folds(train, self.text_folds, seed)
+        for k in range(n_folds):
             held = fold == k
             rest = train & ~held
             score[held] = bag[held] @ fit(rest) if rest.any() else 0.0
         return coef, score
 
-    def _out_of_fold(
-        self, table: Any, X: np.ndarray, target: np.ndarray, train: np.ndarray
-    ) -> np.ndarray:
-        """Tree probabilities of every ``train`` row from trees fitted without its request
-        (``text_folds`` folds grouped by request, seeded by ``random_state`` + 1)."""
-        from threadpoolctl import threadpool_limits
+    def _fit_calibration(
+        self,
+        settings: QualitySettings,
+        table: Any,
+        X: np.ndarray,
+        spec: FeatureSpec,
+        rows: TrainingRows,
+        raw_val: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """The calibration arrays (identity maps for the kinds not chosen)."""
+        out = _identity()
+        if settings.calibration == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
 
-        key = "request" if "request" in table else "prompt"
-        groups = np.asarray(table[key], dtype=object).astype(str)
-        _, group = np.unique(groups, return_inverse=True)
-        train_groups = np.unique(group[train])
-        rng = np.random.default_rng(1 + (0 if self.random_state is None else self.random_state))
-        fold_of = np.full(group.max() + 1, -1)
-        fold_of[rng.permutation(train_groups)] = np.arange(len(train_groups)) % self.text_folds
-        fold = np.where(train, fold_of[group], -1)
-        out = np.zeros(len(target))
-        for k in range(min(self.text_folds, len(train_groups))):
-            held, rest = fold == k, train & (fold != k)
-            if len(np.unique(target[rest])) != 2:
-                continue
-            with threadpool_limits(limits=self.n_threads):
-                trees = TreeEnsemble.from_estimator(self._estimator().fit(X[rest], target[rest]))
-            out[held] = trees.predict_proba(X[held])
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            iso.fit(raw_val, rows.target[rows.val])
+            out["calibration_x"] = np.asarray(iso.X_thresholds_, dtype=float)
+            out["calibration_y"] = np.asarray(iso.y_thresholds_, dtype=float)
+        elif settings.calibration in ("tier-logistic", "logistic"):
+            # out-of-fold tree probabilities of the train rows join the validation rows: the
+            # calibration's intercepts then rest on every request, not on the validation few
+            raw_rows = np.where(rows.train, _out_of_fold(settings, table, X, rows), 0.0)
+            raw_rows[rows.val] = raw_val
+            both = rows.train | rows.val
+            out["calibration_tier"] = _fit_tier_logistic(
+                raw_rows[both],
+                X[both],
+                spec,
+                rows.target[both],
+                per_tier=settings.calibration == "tier-logistic",
+            )
         return out
+
+    def _set_fitted(
+        self, settings: QualitySettings, spec: FeatureSpec, arrays: Mapping[str, np.ndarray]
+    ) -> None:
+        """The learned attributes shared by :meth:`fit` and :meth:`load`."""
+        self.settings_ = settings
+        self.feature_spec_ = spec
+        self.feature_names_ = spec.names()
+        self.forest_ = TreeEnsemble({k: arrays[k] for k in TREE_FIELDS}, len(spec.names()))
+        self.calibration_x_ = arrays["calibration_x"]
+        self.calibration_y_ = arrays["calibration_y"]
+        self.calibration_tier_ = arrays["calibration_tier"]
+        self.text_coef_ = arrays["text_coef"]
+
+    def _validation_metrics(
+        self, X: np.ndarray, rows: TrainingRows, raw_val: np.ndarray
+    ) -> dict[str, Any]:
+        if not rows.val.any():
+            return {}
+        y_val = rows.target[rows.val]
+        return {
+            "validation_uncalibrated": quality_metrics(y_val, raw_val),
+            "validation_calibrated_in_sample": quality_metrics(
+                y_val, self._calibrate(raw_val, X[rows.val])
+            ),
+        }
 
     # -- prediction --------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "forest_"):
-            raise ValueError("this LearnedQualityModel is not fitted; call fit or load first")
+            raise NotFittedError("this LearnedQualityModel is not fitted; call fit or load first")
 
     def _calibrate(self, p: np.ndarray, X: np.ndarray) -> np.ndarray:
         p = np.clip(np.interp(p, self.calibration_x_, self.calibration_y_), 0.0, 1.0)
@@ -657,31 +528,19 @@ class LearnedQualityModel:
         return self.predict_proba_features(self.features_table(table, catalog), calibrated)
 
     def predict_proba_instance(
-        self,
-        instance: Instance,
-        calibrated: bool = True,
-        catalog: Catalog | None = None,
-        reference: bool = False,
+        self, instance: Instance, calibrated: bool = True, catalog: Catalog | None = None
     ) -> np.ndarray:
         """``(R, N)`` completion probability of every request on every node of ``instance``.
 
         The features come from
         :func:`~qlmio_opt.predictors.learned_features.window_quality_features` (one row per
-        request and distinct node model and tier); ``reference=True`` takes the straightforward
-        path instead (every pair a row of
-        :func:`~qlmio_opt.predictors.learned_features.instance_features`, the trees walked by
-        :func:`~qlmio_opt.predictors.tree_ensemble.reference_raw_sum`): slower, the same numbers.
+        request and distinct node model and tier), the trees run on the window's blocks.
         """
         self._check_fitted()
         shape = (len(instance.requests), len(instance.nodes))
         if shape[0] == 0:
             return np.zeros(shape)
         catalog = catalog or instance.resolved_catalog
-        if reference:
-            X = instance_features(instance, self.feature_spec_, catalog, self.text_coef_)
-            raw = self.forest_.predict_proba(X, reference=True)
-            p = self._calibrate(raw, X) if calibrated else raw
-            return p.reshape(shape)
         X, node_key = window_quality_features(
             instance, self.feature_spec_, catalog, self.text_coef_
         )
@@ -703,30 +562,30 @@ class LearnedQualityModel:
         self._check_fitted()
         from qlmio_opt import __version__
 
-        json_path, npz_path = _paths(path)
+        json_path, npz_path = model_paths(path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = dict(self.forest_.arrays)
-        arrays["calibration_x"] = self.calibration_x_
-        arrays["calibration_y"] = self.calibration_y_
-        arrays["calibration_tier"] = self.calibration_tier_
-        arrays["text_coef"] = self.text_coef_
-        with open(npz_path, "wb") as fh:
-            np.savez(fh, **{k: np.ascontiguousarray(arrays[k]) for k in NPZ_FIELDS})
-        settings = {k: getattr(self, k) for k in self._SETTINGS}
+        arrays = {
+            **self.forest_.arrays,
+            "calibration_x": self.calibration_x_,
+            "calibration_y": self.calibration_y_,
+            "calibration_tier": self.calibration_tier_,
+            "text_coef": self.text_coef_,
+        }
+        write_npz(npz_path, {k: arrays[k] for k in NPZ_FIELDS})
         meta = {
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,
             "package_version": __version__,
             "sklearn_version": self.sklearn_version_,
-            "settings": settings,
+            "settings": self._in_init_order(self.settings_.model_dump()),
             "feature_version": FEATURE_VERSION,
             "feature_spec": self.feature_spec_.to_dict(),
             "feature_names": list(self.feature_names_),
             "n_trees": self.forest_.n_trees,
-            "metrics": _json_safe(self.metrics_),
-            "training_data": _json_safe(self.training_data_),
+            "metrics": json_safe(self.metrics_),
+            "training_data": json_safe(self.training_data_),
         }
-        write_model_json(json_path, npz_path, meta)
+        write_model_json(json_path, npz_path, meta, SklearnQualityFile)
         return json_path, npz_path
 
     @classmethod
@@ -740,29 +599,133 @@ class LearnedQualityModel:
         FileNotFoundError
             If a file is missing.
         """
-        json_path, _ = _paths(path)
-        meta = _read_json(json_path)
-        npz_path = json_path.parent / meta["npz_file"]
-        spec = meta["_spec"]
-        arrays = _read_npz(json_path, npz_path, meta)
-        settings = meta["settings"]
-        model = cls(**{k: settings[k] for k in cls._SETTINGS}, catalog=catalog)
-        model.feature_spec_ = spec
-        model.feature_names_ = spec.names()
+        json_path, _ = model_paths(path)
+        header = read_header(json_path, SklearnQualityFile)
+        spec = header.feature_spec.spec()
+        npz_path = json_path.parent / header.npz_file
+        arrays = read_npz(json_path, npz_path, header.npz_sha256, _array_specs(header, spec))
+        model = cls(**header.settings.model_dump(), catalog=catalog)
+        model._set_fitted(header.settings, spec, _checked_arrays(arrays, str(npz_path), spec))
         model.estimator_ = None
-        model.forest_ = TreeEnsemble(arrays, len(spec.names()))
-        model.calibration_x_ = arrays["calibration_x"]
-        model.calibration_y_ = arrays["calibration_y"]
-        model.calibration_tier_ = arrays["calibration_tier"]
-        model.text_coef_ = arrays["text_coef"]
-        model.sklearn_version_ = meta["sklearn_version"]
-        model.metrics_ = meta["metrics"]
-        model.training_data_ = meta["training_data"]
+        model.sklearn_version_ = header.sklearn_version
+        model.metrics_ = header.metrics
+        model.training_data_ = header.training_data
         return model
 
 
 # --------------------------------------------------------------------------------------------
-# helpers
+# training steps
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingRows:
+    """The rows of a bench table that train and that validate, and the observed outcome."""
+
+    train: np.ndarray
+    val: np.ndarray
+    target: np.ndarray
+
+    @classmethod
+    def of(cls, table: Any, calibration: str) -> TrainingRows:
+        """The rows of ``table``'s ``split`` and its ``completed`` outcome.
+
+        Raises
+        ------
+        ValueError
+            On a missing column, no train rows, no validation rows where the calibration
+            needs them, or train rows of a single outcome class.
+        """
+        for col in ("split", "completed"):
+            if col not in table:
+                raise ValueError(f"the table lacks the column {col}")
+        split = np.asarray(table["split"], dtype=object)
+        train, val = split == "train", split == "validation"
+        if not train.any():
+            raise ValueError("the table has no train rows")
+        if calibration != "none" and not val.any():
+            raise ValueError(f"{calibration} calibration needs validation rows")
+        target = np.asarray(table["completed"], dtype=np.int64)
+        if len(np.unique(target[train])) != 2:
+            raise ValueError("the train rows hold a single outcome class")
+        return cls(train, val, target)
+
+
+@dataclass(frozen=True)
+class _RequestGroups:
+    """Every row's request (``index`` into the distinct requests) and each request's rows."""
+
+    index: np.ndarray
+    rows: np.ndarray
+
+    def folds(self, train: np.ndarray, n_folds: int, seed: int) -> tuple[np.ndarray, int]:
+        """Every train row's fold (``-1`` off the train rows): the train requests in a seeded
+        permutation, dealt round-robin; and the number of folds that hold rows."""
+        train_groups = np.unique(self.index[train])
+        rng = np.random.default_rng(seed)
+        fold_of = np.full(len(self.rows), -1)
+        fold_of[rng.permutation(train_groups)] = np.arange(len(train_groups)) % n_folds
+        return np.where(train, fold_of[self.index], -1), min(n_folds, len(train_groups))
+
+
+def _request_groups(table: Any) -> _RequestGroups:
+    """The rows' requests (their prompts if the table has no ``request`` column)."""
+    key = "request" if "request" in table else "prompt"
+    groups = np.asarray(table[key], dtype=object).astype(str)
+    _, index, rows = np.unique(groups, return_inverse=True, return_counts=True)
+    return _RequestGroups(index, rows)
+
+
+def _estimator(settings: QualitySettings) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(
+        **settings.estimator_params(), l2_regularization=settings.l2_regularization
+    )
+
+
+def _fitted_estimator(settings: QualitySettings, X: np.ndarray, y: np.ndarray) -> Any:
+    """The classifier fitted on ``X``, ``y`` with at most ``n_threads`` OpenMP threads."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=settings.n_threads):
+        return _estimator(settings).fit(X, y)
+
+
+def _out_of_fold(
+    settings: QualitySettings, table: Any, X: np.ndarray, rows: TrainingRows
+) -> np.ndarray:
+    """Tree probabilities of every ``train`` row from trees fitted without its request
+    (``text_folds`` folds grouped by request, seeded by ``random_state`` + 1)."""
+    seed = 1 + (0 if settings.random_state is None else settings.random_state)
+    fold, n_folds = _request_groups(table).folds(rows.train, settings.text_folds, seed)
+    out = np.zeros(len(rows.target))
+    for k in range(n_folds):
+        held, rest = fold == k, rows.train & (fold != k)
+        if len(np.unique(rows.target[rest])) != 2:
+            continue
+        trees = TreeEnsemble.from_estimator(_fitted_estimator(settings, X[rest], rows.target[rest]))
+        out[held] = trees.predict_proba(X[held])
+    return out
+
+
+def _text_metrics(rows: TrainingRows, offset: np.ndarray, score: np.ndarray) -> dict[str, Any]:
+    """AUC of the analytic offset with and without the text score on the validation rows."""
+    y_val = rows.target[rows.val]
+    if len(np.unique(y_val)) != 2:
+        return {}
+    from sklearn.metrics import roc_auc_score
+
+    return {
+        "validation_text": {
+            "auc_analytic": float(roc_auc_score(y_val, offset[rows.val])),
+            "auc_analytic_plus_text": float(
+                roc_auc_score(y_val, offset[rows.val] + score[rows.val])
+            ),
+        }
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the arrays
 # --------------------------------------------------------------------------------------------
 def _identity() -> dict[str, np.ndarray]:
     return {
@@ -772,6 +735,55 @@ def _identity() -> dict[str, np.ndarray]:
     }
 
 
+def _array_specs(header: SklearnQualityFile, spec: FeatureSpec) -> dict[str, ArraySpec]:
+    """What every ``.npz`` field may hold, from the JSON alone (before the archive is read)."""
+    return {
+        **header.settings.array_specs(header.n_trees),
+        "calibration_x": ArraySpec(DTYPE_KINDS["f"], (None,)),  # isotonic knots: data-sized
+        "calibration_y": ArraySpec(DTYPE_KINDS["f"], (None,)),
+        "calibration_tier": ArraySpec(DTYPE_KINDS["f"], (None,), len(_TIER_IDENTITY)),
+        "text_coef": ArraySpec(DTYPE_KINDS["f"], (None,), spec.text_buckets),
+    }
+
+
+def _checked_arrays(
+    arrays: Mapping[str, np.ndarray], source: str, spec: FeatureSpec
+) -> dict[str, np.ndarray]:
+    """Every field of :data:`NPZ_FIELDS` checked (the trees by
+    :func:`~qlmio_opt.predictors.tree_ensemble.check_tree_arrays`), canonical and read-only.
+
+    Raises
+    ------
+    ValueError
+        ``SOURCE: field 'x': problem``.
+    """
+
+    def fail(field: str, problem: str) -> ValueError:
+        return ValueError(f"{source}: field '{field}': {problem}")
+
+    out = check_tree_arrays(arrays, source, len(spec.names()))
+    out |= canonical_arrays(arrays, _CALIBRATION_FIELDS, source)
+    cx, cy = out["calibration_x"], out["calibration_y"]
+    if len(cx) < 1 or len(cx) != len(cy):
+        raise fail("calibration_y", f"has {len(cy)} entries, calibration_x {len(cx)}")
+    if not np.isfinite(cx).all() or (np.diff(cx) < 0).any():
+        raise fail("calibration_x", "must be finite and non-decreasing")
+    if (cy < 0).any() or (cy > 1).any() or (np.diff(cy) < 0).any():
+        raise fail("calibration_y", "must be non-decreasing probabilities")
+    tier = out["calibration_tier"]
+    if tier.shape != (6,) or not np.isfinite(tier).all():
+        raise fail("calibration_tier", "must be six finite numbers (edge and cloud: b0, b1, b2)")
+    coef = out["text_coef"]
+    if coef.shape != (spec.text_buckets,):
+        raise fail("text_coef", f"has {len(coef)} entries, expected {spec.text_buckets} (buckets)")
+    if not np.isfinite(coef).all():
+        raise fail("text_coef", "contains infinite values")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the calibrations and the text model
+# --------------------------------------------------------------------------------------------
 def tier_logistic_inputs(
     p: np.ndarray, X: np.ndarray, spec: FeatureSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -850,9 +862,12 @@ def _fit_offset_logistic(
     return coef
 
 
-def _describe(
+def describe_training_data(
     table: Any, train: np.ndarray, val: np.ndarray, X: np.ndarray, y: np.ndarray
 ) -> dict[str, Any]:
+    """What a quality model was trained on (its file's ``training_data``): the rows and
+    requests of each split, the models and tasks, the completion rate, the SHA-256 of the
+    training features and the request-id prefixes (``mb<seed>``) that tell held-out rows."""
     requests = np.asarray(table["request"], dtype=object) if "request" in table else None
     models = np.asarray(table["model"], dtype=object)
     tasks = np.asarray(table["task"], dtype=object)
@@ -870,184 +885,4 @@ def _describe(
         out["train_requests"] = len(set(requests[train]))
         out["validation_requests"] = len(set(requests[val]))
         out["request_id_prefixes"] = sorted({str(r).split("-", 1)[0] for r in requests[train]})
-    return out
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    meta = read_model_json(path)
-
-    def fail(field: str, problem: str) -> ValueError:
-        return ValueError(f"{path}: field '{field}': {problem}")
-
-    for key in _JSON_KEYS:
-        if key not in meta:
-            raise fail(key, "missing")
-    if meta["format"] != MODEL_FORMAT:
-        raise fail("format", f"expected {MODEL_FORMAT!r}, got {meta['format']!r}")
-    if meta["version"] != MODEL_VERSION:
-        raise fail("version", f"unsupported version {meta['version']!r} (reads {MODEL_VERSION})")
-    if meta["feature_version"] != FEATURE_VERSION:
-        raise fail(
-            "feature_version",
-            f"model built with feature version {meta['feature_version']!r}, this code computes "
-            f"version {FEATURE_VERSION}",
-        )
-    try:
-        spec = FeatureSpec.from_dict(meta["feature_spec"])
-    except ValueError as exc:
-        raise fail("feature_spec", str(exc)) from None
-    if meta["feature_names"] != list(spec.names()):
-        raise fail("feature_names", "do not match the features this code computes for the spec")
-    settings = meta["settings"]
-    if not isinstance(settings, dict):
-        raise fail("settings", "must be an object")
-    for key in LearnedQualityModel._SETTINGS:
-        if key not in settings:
-            raise fail(f"settings.{key}", "missing")
-    if not _is_count(meta["n_trees"]):
-        raise fail("n_trees", f"must be a positive integer; got {meta['n_trees']!r}")
-    npz_file = meta["npz_file"]
-    if not isinstance(npz_file, str) or Path(npz_file).name != npz_file or not npz_file:
-        raise fail("npz_file", "must be a bare file name next to the JSON")
-    sha = meta["npz_sha256"]
-    if not isinstance(sha, str) or len(sha) != 64:
-        raise fail("npz_sha256", "must be a hex SHA-256")
-    meta["_spec"] = spec
-    return meta
-
-
-def _read_npz(json_path: Path, npz_path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The checked arrays of the ``.npz`` that the checked JSON ``meta`` names."""
-    spec = meta["_spec"]
-    per_tree = max_tree_nodes(meta["settings"], json_path)
-    specs: dict[str, ArraySpec] = {
-        **tree_array_specs(meta["n_trees"], per_tree),
-        "calibration_x": ArraySpec(_DTYPE_KINDS["f"], (None,)),  # isotonic knots: data-sized
-        "calibration_y": ArraySpec(_DTYPE_KINDS["f"], (None,)),
-        "calibration_tier": ArraySpec(_DTYPE_KINDS["f"], (None,), len(_TIER_IDENTITY)),
-        "text_coef": ArraySpec(_DTYPE_KINDS["f"], (None,), spec.text_buckets),
-    }
-    arrays = read_npz(json_path, npz_path, meta["npz_sha256"], specs)
-    return _check_arrays(arrays, str(npz_path), len(spec.names()), spec.text_buckets)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def max_tree_nodes(settings: Mapping[str, Any], source: Path) -> int | None:
-    """The most nodes one tree trained with ``settings`` can have, or ``None`` if neither
-    ``max_leaf_nodes`` nor ``max_depth`` bounds it.
-
-    A binary tree with ``L`` leaves has ``2 L - 1`` nodes; a tree of depth ``d`` (scikit-learn
-    counts edges) has at most ``2**d`` leaves.
-
-    Raises
-    ------
-    ValueError
-        Naming ``source`` and the setting, if one is neither ``null`` nor a valid count.
-    """
-    leaves = settings.get("max_leaf_nodes")
-    depth = settings.get("max_depth")
-    if leaves is not None and not (_is_count(leaves) and leaves >= 2):
-        raise ValueError(f"{source}: field 'settings.max_leaf_nodes': must be null or >= 2")
-    if depth is not None and not _is_count(depth):
-        raise ValueError(f"{source}: field 'settings.max_depth': must be null or >= 1")
-    bounds = [b for b in (leaves, None if depth is None else 2 ** min(depth, 62)) if b]
-    return 2 * min(bounds) - 1 if bounds else None
-
-
-def tree_array_specs(max_trees: int, nodes_per_tree: int | None) -> dict[str, ArraySpec]:
-    """What the tree fields of an ``.npz`` may hold: ``max_trees`` trees of at most
-    ``nodes_per_tree`` nodes (``None``: unbounded but for the archive's hard cap)."""
-    nodes = None if nodes_per_tree is None else max_trees * nodes_per_tree
-    specs = {key: ArraySpec(_DTYPE_KINDS[NPZ_FIELDS[key]], (None,), nodes) for key in _NODE_FIELDS}
-    return specs | {
-        "is_leaf": ArraySpec(_DTYPE_KINDS["b"], (None,), nodes),
-        "tree_offsets": ArraySpec(_DTYPE_KINDS["i"], (None,), max_trees + 1),
-        "baseline": ArraySpec(_DTYPE_KINDS["f"], (None,), 1),
-    }
-
-
-def _check_arrays(
-    arrays: dict[str, np.ndarray],
-    source: str,
-    n_features: int | None = None,
-    text_buckets: int | None = None,
-) -> dict[str, np.ndarray]:
-    """Check every field; return them with canonical dtypes (read-only).
-
-    ``text_coef`` is checked (``text_buckets`` finite floats) unless ``text_buckets`` is
-    ``None`` (the trees alone, as :meth:`TreeEnsemble.from_estimator` builds them).
-    """
-
-    def fail(field: str, problem: str) -> _Refused:
-        return _Refused(f"{source}: field '{field}': {problem}")
-
-    out: dict[str, np.ndarray] = {}
-    for key, kind in NPZ_FIELDS.items():
-        if key == "text_coef" and text_buckets is None:
-            continue
-        a = arrays[key]
-        if a.ndim != 1:
-            raise fail(key, f"must be one-dimensional, has shape {a.shape}")
-        if kind == "f":
-            if a.dtype.kind not in "fiu":
-                raise fail(key, f"must be floating point, is {a.dtype}")
-            a = a.astype(np.float64)
-            if np.isnan(a).any():
-                raise fail(key, "contains NaN")
-        elif kind == "i":
-            if a.dtype.kind not in "iu":
-                raise fail(key, f"must be integer, is {a.dtype}")
-            a = a.astype(np.int64)
-        else:
-            if a.dtype.kind not in "biu" or (
-                a.dtype.kind != "b" and np.isin(a, [0, 1], invert=True).any()
-            ):
-                raise fail(key, f"must be boolean, is {a.dtype}")
-            a = a.astype(bool)
-        a.setflags(write=False)
-        out[key] = a
-
-    n_nodes = len(out["value"])
-    for key in (*_NODE_FIELDS, "is_leaf"):
-        if len(out[key]) != n_nodes:
-            raise fail(key, f"has {len(out[key])} entries, expected {n_nodes} (one per node)")
-    if not np.isfinite(out["value"]).all():
-        raise fail("value", "contains infinite values")
-    off = out["tree_offsets"]
-    if len(off) < 2 or off[0] != 0 or off[-1] != n_nodes or (np.diff(off) <= 0).any():
-        raise fail("tree_offsets", f"must rise strictly from 0 to the {n_nodes} nodes")
-    size = np.repeat(np.diff(off), np.diff(off))
-    local = np.arange(n_nodes) - np.repeat(off[:-1], np.diff(off))
-    split = ~out["is_leaf"]
-    if n_features is not None:
-        f = out["feature_idx"][split]
-        if ((f < 0) | (f >= n_features)).any():
-            raise fail("feature_idx", f"split on a feature outside 0..{n_features - 1}")
-    for key in ("left", "right"):
-        child = out[key][split]
-        if ((child <= local[split]) | (child >= size[split])).any():
-            raise fail(key, "child index outside its tree or not after its parent")
-    if (out["left"][split] == out["right"][split]).any():
-        raise fail("right", "equals the left child")
-    if out["baseline"].shape != (1,) or not np.isfinite(out["baseline"]).all():
-        raise fail("baseline", "must be one finite number")
-    cx, cy = out["calibration_x"], out["calibration_y"]
-    if len(cx) < 1 or len(cx) != len(cy):
-        raise fail("calibration_y", f"has {len(cy)} entries, calibration_x {len(cx)}")
-    if not np.isfinite(cx).all() or (np.diff(cx) < 0).any():
-        raise fail("calibration_x", "must be finite and non-decreasing")
-    if (cy < 0).any() or (cy > 1).any() or (np.diff(cy) < 0).any():
-        raise fail("calibration_y", "must be non-decreasing probabilities")
-    tier = out["calibration_tier"]
-    if tier.shape != (6,) or not np.isfinite(tier).all():
-        raise fail("calibration_tier", "must be six finite numbers (edge and cloud: b0, b1, b2)")
-    if text_buckets is not None:
-        coef = out["text_coef"]
-        if coef.shape != (text_buckets,):
-            raise fail("text_coef", f"has {len(coef)} entries, expected {text_buckets} (buckets)")
-        if not np.isfinite(coef).all():
-            raise fail("text_coef", "contains infinite values")
     return out

@@ -11,7 +11,8 @@ when it is missing. **Loading and prediction are numpy only**: after training th
 copied out as float32 arrays and every prediction, right after ``fit`` as after ``load``, runs
 the same numpy forward pass (so a loaded model predicts bit-identically): the standardisation
 and the text embedding folded into the first layer once, float32 matrix products on one BLAS
-thread, a few milliseconds for a 500-request x 6-node window.
+thread, a few milliseconds for a 500-request x 6-node window (whose feature rows come from
+:func:`~qlmio_opt.predictors.learned_features.window_quality_features`).
 
 **Inputs.** The dense features of :func:`~qlmio_opt.predictors.learned_features.quality_features`
 without the learned text score (a ``FeatureSpec`` with ``text_buckets=0``; the same one-hot,
@@ -49,15 +50,17 @@ map of the probability, stored as knots) or ``"none"``. Temperature won a 2-fold
 cross-validation on the validation split of the 3,000-request seed-0 table (folds grouped by
 request; log loss and ECE, two seeds) against isotonic and a two-parameter Platt map.
 
-**Safe model files.** :meth:`~TorchQualityModel.save` writes ``<name>.json`` (format, versions,
-settings, feature specification and names, metrics, training data, the ``.npz`` name and its
-SHA-256) and ``<name>.npz`` of plain float arrays (:meth:`TorchQualityModel.npz_shapes`).
+**Safe model files.** :meth:`~TorchQualityModel.save` writes ``<name>.json``
+(:class:`TorchQualityFile`: format, versions, settings, feature specification and names,
+metrics, training data, the ``.npz`` name and its SHA-256) and ``<name>.npz`` of plain float
+arrays (:meth:`TorchQualityModel.npz_shapes`).
 :meth:`~TorchQualityModel.load` uses the shared safe readers of
 :mod:`qlmio_opt.predictors.model_files` only (hash before the archive is opened, every member's
 declared size bounded by the shape the settings give it before anything is inflated,
-``numpy.load(allow_pickle=False)``), never ``torch.load``, checks every field (presence, dtype,
-shape, finiteness, positive scales and temperature, a monotone calibration map in [0, 1]) and
-refuses anything else with a ``ValueError`` naming the file and the field.
+``numpy.load(allow_pickle=False)``), never ``torch.load``, validates the JSON field by field and
+checks every array (presence, dtype, shape, finiteness, positive scales and temperature, a
+monotone calibration map in [0, 1]), and refuses anything else with a ``ValueError`` naming the
+file and the field.
 """
 
 from __future__ import annotations
@@ -65,53 +68,98 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from qlmio_opt.domain.catalog import Catalog, default_catalog
 from qlmio_opt.domain.instance import Instance
+from qlmio_opt.predictors.base import NotFittedError, ParamsMixin
 from qlmio_opt.predictors.learned_features import (
     FEATURE_VERSION,
     FeatureSpec,
+    FeatureSpecFields,
+    TextBuckets,
     analytic_logit,
-    pairs_from_instance,
     quality_features,
     text_bag,
+    window_quality_features,
+    window_requests,
 )
-from qlmio_opt.predictors.learned_quality import _describe, quality_metrics
+from qlmio_opt.predictors.learned_quality import (
+    QualityFile,
+    TrainingRows,
+    describe_training_data,
+    quality_metrics,
+)
 from qlmio_opt.predictors.model_files import (
     ArraySpec,
-    read_model_json,
+    FileModel,
+    json_safe,
+    model_paths,
+    read_header,
     read_npz,
+    validated,
     write_model_json,
+    write_npz,
 )
-from qlmio_opt.predictors.model_files import json_safe as _json_safe
-from qlmio_opt.predictors.model_files import model_paths as _paths
 
-__all__ = ["MODEL_FORMAT", "MODEL_VERSION", "TORCH_INSTALL", "TorchQualityModel"]
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_VERSION",
+    "TORCH_INSTALL",
+    "TorchQualityFile",
+    "TorchQualityModel",
+    "TorchSettings",
+]
 
 MODEL_FORMAT = "qlmio-opt/learned-quality-torch"
 MODEL_VERSION = 1
 TORCH_INSTALL = "pip install 'qlmio-opt[torch]'"
-_CALIBRATIONS = ("temperature", "isotonic", "none")
-_JSON_KEYS = (
-    "format",
-    "version",
-    "package_version",
-    "torch_version",
-    "settings",
-    "feature_version",
-    "feature_spec",
-    "feature_names",
-    "metrics",
-    "training_data",
-    "npz_file",
-    "npz_sha256",
-)
+
+_Count = Annotated[int, Field(ge=1, le=2**20)]
+
+
+class TorchSettings(FileModel):
+    """The settings of :class:`TorchQualityModel` (its ``__init__`` but the catalog), as
+    ``fit`` checks them and the model file records them."""
+
+    hidden_sizes: Annotated[
+        list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=4)
+    ]
+    text_buckets: TextBuckets
+    text_dim: _Count
+    epochs: _Count
+    patience: _Count
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: _Count
+    validation_fraction: float = Field(ge=0, lt=1)
+    calibration: Literal["temperature", "isotonic", "none"]
+    analytic_offset: bool
+    n_threads: int | None = Field(ge=0)
+    random_state: int | None = Field(ge=0, le=2**32 - 1)
+
+
+class TorchQualityFile(QualityFile):
+    """The JSON of a :class:`TorchQualityModel` (format :data:`MODEL_FORMAT`)."""
+
+    format: Literal["qlmio-opt/learned-quality-torch"]
+    version: Literal[1]
+    torch_version: str
+    settings: TorchSettings
+
+    @field_validator("feature_spec")
+    @classmethod
+    def _dense_only(cls, spec: FeatureSpecFields) -> FeatureSpecFields:
+        if spec.text_buckets:
+            raise ValueError("the dense features have no text score (text_buckets 0)")
+        return spec
 
 
 def _import_torch() -> Any:
@@ -151,8 +199,10 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
 
 
-class TorchQualityModel:
+class TorchQualityModel(ParamsMixin):
     """Probability that a node's model completes a request, from a small torch network.
+
+    scikit-learn's estimator contract (:class:`~qlmio_opt.predictors.base.ParamsMixin`).
 
     Parameters
     ----------
@@ -195,6 +245,8 @@ class TorchQualityModel:
 
     Attributes
     ----------
+    settings_ : TorchSettings
+        The settings the model was fitted with (what :meth:`save` records).
     feature_spec_ : FeatureSpec
         The dense features' specification (``text_buckets=0``; the bag is a separate input).
     feature_names_ : tuple of str
@@ -207,22 +259,6 @@ class TorchQualityModel:
     torch_version_ : str
         The torch version that trained it.
     """
-
-    _SETTINGS = (
-        "hidden_sizes",
-        "text_buckets",
-        "text_dim",
-        "epochs",
-        "patience",
-        "lr",
-        "weight_decay",
-        "batch_size",
-        "validation_fraction",
-        "calibration",
-        "analytic_offset",
-        "n_threads",
-        "random_state",
-    )
 
     def __init__(
         self,
@@ -256,32 +292,23 @@ class TorchQualityModel:
         self.n_threads = n_threads
         self.random_state = random_state
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The settings (scikit-learn convention)."""
-        return {**{k: getattr(self, k) for k in self._SETTINGS}, "catalog": self.catalog}
-
-    def _settings(self) -> dict[str, Any]:
-        """The JSON-ready settings; ``ValueError`` on an invalid one."""
-        settings = {k: getattr(self, k) for k in self._SETTINGS}
-        if isinstance(settings["hidden_sizes"], tuple):
-            settings["hidden_sizes"] = list(settings["hidden_sizes"])
-        problem = _settings_problem(settings)
-        if problem:
-            raise ValueError(f"{problem[0]}: {problem[1]}")
-        return settings
+    def _settings(self) -> TorchSettings:
+        """The settings, checked; ``ValueError`` (``setting: problem``) on an invalid one."""
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "catalog"}
+        return validated(TorchSettings, params)
 
     @staticmethod
-    def npz_shapes(settings: Mapping[str, Any], n_features: int) -> dict[str, tuple[int, ...]]:
-        """Every ``.npz`` field and its shape, for (valid) ``settings`` and ``n_features``.
+    def npz_shapes(settings: TorchSettings, n_features: int) -> dict[str, tuple[int, ...]]:
+        """Every ``.npz`` field and its shape, for ``settings`` and ``n_features``.
 
         ``feature_mean``, ``feature_scale``; ``text_embedding`` (``text_buckets x text_dim``,
         ``0 x 0`` without text); ``weight_k`` / ``bias_k`` of every layer, the last one the
         output (torch's ``out x in`` layout); ``temperature``; ``calibration_x`` /
         ``calibration_y`` (variable length, shown as ``-1``).
         """
-        buckets = int(settings["text_buckets"])
-        dim = int(settings["text_dim"]) if buckets else 0
-        sizes = [n_features + dim, *(int(h) for h in settings["hidden_sizes"]), 1]
+        buckets = settings.text_buckets
+        dim = settings.text_dim if buckets else 0
+        sizes = [n_features + dim, *settings.hidden_sizes, 1]
         shapes: dict[str, tuple[int, ...]] = {
             "feature_mean": (n_features,),
             "feature_scale": (n_features,),
@@ -315,38 +342,24 @@ class TorchQualityModel:
         ImportError
             If torch is not installed (the message names the extra).
         ValueError
-            On a missing column, an empty split, a single outcome class or an invalid setting.
+            On an invalid setting, a missing column, an empty split or a single outcome class.
         """
         settings = self._settings()
         torch = _import_torch()
-        for col in ("split", "completed", "prompt"):
-            if col not in table:
-                raise ValueError(f"the table lacks the column {col}")
+        rows = _torch_rows(table, settings.calibration)
         catalog = self.catalog or default_catalog()
         spec = FeatureSpec.from_catalog(catalog, text_buckets=0)
-        split = np.asarray(table["split"], dtype=object)
-        train, val = split == "train", split == "validation"
-        target = np.asarray(table["completed"], dtype=np.int64)
-        if not train.any():
-            raise ValueError("the table has no train rows")
-        if len(np.unique(target[train])) != 2:
-            raise ValueError("the train rows hold a single outcome class")
-        if self.calibration != "none" and len(np.unique(target[val])) != 2:
-            raise ValueError(
-                f"{self.calibration} calibration needs validation rows of both classes"
-            )
         X = quality_features(table, catalog, spec)
-        prompts = np.asarray(table["prompt"], dtype=object)
-        bag = text_bag(prompts, self.text_buckets) if self.text_buckets else None
-        seed = 0 if self.random_state is None else int(self.random_state)
-        self.feature_spec_ = spec
-        self.feature_names_ = spec.names()
-        fit_rows, stop_rows = _stop_split(table, train, self.validation_fraction, seed)
-        mean = X[train].mean(axis=0)
-        std = X[train].std(axis=0)
+        bag = text_bag(table["prompt"], settings.text_buckets) if settings.text_buckets else None
+        seed = 0 if settings.random_state is None else settings.random_state
+        self.settings_, self.feature_spec_, self.feature_names_ = settings, spec, spec.names()
+        fit_rows, stop_rows = _stop_split(table, rows.train, settings.validation_fraction, seed)
+        mean = X[rows.train].mean(axis=0)
+        std = X[rows.train].std(axis=0)
         scale = np.where(std > 1e-9, std, 1.0)
-        with _torch_state(torch, seed, self.n_threads):
-            state, history = self._train(torch, X, bag, target, fit_rows, stop_rows, mean, scale)
+        data = _TrainingData((X - mean) / scale, self._offset(X), bag, rows.target)
+        with _torch_state(torch, seed, settings.n_threads):
+            state, history = _train(torch, settings, data, fit_rows, stop_rows)
         arrays = {
             "feature_mean": mean,
             "feature_scale": scale,
@@ -357,125 +370,36 @@ class TorchQualityModel:
         }
         self.arrays_ = _check_arrays(arrays, "fit", settings, X.shape[1])
         self.metrics_: dict[str, Any] = {"training": history}
-        if val.any():
-            z_val = self._logits(X[val], None if bag is None else bag[val])
-            arrays |= _calibration(self.calibration, z_val, target[val])
-            self.arrays_ = _check_arrays(arrays, "fit", settings, X.shape[1])
-            self.metrics_ |= {
-                "validation_uncalibrated": quality_metrics(target[val], _sigmoid(z_val)),
-                "validation_calibrated_in_sample": quality_metrics(
-                    target[val], self._calibrate(z_val)
-                ),
-            }
+        if rows.val.any():
+            self._calibrate_on(X[rows.val], None if bag is None else bag[rows.val], rows, arrays)
         self.metrics_["training"]["temperature"] = float(self.arrays_["temperature"][0])
         self.torch_version_ = str(torch.__version__)
-        self.training_data_ = _describe(table, train, val, X[train], target[train])
+        self.training_data_ = describe_training_data(
+            table, rows.train, rows.val, X[rows.train], rows.target[rows.train]
+        )
         self.training_data_["early_stopping_rows"] = int(stop_rows.sum())
         return self
 
-    def _train(
-        self,
-        torch: Any,
-        X: np.ndarray,
-        bag: Any,
-        target: np.ndarray,
-        fit_rows: np.ndarray,
-        stop_rows: np.ndarray,
-        mean: np.ndarray,
-        scale: np.ndarray,
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Train the network (inside :func:`_torch_state`); the best weights and the history."""
-        nn = torch.nn
-        dense = torch.from_numpy(((X - mean) / scale).astype(np.float32))
-        offset = self._offset(X).astype(np.float32)
-        offset_t = torch.from_numpy(offset)
-        y = torch.from_numpy(target.astype(np.float32))
-        dim = self.text_dim if self.text_buckets else 0
-        sizes = [X.shape[1] + dim, *self.hidden_sizes]
-        embedding = nn.EmbeddingBag(self.text_buckets, dim, mode="sum") if dim else None
-        if embedding is not None:
-            nn.init.normal_(embedding.weight, std=0.05)
-        layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
-        out = nn.Linear(sizes[-1], 1)
-        nn.init.zeros_(out.weight)
-        nn.init.zeros_(out.bias)
-        modules = nn.ModuleList([*layers, out, *([embedding] if embedding else [])])
-
-        def forward(rows: np.ndarray) -> Any:
-            idx = torch.from_numpy(rows)
-            h = dense[idx]
-            if embedding is not None:
-                sub = bag[rows]
-                h = torch.cat(
-                    [
-                        h,
-                        embedding(
-                            torch.from_numpy(sub.indices.astype(np.int64)),
-                            torch.from_numpy(sub.indptr[:-1].astype(np.int64)),
-                            per_sample_weights=torch.from_numpy(sub.data.astype(np.float32)),
-                        ),
-                    ],
-                    dim=1,
-                )
-            for layer in layers:
-                h = torch.relu(layer(h))
-            return out(h).squeeze(1) + offset_t[idx]
-
-        loss_fn = nn.BCEWithLogitsLoss()
-        optimiser = torch.optim.AdamW(
-            modules.parameters(), lr=self.lr, weight_decay=self.weight_decay
-        )
-        rng = np.random.default_rng(0 if self.random_state is None else self.random_state)
-        fit_idx, stop_idx = np.flatnonzero(fit_rows), np.flatnonzero(stop_rows)
-        best = (math.inf, 0, {k: v.detach().clone() for k, v in modules.state_dict().items()})
-        losses: list[float] = []
-        for epoch in range(1, self.epochs + 1):
-            modules.train()
-            order = fit_idx[rng.permutation(len(fit_idx))]
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                optimiser.zero_grad()
-                loss = loss_fn(forward(rows), y[torch.from_numpy(rows)])
-                loss.backward()
-                optimiser.step()
-            if not len(stop_idx):
-                best = (math.nan, epoch, modules.state_dict())
-                continue
-            modules.eval()
-            with torch.no_grad():
-                stop_loss = float(loss_fn(forward(stop_idx), y[torch.from_numpy(stop_idx)]))
-            losses.append(stop_loss)
-            if stop_loss < best[0] - 1e-6:
-                state = {k: v.detach().clone() for k, v in modules.state_dict().items()}
-                best = (stop_loss, epoch, state)
-            elif epoch - best[1] >= self.patience:
-                break
-        modules.load_state_dict(best[2])
-        state = {}
-        for k, layer in enumerate([*layers, out]):
-            state[f"weight_{k}"] = layer.weight.detach().numpy().copy()
-            state[f"bias_{k}"] = layer.bias.detach().numpy().copy()
-        if embedding is not None:
-            state["text_embedding"] = embedding.weight.detach().numpy().copy()
-        else:
-            state["text_embedding"] = np.zeros((0, 0), dtype=np.float32)
-        history = {
-            "epochs_run": epoch,
-            "best_epoch": best[1],
-            "early_stopping_loss": best[0] if len(stop_idx) else None,
-            "early_stopping_curve": losses,
-            "fit_rows": len(fit_idx),
-            "parameters": int(sum(p.numel() for p in modules.parameters())),
+    def _calibrate_on(
+        self, X_val: np.ndarray, bag_val: Any, rows: TrainingRows, arrays: dict[str, np.ndarray]
+    ) -> None:
+        """Fit the calibration on the validation rows, and their metrics before and after."""
+        y_val = rows.target[rows.val]
+        z_val = self._logits(X_val, bag_val)
+        arrays |= _calibration(self.settings_.calibration, z_val, y_val)
+        self.arrays_ = _check_arrays(arrays, "fit", self.settings_, X_val.shape[1])
+        self.metrics_ |= {
+            "validation_uncalibrated": quality_metrics(y_val, _sigmoid(z_val)),
+            "validation_calibrated_in_sample": quality_metrics(y_val, self._calibrate(z_val)),
         }
-        return state, history
 
     # -- prediction --------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "arrays_"):
-            raise ValueError("this TorchQualityModel is not fitted; call fit or load first")
+            raise NotFittedError("this TorchQualityModel is not fitted; call fit or load first")
 
     def _offset(self, X: np.ndarray) -> np.ndarray:
-        if not self.analytic_offset:
+        if not self.settings_.analytic_offset:
             return np.zeros(len(X))
         return analytic_logit(X[:, self.feature_spec_.names().index("analytic_quality")])
 
@@ -487,7 +411,8 @@ class TorchQualityModel:
         gain from more, and shared cores lose a lot), the offset and the result are float64.
         """
         if getattr(self, "_layers_of", None) is not self.arrays_:
-            self._layers = _inference_layers(self.arrays_, len(self.hidden_sizes) + 1)
+            n_layers = len(self.settings_.hidden_sizes) + 1
+            self._layers = _inference_layers(self.arrays_, n_layers)
             self._layers_of = self.arrays_
         (dense, text, bias), *rest = self._layers
         with _one_blas_thread():
@@ -504,7 +429,10 @@ class TorchQualityModel:
         return np.clip(np.interp(p, a["calibration_x"], a["calibration_y"]), 0.0, 1.0)
 
     def predict_proba_features(
-        self, X: np.ndarray, calibrated: bool = True, prompts: Sequence[Any] | None = None
+        self,
+        X: np.ndarray,
+        calibrated: bool = True,
+        prompts: Sequence[Any] | np.ndarray | None = None,
     ) -> np.ndarray:
         """Completion probability of dense feature rows ``X`` (numpy inference).
 
@@ -522,10 +450,10 @@ class TorchQualityModel:
         if X.ndim != 2 or X.shape[1] != len(self.feature_names_):
             raise ValueError(f"X must have shape (n, {len(self.feature_names_)}); got {X.shape}")
         bag = None
-        if self.text_buckets:
+        if self.settings_.text_buckets:
             if prompts is None or len(prompts) != len(X):
                 raise ValueError("this model reads the prompt: pass one prompt per row of X")
-            bag = text_bag(np.asarray(prompts, dtype=object), self.text_buckets)
+            bag = text_bag(prompts, self.settings_.text_buckets)
         z = self._logits(X, bag)
         return self._calibrate(z) if calibrated else _sigmoid(z)
 
@@ -541,20 +469,23 @@ class TorchQualityModel:
     ) -> np.ndarray:
         """Completion probability of every row of a bench table, shape ``(n_rows,)``."""
         X = self.features_table(table, catalog)
-        return self.predict_proba_features(X, calibrated, np.asarray(table["prompt"], dtype=object))
+        return self.predict_proba_features(X, calibrated, list(table["prompt"]))
 
     def predict_proba_instance(
         self, instance: Instance, calibrated: bool = True, catalog: Catalog | None = None
     ) -> np.ndarray:
-        """``(R, N)`` completion probability of every request on every node of ``instance``."""
+        """``(R, N)`` completion probability of every request on every node of ``instance``
+        (the window's feature rows of
+        :func:`~qlmio_opt.predictors.learned_features.window_quality_features`, one per pair)."""
         self._check_fitted()
         shape = (len(instance.requests), len(instance.nodes))
         if shape[0] == 0:
             return np.zeros(shape)
         catalog = catalog or instance.resolved_catalog
-        pairs = pairs_from_instance(instance, catalog)
-        X = quality_features(pairs, catalog, self.feature_spec_)
-        return self.predict_proba_features(X, calibrated, pairs["prompt"]).reshape(shape)
+        X, node_key = window_quality_features(instance, self.feature_spec_, catalog)
+        rows = (node_key[None, :] * shape[0] + np.arange(shape[0])[:, None]).ravel()
+        prompts = np.repeat(np.array(window_requests(instance).prompt, dtype=object), shape[1])
+        return self.predict_proba_features(X[rows], calibrated, prompts).reshape(shape)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> tuple[Path, Path]:
@@ -568,23 +499,22 @@ class TorchQualityModel:
         self._check_fitted()
         from qlmio_opt import __version__
 
-        json_path, npz_path = _paths(path)
+        json_path, npz_path = model_paths(path)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(npz_path, "wb") as fh:
-            np.savez(fh, **{k: np.ascontiguousarray(v) for k, v in self.arrays_.items()})
+        write_npz(npz_path, self.arrays_)
         meta = {
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,
             "package_version": __version__,
             "torch_version": self.torch_version_,
-            "settings": self._settings(),
+            "settings": self._in_init_order(self.settings_.model_dump()),
             "feature_version": FEATURE_VERSION,
             "feature_spec": self.feature_spec_.to_dict(),
             "feature_names": list(self.feature_names_),
-            "metrics": _json_safe(self.metrics_),
-            "training_data": _json_safe(self.training_data_),
+            "metrics": json_safe(self.metrics_),
+            "training_data": json_safe(self.training_data_),
         }
-        write_model_json(json_path, npz_path, meta)
+        write_model_json(json_path, npz_path, meta, TorchQualityFile)
         return json_path, npz_path
 
     @classmethod
@@ -598,20 +528,162 @@ class TorchQualityModel:
         FileNotFoundError
             If a file is missing.
         """
-        json_path, _ = _paths(path)
-        meta = _read_json(json_path)
-        npz_path = json_path.parent / meta["npz_file"]
-        settings, spec = meta["settings"], meta["_spec"]
-        arrays = _read_npz(json_path, npz_path, meta)
-        model = cls(**{k: settings[k] for k in cls._SETTINGS}, catalog=catalog)
-        model.hidden_sizes = tuple(settings["hidden_sizes"])
-        model.feature_spec_ = spec
-        model.feature_names_ = spec.names()
-        model.arrays_ = arrays
-        model.metrics_ = meta["metrics"]
-        model.training_data_ = meta["training_data"]
-        model.torch_version_ = meta["torch_version"]
+        json_path, _ = model_paths(path)
+        header = read_header(json_path, TorchQualityFile)
+        npz_path = json_path.parent / header.npz_file
+        settings, spec = header.settings, header.feature_spec.spec()
+        n_features = len(spec.names())
+        specs = {
+            key: ArraySpec("f", tuple(None if n == -1 else n for n in shape))
+            for key, shape in cls.npz_shapes(settings, n_features).items()
+        }  # every shape is known from the settings (the calibration knots' length only is not)
+        arrays = read_npz(json_path, npz_path, header.npz_sha256, specs)
+        params = settings.model_dump() | {"hidden_sizes": tuple(settings.hidden_sizes)}
+        model = cls(**params, catalog=catalog)
+        model.settings_ = settings
+        model.feature_spec_, model.feature_names_ = spec, spec.names()
+        model.arrays_ = _check_arrays(arrays, str(npz_path), settings, n_features)
+        model.metrics_ = header.metrics
+        model.training_data_ = header.training_data
+        model.torch_version_ = header.torch_version
         return model
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+def _torch_rows(table: Any, calibration: str) -> TrainingRows:
+    """The train and validation rows (:class:`TrainingRows`); the validation rows must hold
+    both outcomes for a calibration, and the table a prompt column."""
+    if "prompt" not in table:
+        raise ValueError("the table lacks the column prompt")
+    rows = TrainingRows.of(table, calibration)
+    if calibration != "none" and len(np.unique(rows.target[rows.val])) != 2:
+        raise ValueError(f"{calibration} calibration needs validation rows of both classes")
+    return rows
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """Every row's standardised dense features, analytic offset, text bag and outcome."""
+
+    dense: np.ndarray
+    offset: np.ndarray
+    bag: Any
+    target: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Network:
+    """The torch modules: hidden layers, output layer, text embedding (or ``None``)."""
+
+    layers: Any
+    out: Any
+    embedding: Any
+    modules: Any
+
+    @classmethod
+    def build(cls, torch: Any, settings: TorchSettings, n_dense: int) -> _Network:
+        """The network, initialised from torch's (seeded) generator in a fixed order: the
+        embedding ``N(0, 0.05**2)``, the hidden layers torch's defaults, the output zero."""
+        nn = torch.nn
+        dim = settings.text_dim if settings.text_buckets else 0
+        sizes = [n_dense + dim, *settings.hidden_sizes]
+        embedding = nn.EmbeddingBag(settings.text_buckets, dim, mode="sum") if dim else None
+        if embedding is not None:
+            nn.init.normal_(embedding.weight, std=0.05)
+        layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
+        out = nn.Linear(sizes[-1], 1)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        modules = nn.ModuleList([*layers, out, *([embedding] if embedding else [])])
+        return cls(layers, out, embedding, modules)
+
+    def forward(self, torch: Any, dense: Any, bag: Any, rows: np.ndarray) -> Any:
+        """Hidden states of ``rows`` (the dense rows, then their text embedding) through the
+        layers: the logits before the offset."""
+        h = dense[torch.from_numpy(rows)]
+        if self.embedding is not None:
+            sub = bag[rows]
+            text = self.embedding(
+                torch.from_numpy(sub.indices.astype(np.int64)),
+                torch.from_numpy(sub.indptr[:-1].astype(np.int64)),
+                per_sample_weights=torch.from_numpy(sub.data.astype(np.float32)),
+            )
+            h = torch.cat([h, text], dim=1)
+        for layer in self.layers:
+            h = torch.relu(layer(h))
+        return self.out(h).squeeze(1)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The weights as numpy arrays (``weight_k``, ``bias_k``, ``text_embedding``)."""
+        state = {}
+        for k, layer in enumerate([*self.layers, self.out]):
+            state[f"weight_{k}"] = layer.weight.detach().numpy().copy()
+            state[f"bias_{k}"] = layer.bias.detach().numpy().copy()
+        if self.embedding is not None:
+            state["text_embedding"] = self.embedding.weight.detach().numpy().copy()
+        else:
+            state["text_embedding"] = np.zeros((0, 0), dtype=np.float32)
+        return state
+
+
+def _train(
+    torch: Any,
+    settings: TorchSettings,
+    data: _TrainingData,
+    fit_rows: np.ndarray,
+    stop_rows: np.ndarray,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train the network (inside :func:`_torch_state`): AdamW on mini-batches in a seeded
+    order, keeping the weights of the epoch with the lowest early-stopping loss. Returns those
+    weights and the history."""
+    net = _Network.build(torch, settings, data.dense.shape[1])
+    dense = torch.from_numpy(data.dense.astype(np.float32))
+    offset = torch.from_numpy(data.offset.astype(np.float32))
+    y = torch.from_numpy(data.target.astype(np.float32))
+
+    def loss_of(rows: np.ndarray) -> Any:
+        idx = torch.from_numpy(rows)
+        return loss_fn(net.forward(torch, dense, data.bag, rows) + offset[idx], y[idx])
+
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    optimiser = torch.optim.AdamW(
+        net.modules.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    rng = np.random.default_rng(0 if settings.random_state is None else settings.random_state)
+    fit_idx, stop_idx = np.flatnonzero(fit_rows), np.flatnonzero(stop_rows)
+    best = (math.inf, 0, {k: v.detach().clone() for k, v in net.modules.state_dict().items()})
+    losses: list[float] = []
+    epoch = 0
+    for epoch in range(1, settings.epochs + 1):
+        net.modules.train()
+        order = fit_idx[rng.permutation(len(fit_idx))]
+        for start in range(0, len(order), settings.batch_size):
+            optimiser.zero_grad()
+            loss_of(order[start : start + settings.batch_size]).backward()
+            optimiser.step()
+        if not len(stop_idx):
+            best = (math.nan, epoch, net.modules.state_dict())
+            continue
+        net.modules.eval()
+        with torch.no_grad():
+            losses.append(float(loss_of(stop_idx)))
+        if losses[-1] < best[0] - 1e-6:
+            state = {k: v.detach().clone() for k, v in net.modules.state_dict().items()}
+            best = (losses[-1], epoch, state)
+        elif epoch - best[1] >= settings.patience:
+            break
+    net.modules.load_state_dict(best[2])
+    history = {
+        "epochs_run": epoch,
+        "best_epoch": best[1],
+        "early_stopping_loss": best[0] if len(stop_idx) else None,
+        "early_stopping_curve": losses,
+        "fit_rows": len(fit_idx),
+        "parameters": int(sum(p.numel() for p in net.modules.parameters())),
+    }
+    return net.weights(), history
 
 
 # --------------------------------------------------------------------------------------------
@@ -691,105 +763,8 @@ def _calibration(kind: str, z: np.ndarray, y: np.ndarray) -> dict[str, np.ndarra
     return {}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _settings_problem(s: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The first invalid setting as ``(name, problem)``, or ``None``."""
-    hidden = s["hidden_sizes"]
-    if (
-        not isinstance(hidden, list | tuple)
-        or not 1 <= len(hidden) <= 4
-        or not all(_is_int(h) and 1 <= h <= 4096 for h in hidden)
-    ):
-        return "hidden_sizes", f"must be one to four integers 1..4096; got {hidden!r}"
-    b = s["text_buckets"]
-    if not _is_int(b) or not (b == 0 or (16 <= b <= 2**20 and b & (b - 1) == 0)):
-        return "text_buckets", f"must be 0 or a power of two 16..2**20; got {b!r}"
-    for key, low in (("text_dim", 1), ("epochs", 1), ("patience", 1), ("batch_size", 1)):
-        if not _is_int(s[key]) or not low <= s[key] <= 2**20:
-            return key, f"must be an integer >= {low}; got {s[key]!r}"
-    for key in ("lr", "weight_decay", "validation_fraction"):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-            return key, f"must be a finite number >= 0; got {v!r}"
-    if not s["lr"] > 0:
-        return "lr", f"must be positive; got {s['lr']!r}"
-    if not s["validation_fraction"] < 1:
-        return "validation_fraction", f"must be below 1; got {s['validation_fraction']!r}"
-    if s["calibration"] not in _CALIBRATIONS:
-        return "calibration", f"must be one of {', '.join(_CALIBRATIONS)}; got {s['calibration']!r}"
-    if not isinstance(s["analytic_offset"], bool):
-        return "analytic_offset", f"must be true or false; got {s['analytic_offset']!r}"
-    for key in ("n_threads", "random_state"):
-        if s[key] is not None and (not _is_int(s[key]) or s[key] < 0):
-            return key, f"must be a non-negative integer or null; got {s[key]!r}"
-    return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    meta = read_model_json(path)
-
-    def fail(field: str, problem: str) -> ValueError:
-        return ValueError(f"{path}: field '{field}': {problem}")
-
-    for key in _JSON_KEYS:
-        if key not in meta:
-            raise fail(key, "missing")
-    if meta["format"] != MODEL_FORMAT:
-        raise fail("format", f"expected {MODEL_FORMAT!r}, got {meta['format']!r}")
-    if meta["version"] != MODEL_VERSION:
-        raise fail("version", f"unsupported version {meta['version']!r} (reads {MODEL_VERSION})")
-    if meta["feature_version"] != FEATURE_VERSION:
-        raise fail(
-            "feature_version",
-            f"model built with feature version {meta['feature_version']!r}, this code computes "
-            f"version {FEATURE_VERSION}",
-        )
-    try:
-        spec = FeatureSpec.from_dict(meta["feature_spec"])
-    except (ValueError, AttributeError) as exc:
-        raise fail("feature_spec", str(exc)) from None
-    if spec.text_buckets:
-        raise fail("feature_spec", "the dense features have no text score (text_buckets 0)")
-    if meta["feature_names"] != list(spec.names()):
-        raise fail("feature_names", "do not match the features this code computes for the spec")
-    settings = meta["settings"]
-    if not isinstance(settings, dict):
-        raise fail("settings", "must be an object")
-    for key in TorchQualityModel._SETTINGS:
-        if key not in settings:
-            raise fail(f"settings.{key}", "missing")
-    problem = _settings_problem(settings)
-    if problem:
-        raise fail(f"settings.{problem[0]}", problem[1])
-    if not isinstance(meta["metrics"], dict) or not isinstance(meta["training_data"], dict):
-        raise fail("metrics", "metrics and training_data must be objects")
-    npz_file = meta["npz_file"]
-    if not isinstance(npz_file, str) or not npz_file or Path(npz_file).name != npz_file:
-        raise fail("npz_file", "must be a bare file name next to the JSON")
-    sha = meta["npz_sha256"]
-    if not isinstance(sha, str) or len(sha) != 64:
-        raise fail("npz_sha256", "must be a hex SHA-256")
-    meta["_spec"] = spec
-    return meta
-
-
-def _read_npz(json_path: Path, npz_path: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The checked arrays of the ``.npz`` that the checked JSON ``meta`` names: every shape is
-    known from the settings (the calibration knots' length only is bounded by the hard cap)."""
-    settings, n_features = meta["settings"], len(meta["_spec"].names())
-    specs = {
-        key: ArraySpec("f", tuple(None if n == -1 else n for n in shape))
-        for key, shape in TorchQualityModel.npz_shapes(settings, n_features).items()
-    }
-    arrays = read_npz(json_path, npz_path, meta["npz_sha256"], specs)
-    return _check_arrays(arrays, str(npz_path), settings, n_features)
-
-
 def _check_arrays(
-    arrays: Mapping[str, np.ndarray], source: str, settings: Mapping[str, Any], n_features: int
+    arrays: Mapping[str, np.ndarray], source: str, settings: TorchSettings, n_features: int
 ) -> dict[str, np.ndarray]:
     """Check every field's dtype, shape and values; return float copies, read-only."""
 

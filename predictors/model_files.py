@@ -2,12 +2,15 @@
 
 A model is two files, ``<stem>.json`` (metadata) and ``<stem>.npz`` (plain arrays). The JSON
 names the ``.npz`` and records its SHA-256, so changed arrays, or arrays of another model, are
-refused on load. Each model module checks its own fields; this module holds the parts they all
-share, and the two readers every model file goes through:
+refused on load. Each model format describes its JSON as a pydantic model (frozen, strict: no
+``"1"`` for ``1`` nor ``true`` for ``1``, unknown fields refused, no NaN or infinity) built on
+:class:`FileModel` and :class:`ArraysFile`; this module holds the parts they all share, and the
+readers every model file goes through:
 
 - :func:`read_model_json` refuses a metadata file above :data:`MAX_JSON_BYTES` before reading
   it, and one nested deeper than :data:`MAX_JSON_DEPTH` (the parser's own recursion limit
-  included) after;
+  included) after; :func:`read_header` then validates it against the format's model and names
+  the file and the field of every problem (``FILE: field 'settings.max_iter': problem``);
 - :func:`read_npz` checks, in this order and before inflating anything, the ``.npz``'s size on
   disk (:data:`MAX_NPZ_BYTES`), its SHA-256 against the JSON, and the archive's central
   directory: every member a flat ``<field>.npy`` of a field the model expects, stored or
@@ -31,9 +34,10 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any, TypeVar
 
 import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "MAX_COMPRESSION_RATIO",
@@ -41,13 +45,19 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_NPZ_BYTES",
     "ArraySpec",
+    "ArraysFile",
+    "FileModel",
     "json_safe",
     "model_paths",
+    "read_header",
     "read_model_json",
     "read_npz",
+    "settings_problems",
     "sibling_path",
+    "validated",
     "verify_npz",
     "write_model_json",
+    "write_npz",
 ]
 
 MAX_JSON_BYTES = 1 << 20
@@ -101,8 +111,9 @@ class ArraySpec:
 
     def element_bound(self) -> int | None:
         """The most elements the member may hold (``None``: no bound from the JSON)."""
-        if None not in self.shape:
-            return math.prod(self.shape)
+        sizes = [s for s in self.shape if s is not None]
+        if len(sizes) == len(self.shape):
+            return math.prod(sizes)
         return self.max_elements
 
     def byte_bound(self) -> int:
@@ -148,14 +159,110 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_model_json(json_path: Path, npz_path: Path, meta: Mapping[str, Any]) -> None:
-    """Write ``meta`` plus the ``.npz``'s name and SHA-256 (the ``.npz`` is written already)."""
-    record = {
-        **meta,
-        "npz_file": npz_path.name,
-        "npz_sha256": hashlib.sha256(npz_path.read_bytes()).hexdigest(),
-    }
+def write_npz(npz_path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` uncompressed (``numpy.savez``), each C-contiguous."""
+    # typed Any: numpy's stub would bind a str-keyed mapping to savez's allow_pickle flag
+    members: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    with open(npz_path, "wb") as fh:
+        np.savez(fh, **members)
+
+
+def write_model_json(
+    json_path: Path, npz_path: Path, meta: Mapping[str, Any], schema: type[FileModel]
+) -> None:
+    """Write ``meta`` plus the ``.npz``'s name and SHA-256 (the ``.npz`` is written already),
+    after checking that the record passes ``schema`` (what the loader will read back).
+
+    Raises
+    ------
+    ValueError
+        Naming the field, if the record would not load (nothing is written then).
+    """
+    record = json_safe(
+        {
+            **meta,
+            "npz_file": npz_path.name,
+            "npz_sha256": hashlib.sha256(npz_path.read_bytes()).hexdigest(),
+        }
+    )
+    validated(schema, record, f"{json_path} (not written)")
     json_path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+
+
+# -- the JSON's fields -----------------------------------------------------------------------
+class FileModel(BaseModel):
+    """Base of every model file's JSON (and of the settings it records): frozen, strict (no
+    coercion: ``"1"`` is not 1, ``true`` is not 1, ``1.5`` is not an integer), unknown fields
+    refused, no NaN or infinity."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _bare_file_name(name: str) -> str:
+    if not name or Path(name).name != name:
+        raise ValueError(f"must be a bare file name next to the JSON; got {name!r}")
+    return name
+
+
+class ArraysFile(FileModel):
+    """The fields of every model whose numbers are in an ``.npz`` beside its JSON."""
+
+    package_version: str
+    metrics: dict[str, Any]
+    npz_file: Annotated[str, AfterValidator(_bare_file_name)]
+    npz_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+ModelT = TypeVar("ModelT", bound=FileModel)
+
+_MAX_PROBLEMS = 10
+"""Problems named in one refusal (a file of garbage would otherwise list every field)."""
+
+
+def settings_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field, problem)`` of every error pydantic found, the field as a dotted path; only
+    those of ``format`` and ``version`` if the file is of another format or version (its other
+    fields would say nothing useful)."""
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "missing":
+            problem = "missing"
+        elif err["type"] == "extra_forbidden":
+            problem = "unexpected field"
+        elif err["type"] == "value_error":  # the project's own checks say what they saw
+            problem = err["msg"].removeprefix("Value error, ")
+        else:
+            shown = repr(err.get("input"))
+            problem = f"{err['msg']}; got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+        out.append((field, problem))
+    kind = [(f, p) for f, p in out if f in ("format", "version")]
+    return (kind or out)[:_MAX_PROBLEMS]
+
+
+def validated(schema: type[ModelT], data: Any, source: str | Path | None = None) -> ModelT:
+    """``data`` checked by ``schema``: a model file's JSON (``source``, its path) or, without a
+    source, an estimator's settings as ``fit`` checks them (numpy scalars and tuples taken as
+    plain numbers and lists).
+
+    Raises
+    ------
+    ValueError
+        One line per problem: ``SOURCE: field 'settings.max_iter': problem`` (a file) or
+        ``max_iter: problem`` (settings).
+    """
+    try:
+        return schema.model_validate(data if source is not None else json_safe(dict(data)))
+    except ValidationError as exc:
+        problems = settings_problems(exc)
+        lines = [f"{source}: field '{f}': {p}" if source else f"{f}: {p}" for f, p in problems]
+        raise ValueError("\n".join(lines)) from None
+
+
+def read_header(path: Path, schema: type[ModelT]) -> ModelT:
+    """The JSON of a model file (:func:`read_model_json`) validated by ``schema``
+    (:func:`validated`); ``FileNotFoundError`` if it is missing."""
+    return validated(schema, read_model_json(path), path)
 
 
 # -- the JSON side ---------------------------------------------------------------------------

@@ -33,37 +33,44 @@ tolerance is spent in expectation, and a replay's observed completion rate scatt
 that by a few tenths of a point. The shipped value is chosen on replays of *other* workload
 seeds than the evaluated one (``benchmarks/replay_selection.py``).
 
-Saved as one JSON file (``<stem>-selection.json`` beside a quality model): format, version, the
-six coefficients, the margin, what they were fitted on, and a SHA-256 of the coefficients; every
-field is checked on load and nothing in it is executed.
+Saved as one JSON file (``<stem>-selection.json`` beside a quality model,
+:class:`SelectionFile`): format, version, the six coefficients, the margin, what they were fitted
+on, and a SHA-256 of the coefficients; every field is checked on load and nothing in it is
+executed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from qlmio_opt.predictors.model_files import read_model_json, sibling_path
+from qlmio_opt.predictors.base import NotFittedError, ParamsMixin
+from qlmio_opt.predictors.model_files import FileModel, read_header, sibling_path
 
 __all__ = [
     "CLASSES",
     "SELECTION_FORMAT",
     "SELECTION_VERSION",
     "SelectionCalibration",
+    "SelectionFile",
     "pair_differences",
     "reference_nodes",
     "selection_path",
 ]
 
-SELECTION_FORMAT = "qlmio-opt/selection-calibration"
-SELECTION_VERSION = 1
+SELECTION_FORMAT: Final = "qlmio-opt/selection-calibration"
+SELECTION_VERSION: Final = 1
 CLASSES = ("edge", "cloud")
 """Coefficient classes: the tier of the node compared with the reference."""
+TERMS = ("intercept", "d_analytic", "d_learned - d_analytic")
+"""The three coefficients of a class, in order."""
 
 
 def selection_path(quality_model_path: str | Path) -> Path:
@@ -133,7 +140,42 @@ def _coef_digest(coef: np.ndarray, margin: float) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class SelectionCalibration:
+def _exactly(expected: tuple[str, ...]) -> Callable[[list[str]], list[str]]:
+    """A validator that accepts ``expected`` (as a list) only."""
+
+    def check(value: list[str]) -> list[str]:
+        if value != list(expected):
+            raise ValueError(f"expected {list(expected)}; got {value!r}")
+        return value
+
+    return check
+
+
+class SelectionFile(FileModel):
+    """The JSON of a :class:`SelectionCalibration`."""
+
+    format: Literal["qlmio-opt/selection-calibration"]
+    version: Literal[1]
+    classes: Annotated[list[str], AfterValidator(_exactly(CLASSES))]
+    terms: Annotated[list[str], AfterValidator(_exactly(TERMS))]
+    coef: Annotated[
+        list[Annotated[list[float], Field(min_length=3, max_length=3)]],
+        Field(min_length=len(CLASSES), max_length=len(CLASSES)),
+    ]
+    margin: float = Field(ge=0, le=1)
+    sha256: str
+    training_data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest_of_the_numbers(cls, sha: str, info: ValidationInfo) -> str:
+        coef, margin = info.data.get("coef"), info.data.get("margin")
+        if coef is not None and margin is not None and sha != _coef_digest(np.array(coef), margin):
+            raise ValueError("does not match the coefficients (the file was altered)")
+        return sha
+
+
+class SelectionCalibration(ParamsMixin):
     """Calibrated quality differences against each request's all-cloud reference node.
 
     Parameters
@@ -206,10 +248,13 @@ class SelectionCalibration:
         if isinstance(m, bool) or not isinstance(m, int | float) or not 0.0 <= float(m) <= 1.0:
             raise ValueError(f"margin must be a number in [0, 1]; got {m!r}")
 
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("this SelectionCalibration is not fitted; call fit or load first")
+
     def differences(self, d_analytic: np.ndarray, d_learned: np.ndarray, cls: np.ndarray):
         """Calibrated differences (margin included) of difference arrays of one shape."""
-        if not hasattr(self, "coef_"):
-            raise ValueError("this SelectionCalibration is not fitted; call fit or load first")
+        self._check_fitted()
         c = self.coef_[np.asarray(cls, dtype=np.int64)]
         return (
             c[..., 0]
@@ -257,18 +302,20 @@ class SelectionCalibration:
 
     # -- files -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        if not hasattr(self, "coef_"):
-            raise ValueError("this SelectionCalibration is not fitted; call fit or load first")
-        return {
-            "format": SELECTION_FORMAT,
-            "version": SELECTION_VERSION,
-            "classes": list(CLASSES),
-            "terms": ["intercept", "d_analytic", "d_learned - d_analytic"],
-            "coef": [[float(v) for v in row] for row in self.coef_],
-            "margin": float(self.margin),
-            "sha256": _coef_digest(self.coef_, self.margin),
-            "training_data": getattr(self, "training_data_", {}),
-        }
+        """The JSON record :meth:`save` writes (checked as :meth:`load` will read it)."""
+        self._check_fitted()
+        margin = float(self.margin)
+        record = SelectionFile(
+            format=SELECTION_FORMAT,
+            version=SELECTION_VERSION,
+            classes=list(CLASSES),
+            terms=list(TERMS),
+            coef=[[float(v) for v in row] for row in self.coef_],
+            margin=margin,
+            sha256=_coef_digest(self.coef_, margin),
+            training_data=getattr(self, "training_data_", {}),
+        )
+        return record.model_dump()
 
     def save(self, path: str | Path) -> Path:
         """Write the calibration as JSON to ``path`` (returned)."""
@@ -286,42 +333,11 @@ class SelectionCalibration:
             Naming the file and the field, if anything is missing, malformed or altered.
         """
         p = Path(path)
-
-        def fail(field: str, problem: str) -> ValueError:
-            return ValueError(f"{p}: field '{field}': {problem}")
-
         try:
-            meta = read_model_json(p)  # size and nesting bounded; ValueError if not an object
+            header = read_header(p, SelectionFile)
         except OSError as exc:
             raise ValueError(f"{p}: cannot read ({exc})") from None
-        for key in ("format", "version", "classes", "coef", "margin", "sha256"):
-            if key not in meta:
-                raise fail(key, "missing")
-        if meta["format"] != SELECTION_FORMAT:
-            raise fail("format", f"expected {SELECTION_FORMAT!r}, got {meta['format']!r}")
-        if meta["version"] != SELECTION_VERSION:
-            raise fail("version", f"unsupported version {meta['version']!r}")
-        if meta["classes"] != list(CLASSES):
-            raise fail("classes", f"expected {list(CLASSES)}")
-        coef = meta["coef"]
-        if (
-            not isinstance(coef, list)
-            or len(coef) != len(CLASSES)
-            or any(not isinstance(row, list) or len(row) != 3 for row in coef)
-            or any(
-                isinstance(v, bool) or not isinstance(v, int | float) for row in coef for v in row
-            )
-        ):
-            raise fail("coef", f"must be {len(CLASSES)} lists of 3 numbers")
-        coef_arr = np.array(coef, dtype=float)
-        if not np.isfinite(coef_arr).all():
-            raise fail("coef", "must be finite")
-        margin = meta["margin"]
-        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= 1:
-            raise fail("margin", "must be a number in [0, 1]")
-        if meta["sha256"] != _coef_digest(coef_arr, margin):
-            raise fail("sha256", "does not match the coefficients (the file was altered)")
-        out = cls(margin=float(margin))
-        out.coef_ = coef_arr
-        out.training_data_ = meta.get("training_data", {})
+        out = cls(margin=header.margin)
+        out.coef_ = np.array(header.coef, dtype=float)
+        out.training_data_ = header.training_data
         return out

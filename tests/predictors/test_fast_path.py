@@ -2,9 +2,9 @@
 
 The fast path (``predictors/tree_ensemble.py``, ``window_quality_features``,
 ``window_latency_features``, the prompt and window caches) must give the numbers of the plain
-one: every pair a feature row of :func:`instance_features` / :func:`instance_table`, and every
-tree walked node by node. The references here are that plain path and, for the trees, a walk
-of one row through one tree at a time written from the model file's arrays.
+one (``reference_path.py``): every pair a table row, fed to the table path that training uses,
+and every tree walked one full matrix per step. For the trees, a walk of one row through one
+tree at a time written from the model file's arrays is a second reference.
 """
 
 from __future__ import annotations
@@ -13,27 +13,33 @@ import copy
 
 import numpy as np
 import pytest
+from reference_path import (
+    instance_features,
+    instance_table,
+    reference_latency,
+    reference_predictor,
+    reference_quality,
+    reference_raw_predict,
+)
 
 from qlmio_opt.domain.instance import Instance
 from qlmio_opt.domain.scenarios import generate_window, sized_window
 from qlmio_opt.predictors import get_predictor
 from qlmio_opt.predictors.learned_features import (
+    PROMPT_FEATURES,
+    _parse_prompt,
     clear_caches,
-    instance_features,
-    prompt_features,
     prompt_table,
-    text_scores,
+    text_bag,
     window_quality_features,
     window_requests,
 )
 from qlmio_opt.predictors.learned_latency import (
     N_BASE_FEATURES,
-    instance_table,
     latency_features,
     window_latency_features,
 )
-from qlmio_opt.predictors.learned_quality import TreeEnsemble
-from qlmio_opt.predictors.tree_ensemble import compile_leaf_masks
+from qlmio_opt.predictors.tree_ensemble import TreeEnsemble, compile_leaf_masks
 
 TOLERANCE = 1e-9
 
@@ -139,7 +145,7 @@ def test_shipped_trees_match_a_node_by_node_walk(learned, name):
     expected = np.array([walk_one(trees.arrays, x) for x in X])
     fast = trees.raw_predict(X)
     np.testing.assert_allclose(fast, expected, rtol=0, atol=TOLERANCE)
-    assert np.array_equal(fast, trees.raw_predict(X, reference=True))
+    assert np.array_equal(fast, reference_raw_predict(trees, X))
     # rows as a window's blocks: three blocks, the first columns shared by all blocks, the
     # last ones constant per block, the rest per row
     blocks = X.reshape(3, 100, -1).copy()
@@ -240,11 +246,13 @@ def test_prompt_table_equals_the_sparse_bag(buckets):
         for i in range(300)
     ] + ["", "\n", "Why WHY why"]
     coef = rng.normal(size=buckets)
+    by_hand = np.array([_parse_prompt(p)[0] for p in prompts])
+    assert by_hand.shape == (len(prompts), len(PROMPT_FEATURES))
     clear_caches(words=True)
     for _ in range(2):  # cold, then from the caches
         features, scores = prompt_table(prompts, coef)
-        assert np.array_equal(features, prompt_features(prompts))
-        assert np.array_equal(scores, text_scores(prompts, coef))
+        assert np.array_equal(features, by_hand)
+        assert np.array_equal(scores, text_bag(prompts, buckets) @ coef)  # scipy's sparse product
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,7 +263,7 @@ def test_quality_fast_path_equals_reference(learned, instance):
     clear_caches()
     for calibrated in (True, False):
         fast = model.predict_proba_instance(instance, calibrated=calibrated)
-        ref = model.predict_proba_instance(instance, calibrated=calibrated, reference=True)
+        ref = reference_quality(model, instance, calibrated=calibrated)
         assert fast.shape == ref.shape == (len(instance.requests), len(instance.nodes))
         assert fast.flags.c_contiguous
         np.testing.assert_allclose(fast, ref, rtol=0, atol=TOLERANCE)
@@ -266,32 +274,14 @@ def test_latency_fast_path_equals_reference(learned, instance):
     transfer, rtt = analytic_inputs(learned, instance)
     clear_caches()
     fast = model.predict_instance(instance, transfer, rtt)
-    ref = model.predict_instance(instance, transfer, rtt, reference=True)
+    ref = reference_latency(model, instance, transfer, rtt)
     assert set(fast) == set(ref) == {"output_tokens", "latency_s", "latency_p90_s"}
     for name in ref:
         np.testing.assert_allclose(fast[name], ref[name], rtol=0, atol=TOLERANCE)
 
 
-class _Reference:
-    """A model wrapper that calls the wrapped model's reference path."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def predict_proba_instance(self, instance, calibrated=True, catalog=None):
-        return self.model.predict_proba_instance(instance, calibrated, catalog, reference=True)
-
-    def predict_instance(self, instance, transfer_s, rtt_s, catalog=None, p90=True):
-        return self.model.predict_instance(
-            instance, transfer_s, rtt_s, catalog, p90=p90, reference=True
-        )
-
-
 def test_learned_predictor_equals_reference_cold_and_warm(learned, instance):
-    reference = copy.copy(learned)
-    reference.quality_model_ = _Reference(learned.quality_model_)
-    reference.latency_model_ = _Reference(learned.latency_model_)
-    want = reference.predict(instance)
+    want = reference_predictor(learned).predict(instance)
     clear_caches(words=True)
     for _ in range(2):  # cold caches, then warm ones
         got = learned.predict(instance)

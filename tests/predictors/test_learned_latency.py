@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
+import shared_fits
+from reference_path import instance_table
+from shared_fits import bench_instance
 
+from qlmio_opt.predictors.base import NotFittedError
 from qlmio_opt.predictors.learned_latency import (
+    LOAD_COLUMNS,
     LearnedLatencyModel,
     analytic_parts,
     latency_metrics,
 )
-from qlmio_opt.simulator.dataset import bench_data
 
 
 @pytest.fixture(scope="module")
 def table():
-    return bench_data(60, seed=5).table
+    return shared_fits.bench().table
 
 
-def test_fit_predict_shapes_and_bounds(table):
-    model = LearnedLatencyModel(max_iter=20, random_state=0).fit(table)
+@pytest.fixture(scope="module")
+def fitted():
+    return shared_fits.bench(), shared_fits.latency_model()
+
+
+def test_fit_predict_shapes_and_bounds(fitted, table):
+    _, model = fitted
     pred = model.predict_table(table)
     for key in ("output_tokens", "latency_s", "latency_p90_s"):
         assert pred[key].shape == (len(table),)
@@ -28,18 +39,21 @@ def test_fit_predict_shapes_and_bounds(table):
     assert (pred["output_tokens"] >= 1).all()
 
 
-def test_same_random_state_same_predictions(table):
-    a = LearnedLatencyModel(max_iter=15, random_state=3).fit(table).predict_table(table)
-    b = LearnedLatencyModel(max_iter=15, random_state=3).fit(table).predict_table(table)
+def test_same_random_state_same_predictions(fitted, table):
+    _, model = fitted
+    a = model.predict_table(table)
+    b = LearnedLatencyModel(max_iter=20, random_state=0).fit(table).predict_table(table)
     for key in a:
         assert np.array_equal(a[key], b[key])
 
 
-def test_unfitted_and_empty_are_clear_errors(table):
-    with pytest.raises(ValueError, match="not fitted"):
+def test_unfitted_empty_and_invalid_are_clear_errors(table):
+    with pytest.raises(NotFittedError, match="not fitted"):
         LearnedLatencyModel().predict_table(table)
     with pytest.raises(ValueError, match="empty"):
         LearnedLatencyModel().fit(table.iloc[:0])
+    with pytest.raises(ValueError, match="max_leaf_nodes: Input should be greater than or"):
+        LearnedLatencyModel(max_leaf_nodes=1).fit(table)
 
 
 def test_analytic_parts_add_up(table):
@@ -58,12 +72,6 @@ def test_latency_metrics_by_hand():
 
 
 # -- conformal p90, instances, safe files ------------------------------------------------------
-@pytest.fixture(scope="module")
-def fitted():
-    data = bench_data(160, seed=2)
-    return data, LearnedLatencyModel(max_iter=20, random_state=0).fit(data.table)
-
-
 def test_fit_uses_the_train_split_and_widens_p90_on_validation(fitted):
     data, model = fitted
     table = data.table
@@ -167,15 +175,11 @@ def test_out_of_range_tree_indices_are_refused(fitted, tmp_path):
 
 
 def test_learned_predictor_uses_the_latency_model_at_zero_load(fitted):
-    from test_learned_quality import bench_instance
-
     from qlmio_opt.predictors.analytic import AnalyticPredictor
-    from qlmio_opt.predictors.learned import LearnedPredictor
-    from qlmio_opt.predictors.learned_latency import LOAD_COLUMNS, instance_table
 
     data, model = fitted
     instance = bench_instance(data, split="test")
-    pred = LearnedPredictor(quality_params={"max_iter": 10}).fit(data)
+    pred = copy.copy(shared_fits.trained_predictor())
     pred.latency_model_ = model
     p = pred.predict(instance)
     base = AnalyticPredictor().predict(instance)

@@ -9,73 +9,43 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shared_fits
+from shared_fits import bench_instance
 
-from qlmio_opt.domain.instance import Instance
-from qlmio_opt.domain.scenarios.generate import get_scenario
 from qlmio_opt.predictors import AnalyticPredictor, Predictor
+from qlmio_opt.predictors.base import NotFittedError
 from qlmio_opt.predictors.learned import LearnedPredictor
 from qlmio_opt.predictors.learned_features import (
     TEXT_FEATURES,
     FeatureSpec,
     analytic_logit,
-    instance_features,
-    prompt_features,
+    prompt_table,
     quality_features,
     question_buckets,
     text_bag,
-    text_scores,
+    window_quality_features,
 )
-from qlmio_opt.predictors.learned_quality import NPZ_FIELDS, LearnedQualityModel
-from qlmio_opt.simulator.dataset import BenchData, _draw_requests, bench_data
-
-N_REQUESTS = 150
-
-
-def bench_instance(data: BenchData, split: str | None = None) -> Instance:
-    """The bench requests (all, or one split) on the bench nodes, as one instance.
-
-    The table has no per-image sizes, so the request bodies are drawn again exactly as
-    ``bench_data`` drew them (a private helper of the dataset module).
-    """
-    reqs = _draw_requests(get_scenario(data.scenario), data.n_requests, data.seed)
-    ids = data.table["request"].to_numpy()[:: len(data.nodes)]
-    assert [r.id for r in reqs] == list(ids)
-    if split is not None:
-        keep = set(data.table.loc[data.table["split"] == split, "request"])
-        reqs = [r for r in reqs if r.id in keep]
-    links = [
-        {"id": f"l{j}", "from": "s0", "to": n.id, "bandwidth_mbps": 100.0, "rtt_ms": 10.0}
-        for j, n in enumerate(data.nodes)
-    ]
-    return Instance.from_dict(
-        {
-            "format": "qlmio-opt/instance",
-            "version": 1,
-            "name": "bench",
-            "window_s": 1.0,
-            "nodes": [n.model_dump(mode="json", exclude_unset=True) for n in data.nodes],
-            "network": {"sites": ["s0"], "links": links},
-            "requests": [r.model_dump(mode="json", exclude_unset=True) for r in reqs],
-        }
-    )
+from qlmio_opt.predictors.learned_quality import LearnedQualityModel
+from qlmio_opt.predictors.tree_ensemble import TREE_FIELDS
+from qlmio_opt.simulator.dataset import BenchData
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bench() -> BenchData:
-    return bench_data(N_REQUESTS, seed=5)
+    return shared_fits.bench()
 
 
-@pytest.fixture(scope="session")
-def model(bench: BenchData) -> LearnedQualityModel:
-    return LearnedQualityModel(random_state=0).fit(bench.table)
+@pytest.fixture(scope="module")
+def model() -> LearnedQualityModel:
+    return shared_fits.quality_model()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def test_rows(bench: BenchData):
     return bench.table[bench.table["split"] == "test"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def saved(model: LearnedQualityModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("model") / "quality"
     model.save(base)
@@ -95,10 +65,13 @@ def test_calibration_maps_by_hand(model, bench, test_rows) -> None:
     np.testing.assert_allclose(model.predict_proba_features(X), expected, rtol=1e-12)
     assert cloud.any() and (~cloud).any()
     assert not np.allclose(model.calibration_tier_[:3], model.calibration_tier_[3:])
-    # one map for both tiers: the two halves are equal
-    single = LearnedQualityModel(calibration="logistic", max_iter=20).fit(bench.table)
+    # one map for both tiers: the two halves are equal (small trees, no text: the map is what
+    # is checked)
+    single = LearnedQualityModel(calibration="logistic", max_iter=5, text_buckets=0)
+    single.fit(bench.table)
     np.testing.assert_array_equal(single.calibration_tier_[:3], single.calibration_tier_[3:])
-    with pytest.raises(ValueError, match="calibration must be one of"):
+    assert not np.array_equal(single.calibration_tier_[:3], [0.0, 1.0, 1.0])  # not the identity
+    with pytest.raises(ValueError, match="calibration: Input should be 'tier-logistic'"):
         LearnedQualityModel(calibration="platt").fit(bench.table)
 
 
@@ -106,7 +79,6 @@ def test_fit_predict_shapes_and_probabilities(model, test_rows, bench) -> None:
     p = model.predict_proba_table(test_rows)
     assert p.shape == (len(test_rows),)
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
-    assert model.feature_names_ == model.feature_spec_.names()
     assert model.forest_.n_trees == model.max_iter
     assert model.forest_.depth <= model.max_depth
     assert model.training_data_["train_rows"] == int((bench.table["split"] == "train").sum())
@@ -119,25 +91,32 @@ def test_fit_predict_shapes_and_probabilities(model, test_rows, bench) -> None:
     assert np.isfinite(model.text_coef_).all() and np.abs(model.text_coef_).max() > 0
 
 
-def test_two_fits_with_the_same_random_state_are_identical(model, bench, test_rows) -> None:
-    again = LearnedQualityModel(random_state=0).fit(bench.table)
+def test_two_fits_with_the_same_random_state_are_identical(model, test_rows) -> None:
+    # the shared LearnedPredictor fitted its quality model as LearnedQualityModel(random_state=0)
+    again = shared_fits.trained_predictor().quality_model_
+    assert again is not model
     np.testing.assert_array_equal(
         again.predict_proba_table(test_rows), model.predict_proba_table(test_rows)
     )
-    for key in NPZ_FIELDS:
+    for key in TREE_FIELDS:
         np.testing.assert_array_equal(again.forest_.arrays[key], model.forest_.arrays[key])
+    for name in ("calibration_x_", "calibration_y_", "calibration_tier_", "text_coef_"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(model, name))
 
 
 @pytest.mark.parametrize("text_buckets", [0, 2**12])
-def test_features_from_table_and_instance_are_identical(bench, text_buckets) -> None:
+def test_features_from_table_and_window_are_identical(bench, text_buckets) -> None:
+    """Training reads the simulator's table, prediction the window: the same rows."""
     instance = bench_instance(bench)
     catalog = instance.resolved_catalog
     spec = FeatureSpec.from_catalog(catalog, text_buckets)
     coef = np.random.default_rng(0).normal(size=text_buckets)
     from_table = quality_features(bench.table, catalog, spec, coef)
-    from_instance = instance_features(instance, spec, text_coef=coef)
+    window, key = window_quality_features(instance, spec, catalog, coef)
+    n_req = len(instance.requests)
+    pair_rows = (key[None, :] * n_req + np.arange(n_req)[:, None]).ravel()  # request-major
     assert from_table.shape == (len(bench.table), len(spec.names()))
-    np.testing.assert_array_equal(from_table, from_instance)
+    np.testing.assert_array_equal(from_table, window[pair_rows])
     if text_buckets:
         with pytest.raises(ValueError, match="text_coef or text_score"):
             quality_features(bench.table, catalog, spec)
@@ -157,7 +136,9 @@ def test_text_bag_is_a_fixed_normalised_hash_of_the_question_words() -> None:
     assert bag[0].sum() == pytest.approx(7 / np.sqrt(7)) and (bag[1] == 0).all()
     np.testing.assert_array_equal(bag[0], bag[2])
     coef = np.random.default_rng(1).normal(size=n)
-    np.testing.assert_allclose(text_scores([prompt, None], coef), [bag[0] @ coef, 0.0])
+    scores = prompt_table([prompt, ""], coef)[1]
+    assert scores is not None
+    np.testing.assert_allclose(scores, [bag[0] @ coef, 0.0])
     np.testing.assert_allclose(analytic_logit(np.array([0.0, 0.5, 1.0])), [-4.59512, 0, 4.59512])
 
 
@@ -168,12 +149,12 @@ def test_features_have_no_model_id_and_read_the_prompt() -> None:
     assert not set(TEXT_FEATURES) & set(FeatureSpec(("ocr",), ("Qwen2-VL",), 0).names())
     with pytest.raises(ValueError, match="power of two"):
         FeatureSpec(tasks=("ocr",), families=(), text_buckets=1000)
-    rows = prompt_features(
+    rows, _ = prompt_table(
         [
             "Is this a cat?\nReference OCR token: a, b, c",
             "How many people are there?",
             "What is written on the sign?",
-            None,
+            "",
         ]
     )
     assert rows[0, :3].tolist() == [1.0, 0.0, 0.0]  # yes/no
@@ -214,9 +195,9 @@ def test_learned_predictor_follows_the_contract(bench, model, saved) -> None:
     rows = bench.table["split"] == "test"
     expected = model.predict_proba_table(bench.table[rows]).reshape(p.shape)
     np.testing.assert_allclose(p.quality, expected, rtol=0, atol=1e-12)
-    trained = LearnedPredictor().fit(bench)
+    trained = shared_fits.trained_predictor()  # LearnedPredictor().fit(bench)
     np.testing.assert_array_equal(trained.predict(instance).quality, p.quality)
-    with pytest.raises(ValueError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         LearnedPredictor().predict(instance)
     with pytest.raises(ValueError, match="quality_model_path"):
         LearnedPredictor().fit()
@@ -243,8 +224,16 @@ def test_save_load_round_trip_without_pickle(model, saved, test_rows, monkeypatc
     np.testing.assert_array_equal(loaded.text_coef_, model.text_coef_)
 
 
-def test_train_rows_get_out_of_fold_text_scores(model, bench) -> None:
+@pytest.fixture(scope="module")
+def small_text_model(bench: BenchData) -> LearnedQualityModel:
+    """A model with a 256-bucket text score: the out-of-fold test below refits the text model
+    twice, which at the default 2**14 buckets takes seconds each."""
+    return LearnedQualityModel(text_buckets=256, max_iter=10).fit(bench.table)
+
+
+def test_train_rows_get_out_of_fold_text_scores(small_text_model, bench) -> None:
     """A train request's text score does not depend on its own outcomes (no target leakage)."""
+    model = small_text_model
     t = bench.table
     spec = model.feature_spec_
     train = (t["split"] == "train").to_numpy()
@@ -252,8 +241,8 @@ def test_train_rows_get_out_of_fold_text_scores(model, bench) -> None:
     offset = analytic_logit(X[:, model.feature_names_.index("analytic_quality")])
     y = t["completed"].to_numpy().astype(np.int64)
     coef, score = model._fit_text(t, spec, train, offset, y)
-    np.testing.assert_array_equal(coef, model.text_coef_)
-    full = text_scores(t["prompt"].to_numpy(), coef)
+    np.testing.assert_array_equal(coef, model.text_coef_)  # what fit computed
+    full = text_bag(t["prompt"], spec.text_buckets) @ coef
     np.testing.assert_allclose(score[~train], full[~train], rtol=0, atol=1e-12)
     assert not np.allclose(score[train], full[train])
     one = (t["request"] == t.loc[train, "request"].iloc[0]).to_numpy()
@@ -411,8 +400,14 @@ def test_non_array_files_are_refused(saved, tmp_path, payload) -> None:
         (lambda m: m.update(feature_version=0), "feature_version"),
         (lambda m: m["feature_names"].reverse(), "feature_names"),
         (lambda m: m.update(npz_file="../elsewhere.npz"), "npz_file"),
-        (lambda m: m["feature_spec"].update(text_buckets=1000), "feature_spec"),
-        (lambda m: m["feature_spec"].pop("text_buckets"), "feature_spec"),
+        (lambda m: m["feature_spec"].update(text_buckets=1000), "feature_spec.text_buckets"),
+        (lambda m: m["feature_spec"].pop("text_buckets"), "feature_spec.text_buckets"),
+        (lambda m: m["feature_spec"]["tasks"].append("ocr"), "feature_spec.tasks"),
+        (lambda m: m["settings"].update(max_iter="60"), "settings.max_iter"),
+        (lambda m: m["settings"].update(max_leaf_nodes=1), "settings.max_leaf_nodes"),
+        (lambda m: m["settings"].update(extra=1), "settings.extra"),
+        (lambda m: m.update(n_trees=True), "n_trees"),
+        (lambda m: m.update(npz_sha256="ab" * 31), "npz_sha256"),
     ],
 )
 def test_tampered_json_is_refused(saved, tmp_path, edit, field) -> None:

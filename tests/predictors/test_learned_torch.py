@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shared_fits
 from conftest import INSTANCES
+from reference_path import instance_features, pairs_from_instance
 
 from qlmio_opt import read_instance
-from qlmio_opt.predictors.learned_features import pairs_from_instance, quality_features
+from qlmio_opt.predictors.base import NotFittedError
 from qlmio_opt.predictors.learned_torch import TorchQualityModel
-from qlmio_opt.simulator.dataset import BenchData, bench_data
+from qlmio_opt.simulator.dataset import BenchData
 
 pytestmark = pytest.mark.torch
 
@@ -28,7 +30,7 @@ SMALL = {"epochs": 4, "patience": 2, "hidden_sizes": (16, 8), "text_buckets": 25
 
 @pytest.fixture(scope="module")
 def bench() -> BenchData:
-    return bench_data(250, seed=3)
+    return shared_fits.bench()
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,6 @@ def test_fit_predict_shapes_and_probabilities(model, bench, test_rows) -> None:
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
     raw = model.predict_proba_table(test_rows, calibrated=False)
     assert raw.shape == p.shape and ((raw > 0) & (raw < 1)).all()
-    assert model.feature_names_ == model.feature_spec_.names()
     assert model.feature_spec_.text_buckets == 0  # the text is a separate input
     assert model.arrays_["text_embedding"].shape == (256, model.text_dim)
     assert model.arrays_["weight_0"].shape == (16, len(model.feature_names_) + model.text_dim)
@@ -79,9 +80,9 @@ def test_predict_proba_instance_on_a_committed_window(model) -> None:
     p = model.predict_proba_instance(instance)
     assert p.shape == (len(instance.requests), len(instance.nodes))
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
-    pairs = pairs_from_instance(instance, instance.resolved_catalog)
-    X = quality_features(pairs, instance.resolved_catalog, model.feature_spec_)
-    expected = model.predict_proba_features(X, prompts=pairs["prompt"]).reshape(p.shape)
+    X = instance_features(instance, model.feature_spec_)  # every pair a table row
+    prompts = pairs_from_instance(instance)["prompt"]
+    expected = model.predict_proba_features(X, prompts=prompts).reshape(p.shape)
     np.testing.assert_array_equal(p, expected)
     assert np.ptp(p) > 0
 
@@ -114,7 +115,7 @@ def test_invalid_settings_and_tables(bench) -> None:
         TorchQualityModel(calibration="platt").fit(bench.table)
     with pytest.raises(ValueError, match="completed"):
         TorchQualityModel().fit(bench.table.drop(columns="completed"))
-    with pytest.raises(ValueError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         TorchQualityModel().predict_proba_table(bench.table)
 
 

@@ -29,11 +29,11 @@ from qlmio_opt.faces.cli import main
 from qlmio_opt.predictors import TRAINED_DIR, model_files
 from qlmio_opt.predictors.learned import LearnedPredictor, load_quality_model
 from qlmio_opt.predictors.learned_features import FeatureSpec
-from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
-from qlmio_opt.predictors.learned_quality import LearnedQualityModel
+from qlmio_opt.predictors.learned_latency import LatencyFile, LearnedLatencyModel
+from qlmio_opt.predictors.learned_quality import LearnedQualityModel, SklearnQualityFile
 from qlmio_opt.predictors.learned_torch import TorchQualityModel
 from qlmio_opt.predictors.model_files import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_NPZ_BYTES
-from qlmio_opt.predictors.selection import SelectionCalibration
+from qlmio_opt.predictors.selection import SelectionCalibration, SelectionFile
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -121,11 +121,12 @@ def copy_shipped(stem: str, folder: Path) -> Path:
 def torch_model_file(folder: Path) -> Path:
     """A torch-format model saved from arrays made here (valid for every check of the loader)."""
     model = TorchQualityModel(hidden_sizes=(16, 8), text_buckets=256, text_dim=4)
+    settings = model._settings()
     spec = FeatureSpec.from_catalog(default_catalog(), text_buckets=0)
     rng = np.random.default_rng(0)
     arrays = {
         key: rng.normal(size=shape).astype(np.float32)
-        for key, shape in model.npz_shapes(model._settings(), len(spec.names())).items()
+        for key, shape in model.npz_shapes(settings, len(spec.names())).items()
         if -1 not in shape
     }
     arrays["feature_scale"] = np.abs(arrays["feature_scale"]) + 0.5
@@ -134,7 +135,7 @@ def torch_model_file(folder: Path) -> Path:
         "calibration_x": np.array([0.0, 1.0]),
         "calibration_y": np.array([0.0, 1.0]),
     }
-    model.feature_spec_, model.feature_names_ = spec, spec.names()
+    model.settings_, model.feature_spec_, model.feature_names_ = settings, spec, spec.names()
     model.arrays_, model.metrics_, model.training_data_ = arrays, {}, {}
     model.torch_version_ = "none (arrays made by tests/predictors/test_model_files.py)"
     json_path, _ = model.save(folder / "torch-quality")
@@ -369,6 +370,48 @@ def test_members_that_numpy_would_not_write_are_refused(edit, message, tmp_path,
 
 
 # -- the JSON side --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("stem", "schema"),
+    [
+        ("default", SklearnQualityFile),
+        ("default-latency", LatencyFile),
+        ("default-selection", SelectionFile),
+    ],
+)
+def test_the_shipped_json_is_read_field_for_field(stem, schema):
+    """Every field of the shipped files is declared and kept as written (no coercion)."""
+    path = TRAINED_DIR / f"{stem}.json"
+    assert model_files.read_header(path, schema).model_dump() == json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(
+    ("make", "load"),
+    [
+        (lambda d: copy_shipped("default", d), LearnedLatencyModel.load),
+        (lambda d: copy_shipped("default-latency", d), LearnedQualityModel.load),
+        (lambda d: copy_shipped("default", d), TorchQualityModel.load),
+        (torch_model_file, LearnedQualityModel.load),
+    ],
+)
+def test_a_file_of_another_format_is_refused_by_its_format(make, load, tmp_path):
+    json_path = make(tmp_path)
+    with pytest.raises(ValueError) as refused:
+        load(json_path)
+    lines = str(refused.value).splitlines()
+    assert lines[0].startswith(f"{json_path}: field 'format': Input should be 'qlmio-opt/")
+    assert all(" field 'format'" in line or " field 'version'" in line for line in lines)
+
+
+def test_a_record_that_would_not_load_is_not_written(tmp_path):
+    npz = tmp_path / "m.npz"
+    npz.write_bytes(b"arrays")
+    meta = json.loads((TRAINED_DIR / "default-latency.json").read_text())
+    meta["settings"]["max_iter"] = 0
+    with pytest.raises(ValueError, match=r"m\.json \(not written\): field 'settings.max_iter'"):
+        model_files.write_model_json(tmp_path / "m.json", npz, meta, LatencyFile)
+    assert not (tmp_path / "m.json").exists()
+
+
 def _selection(folder: Path) -> Path:
     path = folder / "default-selection.json"
     shutil.copy(TRAINED_DIR / path.name, path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import shared_fits
 
 from qlmio_opt.predictors import DEFAULT_LEARNED
 from qlmio_opt.predictors.learned import LearnedPredictor
@@ -218,9 +220,10 @@ def test_selection_options():
 def test_fit_on_a_table_never_fits_the_selection_in_sample():
     from qlmio_opt.simulator.dataset import bench_data
 
-    data = bench_data(120, seed=7)
-    predictor = LearnedPredictor(learn_latency=False, quality_params={"max_iter": 5}).fit(data)
-    assert predictor.selection_ is None
-    other = bench_data(120, seed=8)  # the calibration is fitted on another table
-    predictor.fit_selection(other)
-    assert predictor.selection_.training_data_["requests"] == 120
+    trained = shared_fits.trained_predictor()  # LearnedPredictor().fit(table)
+    assert trained.selection_ is None
+    predictor = copy.copy(trained)
+    other = bench_data(60, seed=8)  # the calibration is fitted on another table
+    assert predictor.fit_selection(other) is predictor
+    assert predictor.selection_.training_data_["requests"] == 60
+    assert trained.selection_ is None
