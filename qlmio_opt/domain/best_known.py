@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from qlmio_opt.domain.frozen import FrozenDict
 
 BKS_FILE = "bks.csv"
 BKS_PREDICTORS = "analytic"
@@ -37,7 +40,7 @@ def file_sha256(path: Path) -> str:
 
 
 @lru_cache(maxsize=16)
-def _read(path: str, mtime_ns: int) -> dict[str, BestKnown]:
+def _read(path: str, mtime_ns: int) -> FrozenDict[str, BestKnown]:
     rows: dict[str, BestKnown] = {}
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -53,14 +56,14 @@ def _read(path: str, mtime_ns: int) -> dict[str, BestKnown]:
                 optimal=row.get("status") == "optimal",
                 instance_sha256=row.get("instance_sha256") or None,
             )
-    return rows
+    return FrozenDict(rows)  # cached and shared by every caller
 
 
-def read_bks(path: Path) -> dict[str, BestKnown]:
-    """The rows of a ``bks.csv`` by instance name (empty if the file does not exist)."""
+def read_bks(path: Path) -> Mapping[str, BestKnown]:
+    """The rows of a ``bks.csv`` by instance name (empty if the file does not exist), read-only."""
     path = Path(path)
     if not path.is_file():
-        return {}
+        return FrozenDict()
     return _read(str(path.resolve()), path.stat().st_mtime_ns)
 
 
@@ -69,18 +72,19 @@ class KnownValues:
     """The best-known values a window file may have: the rows of the ``bks.csv`` beside it and
     the file's own SHA-256 (read where the file is, shipped to workers that cannot see it)."""
 
-    rows: dict[str, BestKnown]
+    rows: Mapping[str, BestKnown]
     sha256: str | None
 
     @classmethod
     def beside(cls, window_file: Path) -> KnownValues:
+        """The values for ``window_file``: the ``bks.csv`` in its folder, if any."""
         rows = read_bks(Path(window_file).parent / BKS_FILE)
         if not rows:
-            return cls({}, None)
+            return cls(FrozenDict(), None)
         try:
             return cls(rows, file_sha256(window_file))
         except OSError:
-            return cls({}, None)
+            return cls(FrozenDict(), None)
 
     def objective(self, instance_name: str) -> float | None:
         """The best-known objective of ``instance_name``, if a row is for exactly this file."""

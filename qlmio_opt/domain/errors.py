@@ -18,6 +18,7 @@ class Issue:
     message: str
 
     def render(self, source: str | None = None) -> str:
+        """One line: ``SOURCE: PATH: MESSAGE`` (the parts that are known)."""
         parts = [p for p in (source, self.path) if p]
         return ": ".join([*parts, self.message])
 
@@ -43,15 +44,12 @@ class InputError(QlmioError):
         super().__init__(self.render())
 
     def render(self) -> str:
+        """Every issue on its own line."""
         return "\n".join(issue.render(self.source) for issue in self.issues)
 
     def with_source(self, source: str) -> InputError:
+        """The same issues, said of ``source``."""
         return InputError(self.issues, source)
-
-    def with_prefix(self, prefix: str) -> InputError:
-        """Re-root every path under ``prefix`` (e.g. ``catalog.models.my-model``)."""
-        issues = [Issue(f"{prefix}.{i.path}" if i.path else prefix, i.message) for i in self.issues]
-        return InputError(issues, self.source)
 
 
 class CatalogError(InputError):

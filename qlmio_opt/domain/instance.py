@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,9 +24,11 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 
 from qlmio_opt.domain.catalog import Catalog, default_catalog
 from qlmio_opt.domain.errors import InputError, Issue
+from qlmio_opt.domain.frozen import freeze
 from qlmio_opt.domain.network import LinkSpec, NetworkGraph
 from qlmio_opt.domain.types import (
     ID_PATTERN,
@@ -50,8 +53,8 @@ from qlmio_opt.domain.types import (
 )
 from qlmio_opt.domain.validation import validate_model
 
-INSTANCE_FORMAT = "qlmio-opt/instance"
-INSTANCE_VERSION = 1
+INSTANCE_FORMAT: Final = "qlmio-opt/instance"
+INSTANCE_VERSION: Final = 1
 MODALITIES = ("text", "image")
 
 
@@ -189,15 +192,18 @@ class Overrides(Frozen):
 
 # Entry keys follow the id rule (nodes and requests refer to them); the catalog builder checks
 # them with a message that does not print a control character raw, the schema with this.
-_ENTRY_KEYS = {"propertyNames": {"pattern": ID_PATTERN}}
+_ENTRY_KEYS: JsonDict = {"propertyNames": {"pattern": ID_PATTERN}}
+# The entries as given, read-only all the way down (FrozenDicts and tuples): the resolved catalog
+# was built from them, so changing them afterwards would make the two disagree.
+_Entries = Annotated[dict[Str, dict[Str, Any]], AfterValidator(freeze)]
 
 
 class CatalogEntries(Frozen):
     """Catalog entries defined or overridden inline (same fields as the shipped TOML files)."""
 
-    models: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
-    devices: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
-    tasks: dict[Str, dict[Str, Any]] = Field(default={}, json_schema_extra=_ENTRY_KEYS)
+    models: _Entries = Field(default={}, validate_default=True, json_schema_extra=_ENTRY_KEYS)
+    devices: _Entries = Field(default={}, validate_default=True, json_schema_extra=_ENTRY_KEYS)
+    tasks: _Entries = Field(default={}, validate_default=True, json_schema_extra=_ENTRY_KEYS)
 
 
 class Instance(Frozen):
@@ -240,7 +246,7 @@ class Instance(Frozen):
         # equal data means equal instances; the resolved catalog and graph follow from it
         return isinstance(other, Instance) and self.__dict__ == other.__dict__
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # equal by data, which holds mappings
 
     # -- derived, resolved once at validation -------------------------------------------------
     @property
@@ -250,6 +256,7 @@ class Instance(Frozen):
 
     @property
     def network_graph(self) -> NetworkGraph:
+        """The routes between the sites and the nodes (computed once, at validation)."""
         return self._graph
 
     @property
@@ -259,6 +266,7 @@ class Instance(Frozen):
 
     @property
     def node_concurrency(self) -> np.ndarray:
+        """Requests each node serves at once (the device's default where not given)."""
         return np.array(self._node_concurrency, dtype=np.int64)
 
     @property
@@ -426,6 +434,18 @@ class Instance(Frozen):
         self._node_concurrency = tuple(concurrency)
 
     def _check_network(self, catalog: Catalog, issues: list[Issue]) -> NetworkGraph:
+        self._check_links(issues)
+        graph = NetworkGraph(
+            self.network.sites,
+            [n.id for n in self.nodes],
+            [LinkSpec(k.id, k.from_, k.to, k.bandwidth_mbps, k.rtt_ms) for k in self.network.links],
+        )
+        self._check_nodes_reachable(graph, issues)
+        self._check_requests_reachable(graph, catalog, issues)
+        return graph
+
+    def _check_links(self, issues: list[Issue]) -> None:
+        """No link from an end point to itself, at most one link between two end points."""
         seen_pairs: dict[frozenset[str], int] = {}
         for idx, link in enumerate(self.network.links):
             where = f'network.links[{idx}] (link "{link.id}")'
@@ -442,11 +462,9 @@ class Instance(Frozen):
                     )
                 )
             seen_pairs.setdefault(pair, idx)
-        graph = NetworkGraph(
-            self.network.sites,
-            [n.id for n in self.nodes],
-            [LinkSpec(k.id, k.from_, k.to, k.bandwidth_mbps, k.rtt_ms) for k in self.network.links],
-        )
+
+    def _check_nodes_reachable(self, graph: NetworkGraph, issues: list[Issue]) -> None:
+        """Every node can be reached from some site that has requests (any site, if none has)."""
         active_sites = {r.site for r in self.requests} or set(self.network.sites)
         for idx, node in enumerate(self.nodes):
             if not any(
@@ -460,6 +478,11 @@ class Instance(Frozen):
                         "other sites or nodes)",
                     )
                 )
+
+    def _check_requests_reachable(
+        self, graph: NetworkGraph, catalog: Catalog, issues: list[Issue]
+    ) -> None:
+        """Every request reaches some node, and one that accepts images if it has images."""
         image_nodes = {
             n.id
             for n in self.nodes
@@ -484,7 +507,6 @@ class Instance(Frozen):
                         f'site "{req.site}" accepts images',
                     )
                 )
-        return graph
 
     @staticmethod
     def _model_modalities(catalog: Catalog, key: str) -> tuple[str, ...]:

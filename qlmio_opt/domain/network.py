@@ -7,12 +7,14 @@ link end point that is neither, such as ``core``) forward traffic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 import networkx as nx
 import numpy as np
+
+from qlmio_opt.domain.frozen import read_only
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,10 @@ class Route:
     link_idx: np.ndarray
     rtt_ms: float
     bottleneck_mbps: float
+
+    def __post_init__(self) -> None:
+        # routes are computed once and shared by every caller of NetworkGraph.route
+        object.__setattr__(self, "link_idx", read_only(np.asarray(self.link_idx)))
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,14 @@ class NetworkGraph:
         Server ids.
     links
         Every link; end points that are neither sites nor nodes are routers.
+
+    The graph is frozen (``networkx.freeze``) once built: an instance's routes were computed
+    from it.
     """
 
-    def __init__(self, sites: Sequence[str], nodes: Sequence[str], links: Iterable[LinkSpec]):
+    def __init__(
+        self, sites: Sequence[str], nodes: Sequence[str], links: Iterable[LinkSpec]
+    ) -> None:
         self.sites = tuple(sites)
         self.nodes = tuple(nodes)
         self.links = tuple(links)
@@ -75,6 +86,7 @@ class NetworkGraph:
                 rtt_ms=link.rtt_ms,
                 bandwidth_mbps=link.bandwidth_mbps,
             )
+        nx.freeze(self.graph)
         endpoints = set(self.sites) | set(self.nodes)
         self.routers = tuple(v for v in self.graph.nodes if v not in endpoints)
         self._routes = {
@@ -105,6 +117,7 @@ class NetworkGraph:
         return self._routes[(site, node)]
 
     def reachable(self, site: str, node: str) -> bool:
+        """Whether a path joins ``site`` to ``node``."""
         return self._routes[(site, node)] is not None
 
     def rtt_ms_matrix(self) -> np.ndarray:
@@ -115,7 +128,7 @@ class NetworkGraph:
         """Bottleneck bandwidth per (site, node); NaN where unreachable."""
         return self._matrix(lambda r: r.bottleneck_mbps)
 
-    def _matrix(self, value) -> np.ndarray:
+    def _matrix(self, value: Callable[[Route], float]) -> np.ndarray:
         out = np.full((len(self.sites), len(self.nodes)), np.nan)
         for i, site in enumerate(self.sites):
             for j, node in enumerate(self.nodes):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from qlmio_opt.domain.frozen import FrozenDict
 from qlmio_opt.domain.instance import Frozen
 from qlmio_opt.domain.types import Id, Str, Text
 
-SOLUTION_FORMAT = "qlmio-opt/solution"
+if TYPE_CHECKING:
+    import pandas as pd
+
+SOLUTION_FORMAT: Final = "qlmio-opt/solution"
 
 BOUND_SOURCES = {
     "highs": "HiGHS's MIP dual bound",
@@ -96,10 +100,13 @@ class Solution(Frozen):
     mean_latency_s: float | None = None
     mean_quality: float | None = None
     times: Times = Times()
-    solver_stats: dict[Str, float] = Field(
-        default_factory=dict, description="Solver-specific timings and counts (e.g. highs_run_s)."
+    solver_stats: Annotated[dict[Str, float], AfterValidator(FrozenDict)] = Field(
+        default_factory=FrozenDict,
+        description="Solver-specific timings and counts (e.g. highs_run_s).",
     )
-    assignment: dict[Str, Str] = Field(default_factory=dict, description="request id -> node id.")
+    assignment: Annotated[dict[Str, Str], AfterValidator(FrozenDict)] = Field(
+        default_factory=FrozenDict, description="request id -> node id."
+    )
     deferred: tuple[Id, ...] = ()
     requests: tuple[RequestDecision, ...] = ()
     nodes: tuple[NodeUsage, ...] = ()
@@ -110,13 +117,14 @@ class Solution(Frozen):
     )
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data, as written to a solution file."""
         return self.model_dump(mode="json")
 
     def node_of(self, request_id: str) -> str | None:
         """The node a request was assigned to (None when deferred or unassigned)."""
         return self.assignment.get(request_id)
 
-    def frame(self):
+    def frame(self) -> pd.DataFrame:
         """The per-request decisions as a pandas DataFrame indexed by request id."""
         import pandas as pd
 

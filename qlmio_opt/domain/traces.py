@@ -2,7 +2,8 @@
 
 The files are small derived copies built by ``scripts/build_package_data.py``; their sources
 and licences are in ``qlmio_opt/data/README.md``. Every reader loads its file once
-(``functools.cache``) and hands out a fresh copy, so callers may modify what they get.
+(``functools.cache``) and hands out a fresh copy, so callers may modify what they get; the
+ServeGen sampler is shared instead, its arrays read-only.
 
 - :func:`load_azure` — Azure LLM inference trace 2023 (conv or code): arrival times and tokens.
 - :func:`load_mooncake` — Mooncake FAST'25 conversation trace: arrival times and tokens.
@@ -21,8 +22,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from qlmio_opt.domain.frozen import read_only
+
 __all__ = [
     "ServeGenSampler",
+    "data_bytes",
     "load_azure",
     "load_mooncake",
     "load_servegen",
@@ -32,13 +36,14 @@ __all__ = [
 DAY_S = 86_400
 
 
-def _data_bytes(name: str) -> bytes:
+def data_bytes(name: str) -> bytes:
+    """The bytes of ``name``, a file shipped in ``qlmio_opt/data/`` (its README lists them)."""
     return files("qlmio_opt").joinpath("data").joinpath(name).read_bytes()
 
 
 @functools.cache
 def _read_csv_gz(name: str) -> pd.DataFrame:
-    return pd.read_csv(io.BytesIO(_data_bytes(name)), compression="gzip", keep_default_na=False)
+    return pd.read_csv(io.BytesIO(data_bytes(name)), compression="gzip", keep_default_na=False)
 
 
 def load_azure(kind: Literal["conv", "code"] = "conv") -> pd.DataFrame:
@@ -88,10 +93,11 @@ class ServeGenSampler:
     FIELDS = ("text_tokens", "image_tokens", "image_count", "output_tokens")
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        self.client_id = np.asarray(arrays["client_id"])
-        self.window_start_s = np.asarray(arrays["window_start_s"])
-        self.rate = np.asarray(arrays["rate"], dtype=float)
-        self.pdf_window_start_s = np.asarray(arrays["pdf_window_start_s"])
+        # read-only: load_servegen hands one cached sampler to every caller
+        self.client_id = read_only(np.asarray(arrays["client_id"]))
+        self.window_start_s = read_only(np.asarray(arrays["window_start_s"]))
+        self.rate = read_only(np.asarray(arrays["rate"], dtype=float))
+        self.pdf_window_start_s = read_only(np.asarray(arrays["pdf_window_start_s"]))
         n_clients, n_windows = self.rate.shape
         if len(self.client_id) != n_clients or len(self.window_start_s) != n_windows:
             raise ValueError("ServeGen arrays have inconsistent shapes")
@@ -196,6 +202,6 @@ class ServeGenSampler:
 @functools.cache
 def load_servegen() -> ServeGenSampler:
     """The (cached) sampler over ServeGen's mm-image data (Apache-2.0)."""
-    with np.load(io.BytesIO(_data_bytes("servegen_mm_image.npz")), allow_pickle=False) as z:
+    with np.load(io.BytesIO(data_bytes("servegen_mm_image.npz")), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return ServeGenSampler(arrays)

@@ -13,6 +13,7 @@ import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from qlmio_opt.domain.errors import InputError, Issue
 
@@ -22,7 +23,7 @@ _LABELLED = {"requests": "request", "nodes": "node", "links": "link"}
 
 
 def validate_model(
-    cls: type[M], data: Any, *, source: str | None = None, context: dict | None = None
+    cls: type[M], data: Any, *, source: str | None = None, context: dict[str, Any] | None = None
 ) -> M:
     """``cls.model_validate(data)`` with pydantic's errors turned into located issues."""
     _check_format_header(cls, data, source)
@@ -99,7 +100,7 @@ def format_path(loc: tuple, data: Any) -> str:
     return ".".join(parts)
 
 
-def _issue_from_pydantic(error: dict, data: Any, cls: type[BaseModel]) -> Issue:
+def _issue_from_pydantic(error: ErrorDetails, data: Any, cls: type[BaseModel]) -> Issue:
     loc = tuple(k for k in error["loc"] if not _is_union_tag(k))
     return Issue(format_path(loc, data), _message(error, loc, cls))
 
@@ -137,7 +138,7 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _message(error: dict, loc: tuple, cls: type[BaseModel]) -> str:
+def _message(error: ErrorDetails, loc: tuple, cls: type[BaseModel]) -> str:
     kind = error["type"]
     ctx = error.get("ctx", {})
     got = error.get("input")

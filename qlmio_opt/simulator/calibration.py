@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.catalog import Catalog, DeviceSpec, Measurement
 from qlmio_opt.domain.instance import Image, Node, Request
 from qlmio_opt.simulator.engine import NodeJobs, serve_node
 from qlmio_opt.simulator.world import World, WorldConfig
@@ -100,71 +101,77 @@ def speed_calibration(world: World | None = None, *, runs: int = 200) -> pd.Data
     simulation must exceed) and ``error`` (simulated / published - 1).
     """
     world = world or World()
-    rows = []
-    for key, device in world.catalog.devices.items():
-        for m in device.measurements:
-            if m.outlier:
-                continue
-            catalog = _probe_catalog(world.catalog, key, m.weights_gb, m.model_params_b)
-            probe_world = World(catalog, replace(world.config))
-            node = Node(id="n", tier="edge", model="probe", device=key)
-            speed = probe_world.speeds(node)
-            if m.metric == "decode_tok_s":
-                tokens, prompt = 256, 16
-            else:
-                tokens, prompt = 1, 2048
-            requests = [
-                Request(
-                    id=f"{key}-{m.model}-{i}",
-                    site="s",
-                    arrival_s=0.0,
-                    task="general-vqa",
-                    prompt_tokens=prompt,
-                    max_output_tokens=tokens,
-                )
-                for i in range(runs)
-            ]
-            truth = probe_world.pairs(requests, [node])
-            measured = []
-            for i in range(runs):
-                times = serve_node(
-                    NodeJobs(
-                        arrive_s=np.zeros(1),
-                        compute_s=truth.compute_s[i : i + 1, 0],
-                        tokens=np.full(1, float(tokens)),
-                        kv_reserve_gb=truth.kv_reserve_gb[i : i + 1, 0],
-                        kv_read_gb=truth.kv_read_gb[i : i + 1, 0],
-                    ),
-                    concurrency=1,
-                    memory_gb=np.inf,
-                    weights_gb=speed.weights_gb,
-                    decode_tok_s=speed.decode_tok_s,
-                )
-                if m.metric == "decode_tok_s":
-                    measured.append(tokens / (times.finish_s[0] - times.prefill_end_s[0]))
-                else:
-                    measured.append(prompt / (times.prefill_end_s[0] - times.admit_s[0]))
-            probe = catalog.model("probe")
-            roofline = (
-                device.decode_tok_s(probe)
-                if m.metric == "decode_tok_s"
-                else device.prefill_tok_s(probe)
-            )
-            simulated = float(np.mean(measured))
-            rows.append(
-                {
-                    "device": key,
-                    "model": m.model,
-                    "engine": m.engine,
-                    "metric": m.metric,
-                    "published": m.value,
-                    "simulated": simulated,
-                    "roofline": roofline,
-                    "kind": "lower bound" if m.lower_bound else "anchor",
-                    "error": simulated / m.value - 1.0,
-                }
-            )
+    rows = [
+        _anchor_row(world, key, device, m, runs)
+        for key, device in world.catalog.devices.items()
+        for m in device.measurements
+        if not m.outlier
+    ]
     return pd.DataFrame(rows)
+
+
+def _anchor_row(
+    world: World, key: str, device: DeviceSpec, m: Measurement, runs: int
+) -> dict[str, Any]:
+    """One published figure against ``runs`` simulated runs of a model of its size."""
+    catalog = _probe_catalog(world.catalog, key, m.weights_gb, m.model_params_b)
+    probe_world = World(catalog, replace(world.config))
+    probe = catalog.model("probe")
+    decode = m.metric == "decode_tok_s"
+    simulated = _simulated_speed(probe_world, key, m.model, runs, decode=decode)
+    roofline = device.decode_tok_s(probe) if decode else device.prefill_tok_s(probe)
+    return {
+        "device": key,
+        "model": m.model,
+        "engine": m.engine,
+        "metric": m.metric,
+        "published": m.value,
+        "simulated": simulated,
+        "roofline": roofline,
+        "kind": "lower bound" if m.lower_bound else "anchor",
+        "error": simulated / m.value - 1.0,
+    }
+
+
+def _simulated_speed(world: World, device: str, model: str, runs: int, *, decode: bool) -> float:
+    """Mean decode (or prefill) speed of the probe model on an idle node of ``device``, over
+    ``runs`` requests: decode, one stream of 256 tokens after a 16-token prompt; prefill, a
+    2,048-token prompt."""
+    tokens, prompt = (256, 16) if decode else (1, 2048)
+    node = Node(id="n", tier="edge", model="probe", device=device)
+    speed = world.speeds(node)
+    requests = [
+        Request(
+            id=f"{device}-{model}-{i}",
+            site="s",
+            arrival_s=0.0,
+            task="general-vqa",
+            prompt_tokens=prompt,
+            max_output_tokens=tokens,
+        )
+        for i in range(runs)
+    ]
+    truth = world.pairs(requests, [node])
+    measured = []
+    for i in range(runs):
+        times = serve_node(
+            NodeJobs(
+                arrive_s=np.zeros(1),
+                compute_s=truth.compute_s[i : i + 1, 0],
+                tokens=np.full(1, float(tokens)),
+                kv_reserve_gb=truth.kv_reserve_gb[i : i + 1, 0],
+                kv_read_gb=truth.kv_read_gb[i : i + 1, 0],
+            ),
+            concurrency=1,
+            memory_gb=np.inf,
+            weights_gb=speed.weights_gb,
+            decode_tok_s=speed.decode_tok_s,
+        )
+        if decode:
+            measured.append(tokens / (times.finish_s[0] - times.prefill_end_s[0]))
+        else:
+            measured.append(prompt / (times.prefill_end_s[0] - times.admit_s[0]))
+    return float(np.mean(measured))
 
 
 __all__ = ["WorldConfig", "quality_calibration", "speed_calibration"]

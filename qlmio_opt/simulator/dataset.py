@@ -6,7 +6,7 @@ that learned quality and latency predictors train and are evaluated on. Like MIO
 ground-truth :class:`~qlmio_opt.simulator.world.World`, not from real hardware.
 
 **Requests.** Bodies are drawn exactly as the window generator draws them
-(:func:`qlmio_opt.domain.scenarios.generate._requests`): TextVQA prompts and task labels (plus the
+(:func:`qlmio_opt.domain.scenarios.draws.draw_requests`): TextVQA prompts and task labels (plus the
 scenario's synthetic captioning share), ServeGen Qwen-VL shapes (image count, tokens per image,
 text tokens, output allowance), images sized by Qwen's 28-px rule, JPEG bytes from a lognormal
 bytes-per-pixel. They are drawn in chunks of :data:`CHUNK` requests, each chunk from its own
@@ -64,18 +64,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from qlmio_opt.app.parallel import ParallelConfig, run_tasks
-from qlmio_opt.domain.instance import Node, Request
-from qlmio_opt.domain.scenarios.default import Scenario
-from qlmio_opt.domain.scenarios.generate import _requests, get_scenario
+from qlmio_opt.app.parallel import ParallelConfig, TaskResult, run_tasks
+from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.frozen import FrozenDict
+from qlmio_opt.domain.instance import Image, Node, Request
+from qlmio_opt.domain.scenarios.default import CloudOption, EdgeOption, Scenario
+from qlmio_opt.domain.scenarios.draws import draw_requests
+from qlmio_opt.domain.scenarios.generate import get_scenario
+from qlmio_opt.domain.version import VERSION
 from qlmio_opt.simulator.engine import NodeJobs, serve_node, share_link
 from qlmio_opt.simulator.speeds import TrueSpeeds
 from qlmio_opt.simulator.world import PairTruth, World
@@ -91,6 +95,7 @@ __all__ = [
     "LoadConfig",
     "bench_data",
     "bench_nodes",
+    "draw_bench_requests",
     "node_capacity",
     "read_bench_table",
     "split_of",
@@ -208,7 +213,8 @@ class BenchData:
     Attributes
     ----------
     table
-        One row per (request, node); columns as in :data:`COLUMNS`.
+        One row per (request, node); columns as in :data:`COLUMNS`. A pandas DataFrame cannot be
+        made read-only: copy it (``table.copy()``) before changing it.
     seed
         Seed of the request and load draws.
     n_requests
@@ -218,7 +224,7 @@ class BenchData:
     scenario
         Name of the scenario the requests and nodes come from.
     world_config
-        The world's hidden parameters (``dataclasses.asdict`` of its ``WorldConfig``).
+        The world's hidden parameters (``dataclasses.asdict`` of its ``WorldConfig``, read-only).
     load_config
         How the loads were drawn.
     version
@@ -232,11 +238,14 @@ class BenchData:
     n_requests: int
     nodes: tuple[Node, ...]
     scenario: str
-    world_config: dict[str, Any]
+    world_config: Mapping[str, Any]
     load_config: LoadConfig = field(default_factory=LoadConfig)
     version: str = ""
     capacity_rps: tuple[float, ...] = ()
     max_background: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "world_config", FrozenDict(self.world_config))
 
     def split_counts(self) -> dict[str, dict[str, int]]:
         """Requests and rows per split."""
@@ -297,8 +306,12 @@ def bench_nodes(scenario: str | Scenario = "default", world: World | None = None
     """
     sc = get_scenario(scenario)
     catalog = (world or World()).catalog
+    tiers: tuple[tuple[Literal["edge", "cloud"], Sequence[EdgeOption | CloudOption]], ...] = (
+        ("edge", sc.edge_options),
+        ("cloud", sc.cloud_options),
+    )
     nodes: dict[tuple[str, str], Node] = {}
-    for tier, options in (("edge", sc.edge_options), ("cloud", sc.cloud_options)):
+    for tier, options in tiers:
         for opt in options:
             device = catalog.device(opt.device)
             for model_key, _ in opt.models:
@@ -319,26 +332,27 @@ def bench_nodes(scenario: str | Scenario = "default", world: World | None = None
     return list(nodes.values())
 
 
-def _draw_requests(sc: Scenario, n: int, seed: int) -> list[Request]:
-    """``n`` request bodies in chunks of :data:`CHUNK`, each chunk from its own stream."""
+def draw_bench_requests(sc: Scenario, n: int, seed: int) -> list[Request]:
+    """The dataset's ``n`` requests for ``seed`` (``mb<seed>-<i:06d>``), drawn as the window
+    generator draws them, in chunks of :data:`CHUNK`, each chunk from its own stream."""
     out: list[Request] = []
     for chunk, start in enumerate(range(0, n, CHUNK)):
         size = min(CHUNK, n - start)
         rng = np.random.default_rng(
             np.random.SeedSequence(seed, spawn_key=(_REQUEST_STREAM, chunk))
         )
-        drawn = _requests(sc, rng, size, 1)["requests"]
+        drawn = draw_requests(sc, rng, size, 1).requests
         for k, body in enumerate(drawn):
             out.append(
                 Request(
                     id=f"mb{seed}-{start + k:06d}",
                     site="s0",
                     arrival_s=0.0,
-                    task=body["task"],
-                    prompt=body["prompt"],
-                    prompt_tokens=body["prompt_tokens"],
-                    images=tuple(body["images"]),
-                    max_output_tokens=body["max_output_tokens"],
+                    task=body.task,
+                    prompt=body.prompt,
+                    prompt_tokens=body.prompt_tokens,
+                    images=tuple(Image(**im) for im in body.images),
+                    max_output_tokens=body.max_output_tokens,
                 )
             )
     return out
@@ -373,6 +387,61 @@ def _check_args(n_requests: Any, seed: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# drawing the pairs' loads
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _LinkDraws:
+    """Per pair ``(R, N)``: path bandwidth and RTT and the uploads sharing the link; ``rng``
+    goes on to draw which requests those uploads are."""
+
+    rng: np.random.Generator
+    bandwidth_mbps: np.ndarray
+    rtt_ms: np.ndarray
+    flows: np.ndarray
+
+
+def _draw_links(n: int, nodes: Sequence[Node], load: LoadConfig, seed: int) -> _LinkDraws:
+    """Bandwidth, RTT and competing uploads of every pair, vectorised over pairs."""
+    m = len(nodes)
+    is_edge = np.array([node.tier == "edge" for node in nodes])
+    rng = np.random.default_rng([seed, _LINK_STREAM])
+    lo_bw = np.where(is_edge, load.edge_mbps[0], load.cloud_mbps[0])
+    hi_bw = np.where(is_edge, load.edge_mbps[1], load.cloud_mbps[1])
+    bandwidth = np.exp(rng.uniform(np.log(lo_bw), np.log(hi_bw), (n, m)))
+    lo_rtt = np.where(is_edge, load.edge_rtt_ms[0], load.cloud_rtt_ms[0])
+    hi_rtt = np.where(is_edge, load.edge_rtt_ms[1], load.cloud_rtt_ms[1])
+    rtt_ms = rng.uniform(lo_rtt, hi_rtt, (n, m))
+    flows = rng.integers(0, load.max_link_flows + 1, (n, m)) if n > 1 else np.zeros((n, m))
+    return _LinkDraws(rng, bandwidth, rtt_ms, flows.astype(np.int64))
+
+
+@dataclass
+class _BackgroundDraws:
+    """Per node ``b_max`` and per pair the number of background requests; ``rng`` goes on to
+    draw which requests they are and when they arrive."""
+
+    rng: np.random.Generator
+    max_background: np.ndarray
+    background: np.ndarray
+
+
+def _draw_background(
+    n: int, nodes: Sequence[Node], capacity: np.ndarray, load: LoadConfig, seed: int
+) -> _BackgroundDraws:
+    """How many background requests each pair's node serves (module docstring: **Load**)."""
+    m = len(nodes)
+    rng = np.random.default_rng([seed, _LOAD_STREAM])
+    conc = np.array([node.max_concurrency for node in nodes], dtype=np.int64)
+    b_max = np.minimum(
+        load.background_factor * conc,
+        np.ceil(load.max_utilisation * capacity * load.horizon_s).astype(np.int64),
+    )
+    b_max = np.maximum(b_max, 1) if n > 1 else np.zeros(m, dtype=np.int64)
+    bg = rng.integers(0, b_max + 1, (n, m)) if n > 1 else np.zeros((n, m))
+    return _BackgroundDraws(rng, b_max, bg.astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------------
 # measuring the pairs, block by block
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -381,6 +450,18 @@ class _Server:
     memory_gb: float
     weights_gb: float
     decode_tok_s: float
+
+
+def _servers(nodes: Sequence[Node], speeds: Sequence[TrueSpeeds]) -> tuple[_Server, ...]:
+    return tuple(
+        _Server(
+            int(node.max_concurrency or 1),
+            math.inf if node.memory_gb is None else float(node.memory_gb),
+            speed.weights_gb,
+            speed.decode_tok_s,
+        )
+        for node, speed in zip(nodes, speeds, strict=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -418,9 +499,14 @@ class _Measured:
     bg_active: np.ndarray
 
     @staticmethod
-    def concat(parts: list[_Measured]) -> _Measured:
-        fields = ("transfer", "queue", "compute", "decode", "bg_active")
-        return _Measured(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+    def concat(parts: Sequence[_Measured]) -> _Measured:
+        return _Measured(
+            transfer=np.concatenate([p.transfer for p in parts]),
+            queue=np.concatenate([p.queue for p in parts]),
+            compute=np.concatenate([p.compute for p in parts]),
+            decode=np.concatenate([p.decode for p in parts]),
+            bg_active=np.concatenate([p.bg_active for p in parts]),
+        )
 
 
 @dataclass
@@ -433,11 +519,8 @@ class _PairDraws:
     :func:`_measure_block`.
     """
 
-    link_rng: np.random.Generator
-    load_rng: np.random.Generator
-    flows: np.ndarray
-    bg: np.ndarray
-    bw: np.ndarray
+    links: _LinkDraws
+    loads: _BackgroundDraws
     horizon: float
     upload: np.ndarray
     upload_bits: np.ndarray
@@ -445,23 +528,29 @@ class _PairDraws:
     input_tokens: np.ndarray
     max_out: np.ndarray
     servers: tuple[_Server, ...]
+    link_bytes: np.ndarray = field(init=False)
+    bg_input: np.ndarray = field(init=False)
+    bg_out: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        shape = self.flows.shape
+        shape = self.links.flows.shape
         self.link_bytes = np.zeros(shape, dtype=np.int64)
         self.bg_input = np.zeros(shape, dtype=np.int64)
         self.bg_out = np.zeros(shape, dtype=np.int64)
-        self.compute_solo = self.truth.compute_s
+
+    @property
+    def n_requests(self) -> int:
+        return int(self.links.flows.shape[0])
 
     def block(self, start: int, stop: int) -> _Block:
-        n, m = self.flows.shape
-        k = self.flows[start:stop].ravel()
-        b = self.bg[start:stop].ravel()
+        n, m = self.links.flows.shape
+        k = self.links.flows[start:stop].ravel()
+        b = self.loads.background[start:stop].ravel()
         peers, background, arrive = [], [], []
         for p in range(len(k)):  # the only serial part: the generators' order
-            peers.append(_others(self.link_rng, n, start + p // m, int(k[p])))
-            background.append(_others(self.load_rng, n, start + p // m, int(b[p])))
-            arrive.append(self.load_rng.uniform(0.0, self.horizon, int(b[p])))
+            peers.append(_others(self.links.rng, n, start + p // m, int(k[p])))
+            background.append(_others(self.loads.rng, n, start + p // m, int(b[p])))
+            arrive.append(self.loads.rng.uniform(0.0, self.horizon, int(b[p])))
         pair_i = np.repeat(np.arange(start, stop), m)
         pair_j = np.tile(np.arange(m), stop - start)
         peers_flat, bg_flat = np.concatenate(peers), np.concatenate(background)
@@ -478,9 +567,9 @@ class _PairDraws:
             start=start,
             upload_bits=uploads,
             link_bounds=np.concatenate([[0], np.cumsum(k + 1)]),
-            bandwidth_mbps=self.bw[rows],
+            bandwidth_mbps=self.links.bandwidth_mbps[rows],
             arrive_s=_with_targets(np.concatenate(arrive), b, horizon, False),
-            compute_s=self.compute_solo[idx, node],
+            compute_s=self.truth.compute_s[idx, node],
             tokens=self.truth.output_tokens[idx, node],
             kv_reserve_gb=self.truth.kv_reserve_gb[idx, node],
             kv_read_gb=self.truth.kv_read_gb[idx, node],
@@ -514,36 +603,36 @@ def _with_targets(
 def _measure_block(block: _Block, progress: Callable[[int], None] | None = None) -> _Measured:
     """Simulate every pair of a block; ``progress(row)`` after each request (row from 0)."""
     rows, m = block.bandwidth_mbps.shape
-    out = _Measured(*(np.empty((rows, m)) for _ in range(4)), np.zeros((rows, m), np.int64))
+    transfer, queue, compute, decode = (np.empty((rows, m)) for _ in range(4))
+    bg_active = np.zeros((rows, m), np.int64)
     horizon = block.horizon
     for r in range(rows):
         for j, server in enumerate(block.servers):
             p = r * m + j
             uploads = block.upload_bits[block.link_bounds[p] : block.link_bounds[p + 1]]
-            out.transfer[r, j] = share_link(uploads, block.bandwidth_mbps[r, j] * 1e6, 0.0)[0]
+            transfer[r, j] = share_link(uploads, block.bandwidth_mbps[r, j] * 1e6, 0.0)[0]
             lo, hi = block.job_bounds[p], block.job_bounds[p + 1]
-            jobs = NodeJobs(
-                arrive_s=block.arrive_s[lo:hi],
-                compute_s=block.compute_s[lo:hi],
-                tokens=block.tokens[lo:hi],
-                kv_reserve_gb=block.kv_reserve_gb[lo:hi],
-                kv_read_gb=block.kv_read_gb[lo:hi],
-            )
-            b = hi - lo - 1
             times = serve_node(
-                jobs,
+                NodeJobs(
+                    arrive_s=block.arrive_s[lo:hi],
+                    compute_s=block.compute_s[lo:hi],
+                    tokens=block.tokens[lo:hi],
+                    kv_reserve_gb=block.kv_reserve_gb[lo:hi],
+                    kv_read_gb=block.kv_read_gb[lo:hi],
+                ),
                 concurrency=server.concurrency,
                 memory_gb=server.memory_gb,
                 weights_gb=server.weights_gb,
                 decode_tok_s=server.decode_tok_s,
             )
-            out.queue[r, j] = times.admit_s[b] - horizon
-            out.compute[r, j] = times.prefill_end_s[b] - times.admit_s[b]
-            out.decode[r, j] = times.finish_s[b] - times.prefill_end_s[b]
-            out.bg_active[r, j] = int(np.count_nonzero(times.finish_s[:b] > horizon))
+            b = hi - lo - 1  # the target is the block's last job
+            queue[r, j] = times.admit_s[b] - horizon
+            compute[r, j] = times.prefill_end_s[b] - times.admit_s[b]
+            decode[r, j] = times.finish_s[b] - times.prefill_end_s[b]
+            bg_active[r, j] = int(np.count_nonzero(times.finish_s[:b] > horizon))
         if progress is not None:
             progress(r)
-    return out
+    return _Measured(transfer, queue, compute, decode, bg_active)
 
 
 def _measure_pairs(
@@ -552,21 +641,21 @@ def _measure_pairs(
     parallel: ParallelConfig | None,
 ) -> _Measured:
     """Every pair's simulated times, block by block, here or in parallel workers."""
-    n = draws.flows.shape[0]
+    n = draws.n_requests
     if parallel is None or parallel.serial:
         parts = []
         for start in range(0, n, CHUNK):
             block = draws.block(start, min(start + CHUNK, n))
-            report = None if progress is None else (lambda r, s=start: progress(s + r + 1, n))
+            report = None if progress is None else _block_progress(progress, start, n)
             parts.append(_measure_block(block, report))
         return _Measured.concat(parts)
     size = max(1, min(CHUNK, -(-n // (4 * parallel.jobs))))
     starts = range(0, n, size)
     done = 0
 
-    def finished(result) -> None:
+    def finished(result: TaskResult[_Measured]) -> None:
         nonlocal done
-        done += len(result.value.transfer) if result.ok else 0
+        done += len(result.value.transfer) if result.value is not None else 0
         if progress is not None:
             progress(done, n)
 
@@ -577,10 +666,19 @@ def _measure_pairs(
         config=parallel,
         on_result=finished,
     )
-    failed = [r for r in results if not r.ok]
-    if failed:
-        raise RuntimeError(f"bench-data block {failed[0].error}")
-    return _Measured.concat([r.value for r in results])
+    parts = []
+    for result in results:
+        if not result.ok or result.value is None:
+            raise RuntimeError(f"bench-data block {result.error}")
+        parts.append(result.value)
+    return _Measured.concat(parts)
+
+
+def _block_progress(
+    progress: Callable[[int, int], None], start: int, n: int
+) -> Callable[[int], None]:
+    """``progress(done, n)`` for the rows of the block starting at ``start``."""
+    return lambda row: progress(start + row + 1, n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,97 +727,33 @@ def bench_data(
         If ``n_requests < 1``, ``seed < 0`` or the scenario is unknown.
     """
     _check_args(n_requests, seed)
-    from qlmio_opt.domain.version import VERSION as __version__
-
     n, seed = int(n_requests), int(seed)
     sc = get_scenario(scenario)
     world = world or World()
     load = load or LoadConfig()
-    catalog = world.catalog
     nodes = bench_nodes(sc, world)
-    requests = _draw_requests(sc, n, seed)
+    requests = draw_bench_requests(sc, n, seed)
     truth = world.pairs(requests, nodes)
-    m = len(nodes)
-
-    prompt_tokens = np.array([r.prompt_tokens for r in requests], dtype=np.int64)
-    max_out = np.array([r.max_output_tokens for r in requests], dtype=np.int64)
-    upload = np.array([r.upload_bytes for r in requests], dtype=np.int64)
-    upload_bits = 8.0 * upload
-    input_tokens = prompt_tokens[:, None] + truth.image_tokens  # (R, N)
     speeds = [world.speeds(node) for node in nodes]
-    conc = np.array([node.max_concurrency for node in nodes], dtype=np.int64)
-    memory = np.array([np.inf if node.memory_gb is None else node.memory_gb for node in nodes])
-    is_edge = np.array([node.tier == "edge" for node in nodes])
-
-    # -- upload: bandwidth, RTT and competing flows, vectorised over pairs --------------------
-    link_rng = np.random.default_rng([seed, _LINK_STREAM])
-    lo_bw = np.where(is_edge, load.edge_mbps[0], load.cloud_mbps[0])
-    hi_bw = np.where(is_edge, load.edge_mbps[1], load.cloud_mbps[1])
-    bw = np.exp(link_rng.uniform(np.log(lo_bw), np.log(hi_bw), (n, m)))
-    lo_rtt = np.where(is_edge, load.edge_rtt_ms[0], load.cloud_rtt_ms[0])
-    hi_rtt = np.where(is_edge, load.edge_rtt_ms[1], load.cloud_rtt_ms[1])
-    rtt_ms = link_rng.uniform(lo_rtt, hi_rtt, (n, m))
-    flows = link_rng.integers(0, load.max_link_flows + 1, (n, m)) if n > 1 else np.zeros((n, m))
-    flows = flows.astype(np.int64)
-
-    # -- node load ----------------------------------------------------------------------------
-    load_rng = np.random.default_rng([seed, _LOAD_STREAM])
-    capacity = np.array([node_capacity(truth, j, nodes[j], speeds[j]) for j in range(m)])
-    b_max = np.minimum(
-        load.background_factor * conc,
-        np.ceil(load.max_utilisation * capacity * load.horizon_s).astype(np.int64),
-    )
-    b_max = np.maximum(b_max, 1) if n > 1 else np.zeros(m, dtype=np.int64)
-    bg = load_rng.integers(0, b_max + 1, (n, m)) if n > 1 else np.zeros((n, m))
-    bg = bg.astype(np.int64)
-
-    # -- every pair: drawn here in order, simulated in blocks (in parallel if asked) ------------
+    links = _draw_links(n, nodes, load, seed)
+    capacity = np.array([node_capacity(truth, j, nodes[j], speeds[j]) for j in range(len(nodes))])
+    loads = _draw_background(n, nodes, capacity, load, seed)
+    # every pair: drawn here in order, simulated in blocks (in parallel if asked)
+    upload = np.array([r.upload_bytes for r in requests], dtype=np.int64)
+    prompt_tokens = np.array([r.prompt_tokens for r in requests], dtype=np.int64)
     draws = _PairDraws(
-        link_rng=link_rng,
-        load_rng=load_rng,
-        flows=flows,
-        bg=bg,
-        bw=bw,
+        links=links,
+        loads=loads,
         horizon=float(load.horizon_s),
         upload=upload,
-        upload_bits=upload_bits,
+        upload_bits=8.0 * upload,
         truth=truth,
-        input_tokens=input_tokens,
-        max_out=max_out,
-        servers=tuple(
-            _Server(int(conc[j]), float(memory[j]), speeds[j].weights_gb, speeds[j].decode_tok_s)
-            for j in range(m)
-        ),
+        input_tokens=prompt_tokens[:, None] + truth.image_tokens,  # (R, N)
+        max_out=np.array([r.max_output_tokens for r in requests], dtype=np.int64),
+        servers=_servers(nodes, speeds),
     )
     measured = _measure_pairs(draws, progress, parallel)
-    transfer, queue = measured.transfer, measured.queue
-    compute, decode, bg_active = measured.compute, measured.decode, measured.bg_active
-    link_bytes, bg_input, bg_out = draws.link_bytes, draws.bg_input, draws.bg_out
-
-    rtt_s = rtt_ms / 1000.0
-    latency = transfer + rtt_s + queue + compute + decode
-    table = _table(
-        requests,
-        nodes,
-        catalog,
-        truth=truth,
-        columns={
-            "bg_requests": bg,
-            "bg_active": bg_active,
-            "bg_input_tokens": bg_input,
-            "bg_max_output_tokens": bg_out,
-            "bandwidth_mbps": bw,
-            "rtt_ms": rtt_ms,
-            "link_flows": flows,
-            "link_bytes": link_bytes,
-            "transfer_s": transfer,
-            "rtt_s": rtt_s,
-            "queue_s": queue,
-            "compute_s": compute,
-            "decode_s": decode,
-            "latency_s": latency,
-        },
-    )
+    table = _table(requests, nodes, world.catalog, truth, _measured_columns(draws, measured))
     return BenchData(
         table=table,
         seed=seed,
@@ -728,19 +762,40 @@ def bench_data(
         scenario=sc.name,
         world_config=asdict(world.config),
         load_config=load,
-        version=__version__,
+        version=VERSION,
         capacity_rps=tuple(float(c) for c in capacity),
-        max_background=tuple(int(b) for b in b_max),
+        max_background=tuple(int(b) for b in loads.max_background),
     )
 
 
+def _measured_columns(draws: _PairDraws, measured: _Measured) -> dict[str, np.ndarray]:
+    """The ``load`` and ``truth`` columns of :data:`COLUMNS` that the measurement gives."""
+    rtt_s = draws.links.rtt_ms / 1000.0
+    latency = measured.transfer + rtt_s + measured.queue + measured.compute + measured.decode
+    return {
+        "bg_requests": draws.loads.background,
+        "bg_active": measured.bg_active,
+        "bg_input_tokens": draws.bg_input,
+        "bg_max_output_tokens": draws.bg_out,
+        "bandwidth_mbps": draws.links.bandwidth_mbps,
+        "rtt_ms": draws.links.rtt_ms,
+        "link_flows": draws.links.flows,
+        "link_bytes": draws.link_bytes,
+        "transfer_s": measured.transfer,
+        "rtt_s": rtt_s,
+        "queue_s": measured.queue,
+        "compute_s": measured.compute,
+        "decode_s": measured.decode,
+        "latency_s": latency,
+    }
+
+
 def _table(
-    requests: list[Request],
-    nodes: list[Node],
-    catalog: Any,
-    *,
-    truth: Any,
-    columns: dict[str, np.ndarray],
+    requests: Sequence[Request],
+    nodes: Sequence[Node],
+    catalog: Catalog,
+    truth: PairTruth,
+    columns: Mapping[str, np.ndarray],
 ) -> pd.DataFrame:
     """Assemble the long table (request-major: all nodes of request 0, then request 1, ...)."""
     n, m = len(requests), len(nodes)
@@ -833,25 +888,44 @@ def write_bench_data(data: BenchData, out_dir: Path) -> list[Path]:
     return [table_path, card_path, meta_path]
 
 
-def _data_card(data: BenchData, meta: dict[str, Any]) -> str:
-    t = data.table
-    splits = meta["splits"]
+def _data_card(data: BenchData, meta: Mapping[str, Any]) -> str:
+    """``DATA_CARD.md``: how the data was made, its nodes, splits and columns, a summary, its
+    files, sources and caveats."""
+    sections = [
+        _CARD_INTRO,
+        _card_generation(data, meta),
+        _card_nodes(data),
+        _card_splits(meta),
+        _card_columns(),
+        _card_summary(data.table),
+        _CARD_FILES,
+        _CARD_SOURCES,
+        _CARD_CAVEATS,
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+_CARD_INTRO = [
+    "# qlmio-opt benchmark dataset (MIOBench analogue)",
+    "",
+    "One row per (request, node): every request was run on every node, each pair under its "
+    "own random but recorded load, as MIOBench was collected on real hardware. Here the "
+    "measurements come from the simulator's ground-truth world (`qlmio_opt.simulator.world`), "
+    "so the dataset is **synthetic**. It is what the learned quality and latency predictors "
+    "train on (`train`), tune on (`validation`) and are scored on (`test`).",
+    "",
+]
+
+
+def _card_generation(data: BenchData, meta: Mapping[str, Any]) -> list[str]:
     lc = data.load_config
-    lines = [
-        "# qlmio-opt benchmark dataset (MIOBench analogue)",
-        "",
-        "One row per (request, node): every request was run on every node, each pair under its "
-        "own random but recorded load, as MIOBench was collected on real hardware. Here the "
-        "measurements come from the simulator's ground-truth world (`qlmio_opt.simulator.world`), "
-        "so the dataset is **synthetic**. It is what the learned quality and latency predictors "
-        "train on (`train`), tune on (`validation`) and are scored on (`test`).",
-        "",
+    return [
         "## How it was generated",
         "",
         f"- Generator: `qlmio_opt.simulator.dataset.bench_data` ({meta['generator']}), "
         f"format `{BENCH_FORMAT}` version {BENCH_VERSION}.",
         f"- Seed {data.seed}, scenario `{data.scenario}`, {data.n_requests:,} requests x "
-        f"{len(data.nodes)} nodes = {len(t):,} rows.",
+        f"{len(data.nodes)} nodes = {len(data.table):,} rows.",
         "- World: " + ", ".join(f"`{k}={v}`" for k, v in data.world_config.items()) + ".",
         "- Requests: TextVQA prompts and task labels (plus the scenario's synthetic captioning "
         "share), ServeGen Qwen-VL shapes (image count, tokens per image, text tokens, output "
@@ -872,6 +946,11 @@ def _data_card(data: BenchData, meta: dict[str, Any]) -> str:
         "- Regenerate: `qlmio-opt bench-data --requests "
         f"{data.n_requests} --seed {data.seed} --out DIR` (identical table).",
         "",
+    ]
+
+
+def _card_nodes(data: BenchData) -> list[str]:
+    lines = [
         "## Nodes",
         "",
         "Capacity: estimated requests/s at full load; b max: most background requests per pair.",
@@ -880,7 +959,7 @@ def _data_card(data: BenchData, meta: dict[str, Any]) -> str:
         "| capacity (req/s) | b max |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    first = t.drop_duplicates("node").set_index("node")
+    first = data.table.drop_duplicates("node").set_index("node")
     for node, cap, b_max in zip(data.nodes, data.capacity_rps, data.max_background, strict=True):
         row = first.loc[node.id]
         mem = "unbounded" if node.memory_gb is None else f"{node.memory_gb:.1f}"
@@ -889,8 +968,12 @@ def _data_card(data: BenchData, meta: dict[str, Any]) -> str:
             f"{row['model_family']} | {row['params_b']:g} | {node.max_concurrency} | {mem} "
             f"| {cap:.2f} | {b_max} |"
         )
-    lines += [
-        "",
+    return [*lines, ""]
+
+
+def _card_splits(meta: Mapping[str, Any]) -> list[str]:
+    splits = meta["splits"]
+    lines = [
         "## Splits",
         "",
         "By request (all nodes of a request in one split), from a BLAKE2b hash of the request id: "
@@ -901,8 +984,11 @@ def _data_card(data: BenchData, meta: dict[str, Any]) -> str:
     ]
     for name, _ in SPLITS:
         lines.append(f"| {name} | {splits[name]['requests']:,} | {splits[name]['rows']:,} |")
-    lines += [
-        "",
+    return [*lines, ""]
+
+
+def _card_columns() -> list[str]:
+    return [
         "## Columns",
         "",
         "Roles: `id` keys; `request` and `node` features known before dispatch; `load` the "
@@ -911,62 +997,73 @@ def _data_card(data: BenchData, meta: dict[str, Any]) -> str:
         "",
         "| column | unit | role | meaning |",
         "|---|---|---|---|",
-    ]
-    for c in COLUMNS:
-        lines.append(f"| `{c.name}` | {c.unit} | {c.role} | {c.description} |")
-    done = t.groupby("task")["completed"].mean()
-    lat = t.groupby("tier")["latency_s"].median()
-    lines += [
+        *(f"| `{c.name}` | {c.unit} | {c.role} | {c.description} |" for c in COLUMNS),
         "",
+    ]
+
+
+def _card_summary(table: pd.DataFrame) -> list[str]:
+    done = table.groupby("task")["completed"].mean()
+    latency = table.groupby("tier")["latency_s"].median()
+    return [
         "## Summary",
         "",
         "Completion rate by task: "
         + ", ".join(f"{task} {rate:.2f}" for task, rate in done.items())
         + ". Median latency by tier: "
-        + ", ".join(f"{tier} {value:.2f} s" for tier, value in lat.items())
+        + ", ".join(f"{tier} {value:.2f} s" for tier, value in latency.items())
         + ".",
         "",
-        "## Files",
-        "",
-        f"- `{TABLE_FILE}`: the table, CSV (comma, UTF-8, header row, `\\n` line ends, prompts "
-        "quoted), gzip with mtime 0; floats at full precision. Read it with "
-        "`qlmio_opt.simulator.dataset.read_bench_table` or `pandas.read_csv(path, "
-        "keep_default_na=False)`; `memory_gb` is `inf` for cloud nodes.",
-        f"- `{META_FILE}`: the same metadata as JSON (seed, counts, nodes, world and load "
-        "configuration, column dictionary, the table's SHA-256).",
-        "",
-        "## Data sources and licences",
-        "",
-        "- **TextVQA** v0.5.1 validation questions (prompts, task labels by a keyword heuristic), "
-        'as packaged by LLaVA: **CC BY 4.0**. Singh et al., "Towards VQA Models That Can '
-        'Read", CVPR 2019; Liu et al., "Improved Baselines with Visual Instruction Tuning" '
-        "(LLaVA-1.5, repository Apache-2.0). Images are not included; image sizes and bytes "
-        "are synthetic.",
-        "- **ServeGen** multimodal (mm-image) client distributions, Alibaba Cloud Model Studio: "
-        '**Apache-2.0**. Xiang et al., "ServeGen: Workload Characterization and Generation of '
-        'Large Language Model Serving in Production", arXiv:2505.09999.',
-        "- Model accuracies and device speeds: the catalog "
-        "(`qlmio_opt/domain/catalog/data/*.toml`), each value with its published source.",
-        "- See `qlmio_opt/data/README.md` for the shipped copies and how they were derived. The "
-        "generated table itself may be used under the same terms (attribute TextVQA and "
-        "ServeGen).",
-        "",
-        "## Caveats",
-        "",
-        "- Every outcome is **synthetic truth from the world model**, not a measurement: "
-        "completion follows an item-response model calibrated so that each model's mean "
-        "completion per task matches its published benchmark accuracy; speeds are rooflines "
-        "corrected to published serving-engine throughput figures. Predictors that do well "
-        "here do well against this world, which is calibrated to, not identical with, real "
-        "hardware.",
-        "- Nodes running the same model share one `completed` draw and nearly the same "
-        "`output_tokens` per request (the world draws them per model, not per device).",
-        "- Loads are drawn independently per pair and do not come from a real arrival process; "
-        "background requests are resampled from the dataset itself.",
-        "- Prompt difficulty enters the hidden truth through the prompt text: a predictor may "
-        "read the prompt, but `true_completion_prob` must never be used as a feature.",
-        "- Task labels are a keyword heuristic over TextVQA questions; captioning requests are "
-        "synthetic.",
-        "",
     ]
-    return "\n".join(lines)
+
+
+_CARD_FILES = [
+    "## Files",
+    "",
+    f"- `{TABLE_FILE}`: the table, CSV (comma, UTF-8, header row, `\\n` line ends, prompts "
+    "quoted), gzip with mtime 0; floats at full precision. Read it with "
+    "`qlmio_opt.simulator.dataset.read_bench_table` or `pandas.read_csv(path, "
+    "keep_default_na=False)`; `memory_gb` is `inf` for cloud nodes.",
+    f"- `{META_FILE}`: the same metadata as JSON (seed, counts, nodes, world and load "
+    "configuration, column dictionary, the table's SHA-256).",
+    "",
+]
+
+_CARD_SOURCES = [
+    "## Data sources and licences",
+    "",
+    "- **TextVQA** v0.5.1 validation questions (prompts, task labels by a keyword heuristic), "
+    'as packaged by LLaVA: **CC BY 4.0**. Singh et al., "Towards VQA Models That Can '
+    'Read", CVPR 2019; Liu et al., "Improved Baselines with Visual Instruction Tuning" '
+    "(LLaVA-1.5, repository Apache-2.0). Images are not included; image sizes and bytes "
+    "are synthetic.",
+    "- **ServeGen** multimodal (mm-image) client distributions, Alibaba Cloud Model Studio: "
+    '**Apache-2.0**. Xiang et al., "ServeGen: Workload Characterization and Generation of '
+    'Large Language Model Serving in Production", arXiv:2505.09999.',
+    "- Model accuracies and device speeds: the catalog "
+    "(`qlmio_opt/domain/catalog/data/*.toml`), each value with its published source.",
+    "- See `qlmio_opt/data/README.md` for the shipped copies and how they were derived. The "
+    "generated table itself may be used under the same terms (attribute TextVQA and "
+    "ServeGen).",
+    "",
+]
+
+_CARD_CAVEATS = [
+    "## Caveats",
+    "",
+    "- Every outcome is **synthetic truth from the world model**, not a measurement: "
+    "completion follows an item-response model calibrated so that each model's mean "
+    "completion per task matches its published benchmark accuracy; speeds are rooflines "
+    "corrected to published serving-engine throughput figures. Predictors that do well "
+    "here do well against this world, which is calibrated to, not identical with, real "
+    "hardware.",
+    "- Nodes running the same model share one `completed` draw and nearly the same "
+    "`output_tokens` per request (the world draws them per model, not per device).",
+    "- Loads are drawn independently per pair and do not come from a real arrival process; "
+    "background requests are resampled from the dataset itself.",
+    "- Prompt difficulty enters the hidden truth through the prompt text: a predictor may "
+    "read the prompt, but `true_completion_prob` must never be used as a feature.",
+    "- Task labels are a keyword heuristic over TextVQA questions; captioning requests are "
+    "synthetic.",
+    "",
+]

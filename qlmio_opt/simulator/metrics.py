@@ -87,6 +87,6 @@ def reduction_table(summary: pd.DataFrame, baseline: str = "all-cloud") -> pd.Da
     out["latency_reduction"] = 1.0 - summary["mean_latency_s"] / base["mean_latency_s"]
     out["tcr_minus_baseline_pts"] = 100.0 * (summary["tcr"] - base["tcr"])
     if "oracle" in summary.index:
-        best = out.loc["oracle", "latency_reduction"]
+        best = float(out["latency_reduction"].loc["oracle"])
         out["share_of_oracle_reduction"] = out["latency_reduction"] / best if best > 0 else np.nan
     return out

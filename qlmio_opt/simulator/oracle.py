@@ -22,6 +22,7 @@ principle learn and what no predictor can know:
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -55,11 +56,13 @@ class OraclePredictor:
             expected = replace(world.config, output_sd=0.0, pair_output_sd=0.0, speed_sd=0.0)
             self._timing_world = World(world.catalog, expected)
 
-    def fit(self, data=None, y=None) -> OraclePredictor:
+    def fit(self, data: Any = None, y: Any = None) -> OraclePredictor:
+        """Nothing to learn: the truth is the world's (the predictor contract's no-op)."""
         self.is_fitted_ = True
         return self
 
     def predict(self, instance: Instance) -> Predictions:
+        """The truth of every pair of ``instance`` at this predictor's level of knowledge."""
         requests: tuple[Request, ...] = instance.requests
         truth = self._timing_world.pairs(requests, instance.nodes)
         if self.knowledge == "outcome":

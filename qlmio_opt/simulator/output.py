@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from qlmio_opt.predictors import predictor_spec
 from qlmio_opt.simulator.replay import ReplayResult
 
 
-def summary_json(result: ReplayResult) -> dict:
+def summary_json(result: ReplayResult) -> dict[str, Any]:
     """``{"policies": {name: {"mean_latency_s": ..., "tcr": ..., ...}}, "config": {...}}``."""
     summary = result.summary()
     columns = summary.to_dict(orient="dict")  # per column, so integer columns stay integers
@@ -34,7 +35,8 @@ def summary_json(result: ReplayResult) -> dict:
     }
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
+    """A numpy scalar as a plain Python value; NaN and infinities as None (JSON has neither)."""
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, float | np.floating):
@@ -91,9 +93,9 @@ def plot_results(result: ReplayResult, out_dir: Path) -> list[Path]:
     summary = result.summary()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.scatter(summary["mean_latency_s"], 100 * summary["tcr"])
-    for name, row in summary.iterrows():
+    for policy, row in summary.iterrows():
         ax.annotate(
-            name,
+            str(policy),
             (row["mean_latency_s"], 100 * row["tcr"]),
             textcoords="offset points",
             xytext=(4, 4),

@@ -18,41 +18,66 @@ generator draws them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from qlmio_opt.domain.frozen import freeze, read_only
 from qlmio_opt.domain.scenarios.default import Scenario
-from qlmio_opt.domain.scenarios.generate import _output_cap, _requests, _topology, get_scenario
+from qlmio_opt.domain.scenarios.draws import (
+    RequestDraw,
+    Topology,
+    cloud_node,
+    draw_requests,
+    draw_topology,
+    edge_node,
+    output_cap,
+    topology_links,
+)
+from qlmio_opt.domain.scenarios.generate import get_scenario
 
 TRACES = ("azure-conv", "azure-code", "mooncake", "servegen")
 BLOCK = 256  # requests drawn per random stream
+# the seeds' second and third words: any fixed primes, kept so that replays stay reproducible
+DEPLOYMENT_STREAM = 7919
+REQUEST_STREAM = 15485863
+SERVEGEN_STREAM = 104729
+_AZURE_KINDS: dict[str, Literal["conv", "code"]] = {"azure-conv": "conv", "azure-code": "code"}
 
 
 @dataclass(frozen=True)
 class Workload:
-    """A deployment and the requests that reach it.
+    """A deployment and the requests that reach it; read-only throughout.
 
     Attributes
     ----------
     base
-        Instance fields shared by every window: ``nodes``, ``network``, ``objective``.
+        Instance fields shared by every window: ``nodes``, ``network``, ``objective`` (nested
+        :class:`~qlmio_opt.domain.frozen.FrozenDict` and tuples: copy with ``dict(...)`` to
+        change).
     requests
         Request bodies (instance JSON without ``arrival_s``), in arrival order.
     arrival_s
-        Global arrival time of each request, seconds from the replay's start.
+        Global arrival time of each request, seconds from the replay's start (a read-only array).
     trace
         Where the arrivals come from.
     """
 
-    base: dict[str, Any]
-    requests: tuple[dict[str, Any], ...]
+    base: Mapping[str, Any]
+    requests: tuple[Mapping[str, Any], ...]
     arrival_s: np.ndarray
     trace: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", freeze(self.base))
+        object.__setattr__(self, "requests", freeze(self.requests))
+        object.__setattr__(self, "arrival_s", read_only(np.asarray(self.arrival_s)))
+
     @property
     def duration_s(self) -> float:
+        """Arrival time of the last request (0 without requests)."""
         return float(self.arrival_s[-1]) if len(self.arrival_s) else 0.0
 
 
@@ -66,101 +91,84 @@ def deployment(
     """Nodes, network and objective of one drawn deployment (see the module docstring)."""
     if not 0 < edge_capacity <= 1:
         raise ValueError(f"edge_capacity must be in (0, 1]; got {edge_capacity}")
-    from qlmio_opt.domain.catalog import default_catalog
-
     sc = get_scenario(scenario)
-    topo = _topology(sc, np.random.default_rng([int(seed), 7919]))
-    catalog = default_catalog()
-    nodes = []
-    for e in topo["edges"]:
-        free = catalog.device(e["device"]).free_memory_gb(catalog.model(e["model"]))
-        nodes.append(
-            {
-                "id": e["id"],
-                "tier": "edge",
-                "model": e["model"],
-                "device": e["device"],
-                "memory_gb": "auto" if edge_capacity == 1 else round(free * edge_capacity, 3),
-                "max_concurrency": max(1, round(e["max_concurrency"] * edge_capacity)),
-                "modalities": ["text", "image"],
-            }
-        )
-    for c in topo["clouds"]:
-        nodes.append(
-            {
-                "id": c["id"],
-                "tier": "cloud",
-                "model": c["model"],
-                "device": c["device"],
-                "memory_gb": None,
-                "max_concurrency": c["max_concurrency"],
-                "modalities": ["text", "image"],
-            }
-        )
-    links = []
-    for s, site in enumerate(topo["sites"]):
-        for e in topo["edges"]:
-            if e["home"] == s:
-                links.append(
-                    _link(f"{site}/{e['id']}", site, e["id"], e["mec_mbps"], topo["mec_rtt"][s])
-                )
-        links.append(_link(f"{site}/core", site, "core", topo["uplink"][s], topo["core_rtt"][s]))
-    for e in topo["edges"]:
-        links.append(
-            _link(f"core/{e['id']}", "core", e["id"], e["backhaul_mbps"], e["backhaul_rtt_ms"])
-        )
-    for k, c in enumerate(topo["clouds"]):
-        links.append(_link(f"wan-{k}", "core", c["id"], c["wan_base_mbps"], c["wan_rtt_ms"]))
-    if objective is None:
-        objective = {
-            "mode": "quality_floor",
-            "quality_tolerance": sc.quality_tolerance,
-            "latency_scale_s": sc.latency_scale_s,
-            "deferral_penalty_s": sc.deferral_penalty_s,
-        }
+    topology = draw_topology(sc, np.random.default_rng([int(seed), DEPLOYMENT_STREAM]))
+    links = topology_links(
+        topology,
+        access_mbps=lambda base_mbps, site: _round_mbps(base_mbps),
+        backhaul_mbps=_round_mbps,
+        wan_mbps=[_round_mbps(c.wan_base_mbps) for c in topology.clouds],
+    )
     return {
         "format": "qlmio-opt/instance",
         "version": 1,
-        "nodes": nodes,
-        "network": {"sites": topo["sites"], "links": links},
-        "objective": objective,
+        "nodes": _deployment_nodes(topology, edge_capacity),
+        "network": {"sites": list(topology.sites), "links": links},
+        "objective": objective if objective is not None else _default_objective(sc),
     }
 
 
-def _link(ident: str, src: str, dst: str, mbps: float, rtt_ms: float) -> dict[str, Any]:
+def _round_mbps(mbps: float) -> float:
+    """A bandwidth at 4 significant digits, as the generated windows give them."""
+    return float(f"{mbps:.4g}")
+
+
+def _deployment_nodes(topology: Topology, edge_capacity: float) -> list[dict[str, Any]]:
+    """Edge servers with ``edge_capacity`` of their free memory and concurrency (full ones keep
+    ``"auto"`` memory), then the cloud nodes."""
+    from qlmio_opt.domain.catalog import default_catalog
+
+    catalog = default_catalog()
+    nodes = []
+    for e in topology.edges:
+        free = catalog.device(e.device).free_memory_gb(catalog.model(e.model))
+        memory: float | str = "auto" if edge_capacity == 1 else round(free * edge_capacity, 3)
+        concurrency = max(1, round(e.max_concurrency * edge_capacity))
+        nodes.append(edge_node(e, memory, concurrency))
+    return nodes + [cloud_node(c) for c in topology.clouds]
+
+
+def _default_objective(sc: Scenario) -> dict[str, Any]:
+    """Quality floor at all-cloud's quality less the scenario's tolerance, with deferral."""
     return {
-        "id": ident,
-        "from": src,
-        "to": dst,
-        "bandwidth_mbps": float(f"{mbps:.4g}"),
-        "rtt_ms": round(float(rtt_ms), 1),
+        "mode": "quality_floor",
+        "quality_tolerance": sc.quality_tolerance,
+        "latency_scale_s": sc.latency_scale_s,
+        "deferral_penalty_s": sc.deferral_penalty_s,
     }
 
 
 def trace_arrivals(trace: str, duration_s: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Arrival times in ``[0, duration_s)`` and the trace's output tokens (or -1 if none)."""
-    from qlmio_opt.domain.traces import load_azure, load_mooncake, load_servegen
+    from qlmio_opt.domain.traces import load_azure, load_mooncake
 
-    if trace in ("azure-conv", "azure-code"):
-        df = load_azure(trace.split("-")[1])
+    if trace in _AZURE_KINDS:
+        df = load_azure(_AZURE_KINDS[trace])
         t, out = df["arrival_s"].to_numpy(), df["generated_tokens"].to_numpy()
     elif trace == "mooncake":
         df = load_mooncake()
         t, out = df["arrival_s"].to_numpy(), df["output_tokens"].to_numpy()
     elif trace == "servegen":
-        rate = load_servegen().aggregate_rate()
-        rng = np.random.default_rng([int(seed), 104729])
-        times, now = [], 0.0
-        while now < duration_s:
-            slot = int(now // 600) % len(rate)
-            now += float(rng.exponential(1.0 / rate.iloc[slot]))
-            times.append(now)
-        t = np.array(times[:-1])
+        t = _servegen_arrivals(duration_s, seed)
         out = np.full(len(t), -1)
     else:
         raise ValueError(f'unknown trace "{trace}"; choose from {", ".join(TRACES)}')
     keep = t < duration_s
     return t[keep].astype(float), out[keep].astype(np.int64)
+
+
+def _servegen_arrivals(duration_s: float, seed: int) -> np.ndarray:
+    """A Poisson process at ServeGen's aggregate rate of each 10-minute window of the day."""
+    from qlmio_opt.domain.traces import load_servegen
+
+    rate = load_servegen().aggregate_rate().to_numpy()
+    rng = np.random.default_rng([int(seed), SERVEGEN_STREAM])
+    times, now = [], 0.0
+    while now < duration_s:
+        slot = int(now // 600) % len(rate)
+        now += float(rng.exponential(1.0 / rate[slot]))
+        times.append(now)
+    return np.array(times[:-1])
 
 
 def workload(
@@ -177,35 +185,52 @@ def workload(
     base = deployment(sc, seed, edge_capacity=edge_capacity, objective=objective)
     arrival, trace_out = trace_arrivals(trace, duration_s, seed)
     sites = base["network"]["sites"]
-    bodies = []
+    bodies: list[dict[str, Any]] = []
     # drawn in blocks, each from its own stream: a longer replay starts with the same requests
-    for block in range(0, len(arrival), BLOCK):
-        rng = np.random.default_rng([int(seed), 15485863, block // BLOCK])
-        n = min(BLOCK, len(arrival) - block)
-        # always a whole block, so that the draws do not depend on where the replay ends
-        drawn = _requests(sc, rng, BLOCK, len(sites))
-        floors = rng.random(BLOCK) < sc.min_quality_share
-        floor_values = rng.choice(sc.min_quality_values, BLOCK)
-        deadlines = rng.random(BLOCK) < sc.deadline_share
-        slack = np.exp(rng.uniform(*np.log(sc.deadline_slack_s), BLOCK))
-        for k, r in enumerate(drawn["requests"][:n]):
-            i = block + k
-            body = {
-                "id": f"q{i:06d}",
-                "site": sites[r["site_idx"]],
-                "task": r["task"],
-                "prompt": r["prompt"],
-                "prompt_tokens": r["prompt_tokens"],
-                "images": r["images"],
-                "max_output_tokens": (
-                    _output_cap(sc, int(trace_out[i]))
-                    if trace_out[i] >= 0
-                    else r["max_output_tokens"]
-                ),
-            }
-            if floors[k]:
-                body["min_quality"] = float(floor_values[k])
-            if deadlines[k]:
-                body["deadline_s"] = float(f"{slack[k]:.4g}")
-            bodies.append(body)
+    for start in range(0, len(arrival), BLOCK):
+        bodies += _request_block(sc, seed, start, sites, trace_out[start : start + BLOCK])
     return Workload(base=base, requests=tuple(bodies), arrival_s=arrival, trace=trace)
+
+
+def _request_block(
+    sc: Scenario, seed: int, start: int, sites: list[str], trace_out: np.ndarray
+) -> list[dict[str, Any]]:
+    """Bodies of requests ``start ..`` (one per entry of ``trace_out``, at most :data:`BLOCK`),
+    with quality floors and deadlines for a share of them."""
+    rng = np.random.default_rng([int(seed), REQUEST_STREAM, start // BLOCK])
+    # always a whole block, so that the draws do not depend on where the replay ends
+    drawn = draw_requests(sc, rng, BLOCK, len(sites)).requests
+    floors = rng.random(BLOCK) < sc.min_quality_share
+    floor_values = rng.choice(sc.min_quality_values, BLOCK)
+    deadlines = rng.random(BLOCK) < sc.deadline_share
+    low, high = np.log(sc.deadline_slack_s)
+    slack = np.exp(rng.uniform(low, high, BLOCK))
+    bodies = []
+    for k, out_tokens in enumerate(trace_out):
+        body = _body(f"q{start + k:06d}", drawn[k], sites, sc, int(out_tokens))
+        if floors[k]:
+            body["min_quality"] = float(floor_values[k])
+        if deadlines[k]:
+            body["deadline_s"] = float(f"{slack[k]:.4g}")
+        bodies.append(body)
+    return bodies
+
+
+def _body(
+    ident: str, draw: RequestDraw, sites: list[str], sc: Scenario, trace_output_tokens: int
+) -> dict[str, Any]:
+    """A request's instance JSON; its output allowance from the trace's output tokens when the
+    trace has them (``>= 0``), else from ServeGen's."""
+    return {
+        "id": ident,
+        "site": sites[draw.site_idx],
+        "task": draw.task,
+        "prompt": draw.prompt,
+        "prompt_tokens": draw.prompt_tokens,
+        "images": draw.images_json(),
+        "max_output_tokens": (
+            output_cap(sc, trace_output_tokens)
+            if trace_output_tokens >= 0
+            else draw.max_output_tokens
+        ),
+    }

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 
 import numpy as np
@@ -44,6 +44,7 @@ from scipy.special import expit
 
 from qlmio_opt.domain.catalog import Catalog, default_catalog
 from qlmio_opt.domain.catalog.specs import ModelSpec
+from qlmio_opt.domain.frozen import FrozenDict, read_only
 from qlmio_opt.domain.instance import Node, Request
 from qlmio_opt.simulator.speeds import TrueSpeeds, true_speeds
 from qlmio_opt.simulator.truth_draws import normals, uniforms
@@ -178,6 +179,8 @@ class PairTruth:
         KV cache the request reads per decode step, on average over its answer.
     decode_solo_s
         True decode time with the node otherwise idle.
+
+    The arrays are read-only views.
     """
 
     completion_prob: np.ndarray
@@ -190,8 +193,13 @@ class PairTruth:
     kv_read_gb: np.ndarray
     decode_solo_s: np.ndarray
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, read_only(np.asarray(getattr(self, f.name))))
+
     @property
     def compute_s(self) -> np.ndarray:
+        """True stand-alone vision plus prefill time."""
         return self.vision_s + self.prefill_s
 
 
@@ -224,8 +232,9 @@ class World:
 
     # -- completion --------------------------------------------------------------------------
     @cached_property
-    def task_prompt_difficulty(self) -> dict[str, np.ndarray]:
-        """Per task, the prompt difficulties of its TextVQA prompts (the calibration sample)."""
+    def task_prompt_difficulty(self) -> FrozenDict[str, np.ndarray]:
+        """Per task, the prompt difficulties of its TextVQA prompts (the calibration sample);
+        computed once, read-only."""
         from qlmio_opt.domain.scenarios.default import DEFAULT
         from qlmio_opt.domain.traces import load_textvqa_prompts
 
@@ -237,8 +246,8 @@ class World:
             own = values[tasks == task]
             if task == "captioning":
                 own = np.array([self.prompt_difficulty(p) for p in DEFAULT.caption_prompts])
-            out[task] = own if len(own) >= 5 or task == "captioning" else values
-        return out
+            out[task] = read_only(own if len(own) >= 5 or task == "captioning" else values)
+        return FrozenDict(out)
 
     def ability(self, model: str, task: str) -> float:
         """``a[model, task]``: mean completion over difficulty and prompts = published accuracy."""
@@ -247,11 +256,14 @@ class World:
             spec = self.catalog.model(model)
             target = float(np.clip(spec.accuracy[task], 1e-4, 1 - 1e-4))
             self._ability[key] = brentq(
-                lambda a: self._mean_completion(a, spec, task) - target, -30.0, 30.0, xtol=1e-10
+                lambda a: self.mean_completion(a, spec, task) - target, -30.0, 30.0, xtol=1e-10
             )
         return self._ability[key]
 
-    def _mean_completion(self, a: float, model: ModelSpec, task: str) -> float:
+    def mean_completion(self, a: float, model: ModelSpec, task: str) -> float:
+        """Mean completion probability of ``model`` with ability ``a`` on ``task``, over the
+        hidden difficulty and the task's prompts at its reference image size: what
+        :meth:`ability` solves to equal the published accuracy."""
         z, w = _GAUSS_HERMITE
         s = discrimination(model)
         prompts = self.task_prompt_difficulty[task]
@@ -351,6 +363,7 @@ class World:
 
     # -- service -----------------------------------------------------------------------------
     def speeds(self, node: Node) -> TrueSpeeds:
+        """The true speeds of ``node``'s model on its device."""
         return true_speeds(self.catalog.device(node.device), self.catalog.model(node.model))
 
     def pairs(self, requests: Sequence[Request], nodes: Sequence[Node]) -> PairTruth:
@@ -372,7 +385,7 @@ class World:
         for j, node in enumerate(nodes):
             model = self.catalog.model(node.model)
             speed = self.speeds(node)
-            tokens = np.zeros(len(requests))
+            tokens: np.ndarray = np.zeros(len(requests))
             if len(images.request):
                 per_image = model.image_tokens.tokens_array(images.width, images.height)
                 tokens = np.bincount(

@@ -86,7 +86,7 @@ def test_abilities_solve_the_calibration_exactly():
     for model in ("qwen2-vl-2b", "internvl2-8b", "qwen2.5-vl-72b", "llava-1.5-7b"):
         spec = world.catalog.model(model)
         for task in world.catalog.tasks:
-            mean = world._mean_completion(world.ability(model, task), spec, task)
+            mean = world.mean_completion(world.ability(model, task), spec, task)
             assert mean == pytest.approx(spec.accuracy[task], abs=1e-6)
 
 

@@ -256,6 +256,7 @@ def _accuracy(
 def build_model(
     key: str, raw: Mapping[str, Any], touched: set[str], ctx: BuildContext
 ) -> ModelSpec | None:
+    """The model ``key`` from plain data, or None with its problems in ``ctx.issues``."""
     path = f"{ctx.prefix}models.{key}"
     issues = ctx.issues
     n_before = len(issues)
@@ -263,7 +264,8 @@ def build_model(
     rule = _rule(raw.get("image_tokens"), f"{path}.image_tokens", issues)
     accuracy = _accuracy(raw.get("accuracy"), ctx.tasks, f"{path}.accuracy", issues)
     sources = _sources(raw, touched, path, issues, ctx.require_sources)
-    if values is None or len(issues) != n_before:
+    # each part that is None has added its issue; checked apart so the types say it
+    if values is None or rule is None or accuracy is None or len(issues) != n_before:
         return None
     return ModelSpec(key=key, image_tokens=rule, accuracy=accuracy, sources=sources, **values)
 
@@ -298,6 +300,7 @@ def _measurements(raw: Any, path: str, issues: list[Issue]) -> tuple[Measurement
 def build_device(
     key: str, raw: Mapping[str, Any], touched: set[str], ctx: BuildContext
 ) -> DeviceSpec | None:
+    """The device ``key`` from plain data, or None with its problems in ``ctx.issues``."""
     path = f"{ctx.prefix}devices.{key}"
     issues = ctx.issues
     n_before = len(issues)
@@ -307,7 +310,7 @@ def build_device(
     sources = _sources(raw, touched, path, issues, ctx.require_sources)
     if values is not None and values["num_gpus"] == 1 and values["parallel_efficiency"] != 1.0:
         issues.append(Issue(f"{path}.parallel_efficiency", "must be 1.0 for a single GPU"))
-    if values is None or len(issues) != n_before:
+    if values is None or measurements is None or len(issues) != n_before:
         return None
     return DeviceSpec(key=key, measurements=measurements, sources=sources, **values)
 
@@ -315,6 +318,7 @@ def build_device(
 def build_task(
     key: str, raw: Mapping[str, Any], touched: set[str], ctx: BuildContext
 ) -> TaskSpec | None:
+    """The task family ``key`` from plain data, or None with its problems in ``ctx.issues``."""
     path = f"{ctx.prefix}tasks.{key}"
     n_before = len(ctx.issues)
     values = _check_fields(raw, TASK_FIELDS, {}, frozenset({"sources"}), path, ctx.issues)

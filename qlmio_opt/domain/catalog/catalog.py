@@ -49,7 +49,7 @@ class Catalog:
         for name in ("models", "devices", "tasks", "sources"):
             object.__setattr__(self, name, _proxy(getattr(self, name)))
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # holds mappings
 
     # -- lookups -------------------------------------------------------------------------------
     def model(self, key: str) -> ModelSpec:
@@ -83,12 +83,13 @@ class Catalog:
         *,
         path_prefix: str = "",
         sources: Mapping[str, str] | None = None,
+        require_sources: bool = False,
     ) -> Catalog:
         """A new catalog with entries added or updated from plain data.
 
         An existing key is updated field by field (``accuracy``, ``image_tokens`` and
         ``sources`` key by key); a new key must give every required field. Fields changed
-        without a source get the source ``"user-supplied"``.
+        without a source get the source ``"user-supplied"``, unless ``require_sources``.
 
         Parameters
         ----------
@@ -98,6 +99,8 @@ class Catalog:
             Put in front of every error path (e.g. ``"catalog."`` inside an instance).
         sources
             Extra source tags -> citation.
+        require_sources
+            Refuse a value without a source instead (the shipped catalog's rule).
 
         Raises
         ------
@@ -105,18 +108,6 @@ class Catalog:
             Listing every invalid or missing value with its path, e.g.
             ``models.my-model.weights_gb: must be a positive finite number (got -1)``.
         """
-        return self._merged(models, devices, tasks, sources, path_prefix, require_sources=False)
-
-    def _merged(
-        self,
-        models: Mapping[str, Any] | None,
-        devices: Mapping[str, Any] | None,
-        tasks: Mapping[str, Any] | None,
-        sources: Mapping[str, str] | None,
-        path_prefix: str,
-        *,
-        require_sources: bool,
-    ) -> Catalog:
         ctx = BuildContext(path_prefix, require_sources=require_sources)
         new_tasks = merge_section("tasks", self.tasks, tasks, ctx)
         ctx.tasks = tuple(new_tasks)

@@ -38,16 +38,20 @@ __all__ = ["RULE_KINDS", "ImageTokenRule"]
 # kind -> {param: default or None when required}
 RULE_KINDS: Mapping[str, Mapping[str, int | bool | None]] = MappingProxyType(
     {
-        "patch": {"patch_px": 28, "min_tokens": 4, "max_tokens": 1280},
-        "tiles": {"tile_px": None, "tokens_per_tile": None, "max_tiles": None, "thumbnail": True},
-        "fixed": {"tokens": None, "input_px": None},
-        "openai-tiles": {
-            "tile_px": 512,
-            "base_tokens": 85,
-            "tokens_per_tile": 170,
-            "max_dim": 2048,
-            "short_side": 768,
-        },
+        "patch": MappingProxyType({"patch_px": 28, "min_tokens": 4, "max_tokens": 1280}),
+        "tiles": MappingProxyType(
+            {"tile_px": None, "tokens_per_tile": None, "max_tiles": None, "thumbnail": True}
+        ),
+        "fixed": MappingProxyType({"tokens": None, "input_px": None}),
+        "openai-tiles": MappingProxyType(
+            {
+                "tile_px": 512,
+                "base_tokens": 85,
+                "tokens_per_tile": 170,
+                "max_dim": 2048,
+                "short_side": 768,
+            }
+        ),
     }
 )
 

@@ -51,14 +51,12 @@ def read_catalog_toml(path: str | PathLike[str]) -> dict[str, Any]:
 
 
 def _merge_doc(base: Catalog, doc: Mapping[str, Any], source: str, *, strict: bool) -> Catalog:
-    sources = doc.get("sources")
     try:
-        return base._merged(
+        return base.with_entries(
             doc.get("models"),
             doc.get("devices"),
             doc.get("tasks"),
-            sources,
-            "",
+            sources=doc.get("sources"),
             require_sources=strict,
         )
     except InputError as err:

@@ -75,10 +75,6 @@ class ModelSpec:
 
     __hash__ = None  # type: ignore[assignment]  # holds mappings
 
-    def kv_gb(self, tokens: float) -> float:
-        """KV-cache memory in GB for ``tokens`` tokens of context."""
-        return tokens * self.kv_bytes_per_token / 1e9
-
 
 @dataclass(frozen=True, eq=True)
 class Measurement:
@@ -176,7 +172,7 @@ class DeviceSpec:
         object.__setattr__(self, "measurements", tuple(self.measurements))
         object.__setattr__(self, "sources", _frozen(self.sources))
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # holds mappings
 
     def decode_tok_s(self, model: ModelSpec) -> float:
         """Single-stream decode tokens per second of ``model`` on this device."""
@@ -238,4 +234,4 @@ class TaskSpec:
         object.__setattr__(self, "benchmarks", tuple(self.benchmarks))
         object.__setattr__(self, "sources", _frozen(self.sources))
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # holds mappings

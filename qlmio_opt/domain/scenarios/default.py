@@ -12,6 +12,7 @@ Figures marked *assumption* are choices of this generator, informed by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class EdgeOption:
 
 @dataclass(frozen=True)
 class CloudOption:
+    """A cloud node kind: a device, the models it may run, and its concurrency choices."""
+
     device: str
     models: tuple[tuple[str, float], ...]
     weight: float
@@ -115,7 +118,8 @@ class Scenario:
     memory_floor_gb: float = 1.0
 
     # -- requests --------------------------------------------------------------------------------
-    arrival_trace: str = "conv"  # Azure LLM 2023 trace whose consecutive arrivals are used
+    # the Azure LLM 2023 trace whose consecutive arrivals are used
+    arrival_trace: Literal["conv", "code"] = "conv"
     caption_share: float = 0.04  # synthetic captioning requests (TextVQA has ~none)
     caption_prompts: tuple[str, ...] = (
         "Describe this image in detail.",

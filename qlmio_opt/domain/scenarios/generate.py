@@ -17,6 +17,9 @@ What is drawn, in order (``instances/README.md`` has the sources and the table o
    memory against the window's demand;
 4. arrivals from consecutive rows of the Azure LLM 2023 trace mapped into ``[0, window_s)``,
    per-request quality floors and deadlines, and the objective.
+
+Steps 1 and 2 are :mod:`qlmio_opt.domain.scenarios.draws`, shared with the simulator's workload
+and benchmark dataset.
 """
 
 from __future__ import annotations
@@ -24,30 +27,48 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qlmio_opt.domain.catalog import default_catalog
+from qlmio_opt.domain.frozen import read_only
 from qlmio_opt.domain.scenarios.default import Scenario
+from qlmio_opt.domain.scenarios.draws import (
+    PROMPT_BYTES_PER_TOKEN,
+    CloudDraw,
+    EdgeDraw,
+    RequestDraw,
+    RequestDraws,
+    Topology,
+    cloud_node,
+    draw_requests,
+    draw_topology,
+    edge_node,
+    log_uniform,
+    log_uniform_array,
+    topology_links,
+)
 
 __all__ = [
+    "WindowLoad",
     "dumps_instance",
+    "estimate_free_memory_gb",
+    "estimate_image_tokens",
     "generate_window",
     "generate_windows",
     "get_scenario",
+    "sized_window",
     "stats_table",
+    "window_name",
     "window_size",
     "window_sizes",
     "window_stats",
     "write_windows",
 ]
-
-QWEN_PATCH_PX = 28
-QWEN_MIN_TOKENS, QWEN_MAX_TOKENS = 4, 1280
-PROMPT_BYTES_PER_TOKEN = 4  # as in Request.upload_bytes
 
 
 def get_scenario(scenario: str | Scenario) -> Scenario:
@@ -63,9 +84,6 @@ def get_scenario(scenario: str | Scenario) -> Scenario:
         raise ValueError(f"unknown scenario {scenario!r} (known: {known})") from None
 
 
-# --------------------------------------------------------------------------------------------
-# small helpers
-# --------------------------------------------------------------------------------------------
 def _sig(x: float, digits: int = 4) -> float:
     """Round to ``digits`` significant digits (returns a Python float)."""
     if x == 0 or not math.isfinite(x):
@@ -73,16 +91,8 @@ def _sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _log_uniform(rng: np.random.Generator, lo: float, hi: float, size: Any = None) -> Any:
-    return np.exp(rng.uniform(math.log(lo), math.log(hi), size))
-
-
-def _weighted_index(rng: np.random.Generator, weights: Sequence[float], size: Any = None) -> Any:
-    p = np.asarray(weights, dtype=float)
-    return rng.choice(len(p), size=size, p=p / p.sum())
-
-
 def _window_streams(seed: int, index: int) -> list[np.random.Generator]:
+    """Window ``index``'s four streams: topology, requests, load, the rest."""
     children = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(4)
     return [np.random.default_rng(c) for c in children]
 
@@ -120,6 +130,7 @@ def window_size(scenario: str | Scenario, index: int, seed: int = 0) -> int:
 
 
 def window_sizes(scenario: str | Scenario, count: int, seed: int = 0) -> list[int]:
+    """:func:`window_size` of windows ``0 .. count-1``."""
     return [window_size(scenario, k, seed) for k in range(count)]
 
 
@@ -141,12 +152,15 @@ def _kv_gb_per_token(model: str) -> float:
     return default_catalog().model(model).kv_bytes_per_token / 1e9
 
 
-def _request_tokens(req: dict[str, Any], model: str) -> int:
-    images = sum(estimate_image_tokens(model, im["width"], im["height"]) for im in req["images"])
-    return req["prompt_tokens"] + images + req["max_output_tokens"]
+def _kv_tokens(
+    prompt_tokens: int, images: Iterable[Mapping[str, int]], max_output_tokens: int, model: str
+) -> int:
+    """Tokens of KV cache a request reserves on ``model``: prompt, images and its allowance."""
+    image_tokens = sum(estimate_image_tokens(model, im["width"], im["height"]) for im in images)
+    return prompt_tokens + image_tokens + max_output_tokens
 
 
-def _upload_bytes(req: dict[str, Any]) -> int:
+def _upload_bytes(req: Mapping[str, Any]) -> int:
     return sum(im["bytes"] for im in req["images"]) + PROMPT_BYTES_PER_TOKEN * req["prompt_tokens"]
 
 
@@ -163,191 +177,264 @@ def window_stats(instance: dict[str, Any]) -> dict[str, Any]:
     """
     nodes = instance["nodes"]
     reqs = instance["requests"]
-    links = instance["network"]["links"]
     sites = instance["network"]["sites"]
-    window_s = instance["window_s"]
     edges = [n for n in nodes if n["tier"] == "edge"]
     clouds = [n for n in nodes if n["tier"] == "cloud"]
-    bits = {s: 0.0 for s in sites}
-    for r in reqs:
-        bits[r["site"]] += 8 * _upload_bytes(r)
+    bits = _site_bits(reqs, sites)
     total_bits = sum(bits.values())
-    cap = {s: 0.0 for s in sites}
-    uplink = {s: 0.0 for s in sites}
-    wan = 0.0
-    cloud_ids = {n["id"] for n in clouds}
-    for link in links:
-        capacity_bits = link["bandwidth_mbps"] * 1e6 * window_s
-        if link["from"] in cap:
-            cap[link["from"]] += capacity_bits
-            if link["to"] == "core":
-                uplink[link["from"]] += capacity_bits
-        elif link["to"] in cloud_ids:
-            wan += capacity_bits
-    demand_gb = 0.0
-    memory_gb = 0.0
-    for n in edges:
-        demand_gb += (
-            sum(_request_tokens(r, n["model"]) for r in reqs)
-            / len(edges)
-            * _kv_gb_per_token(n["model"])
-        )
-        mem = n["memory_gb"]
-        memory_gb += estimate_free_memory_gb(n["device"], n["model"]) if mem == "auto" else mem
-    n_images = sum(len(r["images"]) for r in reqs)
+    access_bits, uplink_bits, wan_bits = _link_capacity_bits(instance, {n["id"] for n in clouds})
+    demand_gb, memory_gb = _edge_memory_demand(edges, reqs)
     return {
         "name": instance["name"],
         "requests": len(reqs),
         "edges": len(edges),
         "clouds": len(clouds),
         "sites": len(sites),
-        "window_s": window_s,
-        "images": n_images,
+        "window_s": instance["window_s"],
+        "images": sum(len(r["images"]) for r in reqs),
         "image_mb": sum(im["bytes"] for r in reqs for im in r["images"]) / 1e6,
-        "uplink": total_bits / sum(uplink.values()),
-        "uplink_max_site": max(bits[s] / uplink[s] for s in sites),
-        "access": total_bits / sum(cap.values()),
-        "wan": total_bits / wan,
+        "uplink": total_bits / sum(uplink_bits.values()),
+        "uplink_max_site": max(bits[s] / uplink_bits[s] for s in sites),
+        "access": total_bits / sum(access_bits.values()),
+        "wan": total_bits / wan_bits,
         "memory": demand_gb / memory_gb,
         "req_per_edge_slot": len(reqs) / sum(n["max_concurrency"] for n in edges),
         "mode": instance["objective"]["mode"],
     }
 
 
+def _site_bits(requests: Sequence[Mapping[str, Any]], sites: Sequence[str]) -> dict[str, float]:
+    """Bits each site's requests upload."""
+    bits = {s: 0.0 for s in sites}
+    for r in requests:
+        bits[r["site"]] += 8 * _upload_bytes(r)
+    return bits
+
+
+def _link_capacity_bits(
+    instance: Mapping[str, Any], cloud_ids: set[str]
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """Bits the links carry in the window: per site all its links and its uplink to the core
+    alone, and all WAN links together."""
+    sites = instance["network"]["sites"]
+    access = {s: 0.0 for s in sites}
+    uplink = {s: 0.0 for s in sites}
+    wan = 0.0
+    for link in instance["network"]["links"]:
+        capacity_bits = link["bandwidth_mbps"] * 1e6 * instance["window_s"]
+        if link["from"] in access:
+            access[link["from"]] += capacity_bits
+            if link["to"] == "core":
+                uplink[link["from"]] += capacity_bits
+        elif link["to"] in cloud_ids:
+            wan += capacity_bits
+    return access, uplink, wan
+
+
+def _edge_memory_demand(
+    edges: Sequence[Mapping[str, Any]], requests: Sequence[Mapping[str, Any]]
+) -> tuple[float, float]:
+    """KV demand (GB) of the window spread evenly over the edge servers, and their memory."""
+    demand_gb = 0.0
+    memory_gb = 0.0
+    for n in edges:
+        tokens = sum(
+            _kv_tokens(r["prompt_tokens"], r["images"], r["max_output_tokens"], n["model"])
+            for r in requests
+        )
+        demand_gb += tokens / len(edges) * _kv_gb_per_token(n["model"])
+        mem = n["memory_gb"]
+        memory_gb += estimate_free_memory_gb(n["device"], n["model"]) if mem == "auto" else mem
+    return demand_gb, memory_gb
+
+
 # --------------------------------------------------------------------------------------------
 # the window
 # --------------------------------------------------------------------------------------------
-def _topology(sc: Scenario, rng: np.random.Generator) -> dict[str, Any]:
-    n_sites = int(rng.integers(sc.n_sites[0], sc.n_sites[1] + 1))
-    n_edges = int(rng.integers(sc.n_edges[0], sc.n_edges[1] + 1))
-    n_clouds = int(rng.integers(sc.n_clouds[0], sc.n_clouds[1] + 1))
-    kind_names = [k for k, _ in sc.site_kinds]
-    kinds = [kind_names[i] for i in _weighted_index(rng, [w for _, w in sc.site_kinds], n_sites)]
-    mec_rtt_range = dict(sc.mec_rtt_ms)
-    sites = [f"cell-{i}" for i in range(n_sites)]
-    mec_rtt = [float(rng.uniform(*mec_rtt_range[k])) for k in kinds]
-    core_rtt = [m + float(rng.uniform(*sc.core_extra_rtt_ms)) for m in mec_rtt]
-    uplink = [float(_log_uniform(rng, *sc.cell_uplink_mbps)) for _ in sites]
+@dataclass(frozen=True)
+class WindowLoad:
+    """The window's load factors, its length and how each site's access links are scaled."""
 
-    order = rng.permutation(n_sites)
-    edges = []
-    for j in range(n_edges):
-        opt = sc.edge_options[_weighted_index(rng, [o.weight for o in sc.edge_options])]
-        model = opt.models[_weighted_index(rng, [w for _, w in opt.models])][0]
-        edges.append(
-            {
-                "id": f"edge-{j}",
-                "device": opt.device,
-                "model": model,
-                "max_concurrency": int(rng.choice(opt.max_concurrency)),
-                "home": int(order[j % n_sites]),
-                "mec_mbps": float(_log_uniform(rng, *sc.mec_mbps)),
-                "backhaul_mbps": float(rng.choice(sc.backhaul_mbps)),
-                "backhaul_rtt_ms": float(rng.uniform(*sc.backhaul_rtt_ms)),
-            }
-        )
-    clouds = []
-    for c in range(n_clouds):
-        opt = sc.cloud_options[_weighted_index(rng, [o.weight for o in sc.cloud_options])]
-        model = opt.models[_weighted_index(rng, [w for _, w in opt.models])][0]
-        clouds.append(
-            {
-                "id": f"cloud-{c}",
-                "device": opt.device,
-                "model": model,
-                "max_concurrency": int(rng.choice(opt.max_concurrency)),
-                "wan_base_mbps": float(_log_uniform(rng, *sc.wan_mbps)),
-                "wan_rtt_ms": float(rng.uniform(*sc.wan_rtt_ms)),
-            }
-        )
-    return {
-        "sites": sites,
-        "kinds": kinds,
-        "mec_rtt": mec_rtt,
-        "core_rtt": core_rtt,
-        "uplink": uplink,
-        "edges": edges,
-        "clouds": clouds,
-    }
+    rho: float  # the window's load factor
+    rho_access: float  # target demand / capacity of the uplinks
+    rho_memory: float  # ... of edge memory
+    rho_wan: float  # ... of the WAN
+    megabits: float  # everything the window's requests upload
+    window_s: float
+    site_scale: np.ndarray  # per site: factor on its drawn MEC and uplink bandwidths
 
 
-def _images(sc: Scenario, rng: np.random.Generator, tokens: np.ndarray) -> list[dict[str, int]]:
-    k = len(tokens)
-    t = np.clip(tokens, QWEN_MIN_TOKENS, QWEN_MAX_TOKENS).astype(float)
-    ratios = np.array([a for a, _ in sc.aspect_ratios])
-    aspect = ratios[_weighted_index(rng, [w for _, w in sc.aspect_ratios], k)]
-    area = t * QWEN_PATCH_PX**2 * np.exp(rng.normal(0.0, sc.pixels_jitter, k))
-    height = np.maximum(QWEN_PATCH_PX, np.round(np.sqrt(area / aspect))).astype(int)
-    width = np.maximum(QWEN_PATCH_PX, np.round(np.sqrt(area * aspect))).astype(int)
-    bpp = np.clip(
-        sc.bytes_per_pixel_median * np.exp(rng.normal(0.0, sc.bytes_per_pixel_sigma, k)),
-        *sc.bytes_per_pixel_bounds,
+def _site_megabits(requests: Sequence[RequestDraw], n_sites: int) -> np.ndarray:
+    """Megabits the requests of each site upload."""
+    site_mbit = np.zeros(n_sites)
+    for r in requests:
+        site_mbit[r.site_idx] += 8 * r.upload_bytes / 1e6
+    return site_mbit
+
+
+def _draw_load(
+    sc: Scenario,
+    index: int,
+    topology: Topology,
+    requests: Sequence[RequestDraw],
+    rng: np.random.Generator,
+) -> WindowLoad:
+    """One load factor, jittered per resource; the window length that puts the uplinks at their
+    target; each site's uplink scaled to its own jittered target (see ``Scenario``)."""
+    if index == sc.showcase_index and sc.showcase_load is not None:
+        rho = sc.showcase_load
+    else:
+        rho = log_uniform(rng, *sc.load_range)
+    rho_access, rho_memory, rho_wan = rho * np.exp(rng.normal(0.0, sc.load_jitter, 3))
+    site_mbit = _site_megabits(requests, len(topology.sites))
+    mbit = float(site_mbit.sum())
+    uplink_base = np.asarray(topology.uplink_mbps)
+    shortest = log_uniform(rng, *sc.window_s_min)
+    natural_s = mbit / (uplink_base.sum() * rho_access)
+    window_s = _sig(float(np.clip(natural_s, shortest, sc.window_s_max)), 2)
+    site_rho = rho_access * np.exp(rng.normal(0.0, sc.load_jitter, len(topology.sites)))
+    site_scale = site_mbit / (uplink_base * window_s * site_rho)
+    return WindowLoad(
+        rho=rho,
+        rho_access=float(rho_access),
+        rho_memory=float(rho_memory),
+        rho_wan=float(rho_wan),
+        megabits=mbit,
+        window_s=window_s,
+        site_scale=read_only(site_scale),
     )
-    nbytes = np.round(width * height * bpp).astype(int) + sc.image_header_bytes
+
+
+def _edge_memory_gb(
+    sc: Scenario, edges: Sequence[EdgeDraw], requests: Sequence[RequestDraw], rho_memory: float
+) -> list[float | str]:
+    """Per edge server: memory so that 1/E of the window's KV demand fills ``rho_memory`` of it,
+    ``"auto"`` (the device's free memory) when that is more than the device has."""
+    out: list[float | str] = []
+    for e in edges:
+        tokens = sum(
+            _kv_tokens(r.prompt_tokens, r.images, r.max_output_tokens, e.model) for r in requests
+        )
+        demand = tokens * _kv_gb_per_token(e.model) / len(edges)
+        target = demand / rho_memory
+        free = estimate_free_memory_gb(e.device, e.model)
+        out.append("auto" if target >= free else _sig(max(sc.memory_floor_gb, target), 3))
+    return out
+
+
+def _cloud_wan_mbps(sc: Scenario, clouds: Sequence[CloudDraw], load: WindowLoad) -> list[float]:
+    """WAN bandwidths that put the whole window at ``rho_wan``, split in proportion to the
+    clouds' drawn bases."""
+    wan_total = load.megabits / (load.window_s * load.rho_wan)
+    wan_base = sum(c.wan_base_mbps for c in clouds)
     return [
-        {"width": int(w), "height": int(h), "bytes": int(b)}
-        for w, h, b in zip(width, height, nbytes, strict=True)
+        _sig(float(np.clip(wan_total * c.wan_base_mbps / wan_base, *sc.wan_mbps))) for c in clouds
     ]
 
 
-def _output_cap(sc: Scenario, output_tokens: int) -> int:
-    need = math.ceil(sc.output_cap_headroom * max(1, output_tokens))
-    for cap in sc.output_cap_ladder:
-        if cap >= need:
-            return cap
-    return sc.output_cap_ladder[-1]
-
-
-def _requests(sc: Scenario, rng: np.random.Generator, n: int, n_sites: int) -> dict[str, Any]:
-    from qlmio_opt.domain.traces import load_servegen, load_textvqa_prompts
-
-    prompts = load_textvqa_prompts()
-    rows = rng.choice(len(prompts), size=n, replace=n > len(prompts))
-    texts = prompts["prompt"].to_numpy()[rows]
-    tasks = prompts["task"].to_numpy()[rows].astype(object)
-    caption = rng.random(n) < sc.caption_share
-    templates = rng.integers(0, len(sc.caption_prompts), n)
-    texts = texts.astype(object)
-    for i in np.flatnonzero(caption):
-        lines = texts[i].split("\n")
-        ocr = [ln for ln in lines[1:] if ln.startswith("Reference OCR token:")]
-        texts[i] = "\n".join([sc.caption_prompts[templates[i]], *ocr])
-        tasks[i] = "captioning"
-
-    sampler = load_servegen()
-    window_of_day = int(rng.integers(0, len(sampler.window_start_s))) * 600
-    shapes = sampler.sample(rng, n, window_of_day_s=window_of_day)
-    site_weights = rng.dirichlet(np.full(n_sites, 2.0))
-    site_idx = rng.choice(n_sites, size=n, p=site_weights)
-    per_image = np.concatenate(list(shapes["image_tokens"])) if n else np.zeros(0, dtype=np.int64)
-    images = _images(sc, rng, per_image)
-    counts = shapes["image_count"].to_numpy()
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    reqs = []
-    for i in range(n):
-        prompt = str(texts[i])
-        min_tokens = math.ceil(len(prompt) / sc.chars_per_token)
-        reqs.append(
-            {
-                "site_idx": int(site_idx[i]),
-                "task": str(tasks[i]),
-                "prompt": prompt,
-                "prompt_tokens": max(int(shapes["text_tokens"].iat[i]), min_tokens),
-                "images": images[starts[i] : starts[i + 1]],
-                "max_output_tokens": _output_cap(sc, int(shapes["output_tokens"].iat[i])),
-            }
-        )
-    return {
-        "requests": reqs,
-        "window_of_day_s": window_of_day,
-        "n_caption": int(caption.sum()),
-    }
-
-
-def generate_window(scenario: str | Scenario = "default", index: int = 0, seed: int = 0) -> dict:
-    """Window ``index`` of ``scenario`` for ``seed``: a JSON-ready instance dict."""
+def _draw_arrivals(
+    sc: Scenario, n: int, window_s: float, rng: np.random.Generator
+) -> tuple[list[float], int]:
+    """Arrival times from ``n + 1`` consecutive rows of the Azure trace scaled into the window,
+    and the first row's index."""
     from qlmio_opt.domain.traces import load_azure
 
+    trace = load_azure(sc.arrival_trace)["arrival_s"].to_numpy()
+    if n + 1 > len(trace):
+        raise ValueError(f"window of {n} requests is longer than the {sc.arrival_trace} trace")
+    offset = int(rng.integers(0, len(trace) - n))
+    seg = trace[offset : offset + n + 1]
+    span = float(seg[-1] - seg[0])
+    rel = (seg[:n] - seg[0]) / span if span > 0 else np.arange(n) / max(n, 1)
+    return [min(_sig(float(a) * window_s), window_s) for a in rel], offset
+
+
+def _requests_json(
+    sc: Scenario,
+    requests: Sequence[RequestDraw],
+    sites: Sequence[str],
+    arrivals: Sequence[float],
+    window_s: float,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """The instance JSON of the requests, with a drawn share of quality floors and deadlines."""
+    n = len(requests)
+    has_floor = rng.random(n) < sc.min_quality_share
+    floors = rng.choice(sc.min_quality_values, n)
+    has_deadline = rng.random(n) < sc.deadline_share
+    slack = log_uniform_array(rng, *sc.deadline_slack_s, n)
+    out = []
+    for i, r in enumerate(requests):
+        req: dict[str, Any] = {
+            "id": f"r{i:04d}",
+            "site": sites[r.site_idx],
+            "arrival_s": arrivals[i],
+            "task": r.task,
+            "prompt": r.prompt,
+            "prompt_tokens": r.prompt_tokens,
+            "images": r.images_json(),
+            "max_output_tokens": r.max_output_tokens,
+        }
+        if has_floor[i]:
+            req["min_quality"] = float(floors[i])
+        if has_deadline[i]:
+            req["deadline_s"] = _sig(window_s - arrivals[i] + float(slack[i]))
+        out.append(req)
+    return out
+
+
+def _objective(sc: Scenario, index: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Weighted (a drawn quality weight), or quality-floor in every third window."""
+    quality_weight: float | None
+    if index == sc.showcase_index:
+        mode, quality_weight = "weighted", 10.0
+    elif index % 3 == 1 and sc.quality_floor_share > 0:  # every third window
+        mode, quality_weight = "quality_floor", None
+    else:
+        mode, quality_weight = "weighted", float(rng.choice(sc.quality_weights))
+    objective: dict[str, Any] = {"mode": mode}
+    if mode == "weighted":
+        objective.update(latency_weight=sc.latency_weight, quality_weight=quality_weight)
+    else:
+        objective.update(quality_target=None, quality_tolerance=sc.quality_tolerance)
+    objective.update(latency_scale_s=sc.latency_scale_s, deferral_penalty_s=sc.deferral_penalty_s)
+    return objective
+
+
+def _description(
+    sc: Scenario,
+    seed: int,
+    index: int,
+    topology: Topology,
+    drawn: RequestDraws,
+    load: WindowLoad,
+    trace_rows: tuple[int, int],
+) -> str:
+    sites = topology.sites
+    site_desc = ", ".join(f"{s} ({k})" for s, k in zip(sites, topology.kinds, strict=True))
+    hh, mm = divmod(drawn.window_of_day_s // 60, 60)
+    first, last = trace_rows
+    return (
+        f"Scenario '{sc.name}', seed {seed}, window {index}: {len(drawn.requests)} requests in "
+        f"{load.window_s:g} s from {len(sites)} sites [{site_desc}], {len(topology.edges)} edge "
+        f"+ {len(topology.clouds)} cloud nodes. Load factor {load.rho:.2f} (targets: uplink "
+        f"{load.rho_access:.2f}, edge memory {load.rho_memory:.2f}, WAN {load.rho_wan:.2f}). "
+        f"Prompts: TextVQA val (CC BY 4.0); {drawn.n_caption} captioning requests are a "
+        f"synthetic mix. Shapes: ServeGen mm-image, clients active at {hh:02d}:{mm:02d}. "
+        f"Arrivals: Azure LLM 2023 {sc.arrival_trace} trace rows {first}-{last} scaled into the "
+        "window."
+    )
+
+
+def generate_window(
+    scenario: str | Scenario = "default", index: int = 0, seed: int = 0
+) -> dict[str, Any]:
+    """Window ``index`` of ``scenario`` for ``seed``: a JSON-ready instance dict.
+
+    The steps, each from its own random stream: the topology, the requests, the load (window
+    length and capacities against the requests' demand), then arrivals, per-request floors and
+    deadlines and the objective.
+    """
     sc = get_scenario(scenario)
     index, seed = int(index), int(seed)
     if index < 0:
@@ -355,184 +442,45 @@ def generate_window(scenario: str | Scenario = "default", index: int = 0, seed: 
     n = window_size(sc, index, seed)
     topo_rng, req_rng, load_rng, misc_rng = _window_streams(seed, index)
 
-    topo = _topology(sc, topo_rng)
-    sites, edges, clouds = topo["sites"], topo["edges"], topo["clouds"]
-    drawn = _requests(sc, req_rng, n, len(sites))
-    reqs = drawn["requests"]
+    topology = draw_topology(sc, topo_rng)
+    drawn = draw_requests(sc, req_rng, n, len(topology.sites))
+    load = _draw_load(sc, index, topology, drawn.requests, load_rng)
+    edge_memory = _edge_memory_gb(sc, topology.edges, drawn.requests, load.rho_memory)
+    arrivals, offset = _draw_arrivals(sc, n, load.window_s, misc_rng)
+    requests = _requests_json(sc, drawn.requests, topology.sites, arrivals, load.window_s, misc_rng)
+    objective = _objective(sc, index, misc_rng)
 
-    # -- load: window length and capacities against this window's demand -----------------------
-    if index == sc.showcase_index and sc.showcase_load is not None:
-        rho = sc.showcase_load
-    else:
-        rho = float(_log_uniform(load_rng, *sc.load_range))
-    rho_access, rho_memory, rho_wan = rho * np.exp(load_rng.normal(0.0, sc.load_jitter, 3))
-    site_mbit = np.zeros(len(sites))
-    for r in reqs:
-        site_mbit[r["site_idx"]] += 8 * _upload_bytes(r) / 1e6
-    mbit = float(site_mbit.sum())
-    uplink_base = np.asarray(topo["uplink"])
-    shortest = float(_log_uniform(load_rng, *sc.window_s_min))
-    natural_s = mbit / (uplink_base.sum() * rho_access)
-    window_s = _sig(float(np.clip(natural_s, shortest, sc.window_s_max)), 2)
-    # each site's uplink (and its MEC links) scaled to its own target ratio
-    site_rho = rho_access * np.exp(load_rng.normal(0.0, sc.load_jitter, len(sites)))
-    site_scale = site_mbit / (uplink_base * window_s * site_rho)
+    def access_mbps(base_mbps: float, site: int) -> float:
+        return _sig(float(np.clip(base_mbps * load.site_scale[site], *sc.access_mbps_bounds)))
 
-    def access(bw: float, site: int) -> float:
-        return _sig(float(np.clip(bw * site_scale[site], *sc.access_mbps_bounds)))
-
-    wan_total = mbit / (window_s * rho_wan)
-    wan_base = sum(c["wan_base_mbps"] for c in clouds)
-    for c in clouds:
-        c["wan_mbps"] = _sig(
-            float(np.clip(wan_total * c["wan_base_mbps"] / wan_base, *sc.wan_mbps))
-        )
-    for e in edges:
-        kv_gb = _kv_gb_per_token(e["model"])
-        demand = sum(_request_tokens(r, e["model"]) for r in reqs) * kv_gb / len(edges)
-        target = demand / rho_memory
-        free = estimate_free_memory_gb(e["device"], e["model"])
-        e["memory_gb"] = "auto" if target >= free else _sig(max(sc.memory_floor_gb, target), 3)
-
-    # -- arrivals, per-request constraints, objective -----------------------------------------
-    trace = load_azure(sc.arrival_trace)["arrival_s"].to_numpy()
-    if n + 1 > len(trace):
-        raise ValueError(f"window of {n} requests is longer than the {sc.arrival_trace} trace")
-    offset = int(misc_rng.integers(0, len(trace) - n))
-    seg = trace[offset : offset + n + 1]
-    span = float(seg[-1] - seg[0])
-    rel = (seg[:n] - seg[0]) / span if span > 0 else np.arange(n) / max(n, 1)
-    arrivals = [min(_sig(float(a) * window_s), window_s) for a in rel]
-    has_floor = misc_rng.random(n) < sc.min_quality_share
-    floors = misc_rng.choice(sc.min_quality_values, n)
-    has_deadline = misc_rng.random(n) < sc.deadline_share
-    slack = _log_uniform(misc_rng, *sc.deadline_slack_s, n)
-
-    requests = []
-    for i, r in enumerate(reqs):
-        req: dict[str, Any] = {
-            "id": f"r{i:04d}",
-            "site": sites[r["site_idx"]],
-            "arrival_s": arrivals[i],
-            "task": r["task"],
-            "prompt": r["prompt"],
-            "prompt_tokens": r["prompt_tokens"],
-            "images": r["images"],
-            "max_output_tokens": r["max_output_tokens"],
-        }
-        if has_floor[i]:
-            req["min_quality"] = float(floors[i])
-        if has_deadline[i]:
-            req["deadline_s"] = _sig(window_s - arrivals[i] + float(slack[i]))
-        requests.append(req)
-
-    if index == sc.showcase_index:
-        mode, quality_weight = "weighted", 10.0
-    elif index % 3 == 1 and sc.quality_floor_share > 0:  # every third window
-        mode, quality_weight = "quality_floor", None
-    else:
-        mode, quality_weight = "weighted", float(misc_rng.choice(sc.quality_weights))
-    objective: dict[str, Any] = {"mode": mode}
-    if mode == "weighted":
-        objective.update(latency_weight=sc.latency_weight, quality_weight=quality_weight)
-    else:
-        objective.update(quality_target=None, quality_tolerance=sc.quality_tolerance)
-    objective.update(latency_scale_s=sc.latency_scale_s, deferral_penalty_s=sc.deferral_penalty_s)
-
-    # -- nodes and links ------------------------------------------------------------------------
-    nodes = [
-        {
-            "id": e["id"],
-            "tier": "edge",
-            "model": e["model"],
-            "device": e["device"],
-            "memory_gb": e["memory_gb"],
-            "max_concurrency": e["max_concurrency"],
-            "modalities": ["text", "image"],
-        }
-        for e in edges
-    ] + [
-        {
-            "id": c["id"],
-            "tier": "cloud",
-            "model": c["model"],
-            "device": c["device"],
-            "memory_gb": None,
-            "max_concurrency": c["max_concurrency"],
-            "modalities": ["text", "image"],
-        }
-        for c in clouds
-    ]
-    links = []
-    for s, site in enumerate(sites):
-        for e in edges:
-            if e["home"] == s:
-                links.append(
-                    {
-                        "id": f"{site}/{e['id']}",
-                        "from": site,
-                        "to": e["id"],
-                        "bandwidth_mbps": access(e["mec_mbps"], s),
-                        "rtt_ms": round(topo["mec_rtt"][s], 1),
-                    }
-                )
-        links.append(
-            {
-                "id": f"{site}/core",
-                "from": site,
-                "to": "core",
-                "bandwidth_mbps": access(topo["uplink"][s], s),
-                "rtt_ms": round(topo["core_rtt"][s], 1),
-            }
-        )
-    for e in edges:
-        links.append(
-            {
-                "id": f"core/{e['id']}",
-                "from": "core",
-                "to": e["id"],
-                "bandwidth_mbps": e["backhaul_mbps"],
-                "rtt_ms": round(e["backhaul_rtt_ms"], 1),
-            }
-        )
-    for c, cloud in enumerate(clouds):
-        links.append(
-            {
-                "id": f"wan-{c}",
-                "from": "core",
-                "to": cloud["id"],
-                "bandwidth_mbps": cloud["wan_mbps"],
-                "rtt_ms": round(cloud["wan_rtt_ms"], 1),
-            }
-        )
-
-    site_desc = ", ".join(f"{s} ({k})" for s, k in zip(sites, topo["kinds"], strict=True))
-    hh, mm = divmod(drawn["window_of_day_s"] // 60, 60)
-    description = (
-        f"Scenario '{sc.name}', seed {seed}, window {index}: {n} requests in {window_s:g} s "
-        f"from {len(sites)} sites [{site_desc}], {len(edges)} edge + {len(clouds)} cloud nodes. "
-        f"Load factor {rho:.2f} (targets: uplink {rho_access:.2f}, edge memory "
-        f"{rho_memory:.2f}, WAN {rho_wan:.2f}). Prompts: TextVQA val (CC BY 4.0); "
-        f"{drawn['n_caption']} captioning requests are a synthetic mix. Shapes: ServeGen "
-        f"mm-image, clients active at {hh:02d}:{mm:02d}. Arrivals: Azure LLM 2023 "
-        f"{sc.arrival_trace} trace rows {offset}-{offset + n - 1} scaled into the window."
+    links = topology_links(
+        topology,
+        access_mbps=access_mbps,
+        backhaul_mbps=lambda base_mbps: base_mbps,
+        wan_mbps=_cloud_wan_mbps(sc, topology.clouds, load),
     )
+    nodes = [
+        edge_node(e, memory, e.max_concurrency)
+        for e, memory in zip(topology.edges, edge_memory, strict=True)
+    ] + [cloud_node(c) for c in topology.clouds]
     return {
         "format": "qlmio-opt/instance",
         "version": 1,
         "name": window_name(index),
-        "description": description,
-        "window_s": window_s,
+        "description": _description(
+            sc, seed, index, topology, drawn, load, (offset, offset + n - 1)
+        ),
+        "window_s": load.window_s,
         "objective": objective,
         "nodes": nodes,
-        "network": {"sites": sites, "links": links},
+        "network": {"sites": list(topology.sites), "links": links},
         "requests": requests,
     }
 
 
 def generate_windows(
     scenario: str | Scenario = "default", count: int = 100, seed: int = 0
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Windows ``0 .. count-1``; window k is the same whatever ``count`` is."""
     return [generate_window(scenario, k, seed) for k in range(int(count))]
 
@@ -543,7 +491,7 @@ def dumps_instance(instance: dict[str, Any]) -> str:
     def one(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
 
-    def items(values: list, indent: str) -> str:
+    def items(values: Sequence[Any], indent: str) -> str:
         if not values:
             return "[]"
         inner = f",\n{indent} ".join(one(v) for v in values)
@@ -623,7 +571,9 @@ def stats_table(instances: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def sized_window(requests: int, nodes: int, seed: int = 0, scenario: str = "default") -> dict:
+def sized_window(
+    requests: int, nodes: int, seed: int = 0, scenario: str = "default"
+) -> dict[str, Any]:
     """A window of ``scenario`` with exactly ``requests`` requests and ``nodes`` nodes (1 cloud
     node up to 6 nodes, else 2), as an instance dict: the scaling benchmarks' and tests' windows,
     varying one thing at a time."""

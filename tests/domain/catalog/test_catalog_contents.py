@@ -118,12 +118,6 @@ def test_model_sizes_are_consistent(cat):
             assert 1.7 <= model.weights_gb / model.params_b <= 2.1, model.key
 
 
-def test_kv_gb(cat):
-    model = cat.model("qwen2-vl-7b")
-    assert model.kv_gb(4096) == pytest.approx(4096 * 57344 / 1e9)
-    assert model.kv_gb(0) == 0
-
-
 def _needed_sources(entry, fields, optional=()):
     names = [n for n in fields if getattr(entry, n, None) is not None]
     names += [n for n in optional if getattr(entry, n, None) is not None]

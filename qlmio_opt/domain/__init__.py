@@ -1,0 +1,1 @@
+"""The domain layer of qlmio-opt (docs/architecture.md)."""
