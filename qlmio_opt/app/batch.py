@@ -208,5 +208,5 @@ def compare_files(
         progress=progress,
         cost=file_sizes(files),
     )
-    rows = [row for r in results if r.ok for row in r.value]
+    rows = [row for r in results if r.ok for row in r.unwrap()]
     return pd.DataFrame(rows), results

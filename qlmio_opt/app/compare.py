@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ def compare(
     rows = []
     known = best_known or {}
     for instance in instances:
-        block = []
+        block: list[dict[str, Any]] = []
         for name in solvers:
             sol = solve(instance, name, predictors=predictors, time_limit=time_limit, seed=seed)
             block.append(

@@ -65,7 +65,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from qlmio_opt.domain.traces import _data_bytes
+from qlmio_opt.domain.traces import data_bytes
 
 #: Input columns used by the predictors.
 FEATURES: tuple[str, ...] = ("question", "task_cat", "action", "n_images", "turn")
@@ -111,7 +111,7 @@ def load_m4a1() -> pd.DataFrame:
         (views uploaded, 0-3; always 0 for local calls), ``score``, ``interaction_time``
         (seconds) and ``usage_cost`` (dollars).
     """
-    raw = json.loads(gzip.decompress(_data_bytes("m4a1.json.gz")).decode("utf-8"))
+    raw = json.loads(gzip.decompress(data_bytes("m4a1.json.gz")).decode("utf-8"))
     df = pd.DataFrame.from_records(raw, columns=list(COLUMNS))
     for col in ("episode", "turn", "action", "n_images"):
         df[col] = df[col].astype(np.int64)

@@ -31,7 +31,7 @@ import threading
 import traceback
 import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -110,6 +110,12 @@ class TaskResult(Generic[T]):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def unwrap(self) -> T:
+        """The value of a task that succeeded (a ValueError naming the task otherwise)."""
+        if self.error is not None or self.value is None:
+            raise ValueError(f"{self.label}: the task failed ({self.error})")
+        return self.value
 
 
 def run_tasks(
@@ -218,7 +224,7 @@ def _stream(
     items: Iterable[tuple[int, Any]],
     labels: Sequence[str],
     config: ParallelConfig,
-) -> Iterator[tuple[int, TaskResult[T]]]:
+) -> Generator[tuple[int, TaskResult[T]], None, None]:
     """``(index, result)`` pairs as tasks finish."""
     if config.serial:
         for index, item in items:

@@ -132,7 +132,8 @@ def most_quality_problem(problem: Problem, may_serve: np.ndarray | None = None) 
 def _placed(solution: Solution, problem: Problem) -> np.ndarray:
     """Node index per request (-1 deferred) of a solution with an assignment."""
     index = {node: j for j, node in enumerate(problem.node_ids)}
-    return np.array([index.get(solution.assignment.get(r), -1) for r in problem.request_ids])
+    nodes = [solution.assignment.get(r) for r in problem.request_ids]
+    return np.array([-1 if node is None else index.get(node, -1) for node in nodes])
 
 
 def highest_quality(window: _Window, fastest: Solution) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def to_solution(
     predictors: str,
 ) -> Solution:
     """Wrap a solver's raw result into the solution object, with recomputed figures."""
-    common = {
+    common: dict[str, Any] = {
         "instance": instance.name,
         "solver": solver_name,
         "predictors": predictors,

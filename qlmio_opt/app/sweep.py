@@ -204,7 +204,7 @@ def run_sweep(
     rows: list[dict[str, Any]] = []
     for task, result in zip(tasks, results, strict=True):
         if result.ok:
-            rows.extend(result.value)
+            rows.extend(result.unwrap())
             continue
         for solver in solvers:
             rows.append(

@@ -74,13 +74,13 @@ def solution_table(console: Console, instance: Instance, solution: Solution) -> 
     links = Table(title="links over the window", title_justify="left")
     for col in ("link", "requests", "megabits", "capacity", "use"):
         links.add_column(col, justify="left" if col == "link" else "right")
-    for usage in solution.links:
+    for link in solution.links:
         links.add_row(
-            usage.link,
-            str(usage.requests),
-            f"{usage.megabits:.1f}",
-            f"{usage.capacity_megabits:.1f}",
-            _pct(usage.megabits, usage.capacity_megabits),
+            link.link,
+            str(link.requests),
+            f"{link.megabits:.1f}",
+            f"{link.capacity_megabits:.1f}",
+            _pct(link.megabits, link.capacity_megabits),
         )
     console.print(links)
     head = Table(show_header=False, title="summary", title_justify="left")

@@ -26,7 +26,7 @@ from qlmio_opt.app.m4a1 import (
     preferred_action,
     split_by_episode,
 )
-from qlmio_opt.domain.traces import _data_bytes
+from qlmio_opt.domain.traces import data_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_M4A1 = REPO.parent / "shared" / "data" / "logs" / "m4a1" / "M4A1.json"
@@ -81,7 +81,7 @@ def test_packaged_copy_matches_shared_source():
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.build_bytes(SHARED_M4A1) == _data_bytes("m4a1.json.gz")
+    assert module.build_bytes(SHARED_M4A1) == data_bytes("m4a1.json.gz")
 
 
 def test_split_by_episode(m4a1):

@@ -74,7 +74,7 @@ def test_infeasible_window_exits_3_with_the_reason(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["solve", "--solver", "magic"], 'unknown solver "magic"'),
+        (["solve", "--solver", "magic"], "--solver magic: unknown solver"),
         (["solve", "--predictors", "psychic"], 'unknown predictors "psychic"'),
         (["generate", "--scenario", "nope", "--count", "1"], 'unknown scenario "nope"'),
     ],
@@ -88,7 +88,7 @@ def test_bad_options_are_usage_errors(args, message, capsys):
 def test_unknown_command_is_a_usage_error():
     proc = run("frobnicate")
     assert proc.returncode == 2
-    assert "No such command" in proc.stderr
+    assert "invalid choice: 'frobnicate'" in proc.stderr
 
 
 def test_schema_command_prints_json_schema(capsys):
@@ -171,13 +171,13 @@ def test_a_spinner_appears_only_when_a_solve_makes_one_wait(monkeypatch):
 
     from rich.console import Console
 
-    from qlmio_opt.faces import cli
+    from qlmio_opt.faces.cli import console
 
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "err", Console(file=buffer, force_terminal=True))
-    with cli._spinner_after(0.5, "quick one"):
+    monkeypatch.setattr(console, "err", lambda: Console(file=buffer, force_terminal=True))
+    with console.spinner_after(0.5, "quick one"):
         pass
-    with cli._spinner_after(0.05, "slow one"):
+    with console.spinner_after(0.05, "slow one"):
         time.sleep(0.4)
     text = buffer.getvalue()
     assert "slow one" in text and "quick one" not in text

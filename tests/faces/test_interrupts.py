@@ -15,10 +15,10 @@ from conftest import INSTANCES, SMALL
 
 from qlmio_opt.app.parallel import ParallelConfig, run_tasks
 from qlmio_opt.domain.io import read_instance, read_solution
-from qlmio_opt.solvers import highs_direct
 from qlmio_opt.formulations.milp_arrays import build_milp
 from qlmio_opt.formulations.problem import build_problem
 from qlmio_opt.predictors import predict
+from qlmio_opt.solvers import highs_direct
 
 # exact stopped at its 60 s limit on this window (instances/bks.csv; 0.37% from its bound after
 # 20 s on the development machine), and HiGHS calls its MIP interrupt callback from 0.1 s on, at

@@ -1,0 +1,1 @@
+"""The app layer of qlmio-opt (docs/architecture.md)."""

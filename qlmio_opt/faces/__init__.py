@@ -1,0 +1,1 @@
+"""The faces layer of qlmio-opt (docs/architecture.md)."""

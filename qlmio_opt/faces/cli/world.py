@@ -1,0 +1,183 @@
+"""Commands on the simulated world: simulate (trace replay) and bench-data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from qlmio_opt.faces.cli import options as opt
+from qlmio_opt.faces.cli.console import out, progress_bar
+
+Subparsers = Any
+TRACES = ("azure-conv", "azure-code", "mooncake", "servegen")
+DEFAULT_POLICIES = "exact,greedy,all-cloud,per-request,oracle"
+BUILT_IN_PREDICTORS = ("analytic", "learned", "oracle")
+
+
+def register(commands: Subparsers) -> None:
+    """Add this module's commands to the ``qlmio-opt`` parser."""
+    _simulate_parser(commands)
+    _bench_data_parser(commands)
+
+
+def _simulate_parser(commands: Subparsers) -> None:
+    p = commands.add_parser(
+        "simulate",
+        help="Replay a trace window by window under several policies; measure them in the world.",
+        description="Replay a trace window by window under several policies and measure them in "
+        "the simulated world. With --jobs, the policies replay in parallel workers (same stream, "
+        "same world, same results).",
+    )
+    p.add_argument("--trace", choices=TRACES, default="azure-conv", help="Arrival trace.")
+    p.add_argument(
+        "--duration",
+        type=opt.number(1.0, 86_400.0),
+        default=300.0,
+        help="Seconds of the trace to replay.",
+    )
+    p.add_argument("--window", type=opt.number(0.05, 600.0), default=2.0, help="Window length (s).")
+    p.add_argument(
+        "--policies",
+        default=DEFAULT_POLICIES,
+        help="Comma-separated solver names, plus oracle (exact with the truth).",
+    )
+    p.add_argument(
+        "--predictors",
+        default="analytic",
+        help="Predictors of the non-oracle policies: analytic, learned (shipped), oracle, or "
+        "the path of a model saved by `train`.",
+    )
+    p.add_argument(
+        "--edge-capacity",
+        type=opt.number(0.01, 1.0),
+        default=1.0,
+        help="Share of each edge box's memory and slots.",
+    )
+    opt.add_time_limit(p, 10.0, "Seconds per window and solver.")
+    opt.add_seed(p, "Deployment, stream and world seed.")
+    p.add_argument("--out", type=Path, help="Folder for the CSVs and PNG plots.")
+    opt.add_format(p)
+    opt.add_parallel(p)
+    p.set_defaults(run=simulate)
+
+
+def replay_config(args: argparse.Namespace) -> Any:
+    """The replay's settings from the command line (usage errors exit 2)."""
+    from qlmio_opt.simulator import ReplayConfig
+
+    names = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    chosen = args.predictors
+    if chosen not in BUILT_IN_PREDICTORS:
+        chosen = opt.predictor(chosen)
+    try:
+        return ReplayConfig(
+            window_s=args.window,
+            policies=names,
+            predictors=chosen,
+            time_limit=args.time_limit,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise opt.usage(str(exc)) from None
+
+
+def replay_workload(args: argparse.Namespace) -> Any:
+    """The trace segment and deployment to replay."""
+    from qlmio_opt.simulator import workload
+
+    load = workload(args.trace, args.duration, seed=args.seed, edge_capacity=args.edge_capacity)
+    if not load.requests:
+        raise opt.usage(f"no request arrives in the first {args.duration:g} s")
+    return load
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from qlmio_opt.faces.out_paths import writable_dir
+    from qlmio_opt.simulator import World, WorldConfig, replay
+    from qlmio_opt.simulator.output import summary_json, write_results
+
+    if args.out is not None:
+        writable_dir(args.out)
+    config = replay_config(args)
+    load = replay_workload(args)
+    parallel = opt.parallel(args)
+    with progress_bar(quiet=args.format == "json") as bar:
+        tasks = {p: bar.add_task(p, total=None) for p in config.policies}
+
+        def progress(policy: str, done: int, total: int) -> None:
+            bar.update(tasks[policy], completed=done, total=total)
+
+        world = World(config=WorldConfig(seed=args.seed))
+        result = replay(load, world, config, progress=progress, parallel=parallel)
+    paths = write_results(result, args.out) if args.out is not None else []
+    if args.format == "json":
+        print(json.dumps(summary_json(result), indent=2))
+    else:
+        _replay_tables(args, result, len(load.requests))
+        if args.out is not None:
+            out().print(f"wrote {len(paths)} files to {args.out}")
+    return opt.EXIT_OK
+
+
+def _replay_tables(args: argparse.Namespace, result: Any, requests: int) -> None:
+    from qlmio_opt.faces.report import frame_table
+    from qlmio_opt.simulator.metrics import reduction_table
+
+    summary = result.summary()
+    title = (
+        f"{args.trace}: {requests} requests in {args.duration:g} s, windows of "
+        f"{args.window:g} s, {args.predictors} predictors"
+    )
+    frame_table(out(), summary, title=title)
+    if "all-cloud" in summary.index:
+        frame_table(out(), reduction_table(summary), title="against all-cloud")
+
+
+def _bench_data_parser(commands: Subparsers) -> None:
+    p = commands.add_parser(
+        "bench-data",
+        help="Run every request on every node of the scenario and write the benchmark dataset.",
+        description="Run every request on every node of the scenario and write the benchmark "
+        "dataset. With --jobs, blocks of requests are simulated in parallel workers; the draws "
+        "stay in serial order, so the files are byte-identical to a serial run.",
+    )
+    p.add_argument(
+        "--requests", type=opt.integer(1, 1_000_000), default=1000, help="Requests to measure."
+    )
+    opt.add_seed(p, "Seed of the requests and loads.")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-data"),
+        help="Folder for bench.csv.gz, meta.json, DATA_CARD.md.",
+    )
+    opt.add_parallel(p)
+    p.set_defaults(run=bench_data)
+
+
+def bench_data(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from qlmio_opt.faces.out_paths import writable_dir
+    from qlmio_opt.faces.report import frame_table
+    from qlmio_opt.simulator.dataset import bench_data as make_bench_data
+    from qlmio_opt.simulator.dataset import write_bench_data
+
+    writable_dir(args.out)
+    parallel = opt.parallel(args)
+    with progress_bar() as bar:
+        task = bar.add_task("requests", total=args.requests)
+        data = make_bench_data(
+            args.requests,
+            args.seed,
+            progress=lambda done, total: bar.update(task, completed=done),
+            parallel=parallel,
+        )
+    paths = write_bench_data(data, args.out)
+    counts = pd.DataFrame(data.split_counts()).T.rename_axis("split")
+    title = f"{len(data.table)} rows ({args.requests} requests x nodes)"
+    frame_table(out(), counts, title=title)
+    out().print(f"wrote {', '.join(str(p) for p in paths)}")
+    return opt.EXIT_OK
