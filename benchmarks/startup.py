@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from importlib.metadata import distribution
+from pathlib import Path
 
 COUNT = (
     "import sys, json; {stmt}; "
@@ -29,7 +30,8 @@ COUNT = (
 
 def commands() -> dict[str, list[str]]:
     py = sys.executable
-    cli = shutil.which("qlmio-opt") or "qlmio-opt"
+    beside = Path(sys.executable).parent / "qlmio-opt"  # the script of this interpreter's env
+    cli = str(beside) if beside.exists() else (shutil.which("qlmio-opt") or "qlmio-opt")
     return {
         "python -c pass": [py, "-c", "pass"],
         "import qlmio_opt": [py, "-c", "import qlmio_opt"],

@@ -14,9 +14,12 @@ need. The layers behind them are described in ``docs/architecture.md``.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
 from qlmio_opt.domain.version import VERSION as __version__
+
+# typing.TYPE_CHECKING without importing typing (mypy treats any TYPE_CHECKING name as true):
+# ``import qlmio_opt`` and ``qlmio-opt --help`` stay free of typing's import time
+TYPE_CHECKING = False
 
 _PUBLIC = {
     "assign": "qlmio_opt.app.api",
@@ -61,6 +64,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on first use
+    from typing import Any
+
     from qlmio_opt.app.api import assign
     from qlmio_opt.app.solve import solve
     from qlmio_opt.domain.errors import InputError, QlmioError

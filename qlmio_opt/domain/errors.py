@@ -7,13 +7,15 @@ and exit with code 2 instead of a traceback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 
-@dataclass(frozen=True)
-class Issue:
-    """One problem found in an input: where it is and what is wrong."""
+class Issue(namedtuple("Issue", ["path", "message"])):
+    """One problem found in an input: where it is (``path``, a JSON path) and what is wrong
+    (``message``); immutable. A plain namedtuple, so that importing errors (as the command
+    line does before it parses anything) loads neither typing nor dataclasses."""
 
+    __slots__ = ()
     path: str
     message: str
 

@@ -27,6 +27,7 @@ from qlmio_opt.faces.cli.options import (
     EXIT_OK,
     EXIT_TIME_LIMIT,
     MAX_SEED,
+    Commands,
 )
 
 __all__ = [
@@ -44,11 +45,13 @@ __all__ = [
 DESCRIPTION = "Assign windows of multimodal LLM requests to edge servers or the cloud."
 
 
-def parser() -> argparse.ArgumentParser:
-    """The ``qlmio-opt`` parser with every command."""
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``qlmio-opt`` parser: every command with its help line, and the arguments of
+    ``command`` (of every command when it is None)."""
     top = argparse.ArgumentParser(prog="qlmio-opt", description=DESCRIPTION)
     top.add_argument("--version", action="version", version=f"qlmio-opt {VERSION}")
-    commands = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    action = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    commands = Commands(action, command)
     for group in (solving, world, learning, data):
         group.register(commands)
     return top
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     Usage errors are reported by argparse (exit 2); our own errors as one line per problem
     (exit 2); anything else is a bug, reported without a traceback (exit 1).
     """
-    cli = parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    cli = parser(command)
     try:
         args = cli.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse printed

@@ -11,7 +11,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast start)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 SPINNER_DELAY_S = 1.0
 """A single solve shows a spinner on stderr only once it has run this long: the millisecond

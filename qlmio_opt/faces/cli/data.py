@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
 
 from qlmio_opt.faces.cli import options as opt
 from qlmio_opt.faces.cli.console import out
 
-Subparsers = Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast start)
+if TYPE_CHECKING:
+    from qlmio_opt.faces.cli.options import Commands as Subparsers
+
+
 CATALOG_KINDS = ("models", "devices", "tasks")
 
 
@@ -52,7 +54,7 @@ def _generate_parser(commands: Subparsers) -> None:
     p.add_argument("--count", type=opt.integer(1, 100_000), default=100, help="Number of windows.")
     opt.add_seed(p, "Seed; window k depends only on (scenario, k, seed).")
     p.add_argument(
-        "--out", type=Path, default=Path("instances"), help="Folder to write window_NNN.json into."
+        "--out", type=opt.path, default="instances", help="Folder to write window_NNN.json into."
     )
     p.add_argument(
         "--force", action="store_true", help="Overwrite window files that already exist."

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-from typing import Any
 
 from qlmio_opt.faces.cli import options as opt
 from qlmio_opt.faces.cli.console import out, progress_bar, step_progress
 
-Subparsers = Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast start)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from qlmio_opt.faces.cli.options import Commands as Subparsers
+
+
 FAMILIES = ("sklearn", "torch")
 TRAIN_STEPS = ("read", "quality model", "latency model", "save", "held-out scoring")
 
@@ -32,11 +37,11 @@ def _train_parser(commands: Subparsers) -> None:
         "save them (safe JSON + npz; use the stem as --predictors STEM.json).",
     )
     p.add_argument(
-        "--data", type=Path, required=True, help="A bench-data folder (or its bench.csv.gz)."
+        "--data", type=opt.path, required=True, help="A bench-data folder (or its bench.csv.gz)."
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=opt.path,
         required=True,
         help="Model path stem: writes STEM.json/.npz (quality) and STEM-latency.json/.npz.",
     )
@@ -153,7 +158,7 @@ def _evaluate_parser(commands: Subparsers) -> None:
     )
     p.add_argument(
         "--data",
-        type=Path,
+        type=opt.path,
         help="Score on a bench-data folder (or its bench.csv.gz), not a fresh table.",
     )
     p.add_argument(

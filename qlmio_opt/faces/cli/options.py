@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from qlmio_opt.domain.errors import InputError, Issue
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast start)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INFEASIBLE, EXIT_TIME_LIMIT = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT (128 + 2)
@@ -24,6 +28,47 @@ here (HiGHS's option is a C int, numpy's entropy is unbounded but non-negative).
 
 FORMATS = ("table", "json")
 BACKENDS = ("loky", "dask")
+
+
+class Commands:
+    """The subcommands, building a command's arguments only when it is the one asked for (or
+    every command's, when none is): a start-up builds one parser, not fifteen."""
+
+    def __init__(self, action: argparse._SubParsersAction, wanted: str | None) -> None:
+        self._action = action
+        self._wanted = wanted
+
+    def add_parser(
+        self, name: str, *, help: str, description: str | None = None
+    ) -> argparse.ArgumentParser | HelpOnly:
+        parser = self._action.add_parser(name, help=help, description=description or help)
+        if self._wanted in (None, name):
+            return parser
+        return HelpOnly(parser)
+
+
+class HelpOnly:  # the subset of ArgumentParser the commands use
+    """A command that is not being run: listed with its help line, its arguments skipped."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self._parser = parser
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        """Skipped: this command's arguments are not parsed in this run."""
+
+    def set_defaults(self, **kwargs: object) -> None:
+        self._parser.set_defaults(**kwargs)
+
+
+CommandParser = argparse.ArgumentParser | HelpOnly
+"""What a command's argument builder fills: its parser, or a stand-in that skips."""
+
+
+def path(text: str) -> Path:
+    """An argparse type: a filesystem path (pathlib is imported only when one is parsed)."""
+    from pathlib import Path
+
+    return Path(text)
 
 
 def usage(message: str) -> InputError:
@@ -61,33 +106,33 @@ def number(low: float, high: float = math.inf) -> Callable[[str], float]:
     return parse
 
 
-def add_seed(parser: argparse.ArgumentParser, help: str = "Seed for randomised solvers.") -> None:
+def add_seed(parser: CommandParser, help: str = "Seed for randomised solvers.") -> None:
     parser.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help=help)
 
 
 def add_time_limit(
-    parser: argparse.ArgumentParser, default: float | None, help: str = "Seconds per solve."
+    parser: CommandParser, default: float | None, help: str = "Seconds per solve."
 ) -> None:
     parser.add_argument(
         "--time-limit", type=number(0.0), default=default, help=f"{help} (inf: none)"
     )
 
 
-def add_format(parser: argparse.ArgumentParser) -> None:
+def add_format(parser: CommandParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table", help="table or json.")
 
 
-def add_catalog(parser: argparse.ArgumentParser) -> None:
+def add_catalog(parser: CommandParser) -> None:
     parser.add_argument(
         "--catalog",
-        type=Path,
+        type=path,
         action="append",
         metavar="TOML",
         help="TOML file adding or overriding catalog entries (repeatable).",
     )
 
 
-def add_parallel(parser: argparse.ArgumentParser) -> None:
+def add_parallel(parser: CommandParser) -> None:
     parser.add_argument(
         "--jobs",
         "-j",

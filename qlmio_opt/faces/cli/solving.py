@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
-from typing import Any
 
 from qlmio_opt.domain.errors import InputError
 from qlmio_opt.faces.cli import options as opt
 from qlmio_opt.faces.cli.console import out, progress_bar, say, spinner_after
 
-Subparsers = Any  # argparse's private _SubParsersAction
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast start)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from qlmio_opt.faces.cli.options import Commands as Subparsers
 
 
 def register(commands: Subparsers) -> None:
@@ -38,7 +41,7 @@ def _solve_parser(commands: Subparsers) -> None:
         "predicted means. With several files, a file that cannot be read or solved is reported "
         "with its name (exit 2, or 1 for a bug) and the other windows keep their results.",
     )
-    p.add_argument("files", nargs="+", type=Path, help="Instance JSON files.")
+    p.add_argument("files", nargs="+", type=opt.path, help="Instance JSON files.")
     p.add_argument("--solver", "-s", default="exact", help="Solver name (see `qlmio-opt solvers`).")
     opt.add_time_limit(p, None, "Seconds per window (exact: default 60).")
     opt.add_seed(p)
@@ -179,7 +182,7 @@ def _validate_parser(commands: Subparsers) -> None:
     p = commands.add_parser(
         "validate", help="Check files against the format; print every problem with its JSON path."
     )
-    p.add_argument("files", nargs="+", type=Path, help="Instance or solution JSON files.")
+    p.add_argument("files", nargs="+", type=opt.path, help="Instance or solution JSON files.")
     opt.add_catalog(p)
     p.set_defaults(run=validate)
 
@@ -218,8 +221,8 @@ def _check_parser(commands: Subparsers) -> None:
         description="Recompute a solution's objective, feasibility and every figure it claims, "
         "independently of the solvers (exit 3 when it is infeasible or any figure is false).",
     )
-    p.add_argument("instance_file", type=Path, help="Instance JSON file.")
-    p.add_argument("solution_file", type=Path, help="Solution JSON file.")
+    p.add_argument("instance_file", type=opt.path, help="Instance JSON file.")
+    p.add_argument("solution_file", type=opt.path, help="Solution JSON file.")
     p.add_argument(
         "--predictors",
         help="Predictors to judge with: analytic, learned, or a model saved by `train`; "
@@ -252,11 +255,11 @@ def _compare_parser(commands: Subparsers) -> None:
         "compare",
         help="Solve windows with several solvers: objective, gaps, means and time per solver.",
     )
-    p.add_argument("files", nargs="+", type=Path, help="Instance JSON files.")
+    p.add_argument("files", nargs="+", type=opt.path, help="Instance JSON files.")
     p.add_argument("--solvers", help="Comma-separated solver names (default: all registered).")
     opt.add_time_limit(p, None)
     opt.add_seed(p)
-    p.add_argument("--out", type=Path, help="Write the table as CSV.")
+    p.add_argument("--out", type=opt.path, help="Write the table as CSV.")
     opt.add_format(p)
     opt.add_catalog(p)
     opt.add_parallel(p)
@@ -311,7 +314,7 @@ def _sweep_parser(commands: Subparsers) -> None:
         "sweep",
         help="Solve every window under every combination of parameter values with every solver.",
     )
-    p.add_argument("files", nargs="+", type=Path, help="Instance JSON files.")
+    p.add_argument("files", nargs="+", type=opt.path, help="Instance JSON files.")
     p.add_argument(
         "--param",
         action="append",
@@ -324,8 +327,8 @@ def _sweep_parser(commands: Subparsers) -> None:
     opt.add_seed(p)
     p.add_argument(
         "--out",
-        type=Path,
-        default=Path("sweep"),
+        type=opt.path,
+        default="sweep",
         help="Folder for sweep.csv, frontier.csv and frontier.png.",
     )
     opt.add_catalog(p)
@@ -380,7 +383,7 @@ def _pareto_parser(commands: Subparsers) -> None:
         "decision's mean quality to the highest one found that serves as many requests. Exit 3 "
         "(or 4 at the time limit) when the window has no decision at all.",
     )
-    p.add_argument("file", type=Path, help="Instance JSON file.")
+    p.add_argument("file", type=opt.path, help="Instance JSON file.")
     p.add_argument(
         "--points", type=opt.integer(2, 200), default=10, help="Quality targets on the curve."
     )
@@ -390,7 +393,7 @@ def _pareto_parser(commands: Subparsers) -> None:
         "Seconds per solve: each point, and each of the (at most two) solves that find the "
         "curve's high end.",
     )
-    p.add_argument("--out", type=Path, default=Path("."), help="Folder for the CSV and PNG.")
+    p.add_argument("--out", type=opt.path, default=".", help="Folder for the CSV and PNG.")
     opt.add_catalog(p)
     p.set_defaults(run=pareto)
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-from typing import Any
 
 from qlmio_opt.faces.cli import options as opt
 from qlmio_opt.faces.cli.console import out, progress_bar
 
-Subparsers = Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast start)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from qlmio_opt.faces.cli.options import Commands as Subparsers
+
+
 TRACES = ("azure-conv", "azure-code", "mooncake", "servegen")
 DEFAULT_POLICIES = "exact,greedy,all-cloud,per-request,oracle"
 BUILT_IN_PREDICTORS = ("analytic", "learned", "oracle")
@@ -57,7 +61,7 @@ def _simulate_parser(commands: Subparsers) -> None:
     )
     opt.add_time_limit(p, 10.0, "Seconds per window and solver.")
     opt.add_seed(p, "Deployment, stream and world seed.")
-    p.add_argument("--out", type=Path, help="Folder for the CSVs and PNG plots.")
+    p.add_argument("--out", type=opt.path, help="Folder for the CSVs and PNG plots.")
     opt.add_format(p)
     opt.add_parallel(p)
     p.set_defaults(run=simulate)
@@ -149,8 +153,8 @@ def _bench_data_parser(commands: Subparsers) -> None:
     opt.add_seed(p, "Seed of the requests and loads.")
     p.add_argument(
         "--out",
-        type=Path,
-        default=Path("bench-data"),
+        type=opt.path,
+        default="bench-data",
         help="Folder for bench.csv.gz, meta.json, DATA_CARD.md.",
     )
     opt.add_parallel(p)
