@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,22 +154,34 @@ class CompareTask:
     catalog: Catalog | None = None
     known: KnownValues | None = None  # best-known values beside the file (analytic predictors)
 
+    def with_known(self) -> CompareTask:
+        """The task with the best-known values beside its file (for the analytic predictors,
+        which they were computed with)."""
+        if self.predictors != BKS_PREDICTORS:
+            return self
+        return replace(self, known=KnownValues.beside(self.window.path))
+
+    def rows(self, instance: Instance, as_given: bool = True) -> list[dict[str, Any]]:
+        """:func:`qlmio_opt.app.compare.compare`'s rows for ``instance``; its best-known value
+        only when ``as_given`` (a changed window is not the file the value is for)."""
+        from qlmio_opt.app.compare import compare
+
+        known = self.known if as_given else None
+        best = known.objective(instance.name) if known is not None else None
+        frame = compare(
+            [instance],
+            list(self.solvers),
+            time_limit=self.time_limit,
+            seed=self.seed,
+            predictors=self.predictors,
+            best_known=None if best is None else {instance.name: best},
+        )
+        return frame.to_dict(orient="records")
+
 
 def compare_window(task: CompareTask) -> list[dict[str, Any]]:
     """The rows of :func:`qlmio_opt.app.compare.compare` for one window file (runs in a worker)."""
-    from qlmio_opt.app.compare import compare
-
-    instance = task.window.read(task.catalog)
-    best = task.known.objective(instance.name) if task.known is not None else None
-    frame = compare(
-        [instance],
-        list(task.solvers),
-        time_limit=task.time_limit,
-        seed=task.seed,
-        predictors=task.predictors,
-        best_known=None if best is None else {instance.name: best},
-    )
-    return frame.to_dict(orient="records")
+    return task.rows(task.window.read(task.catalog))
 
 
 def compare_files(
@@ -190,14 +202,8 @@ def compare_files(
     """
     tasks = [
         CompareTask(
-            WindowFile.of(f, parallel),
-            tuple(solvers),
-            predictors,
-            time_limit,
-            seed,
-            catalog,
-            KnownValues.beside(Path(f)) if predictors == BKS_PREDICTORS else None,
-        )
+            WindowFile.of(f, parallel), tuple(solvers), predictors, time_limit, seed, catalog
+        ).with_known()
         for f in files
     ]
     results = run_tasks(

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qlmio_opt.app.batch import WindowFile, file_sizes
+from qlmio_opt.app.batch import CompareTask, WindowFile, file_sizes
 from qlmio_opt.app.parallel import SERIAL, ParallelConfig, TaskResult, run_tasks
-from qlmio_opt.domain.best_known import BKS_PREDICTORS, KnownValues
 from qlmio_opt.domain.catalog import Catalog
 from qlmio_opt.domain.instance import Instance
 from qlmio_opt.domain.solution import Status
@@ -122,38 +121,23 @@ def apply_setting(instance: Instance, setting: dict[str, float]) -> Instance:
 class SweepTask:
     """One window file under one combination, solved with every solver."""
 
-    window: WindowFile
+    job: CompareTask
     setting: dict[str, float]
-    solvers: tuple[str, ...]
-    predictors: Any = "analytic"
-    time_limit: float | None = None
-    seed: int = 0
-    catalog: Catalog | None = None
-    known: KnownValues | None = None  # best-known values beside the file (analytic predictors)
 
 
 def sweep_window(task: SweepTask) -> list[dict[str, Any]]:
     """The rows of one (window, combination): one per solver (runs in a worker)."""
-    from qlmio_opt.app.compare import compare
     from qlmio_opt.domain.errors import InputError
 
-    base = task.window.read(task.catalog)
+    job = task.job
+    base = job.window.read(job.catalog)
     try:
         instance = apply_setting(base, task.setting)
     except InputError as exc:
-        raise InputError(exc.issues, f"{task.window.path} with {_shown(task.setting)}") from None
-    # a best-known value holds only for the window as it is, not for a changed one
-    best = task.known.objective(base.name) if task.known and instance == base else None
-    frame = compare(
-        [instance],
-        list(task.solvers),
-        time_limit=task.time_limit,
-        seed=task.seed,
-        predictors=task.predictors,
-        best_known=None if best is None else {instance.name: best},
-    )
-    head = {"file": str(task.window.path), "mode": instance.objective.mode, **task.setting}
-    return [{**head, **row, "error": ""} for row in frame.to_dict(orient="records")]
+        raise InputError(exc.issues, f"{job.window.path} with {_shown(task.setting)}") from None
+    head = {"file": str(job.window.path), "mode": instance.objective.mode, **task.setting}
+    rows = job.rows(instance, as_given=instance == base)
+    return [{**head, **row, "error": ""} for row in rows]
 
 
 def run_sweep(
@@ -174,28 +158,17 @@ def run_sweep(
     row per solver with status ``error`` and the message in ``error``.
     """
     settings = combinations(params)
-    windows = [WindowFile.of(f, parallel) for f in files]
-    known = {
-        w.path: KnownValues.beside(w.path) if predictors == BKS_PREDICTORS else None
-        for w in windows
-    }
-    tasks = [
-        SweepTask(
-            window,
-            setting,
-            tuple(solvers),
-            predictors,
-            time_limit,
-            seed,
-            catalog,
-            known[window.path],
-        )
-        for window in windows
-        for setting in settings
+    jobs = [
+        CompareTask(
+            WindowFile.of(f, parallel), tuple(solvers), predictors, time_limit, seed, catalog
+        ).with_known()
+        for f in files
     ]
-    paths = [t.window.path for t in tasks]
+    tasks = [SweepTask(job, setting) for job in jobs for setting in settings]
+    paths = [t.job.window.path for t in tasks]
     labels = [
-        f"{t.window.path} [{_shown(t.setting)}]" if t.setting else str(t.window.path) for t in tasks
+        f"{p} [{_shown(t.setting)}]" if t.setting else str(p)
+        for p, t in zip(paths, tasks, strict=True)
     ]
     cost = file_sizes(paths)
     results = run_tasks(
@@ -208,7 +181,8 @@ def run_sweep(
             continue
         for solver in solvers:
             rows.append(
-                {"file": str(task.window.path), **task.setting, "solver": solver, "status": "error"}
+                {"file": str(task.job.window.path), **task.setting, "solver": solver}
+                | {"status": "error"}
                 | {"error": result.error}
             )
     columns = ["file", "instance", "mode", *params, "solver"]
