@@ -1,10 +1,23 @@
 """The congestion model: how requests placed on one node in one window slow each other.
 
 A node with ``c`` concurrent slots serves its ``m`` requests of the window first come, first
-served. Two effects add to the requests' stand-alone latencies, in total over the node::
+served. Three effects add to the requests' stand-alone latencies, in total over the node::
 
-    queueing  Q(m) = S * sum_{i=1..m} floor((i - 1) / c)        request i waits for earlier rounds
+    queueing  Q(m) = S' * sum_{i=1..m} floor((i - 1) / c)       request i waits for earlier rounds
     batching  B(m) = alpha * D * m * (min(m, c) - 1)              decode shares memory bandwidth
+    prefill   P(m) = (1 + g) * S_p * k (k - 1) / 2                prefills queue and slow decoding
+                   + g * S_p * (c - 1) * max(m - c, 0),   k = min(m, c)
+
+``S_p`` is the mean prefill work (vision + prefill) and ``g`` the engine's interference, the
+seconds a decoding request loses per second of prefill work (1 for serial prefill; less for
+chunked prefill, :mod:`qlmio_opt.formulations.engine_load`, which also holds what the node's
+live state adds per request). Prefills contend only among the requests in the slots at once: the
+first ``k`` requests queue for each other's prefills and decode while the later ones prefill; a
+request admitted after the first round finds ``c - 1`` others in the slots and loses ``g`` of
+each one's prefill, and a round lasts ``S' = S + g * S_p * (c - 1)``. Counting every pair of the
+window instead (the first form of this term) over-predicted a full 4-slot Jetson by up to 72%
+(m = 18); this form is within 13% there and 6% on the other nodes
+(``benchmarks/curve_vs_simulator.py``, docs/formulation.md).
 
 ``S`` is the mean stand-alone service time (vision + prefill + decode) of the requests that may
 use the node, ``D`` their mean decode time and ``alpha`` the decode slowdown per extra request in
@@ -97,6 +110,28 @@ def lower_convex_envelope(values: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.interp(np.arange(len(values)), hull, values[hull])
 
 
+def prefill_contention(
+    m: ArrayLike, prefill_s: float, interference: float, concurrency: int | None = None
+) -> NDArray[np.float64]:
+    """``P(m)``: the window's requests on one node delay each other through their prefills.
+
+    The first ``k = min(m, c)`` are prefilled first come, first served, so the ``j``-th waits for
+    the ``j - 1`` before it, and each decodes while the later ones are prefilled, losing
+    ``interference`` seconds per second of that work: ``(1 + interference) * S * k (k - 1) / 2``
+    with ``S`` the mean prefill work. Each request admitted later finds ``c - 1`` others in the
+    slots and loses ``interference`` of their prefills (docs/formulation.md). ``concurrency``
+    None: no slot limit.
+    """
+    m = np.asarray(m, dtype=float)
+    c = np.inf if concurrency is None else float(concurrency)
+    k = np.minimum(m, c)
+    inside = (1.0 + interference) * prefill_s * k * np.maximum(k - 1.0, 0.0) / 2.0
+    if concurrency is None:
+        return inside
+    later = interference * prefill_s * (c - 1.0) * np.maximum(m - c, 0.0)
+    return inside + later
+
+
 def curve(
     max_count: int,
     concurrency: int,
@@ -104,16 +139,23 @@ def curve(
     decode_s: float,
     alpha: float,
     active: int = 0,
+    prefill_s: float = 0.0,
+    interference: float = 1.0,
 ) -> CongestionCurve:
     """The convex congestion curve of one node for up to ``max_count`` requests.
 
     With ``active`` requests of earlier windows already on the node, the window's ``m`` requests
-    come after them: the curve is ``raw(active + m) - raw(active)``.
+    come after them: the queueing and batching part is ``raw(active + m) - raw(active)``; the
+    prefill contention among the window's own requests is :func:`prefill_contention` (what
+    they wait for from the earlier ones is a per-pair term, not part of the curve).
     """
     m = np.arange(max(max_count, 1) + 1)
-    raw = raw_total(m + active, concurrency, service_s, decode_s, alpha) - raw_total(
-        np.array([active]), concurrency, service_s, decode_s, alpha
+    # a round lasts longer by what a request loses to the prefills of the others in the slots
+    round_s = service_s + interference * prefill_s * (concurrency - 1)
+    raw = raw_total(m + active, concurrency, round_s, decode_s, alpha) - raw_total(
+        np.array([active]), concurrency, round_s, decode_s, alpha
     )
+    raw = raw + prefill_contention(m, prefill_s, interference, concurrency)
     env = lower_convex_envelope(raw)
     return CongestionCurve(values=env, envelope_gap_s=float(np.max(raw - env)))
 

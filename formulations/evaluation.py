@@ -99,7 +99,7 @@ def evaluate(problem: Problem, assignment: IntArray) -> Evaluation:
         (_assignment_violations(problem, idx, nodes, num_deferred), []),
         _memory_limits(problem, node_memory),
         _link_limits(problem, link_mb),
-        _quality_limit(problem, quality),
+        _quality_limit(problem, quality, _floor_gains(problem, idx, nodes)),
     )
     return Evaluation(
         objective=objective,
@@ -160,17 +160,32 @@ def _link_limits(problem: Problem, link_mb: FloatArray) -> Limits:
     return violations, binding
 
 
-def _quality_limit(problem: Problem, quality: FloatArray) -> Limits:
-    """The quality floor (``quality_floor`` only): broken when the placed requests' mean is
-    below the target, binding when ``sum (Q - T)`` is within :data:`QUALITY_BINDING_SLACK`
-    per placed request."""
-    if problem.quality_target is None or not len(quality):
+def _floor_gains(problem: Problem, idx: IntArray, nodes: IntArray) -> FloatArray:
+    if problem.floor_gain is None:
+        return np.zeros(0)
+    return np.asarray(problem.floor_gain[idx, nodes], dtype=float)
+
+
+def _quality_limit(problem: Problem, quality: FloatArray, gain: FloatArray) -> Limits:
+    """The quality floor (``quality_floor`` only): broken when ``sum floor_gain`` over the placed
+    requests is negative, binding when it is within :data:`QUALITY_BINDING_SLACK` per placed
+    request."""
+    if problem.floor_gain is None or not len(gain):
         return [], []
-    slack = float((quality - problem.quality_target).sum())
+    slack = float(gain.sum())
     if slack < -TOL:
-        return [
-            f"mean quality {quality.mean():.4f} is below the target {problem.quality_target:.4f}"
-        ], []
-    if slack <= QUALITY_BINDING_SLACK * len(quality):
-        return [], [f"quality target {problem.quality_target:.4f}"]
+        return [f"quality floor broken: {floor_words(problem, quality, gain)}"], []
+    if slack <= QUALITY_BINDING_SLACK * len(gain):
+        return [], [f"quality floor ({floor_words(problem, quality, gain)})"]
     return [], []
+
+
+def floor_words(problem: Problem, quality: FloatArray, gain: FloatArray) -> str:
+    """The floor's state in words: against an explicit target, or against the references."""
+    if problem.quality_target is not None:
+        return f"mean quality {quality.mean():.4f}, target {problem.quality_target:.4f}"
+    tolerance = problem.objective.quality_tolerance
+    return (
+        f"the placed requests' quality is {gain.mean() - tolerance:+.4f} on average against "
+        f"their references (tolerance {tolerance:.4f})"
+    )

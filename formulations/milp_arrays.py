@@ -248,10 +248,10 @@ def _add_link_rows(blocks: _Blocks, problem: Problem, pairs: _Pairs) -> None:
 
 
 def _add_quality_row(blocks: _Blocks, problem: Problem, pairs: _Pairs) -> None:
-    """``sum (Q - T) x >= 0`` over placed requests (``quality_floor`` only)."""
-    if problem.quality_target is None:
+    """``sum floor_gain x >= 0`` over placed requests (``quality_floor`` only)."""
+    if problem.floor_gain is None:
         return
-    gain = problem.quality[pairs.request, pairs.node] - problem.quality_target
+    gain = problem.floor_gain[pairs.request, pairs.node]
     count = np.array([pairs.size])
     blocks.add(count, np.arange(pairs.size), gain, 0.0, np.inf, "quality", [0])
 

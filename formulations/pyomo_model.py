@@ -136,8 +136,8 @@ def add_constraints(m: pyo.ConcreteModel, p: Problem) -> None:
 
     m.bandwidth = pyo.Constraint(m.LINKS, rule=bandwidth)
 
-    if p.quality_target is not None and len(m.PAIRS):  # with no pair at all, 0 >= 0 holds
-        gain = (p.quality - p.quality_target).tolist()
+    if p.floor_gain is not None and len(m.PAIRS):  # with no pair at all, 0 >= 0 holds
+        gain = p.floor_gain.tolist()
         m.quality = pyo.Constraint(
             expr=pyo.quicksum(gain[r][n] * x[r, n] for r, n in m.PAIRS) >= 0.0
         )

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qlmio_opt.domain.solution import Status
+from qlmio_opt.formulations.evaluation import floor_words
 from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.solvers.base import Solver, SolverResult, empty_window_result
 from qlmio_opt.solvers.capacity import Loads, Resource, explain_unplaceable
@@ -310,8 +311,8 @@ class PerRequest(Solver):
             if move is None:
                 return SolverResult(Status.INFEASIBLE, None, message=_stuck_message(loads, over))
             loads.move(*move)
-        if problem.quality_target is not None:
-            message = _raise_quality(problem, loads, cost, defer_cost, problem.quality_target)
+        if problem.floor_gain is not None:
+            message = _raise_quality(problem, loads, cost, defer_cost, problem.floor_gain)
             if message is not None:
                 return SolverResult(Status.INFEASIBLE, None, message=message)
         return SolverResult(Status.FEASIBLE, loads.assignment.copy())
@@ -342,17 +343,18 @@ def _cheapest_relief(
 
 
 def _raise_quality(
-    problem: Problem, loads: Loads, cost: FloatArray, defer_cost: float, target: float
+    problem: Problem, loads: Loads, cost: FloatArray, defer_cost: float, gain: FloatArray
 ) -> str | None:
-    """Raise ``sum (Q - T)`` to zero at the least cost per unit of quality, or say why not."""
-    while (slack := loads.quality_slack(target)) < -TOL:
-        ratio, gain = _quality_moves(problem, loads, cost, defer_cost, target)
+    """Raise the floor's sum of ``gain`` to zero at the least cost per unit of gain, or say why
+    not."""
+    while (slack := loads.quality_slack(gain)) < -TOL:
+        ratio, moved = _quality_moves(problem, loads, cost, defer_cost, gain)
         if not np.isfinite(ratio).any():
-            return _floor_message(problem, loads, target, slack)
+            return _floor_message(problem, loads, gain, slack)
         r, n = np.unravel_index(
             min(
                 np.flatnonzero(np.isfinite(ratio)),
-                key=lambda f: (ratio.flat[f], -gain.flat[f], f),
+                key=lambda f: (ratio.flat[f], -moved.flat[f], f),
             ),
             ratio.shape,
         )
@@ -361,43 +363,42 @@ def _raise_quality(
 
 
 def _quality_moves(
-    problem: Problem, loads: Loads, cost: FloatArray, defer_cost: float, target: float
+    problem: Problem, loads: Loads, cost: FloatArray, defer_cost: float, gain: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    """``(R, N)`` (``(R, N + 1)`` with deferral) cost increase per unit of quality gained by
-    each move that gains quality (``inf`` elsewhere), and the quality each move gains."""
-    q = problem.quality
+    """``(R, N)`` (``(R, N + 1)`` with deferral) cost increase per unit of floor gain of each
+    move that raises the floor's sum (``inf`` elsewhere), and the gain each move adds."""
     rows = np.arange(problem.num_requests)
     here = loads.assignment
     placed = here >= 0
-    q_here = np.where(placed, q[rows, np.maximum(here, 0)], target)
+    gain_here = np.where(placed, gain[rows, np.maximum(here, 0)], 0.0)
     c_here = np.where(placed, cost[rows, np.maximum(here, 0)], defer_cost)
-    gain = q - q_here[:, None]
-    ok = problem.allowed & loads.fits(rows) & (gain > TOL)
+    moved = gain - gain_here[:, None]
+    ok = problem.allowed & loads.fits(rows) & (moved > TOL)
     ok[rows[placed], here[placed]] = False
     with np.errstate(invalid="ignore"):
-        ratio = np.where(ok, (cost - c_here[:, None]) / np.where(ok, gain, 1.0), np.inf)
+        ratio = np.where(ok, (cost - c_here[:, None]) / np.where(ok, moved, 1.0), np.inf)
     if problem.deferral_allowed:
-        defer_gain = np.where(placed, target - q_here, 0.0)
+        defer_gain = np.where(placed, -gain_here, 0.0)  # a deferred request leaves the sum
         defer_ok = placed & (defer_gain > TOL)
         defer_ratio = np.where(
             defer_ok, (defer_cost - c_here) / np.where(defer_ok, defer_gain, 1.0), np.inf
         )
         ratio = np.column_stack([ratio, defer_ratio])
-        gain = np.column_stack([gain, defer_gain])
-    return ratio, gain
+        moved = np.column_stack([moved, defer_gain])
+    return ratio, moved
 
 
-def _floor_message(problem: Problem, loads: Loads, target: float, slack: float) -> str:
+def _floor_message(problem: Problem, loads: Loads, gain: FloatArray, slack: float) -> str:
     placed = np.flatnonzero(loads.assignment >= 0)
-    quality = problem.quality[placed, loads.assignment[placed]]
-    worst = placed[np.argmin(quality)]
+    on = loads.assignment[placed]
+    worst = placed[np.argmin(gain[placed, on])]
     node = problem.node_ids[loads.assignment[worst]]
     defer = " or be deferred" if problem.deferral_allowed else ""
+    state = floor_words(problem, problem.quality[placed, on], gain[placed, on])
     return (
-        f"quality floor: the mean quality of the placed requests stays at {quality.mean():.4f}, "
-        f"below the target {target:.4f} (sum of Q - T = {slack:.4f}): no request can move to a "
-        f"better allowed node with room{defer}; the lowest is request "
-        f'"{problem.request_ids[worst]}" (quality {quality.min():.4f} on "{node}")'
+        f"quality floor: {state} (floor sum {slack:.4f} < 0): no request can move to a better "
+        f"allowed node with room{defer}; the lowest is request "
+        f'"{problem.request_ids[worst]}" (on "{node}")'
     )
 
 

@@ -122,10 +122,11 @@ class Loads:
             return placed[self.assignment[placed] == index]
         return placed[p.route_links[p.request_site[placed], self.assignment[placed], index]]
 
-    def quality_slack(self, target: float) -> float:
-        """``sum (Q - T)`` over the placed requests."""
+    def quality_slack(self, gain: NDArray[np.float64]) -> float:
+        """The quality floor's sum of ``gain`` (``Problem.floor_gain``) over the placed
+        requests."""
         placed = np.flatnonzero(self.assignment >= 0)
-        return float((self.problem.quality[placed, self.assignment[placed]] - target).sum())
+        return float(gain[placed, self.assignment[placed]].sum())
 
 
 def explain_unplaceable(problem: Problem, r: int, loads: Loads) -> str:

@@ -77,11 +77,17 @@ def infeasibility_reason(problem: Problem) -> str | None:
                 f'memory on node "{node}": requests {_names(problem, rows)} may run only there and '
                 f"need {need:.2f} GB of KV cache against {cap[n]:.2f} GB free"
             )
-    if problem.quality_target is not None and problem.num_requests:
-        best = np.where(allowed, problem.quality, -np.inf).max(axis=1)
-        if best.mean() < problem.quality_target - TOL:
+    if problem.floor_gain is not None and problem.num_requests:
+        best = np.where(allowed, problem.floor_gain, -np.inf).max(axis=1)
+        if best.sum() < -TOL:
             return (
-                f"quality target {problem.quality_target:.4f} is above the best reachable mean "
-                f"quality {best.mean():.4f} (every request on its best allowed node)"
+                f"quality floor: even with every request on the node that serves the floor best, "
+                f"its sum is {best.sum():.4f} < 0 ({_floor_target(problem)})"
             )
     return None
+
+
+def _floor_target(problem: Problem) -> str:
+    if problem.quality_target is not None:
+        return f"target {problem.quality_target:.4f}"
+    return "each request against its reference node"

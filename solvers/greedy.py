@@ -382,9 +382,9 @@ def _explain(problem: Problem, state: State) -> str:
     over = links > TOL
     if over.any():
         stuck |= w.paths[w.site, state.columns][:, over].any(axis=1)
-    if not stuck.any() and problem.quality_target is not None:
+    if not stuck.any() and problem.floor_gain is not None:
         return (
-            f"the quality target {problem.quality_target:.4f} could not be met together with "
+            "the quality floor could not be met together with "
             "the memory and bandwidth limits (deferral is off)"
         )
     if not stuck.any():

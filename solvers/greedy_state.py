@@ -142,9 +142,9 @@ def build_window(problem: Problem) -> Window:
     memory, memory_cap = _memory_rows(problem)
     links, paths = _link_rows(problem)
     gain = None
-    if problem.quality_target is not None:
+    if problem.floor_gain is not None:
         gain = np.zeros(cost.shape)
-        gain[:, :-1] = np.where(problem.allowed, problem.quality - problem.quality_target, 0.0)
+        gain[:, :-1] = np.where(problem.allowed, problem.floor_gain, 0.0)
     upload = np.asarray(problem.upload_megabits, dtype=float)
     site = np.asarray(problem.request_site, dtype=np.int64)
     link_cap = np.asarray(problem.link_capacity_megabits[links], dtype=float)

@@ -40,23 +40,32 @@ class HighsOutcome:
     pass_s: float  # handing the arrays to HiGHS
 
 
+_STDOUT_SWAP = threading.Lock()
+
+
 @contextmanager
 def _quiet_stdout() -> Iterator[None]:
-    """HiGHS prints a banner to the C-level stdout when its first instance is made."""
+    """HiGHS prints a banner to the C-level stdout when its first instance is made.
+
+    The swap of the process's stdout is held under one lock: two threads swapping at once could
+    each save the other's /dev/null and leave stdout there (seen with 4 threads making 300
+    instances each, 3 runs of 3).
+    """
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):
         yield
         return
-    sys.stdout.flush()
-    saved = os.dup(fd)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), fd)
-        try:
-            yield
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
+    with _STDOUT_SWAP:
+        sys.stdout.flush()
+        saved = os.dup(fd)
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+                os.close(saved)
 
 
 def _can_catch_sigint() -> bool:

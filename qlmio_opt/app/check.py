@@ -20,7 +20,8 @@ What it recomputes
   (``(image bytes + 4 bytes per prompt token) * 8 / 1e6`` on every link of the route) against
   ``bandwidth_mbps * window_s``, both with tolerance 1e-6;
 * the quality floor of ``quality_floor`` mode, ``sum over placed requests of (Q - T) >= 0``, with
-  ``T`` explicit or all-cloud's mean predicted quality less ``quality_tolerance``;
+  ``T`` explicit, or each placed request against its reference node (all-cloud's choice: its
+  lowest-latency cloud node) within ``quality_tolerance`` on average;
 * the objective, with the congestion curve of every node rebuilt from the formulation (queueing
   plus batching, lower convex envelope at the integers), and the mean latency and quality;
 * every other figure the file claims: bound (never above the objective) and gap, per-request
@@ -219,17 +220,25 @@ def congestion_curve(
     decode_s: float,
     alpha: float,
     active: int = 0,
+    prefill_s: float = 0.0,
+    interference: float = 1.0,
 ) -> np.ndarray:
-    """``E(m)`` for ``m = 0 .. max_count``: the envelope of queueing + batching on that range,
-    counted after the node's ``active`` requests of earlier windows."""
-    before = congestion_total(active, concurrency, service_s, decode_s, alpha)
-    raw = np.array(
-        [
-            congestion_total(active + m, concurrency, service_s, decode_s, alpha) - before
-            for m in range(max_count + 1)
-        ]
-    )
-    return lower_envelope(raw)
+    """``E(m)`` for ``m = 0 .. max_count``: the envelope of queueing + batching (counted after
+    the node's ``active`` requests of earlier windows, in rounds lengthened by the prefills of the
+    other requests in the slots) + the window's own prefill contention among the first
+    ``concurrency`` (the k-th waits for the k - 1 prefills before it and loses ``interference`` of
+    each later one while it decodes) and, for each request admitted after them, ``interference``
+    of the prefills of the ``concurrency - 1`` others in the slots."""
+    slots = concurrency
+    round_s = service_s + interference * prefill_s * (slots - 1)
+    before = congestion_total(active, slots, round_s, decode_s, alpha)
+    values = []
+    for m in range(max_count + 1):
+        first = min(m, slots)
+        own = sum((k - 1) * prefill_s * (1.0 + interference) for k in range(1, first + 1))
+        own += (m - first) * interference * prefill_s * (slots - 1)
+        values.append(congestion_total(active + m, slots, round_s, decode_s, alpha) - before + own)
+    return lower_envelope(np.array(values))
 
 
 # -- the check ----------------------------------------------------------------------------------
@@ -370,7 +379,8 @@ class _Pairs:
     """The instance's pairs as the checker sees them: matrices, routes and allowed pairs."""
 
     quality: np.ndarray
-    latency: np.ndarray
+    latency: np.ndarray  # with what the nodes' live state adds
+    externality: np.ndarray  # the delay each pair imposes on its node's in-flight requests
     memory: np.ndarray
     paths: dict[tuple[str, str], tuple[str, ...] | None]
     reason: np.ndarray  # (R, N) object: "" where the pair is allowed, else why not
@@ -382,11 +392,13 @@ class _Pairs:
     @classmethod
     def of(cls, instance: Instance, preds: Predictions) -> _Pairs:
         quality = np.asarray(preds.quality, dtype=float)
-        latency = np.asarray(preds.latency_s, dtype=float)
+        delay, externality = _live_state_terms(instance, preds)
+        latency = np.asarray(preds.latency_s, dtype=float) + delay
         paths = routes(instance)
         return cls(
             quality=quality,
             latency=latency,
+            externality=externality,
             memory=np.asarray(preds.memory_gb, dtype=float),
             paths=paths,
             reason=_exclusions(instance, quality, latency, paths),
@@ -532,24 +544,46 @@ def _capacity_violations(instance: Instance, usage: _Usage) -> list[str]:
 
 
 def _floor_violations(instance: Instance, pairs: _Pairs, decision: _Decision) -> list[str]:
-    """The mean-quality floor of ``quality_floor`` mode, over the placed requests."""
+    """The quality floor of ``quality_floor`` mode, over the placed requests: their mean quality
+    at least an explicit target, or each against its own reference node (the all-cloud policy's
+    choice) within ``quality_tolerance`` on average."""
     obj = instance.objective
     if obj.mode != "quality_floor":
         return []
-    target = obj.quality_target
-    if target is None:
-        target = (
-            _all_cloud_quality(instance, pairs.quality, pairs.latency, pairs.allowed)
-            - obj.quality_tolerance
-        )
     placed_q = pairs.quality[decision.placed, decision.on]
-    slack = float(np.sum(placed_q - target))
-    if slack >= -TOL:
-        return []
-    return [
-        f"quality floor: sum of (Q - T) over the {len(placed_q)} placed requests is "
-        f"{slack:.6f} < 0 (mean quality {placed_q.mean():.4f} < target {target:.4f})"
-    ]
+    if obj.quality_target is not None:
+        slack = float(np.sum(placed_q - obj.quality_target))
+        if slack >= -TOL:
+            return []
+        words = f"mean quality {placed_q.mean():.4f} < target {obj.quality_target:.4f}"
+    else:
+        reference = _reference_quality(instance, pairs)[decision.placed]
+        slack = float(np.sum(placed_q - reference + obj.quality_tolerance))
+        if slack >= -TOL:
+            return []
+        words = (
+            f"the placed requests lose {float(np.mean(reference - placed_q)):.4f} quality on "
+            f"average against their reference nodes, more than the tolerance "
+            f"{obj.quality_tolerance:.4f}"
+        )
+    return [f"quality floor: {words} (sum {slack:.6f} < 0 over {len(placed_q)} placed requests)"]
+
+
+def _reference_quality(instance: Instance, pairs: _Pairs) -> np.ndarray:
+    """Each request's quality on its reference node: its lowest-latency allowed cloud node, or
+    its best allowed quality when no cloud node may take it (NaN when no node may)."""
+    cloud = [j for j, n in enumerate(instance.nodes) if n.tier == "cloud"]
+    out = np.full(len(instance.requests), np.nan)
+    for i in range(len(instance.requests)):
+        allowed = [j for j in range(len(instance.nodes)) if pairs.allowed[i, j]]
+        if not allowed:
+            continue
+        options = [j for j in cloud if pairs.allowed[i, j]]
+        if options:
+            out[i] = pairs.quality[i, min(options, key=lambda j: (pairs.latency[i, j], j))]
+        else:
+            out[i] = max(pairs.quality[i, j] for j in allowed)
+    return out
 
 
 def _objective(
@@ -560,12 +594,16 @@ def _objective(
     placed, on = decision.placed, decision.on
     placed_q = pairs.quality[placed, on]
     placed_l = pairs.latency[placed, on]
+    # the objective counts the delay a request imposes on its node's in-flight requests too
+    imposed = float(np.sum(pairs.externality[placed, on]))
     if obj.mode == "weighted":
         kappa = obj.latency_weight / obj.latency_scale_s
-        pair_sum = float(kappa * np.sum(placed_l) - obj.quality_weight * np.sum(placed_q))
+        pair_sum = float(
+            kappa * (np.sum(placed_l) + imposed) - obj.quality_weight * np.sum(placed_q)
+        )
     else:
         kappa = 1.0
-        pair_sum = float(np.sum(placed_l))
+        pair_sum = float(np.sum(placed_l) + imposed)
     objective = pair_sum + kappa * float(congestion.sum())
     num_deferred = int(decision.deferred.sum())
     if num_deferred and obj.deferral_penalty_s is not None:
@@ -576,28 +614,91 @@ def _objective(
     return objective, mean_latency, float(placed_q.mean())
 
 
-def _all_cloud_quality(
-    instance: Instance, quality: np.ndarray, latency: np.ndarray, allowed: np.ndarray
-) -> float:
-    """Mean predicted quality when each request goes to its lowest-latency allowed cloud node.
+@dataclass(frozen=True)
+class _Live:
+    """A node's live load as the checker derives it from the instance (see the formulation's
+    docs/formulation.md, "Serving engines and live state")."""
 
-    A request no cloud node may take counts with its best allowed quality; one no node may take
-    is left out (it is deferred whatever the decision, outside the floor's sum).
-    """
-    cloud = [j for j, n in enumerate(instance.nodes) if n.tier == "cloud"]
-    total, counted = 0.0, 0
-    for i in range(len(instance.requests)):
-        anywhere = [quality[i, j] for j in range(len(instance.nodes)) if allowed[i, j]]
-        if not anywhere:
-            continue
-        counted += 1
-        options = [j for j in cloud if allowed[i, j]]
-        if options:
-            best = min(options, key=lambda j: (latency[i, j], j))
-            total += quality[i, best]
-        else:
-            total += max(anywhere)
-    return total / counted if counted else 0.0
+    backlog_s: float
+    decoders: int
+    occupied: int
+    interference: float
+    stretch: float
+    slowdown: float
+
+
+MAX_LOAD = 0.9  # the recent prefill load is capped here, as docs/formulation.md states
+
+
+def _live_loads(instance: Instance) -> list[_Live]:
+    catalog = instance.resolved_catalog
+    return [
+        _live_load(node, engine.scheduler, engine.max_batched_tokens, catalog)
+        for node, engine in zip(instance.nodes, instance.node_engines, strict=True)
+    ]
+
+
+def _live_load(node: Any, scheduler: str, budget: int, catalog: Any) -> _Live:
+    model, device = catalog.model(node.model), catalog.device(node.device)
+    prefill_rate = device.prefill_tok_s(model)
+    step_alone = 1.0 / device.decode_tok_s(model)
+    gamma = 1.0
+    if scheduler == "chunked-prefill":
+        gamma = 1.0 - step_alone / max(step_alone, budget / prefill_rate)
+    state = node.state
+    if state is None:
+        return _Live(0.0, 0, 0, gamma, 1.0, 0.0)
+    backlog = sum(_prefill_work(r, model, device) for r in state.waiting)
+    backlog += sum(
+        0.5 * _prefill_work(r, model, device) for r in state.running if r.output_tokens == 0
+    )
+    read_gb = sum(
+        (r.prompt_tokens + r.image_tokens + r.output_tokens) * model.kv_bytes_per_token / 1e9
+        for r in state.running
+    )
+    load = min(state.prefill_load or 0.0, MAX_LOAD)
+    in_flight = len(state.running) + len(state.waiting)
+    return _Live(
+        backlog_s=backlog,
+        decoders=in_flight,
+        occupied=in_flight,
+        interference=gamma,
+        stretch=1.0 / (1.0 - gamma * load),
+        slowdown=read_gb / model.weights_gb,
+    )
+
+
+def _prefill_work(item: Any, model: Any, device: Any) -> float:
+    """Seconds of vision encoding and prefill an in-flight request needs on its node alone."""
+    vision = item.image_tokens * model.vision_patches_per_token / device.vision_tok_s(model)
+    return vision + (item.prompt_tokens + item.image_tokens) / device.prefill_tok_s(model)
+
+
+def _live_state_terms(instance: Instance, preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair: the extra latency the node's live state adds to the request (backlog to wait
+    for, decode slowed by the node's batch and recent prefill load), and the delay the request's
+    prefill imposes on the node's in-flight requests. Zeros when latencies are given."""
+    shape = (len(instance.requests), len(instance.nodes))
+    delay, imposed = np.zeros(shape), np.zeros(shape)
+    parts = preds.components
+    given_latency = instance.overrides is not None and instance.overrides.latency_s is not None
+    if given_latency or any(name not in parts for name in _CONGESTION_PARTS):
+        return delay, imposed
+    none = np.zeros(shape)
+    transfer, rtt = parts.get("transfer_s", none), parts.get("rtt_s", none)
+    for j, live in enumerate(_live_loads(instance)):
+        for i in range(shape[0]):
+            decode = parts["decode_s"][i, j]
+            compute = parts["vision_s"][i, j] + parts["prefill_s"][i, j]
+            batch = decode * (1.0 + live.slowdown)
+            # the next windows' prefills reach the decode one window after dispatch
+            decoding_from = transfer[i, j] + rtt[i, j] + compute + live.backlog_s
+            if not decoding_from < np.inf:  # unreachable (inf or NaN): the pair is not allowed
+                decoding_from = np.inf
+            exposed = max(batch - max(instance.window_s - decoding_from, 0.0), 0.0)
+            delay[i, j] = live.backlog_s + batch - decode + exposed * (live.stretch - 1.0)
+            imposed[i, j] = live.decoders * live.interference * compute
+    return delay, imposed
 
 
 def _node_congestion(
@@ -610,14 +711,14 @@ def _node_congestion(
     if given_latency or any(name not in parts for name in _CONGESTION_PARTS):
         return out
     catalog = instance.resolved_catalog
+    live = _live_loads(instance)
     prompt = np.array([r.prompt_tokens for r in instance.requests], dtype=float)
     for j, node in enumerate(instance.nodes):
         rows = np.flatnonzero(allowed[:, j])
         if counts[j] == 0 or len(rows) == 0:
             continue
-        service = (
-            parts["vision_s"][rows, j] + parts["prefill_s"][rows, j] + parts["decode_s"][rows, j]
-        )
+        compute = parts["vision_s"][rows, j] + parts["prefill_s"][rows, j]
+        service = compute + parts["decode_s"][rows, j]
         decode = parts["decode_s"][rows, j]
         context = (
             prompt[rows] + parts["image_tokens"][rows, j] + parts["output_tokens"][rows, j] / 2
@@ -634,7 +735,9 @@ def _node_congestion(
             float(np.mean(service)),
             float(np.mean(decode)),
             alpha,
-            node.active_requests,
+            live[j].occupied,
+            prefill_s=float(np.mean(compute)),
+            interference=live[j].interference,
         )
         out[j] = curve[int(counts[j])]
     return out

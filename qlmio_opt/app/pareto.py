@@ -37,6 +37,7 @@ from qlmio_opt.domain.instance import Instance
 from qlmio_opt.domain.solution import Solution, Status, Times
 from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.formulations.problem import Problem, build_problem
+from qlmio_opt.formulations.problem import with_target as absolute_floor
 from qlmio_opt.predictors import Predictor, predict
 from qlmio_opt.solvers import Solver, SolverResult, get_solver
 
@@ -92,7 +93,7 @@ def floor_instance(instance: Instance) -> Instance:
 def with_target(problem: Problem, target: float) -> Problem:
     """The same problem with another mean-quality target."""
     objective = problem.objective.model_copy(update={"quality_target": float(target)})
-    return dataclasses.replace(problem, objective=objective, quality_target=float(target))
+    return absolute_floor(dataclasses.replace(problem, objective=objective), target)
 
 
 # Weight of latency in the most-quality search: it only breaks ties between equal qualities (a
@@ -126,6 +127,7 @@ def most_quality_problem(problem: Problem, may_serve: np.ndarray | None = None) 
         quality=problem.quality + 1.0,
         objective=objective,
         quality_target=None,
+        floor_gain=None,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 import numpy as np
@@ -27,18 +28,20 @@ from pydantic import (
 from pydantic.json_schema import JsonDict
 
 from qlmio_opt.domain.catalog import Catalog, default_catalog
+from qlmio_opt.domain.catalog.specs import DEFAULT_MAX_BATCHED_TOKENS
 from qlmio_opt.domain.errors import InputError, Issue
 from qlmio_opt.domain.frozen import freeze
 from qlmio_opt.domain.network import LinkSpec, NetworkGraph
 from qlmio_opt.domain.types import (
     ID_PATTERN,
-    ActiveRequests,
     BandwidthMbps,
+    BatchedTokens,
     Bytes,
     Concurrency,
     DemandGB,
     Id,
     LatencyScaleSeconds,
+    Load,
     MemoryGB,
     NonNegSeconds,
     OutputTokens,
@@ -96,6 +99,58 @@ class Request(Frozen):
         return sum(im.bytes for im in self.images) + 4 * self.prompt_tokens
 
 
+ENGINE_SCHEDULERS = ("chunked-prefill", "serial-prefill")
+
+
+class Engine(Frozen):
+    """How a node's serving engine schedules prefill and decoding.
+
+    ``chunked-prefill``: every step batches one token of each decoding request and chunks of
+    waiting prompts up to ``max_batched_tokens`` (vLLM V1, SGLang; the default).
+    ``serial-prefill``: prompts (with their images) are prefilled one at a time and decoding
+    pauses while they are (vLLM V0's prefill-first scheduling).
+    """
+
+    scheduler: Literal["chunked-prefill", "serial-prefill"] = "chunked-prefill"
+    max_batched_tokens: BatchedTokens | None = Field(
+        default=None,
+        description="Tokens per step with chunked prefill; null = the device's catalog value.",
+    )
+
+
+class InFlight(Frozen):
+    """A request a node is serving or holding, as a scheduler knows it: its known token counts
+    and how many output tokens it has streamed so far (its remaining output is unknown)."""
+
+    task: Id | None = Field(
+        default=None, description="Task family (for the expected output length)."
+    )
+    prompt_tokens: Tokens
+    image_tokens: Tokens = Field(default=0, description="Image tokens on this node's model.")
+    output_tokens: Tokens = Field(default=0, description="Output tokens generated so far.")
+    max_output_tokens: OutputTokens
+
+
+class NodeState(Frozen):
+    """A node's live state, as an engine's metrics and a scheduler's records report it.
+
+    ``running`` requests are admitted (prefilling, or decoding once they have output tokens);
+    ``waiting`` ones are queued for admission. ``kv_used_gb`` is the KV-cache memory in use
+    (vLLM's ``kv_cache_usage_perc`` times its cache size); null = estimated from the running
+    requests' reservations. ``prefill_load`` is the node's recent prefill utilisation, which the
+    requests the window places there will decode under.
+    """
+
+    running: tuple[InFlight, ...] = ()
+    waiting: tuple[InFlight, ...] = ()
+    kv_used_gb: DemandGB | None = None
+    prefill_load: Load | None = Field(
+        default=None,
+        description="Seconds of prefill work per second the node has been receiving lately (the "
+        "scheduler's own measure of what it sent); null = none expected.",
+    )
+
+
 class Node(Frozen):
     """A server: an edge box or a cloud deployment running one model on one device."""
 
@@ -116,11 +171,76 @@ class Node(Frozen):
     modalities: tuple[Literal["text", "image"], ...] | None = Field(
         default=None, description="Input kinds accepted; null = the model's."
     )
-    active_requests: ActiveRequests = Field(
-        default=0,
-        description="Requests of earlier windows still on the node (on their way, queued or in "
-        "service) when this window is decided; the window's requests queue and batch behind them.",
+    engine: Engine | None = Field(
+        default=None,
+        description="How the node's serving engine schedules work; null = chunked prefill with "
+        "the device's token budget (what vLLM V1 and SGLang run by default).",
     )
+    state: NodeState | None = Field(
+        default=None,
+        description="What the node is serving and holding when the window is decided, as its "
+        "engine and the scheduler know it; null = idle.",
+    )
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """A node's serving engine with the catalog's defaults filled in."""
+
+    scheduler: str
+    max_batched_tokens: int
+
+    @property
+    def chunked(self) -> bool:
+        return self.scheduler == "chunked-prefill"
+
+
+def _engine_settings(node: Node, device: Any) -> EngineSettings:
+    engine = node.engine or Engine()
+    budget = engine.max_batched_tokens
+    if budget is None:
+        budget = device.engine_token_budget if device is not None else DEFAULT_MAX_BATCHED_TOKENS
+    return EngineSettings(engine.scheduler, int(budget))
+
+
+def _state_memory_gb(state: NodeState | None, kv_bytes_per_token: int) -> float:
+    """KV memory a node's state holds: the engine's figure for the running requests (or their
+    reservations, prompt + image + maximum output tokens, when it gives none), plus the
+    reservations of the waiting ones, which are admitted before the window's requests."""
+    if state is None:
+        return 0.0
+
+    def reserved(items: tuple[InFlight, ...]) -> float:
+        tokens = sum(r.prompt_tokens + r.image_tokens + r.max_output_tokens for r in items)
+        return tokens * kv_bytes_per_token / 1e9
+
+    running = state.kv_used_gb if state.kv_used_gb is not None else reserved(state.running)
+    return running + reserved(state.waiting)
+
+
+def _check_state(node: Node, where: str, catalog: Catalog, issues: list[Issue]) -> None:
+    """Every in-flight request of a node's state names a known task and has not generated
+    more than its maximum output."""
+    if node.state is None:
+        return
+    for kind in ("running", "waiting"):
+        for k, item in enumerate(getattr(node.state, kind)):
+            path = f"{where}.state.{kind}[{k}]"
+            if item.task is not None and item.task not in catalog.tasks:
+                issues.append(
+                    Issue(
+                        f"{path}.task",
+                        f'unknown task "{item.task}"; known tasks are {sorted(catalog.tasks)}',
+                    )
+                )
+            if item.output_tokens > item.max_output_tokens:
+                issues.append(
+                    Issue(
+                        f"{path}.output_tokens",
+                        f"{item.output_tokens} output tokens exceed max_output_tokens "
+                        f"{item.max_output_tokens}",
+                    )
+                )
 
 
 def _memory_gb(value: Any) -> Any:
@@ -157,8 +277,10 @@ class Objective(Frozen):
 
     ``weighted`` minimises
     ``sum_r latency_weight * L[r] / latency_scale_s - quality_weight * Q[r]``.
-    ``quality_floor`` minimises ``sum_r L[r]`` subject to ``mean_r Q[r] >= quality_target``; a null
-    target means all-cloud's mean predicted quality less ``quality_tolerance``.
+    ``quality_floor`` minimises ``sum_r L[r]`` subject to ``mean_r Q[r] >= quality_target`` over
+    the placed requests; a null target compares each placed request with its own reference node
+    (all-cloud's choice, its lowest-latency cloud node):
+    ``sum_r (Q[r] - Q[r, ref_r] + quality_tolerance) >= 0``.
     A request may be deferred to the next window at ``deferral_penalty_s`` (in latency seconds)
     when that is not null.
     """
@@ -228,6 +350,8 @@ class Instance(Frozen):
     _graph: NetworkGraph = PrivateAttr()
     _node_memory_gb: tuple[float, ...] = PrivateAttr()
     _node_concurrency: tuple[int, ...] = PrivateAttr()
+    _node_engines: tuple[EngineSettings, ...] = PrivateAttr()
+    _node_held_gb: tuple[float, ...] = PrivateAttr()
 
     @classmethod
     def from_dict(
@@ -263,6 +387,17 @@ class Instance(Frozen):
     def node_memory_gb(self) -> np.ndarray:
         """Free memory per node for requests (GB); ``inf`` where unbounded."""
         return np.array(self._node_memory_gb, dtype=float)
+
+    @property
+    def node_engines(self) -> tuple[EngineSettings, ...]:
+        """Each node's serving engine, with the catalog's defaults filled in."""
+        return self._node_engines
+
+    @property
+    def node_held_gb(self) -> np.ndarray:
+        """KV memory each node's state holds (running requests, and waiting ones, which are
+        admitted before the window's); already subtracted from :attr:`node_memory_gb`."""
+        return np.array(self._node_held_gb, dtype=float)
 
     @property
     def node_concurrency(self) -> np.ndarray:
@@ -384,6 +519,8 @@ class Instance(Frozen):
     def _resolve_nodes(self, catalog: Catalog, issues: list[Issue]) -> None:
         memory: list[float] = []
         concurrency: list[int] = []
+        engines: list[EngineSettings] = []
+        held: list[float] = []
         for idx, node in enumerate(self.nodes):
             where = f'nodes[{idx}] (node "{node.id}")'
             model = catalog.models.get(node.model)
@@ -418,7 +555,12 @@ class Instance(Frozen):
                     )
             elif isinstance(node.memory_gb, float):
                 free = node.memory_gb
-            memory.append(free)
+            engines.append(_engine_settings(node, device))
+            kv_bytes = model.kv_bytes_per_token if model is not None else 0
+            holds = _state_memory_gb(node.state, kv_bytes)
+            _check_state(node, where, catalog, issues)
+            held.append(holds)
+            memory.append(max(free - holds, 0.0))
             default_conc = device.default_max_concurrency if device is not None else 1
             concurrency.append(node.max_concurrency or default_conc)
             if node.modalities is not None and model is not None:
@@ -432,6 +574,8 @@ class Instance(Frozen):
                     )
         self._node_memory_gb = tuple(memory)
         self._node_concurrency = tuple(concurrency)
+        self._node_engines = tuple(engines)
+        self._node_held_gb = tuple(held)
 
     def _check_network(self, catalog: Catalog, issues: list[Issue]) -> NetworkGraph:
         self._check_links(issues)

@@ -68,7 +68,8 @@ Bytes = Annotated[int, Strict(), Field(ge=1, le=2_000_000_000)]
 Tokens = Annotated[int, Strict(), Field(ge=0, le=10_000_000)]
 OutputTokens = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
 Concurrency = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
-ActiveRequests = Annotated[int, Strict(), Field(ge=0, le=1_000_000)]
+BatchedTokens = Annotated[int, Strict(), Field(ge=16, le=10_000_000)]
+Load = Annotated[float, Strict(), Field(ge=0, le=1_000)]  # work-seconds per second
 
 MemoryGB = Annotated[float, Strict(), Field(gt=0, le=100_000)]
 # 1 kbps: the order of the slowest data links in use (LoRa runs at 0.3-50 kbps); a 2 GB image

@@ -136,9 +136,10 @@ def test_default_quality_target_is_all_cloud_less_the_tolerance():
     assert check(loose, hand(loose, mixed)).feasible
 
 
-def test_default_target_leaves_out_requests_no_node_may_take():
-    # r3 may run nowhere (its min_quality is above both nodes'): it is deferred whatever happens,
-    # outside the floor's sum, so the default target stays all-cloud's 0.85 over r0-r2 less 0.005
+def test_the_floor_compares_each_request_with_its_own_reference():
+    # r3 may run nowhere (its min_quality is above both nodes'): it is deferred whatever happens
+    # and outside the floor's sum. Each of r0-r2 is compared with its reference, the cloud node
+    # (its lowest-latency cloud node), within the tolerance 0.005 on average.
     data = small("floor").to_dict()
     data["objective"] = {"mode": "quality_floor", "deferral_penalty_s": 5.0}
     data["requests"].append({**data["requests"][0], "id": "r3", "min_quality": 0.99})
@@ -151,13 +152,31 @@ def test_default_target_leaves_out_requests_no_node_may_take():
     from qlmio_opt.predictors import predict
 
     problem = build_problem(instance, predict(instance))
-    assert problem.quality_target == pytest.approx(0.845)
-    cloud = dict.fromkeys(("r0", "r1", "r2"), "cloud-0")
-    assert check(instance, hand(instance, cloud, deferred=("r3",))).feasible
-    mixed = {"r0": "cloud-0", "r1": "cloud-0", "r2": "edge-0"}  # mean 0.8333 < 0.845
+    cloud = problem.node_ids.index("cloud-0")
+    assert list(problem.reference) == [cloud, cloud, cloud, -1]
+    assert problem.quality_target is None  # no absolute target: the reference form
+    all_cloud = dict.fromkeys(("r0", "r1", "r2"), "cloud-0")
+    assert check(instance, hand(instance, all_cloud, deferred=("r3",))).feasible
+    mixed = {"r0": "cloud-0", "r1": "cloud-0", "r2": "edge-0"}  # r2 loses 0.15 > 3 x 0.005
     report = check(instance, hand(instance, mixed, deferred=("r3",)))
     assert constraint_names(report) == ["quality floor"]
-    assert solve(instance, "exact").assignment == cloud
+    assert solve(instance, "exact").assignment == all_cloud
+
+
+def test_deferring_a_hard_request_buys_no_slack():
+    # The old floor (mean quality >= all-cloud's mean - tol) could be met by deferring the
+    # request with the lowest quality everywhere; against each request's own reference, the
+    # others' losses stay theirs.
+    data = small("floor").to_dict()
+    data["objective"] = {"mode": "quality_floor", "deferral_penalty_s": 5.0}
+    instance = Instance.from_dict(data)
+    qualities = data["overrides"]["quality"]
+    assert min(min(row) for row in qualities) == qualities[2][0]  # r2 is hardest on the edge
+    moved = {"r0": "edge-0", "r1": "cloud-0"}  # r0 moves to the edge, r2 (hard) is deferred
+    report = check(instance, hand(instance, moved, deferred=("r2",)))
+    loss = qualities[0][1] - qualities[0][0]  # r0's loss against its reference, the cloud
+    assert loss > 2 * 0.005
+    assert constraint_names(report) == ["quality floor"]
 
 
 def test_ineligible_pair_null_latency():
@@ -362,12 +381,17 @@ def test_lower_envelope_by_hand():
 
 
 def _edge_pair_by_hand():
-    """analytic.json, both requests on the edge: E(2) = alpha * D * 2 * (2 - 1)."""
+    """analytic.json, both requests on the edge: E(2) = alpha * D * 2 * (2 - 1) (batching) +
+    (1 + g) * S_p * 2 * (2 - 1) / 2 (prefill contention)."""
     decode = (16 / 12.5 + 128 / 12.5) / 2  # r0 (ocr, 16 tokens) and r1 (128 tokens) at 12.5 tok/s
     context = ((100 + 500 + 16 / 2) + (50 + 0 + 128 / 2)) / 2  # prompt + image + output / 2
     kv = context * 100_000
     alpha = kv / (4.0e9 + kv)
-    return 2 * alpha * decode
+    # prefill work: r0 500 patches at 10,000/s + 600 tokens at 2,500/s; r1 50 tokens
+    prefill = ((500 / 10000 + 600 / 2500) + 50 / 2500) / 2
+    # chunked prefill, 2,048 tokens a step: a step alone 1 / 12.5 s, with a chunk 2048 / 2500 s
+    g = 1 - (1 / 12.5) / (2048 / 2500)
+    return 2 * alpha * decode + (1 + g) * prefill
 
 
 def test_congestion_by_hand_on_the_analytic_window():
@@ -415,8 +439,8 @@ def test_congestion_means_run_over_the_allowed_requests_only():
 
 def test_envelope_binds_on_a_concave_window():
     """Six identical text requests, edge concurrency 3 and a KV cache large next to the weights:
-    the raw curve's slope drops after m = 3 (S < 2 alpha D), so E(4) = 7 alpha D + 1.5 S lies
-    below raw(4) = 8 alpha D + S."""
+    the raw curve's slope drops after m = 3 (S < 2 alpha D), so the envelope at 4 lies below the
+    raw curve there. The envelope of six points at 4 is the lowest chord over it."""
     data = small("analytic").to_dict()
     data["catalog"]["models"]["toy-vlm"]["kv_bytes_per_token"] = 100_000_000
     data["nodes"][0].update(memory_gb=None, max_concurrency=3)
@@ -432,9 +456,25 @@ def test_envelope_binds_on_a_concave_window():
         instance,
         hand(instance, {f"t{i}": n for i, n in enumerate(nodes)}, predictors="analytic"),
     )
-    expected = 7 * alpha * decode + 1.5 * service
+    prefill = 50 / 2500
+    g = 1 - (1 / 12.5) / (2048 / 2500)  # chunked prefill: decode delay per prefill second
+
+    def raw(m):  # queueing rounds of 3 (lengthened by the 2 others' prefills), batching,
+        # prefill contention among the 3 in the slots, then 2 others' prefills per later one
+        rounds = sum((i - 1) // 3 for i in range(1, m + 1))
+        first = min(m, 3)
+        return (
+            (service + g * prefill * 2) * rounds
+            + alpha * decode * m * (first - 1)
+            + (1 + g) * prefill * first * (first - 1) / 2
+            + g * prefill * 2 * (m - first)
+        )
+
+    expected = min(
+        raw(a) + (raw(b) - raw(a)) * (4 - a) / (b - a) for a in range(4) for b in range(5, 7)
+    )
     assert report.node_congestion_s["edge-0"] == pytest.approx(expected, rel=1e-12)
-    assert expected < 8 * alpha * decode + service
+    assert expected < raw(4)
     package = solve(instance, Fixed(nodes))
     assert check(instance, package).objective_matches
     assert package.nodes[0].congestion_s == pytest.approx(expected, rel=1e-9)
@@ -490,7 +530,7 @@ def test_every_solver_output_checks_out(solver, path):
         assert _named(report.violations, "memory") == _named(s.violations, "memory on node")
         assert _named(report.violations, "bandwidth") == _named(s.violations, "bandwidth on link")
         assert ("quality floor" in constraint_names(report)) == any(
-            "below the target" in v for v in s.violations
+            v.startswith("quality floor") for v in s.violations
         )
 
 

@@ -121,9 +121,31 @@ CASES = {
         variant(setter(["nodes", 0, "memory_gb"], -2.0)),
         'nodes[0] (node "edge-0").memory_gb: must be a number of GB in (0, 100000], null (unbounded) or "auto" (device memory less weights); got -2',
     ),
-    "negative_active_requests.json": (
-        variant(setter(["nodes", 0, "active_requests"], -1)),
-        'nodes[0] (node "edge-0").active_requests: must be >= 0',
+    "active_requests_replaced_by_state.json": (
+        variant(setter(["nodes", 0, "active_requests"], 2)),
+        'nodes[0] (node "edge-0").active_requests: unknown field',
+    ),
+    "unknown_engine_scheduler.json": (
+        variant(setter(["nodes", 0, "engine"], {"scheduler": "prefill-first"})),
+        "nodes[0] (node \"edge-0\").engine.scheduler: must be 'chunked-prefill' or 'serial-prefill'",
+    ),
+    "state_output_beyond_maximum.json": (
+        variant(
+            setter(
+                ["nodes", 0, "state"],
+                {"running": [{"prompt_tokens": 10, "output_tokens": 65, "max_output_tokens": 64}]},
+            )
+        ),
+        'nodes[0] (node "edge-0").state.running[0].output_tokens: 65 output tokens exceed',
+    ),
+    "state_unknown_task.json": (
+        variant(
+            setter(
+                ["nodes", 0, "state"],
+                {"waiting": [{"task": "poetry", "prompt_tokens": 10, "max_output_tokens": 64}]},
+            )
+        ),
+        'nodes[0] (node "edge-0").state.waiting[0].task: unknown task "poetry"',
     ),
     "duplicate_request_id.json": (
         variant(setter(["requests", 2, "id"], "r0")),

@@ -188,7 +188,9 @@ def test_requests_already_on_a_node_shift_its_congestion(seed, active):
     rng = np.random.default_rng(seed)
     base["requests"] = [dict(first, id=f"q{i}", arrival_s=0.1 * i) for i in range(5)]
     idle = Instance.from_dict(base)
-    base["nodes"][0]["active_requests"] = active
+    if active:  # requests of earlier windows waiting on the node
+        waiting = {"task": "ocr", "prompt_tokens": 60, "max_output_tokens": 64}
+        base["nodes"][0]["state"] = {"waiting": [waiting] * active}
     busy = Instance.from_dict(base)
     p_idle, p_busy = problem_of(idle), problem_of(busy)
     counts = np.arange(p_busy.congestion_curves[0].max_count + 1)

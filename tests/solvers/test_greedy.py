@@ -121,17 +121,17 @@ def test_committed_windows_are_answered_feasibly_and_deterministically(window):
 
 
 def test_a_window_far_from_its_bound_gets_more_search_and_is_never_worse_for_it():
-    """window_051 ends its normal search more than 2% above the dual bound (escalated in the
+    """window_010 ends its normal search more than 2% above the dual bound (escalated in the
     committed-window runs); the extra search starts from its best state, so it can only gain
     (the final polish is off: it starts from either end and can land anywhere)."""
-    problem = problem_of(read_instance(INSTANCES / "window_051.json"))
+    problem = problem_of(read_instance(INSTANCES / "window_010.json"))
     plain = Greedy(Effort(escalate_scale=0.0, polish_scale=0.0)).solve(problem)
     more = Greedy(Effort(polish_scale=0.0)).solve(problem)
     assert plain.stats["escalated"] == 0.0
     assert more.stats["escalated"] == 1.0
     assert checked(problem, more) <= checked(problem, plain) + 1e-9
     # a window whose normal search ends within 2% of the bound is not
-    easy = Greedy().solve(problem_of(read_instance(INSTANCES / "window_042.json")))
+    easy = Greedy().solve(problem_of(read_instance(INSTANCES / "window_003.json")))
     assert easy.stats["escalated"] == 0.0
 
 
@@ -208,11 +208,12 @@ def random_window(seed, num_requests, deferral, floor):
     deferral=st.booleans(),
     floor=st.booleans(),
 )
-def test_random_tiny_windows_feasible_deterministic_and_optimal(
+def test_random_tiny_windows_feasible_deterministic_and_never_below_the_optimum(
     seed, num_requests, deferral, floor
 ):
-    """The greedy finds the brute-force optimum of windows of 1-5 requests on two nodes (it did
-    on all 262 feasible ones of 400 drawn from this generator when this was written)."""
+    """On windows of 1-5 requests on two nodes the greedy's answer is deterministic, passes the
+    checker, and is never below the brute-force optimum (the greedy is not exact: see
+    :func:`test_a_window_where_the_greedy_misses_the_optimum`)."""
     problem = problem_of(random_window(seed, num_requests, deferral, floor))
     best = optimum_by_enumeration(problem)
     result = Greedy().solve(problem, seed=seed % 7)
@@ -226,9 +227,41 @@ def test_random_tiny_windows_feasible_deterministic_and_optimal(
         np.testing.assert_array_equal(result.assignment, again.assignment)
         value = checked(problem, result)
         assert best is not None
-        assert value == pytest.approx(best, rel=1e-9, abs=1e-9)
+        assert value >= best - 1e-9 * max(1.0, abs(best))
     if best is None:
         assert result.status is Status.INFEASIBLE
+
+
+def test_the_greedy_finds_the_optimum_of_a_fixed_sample_of_tiny_windows():
+    """On a fixed sample of 300 draws of :func:`random_window` (200 of them feasible), the greedy
+    found the brute-force optimum of every feasible one when this was written; a change that
+    loses one of them fails here."""
+    rng = np.random.default_rng(1)
+    missed = []
+    for _ in range(300):
+        seed = int(rng.integers(0, 2**31 - 1))
+        args = (int(rng.integers(1, 6)), bool(rng.integers(2)), bool(rng.integers(2)))
+        problem = problem_of(random_window(seed, *args))
+        best = optimum_by_enumeration(problem)
+        result = Greedy().solve(problem, seed=seed % 7)
+        if best is None or result.assignment is None:
+            continue
+        if checked(problem, result) > best + 1e-9 * max(1.0, abs(best)):
+            missed.append((seed, *args))
+    assert missed == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 20: the greedy (deferring two of three requests) costs 4.26, the optimum 4.06",
+)
+def test_a_window_where_the_greedy_misses_the_optimum():
+    """Found by the property test above in CI (hypothesis seed 32122, 3 requests, deferral and a
+    floor): the greedy's answer costs 4.26 where the optimum costs 4.06."""
+    problem = problem_of(random_window(32122, 3, True, True))
+    best = optimum_by_enumeration(problem)
+    result = Greedy().solve(problem, seed=32122 % 7)
+    assert checked(problem, result) == pytest.approx(best, rel=1e-9, abs=1e-9)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

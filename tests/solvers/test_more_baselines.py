@@ -110,7 +110,7 @@ def test_round_robin_applies_its_rule_under_a_quality_floor():
     s = checked(small("floor"), RoundRobin())
     assert s.assignment == {"r0": "edge-0", "r1": "cloud-0", "r2": "edge-0"}
     assert s.status is Status.INFEASIBLE
-    assert s.violations == ("mean quality 0.8000 is below the target 0.8400",)
+    assert s.violations == ("quality floor broken: mean quality 0.8000, target 0.8400",)
     assert s.objective == pytest.approx(2.1)
 
 

@@ -39,6 +39,7 @@ PREFILL_TFLOPS = f.number_in(1e-3, 1e6)  # per GPU [6.4 .. 676]; B200 dense FP16
 MAX_CONCURRENCY = f.integer_in(1, 1_000_000)  # [4 .. 256]; as a node's max_concurrency
 RESERVED_GB = f.number_in(0.0, 1e6)  # [1.5 .. 12]
 TOKENS_PER_S = f.number_in(1e-3, 1e9)  # fixed rates and measurements [2.3 .. 14,723]
+BATCHED_TOKENS = f.integer_in(16, 10_000_000)  # an engine's token budget per step [2,048 .. 8,192]
 OUTPUT_TOKENS = f.integer_in(1, 1_000_000)  # [16 .. 256]; as a request's max_output_tokens
 RESOLUTION_EXPONENT = f.number_in(0.0, 10.0)  # [0.05 .. 0.25]
 REFERENCE_PX = f.integer_in(1, 100_000)  # [480 .. 2,200]; as an image's width and height
@@ -70,6 +71,7 @@ DEVICE_FIELDS: dict[str, f.Checker] = {
 DEVICE_OPTIONAL: dict[str, f.Checker] = {
     "fixed_decode_tok_s": TOKENS_PER_S,
     "fixed_prefill_tok_s": TOKENS_PER_S,
+    "max_batched_tokens": BATCHED_TOKENS,
 }
 MEASUREMENT_FIELDS: dict[str, f.Checker] = {
     "model": f.text,

@@ -119,6 +119,13 @@ class Measurement:
     note: str = ""
 
 
+DEFAULT_MAX_BATCHED_TOKENS = 2048
+"""Token budget per step of a chunked-prefill engine where the device catalog gives none:
+vLLM V1's default for its OpenAI API server on every GPU except those of 70 GiB or more other
+than the A100 (vllm/engine/arg_utils.py, ``EngineArgs.get_batch_defaults``); those (H100-class)
+get 8,192, which the catalog states per device."""
+
+
 @dataclass(frozen=True, eq=True)
 class DeviceSpec:
     """A server (one or more GPUs) with a roofline throughput model.
@@ -132,6 +139,8 @@ class DeviceSpec:
         vision patches/s = same with model.vision_params_b
 
     ``fixed_decode_tok_s`` / ``fixed_prefill_tok_s`` replace the roofline (hosted APIs).
+    ``max_batched_tokens`` is the serving engine's token budget per step on this device when
+    chunked prefill is on (default :data:`DEFAULT_MAX_BATCHED_TOKENS`).
 
     Parameters
     ----------
@@ -165,6 +174,7 @@ class DeviceSpec:
     reserved_gb: float
     fixed_decode_tok_s: float | None = None
     fixed_prefill_tok_s: float | None = None
+    max_batched_tokens: int | None = None
     measurements: tuple[Measurement, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -173,6 +183,12 @@ class DeviceSpec:
         object.__setattr__(self, "sources", _frozen(self.sources))
 
     __hash__ = None  # type: ignore[assignment]  # holds mappings
+
+    @property
+    def engine_token_budget(self) -> int:
+        """Tokens a chunked-prefill engine batches per step on this device (catalog value, or
+        :data:`DEFAULT_MAX_BATCHED_TOKENS`)."""
+        return self.max_batched_tokens or DEFAULT_MAX_BATCHED_TOKENS
 
     def decode_tok_s(self, model: ModelSpec) -> float:
         """Single-stream decode tokens per second of ``model`` on this device."""
