@@ -24,6 +24,8 @@ TYPE_CHECKING = False
 _PUBLIC = {
     "assign": "qlmio_opt.app.api",
     "solve": "qlmio_opt.app.solve",
+    "Scheduler": "qlmio_opt.app.scheduler",
+    "Decision": "qlmio_opt.app.scheduler",
     "InputError": "qlmio_opt.domain.errors",
     "QlmioError": "qlmio_opt.domain.errors",
     "Image": "qlmio_opt.domain.instance",
@@ -31,6 +33,8 @@ _PUBLIC = {
     "Link": "qlmio_opt.domain.instance",
     "Network": "qlmio_opt.domain.instance",
     "Node": "qlmio_opt.domain.instance",
+    "NodeState": "qlmio_opt.domain.instance",
+    "InFlight": "qlmio_opt.domain.instance",
     "Objective": "qlmio_opt.domain.instance",
     "Request": "qlmio_opt.domain.instance",
     "read_instance": "qlmio_opt.domain.io",
@@ -43,15 +47,19 @@ _PUBLIC = {
 """Each public name and the module that defines it."""
 
 __all__ = [
+    "Decision",
     "Image",
+    "InFlight",
     "InputError",
     "Instance",
     "Link",
     "Network",
     "Node",
+    "NodeState",
     "Objective",
     "QlmioError",
     "Request",
+    "Scheduler",
     "Solution",
     "Status",
     "__version__",
@@ -67,14 +75,17 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on f
     from typing import Any
 
     from qlmio_opt.app.api import assign
+    from qlmio_opt.app.scheduler import Decision, Scheduler
     from qlmio_opt.app.solve import solve
     from qlmio_opt.domain.errors import InputError, QlmioError
     from qlmio_opt.domain.instance import (
         Image,
+        InFlight,
         Instance,
         Link,
         Network,
         Node,
+        NodeState,
         Objective,
         Request,
     )

@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str] = {
     "exact-pyomo": "qlmio_opt.solvers.exact_pyomo:ExactPyomo",
     "greedy": "qlmio_opt.solvers.greedy:Greedy",
     "greedy-thorough": "qlmio_opt.solvers.greedy:GreedyThorough",
+    "cloud-only": "qlmio_opt.solvers.cloud_only:CloudOnly",
     "all-cloud": "qlmio_opt.solvers.baselines:AllCloud",
     "all-edge": "qlmio_opt.solvers.baselines:AllEdge",
     "random": "qlmio_opt.solvers.baselines:RandomRule",

@@ -10,23 +10,36 @@ import numpy as np
 import pandas as pd
 
 from qlmio_opt.predictors import predictor_spec
+from qlmio_opt.simulator.metrics import node_figures
 from qlmio_opt.simulator.replay import ReplayResult
 
 
 def summary_json(result: ReplayResult) -> dict[str, Any]:
-    """``{"policies": {name: {"mean_latency_s": ..., "tcr": ..., ...}}, "config": {...}}``."""
+    """``{"policies": {name: {"mean_latency_s": ..., "tcr": ..., ..., "node_share": {node: ...},
+    "node_latency_ratio": {node: ...}}}, "config": {...}}`` (see
+    :func:`~qlmio_opt.simulator.metrics.summarise` and
+    :func:`~qlmio_opt.simulator.metrics.node_figures`)."""
     summary = result.summary()
     columns = summary.to_dict(orient="dict")  # per column, so integer columns stay integers
     policies = {
         name: {col: _plain(columns[col][name]) for col in summary.columns} for name in summary.index
     }
+    for name, run in result.runs.items():
+        for key, per_node in node_figures(run).items():
+            policies[name][key] = {node: _plain(v) for node, v in per_node.items()}
     cfg = result.config
     return {
         "policies": policies,
         "config": {
             "trace": result.workload.trace,
+            "start_s": result.workload.start_s,
             "requests": len(result.workload.requests),
             "duration_s": result.workload.duration_s,
+            "engine": result.workload.engine,
+            "node_engines": {
+                node: {"scheduler": e.scheduler, "max_batched_tokens": e.max_batched_tokens}
+                for node, e in result.node_engines.items()
+            },
             "window_s": cfg.window_s,
             "predictors": (predictor_spec(cfg.predictors)),
             "time_limit": cfg.time_limit,

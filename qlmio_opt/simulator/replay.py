@@ -1,10 +1,12 @@
 """Replay a request stream window by window under several policies and measure them in the world.
 
-Window ``k`` collects the requests arriving in ``[k w, (k + 1) w)`` plus those the policy
-deferred from window ``k - 1``; at its close the policy assigns it (solver + predictors), the
-dispatched requests upload over the shared links, and the nodes serve them
-(:mod:`qlmio_opt.simulator.engine`). Once the trace has ended, windows keep closing with deferral
-switched off until every request is dispatched, so every request is served exactly once.
+Window ``k`` collects the requests arriving in ``[k w, (k + 1) w)`` plus those the policy deferred;
+at its close the policy's :class:`~qlmio_opt.app.scheduler.Scheduler` (the object a gateway embeds:
+solver, predictors, the nodes' state carried between windows) observes every node's state and
+decides the window; the dispatched requests upload over the shared links, and the nodes serve them
+with their engines (:mod:`qlmio_opt.simulator.engine`; each node's ``engine`` in the workload,
+default chunked prefill). Once the trace has ended, windows keep closing with deferral switched off
+until every request is dispatched, so every request is served exactly once.
 
 Every policy sees the same stream and the same world (hence the same hidden truth). A request's
 latency runs from its arrival to its last output token; it is completed when the node's model
@@ -13,8 +15,7 @@ truly completes it (:class:`~qlmio_opt.simulator.world.World`).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,20 +23,23 @@ import numpy as np
 import pandas as pd
 
 from qlmio_opt.app.parallel import ParallelConfig, TaskResult, run_tasks
-from qlmio_opt.app.solve import solve
+from qlmio_opt.app.scheduler import DEFAULT_MAX_DEFERRALS, Decision, Scheduler
 from qlmio_opt.domain.catalog import Catalog
 from qlmio_opt.domain.errors import QlmioError
-from qlmio_opt.domain.instance import Instance, Request
+from qlmio_opt.domain.instance import EngineSettings, Instance, NodeState, Request
 from qlmio_opt.domain.network import Route
-from qlmio_opt.domain.solution import RequestDecision, Solution, Status
-from qlmio_opt.predictors import PREDICTOR_NAMES, Predictor, get_predictor, predict
-from qlmio_opt.simulator.engine import NodeJobs, NodeServer, share_link
+from qlmio_opt.predictors import PREDICTOR_NAMES, Predictor, get_predictor
+from qlmio_opt.simulator.engine import NodeJobs, NodeServer, node_server, share_link
+from qlmio_opt.simulator.node_state import observed_state
 from qlmio_opt.simulator.oracle import OraclePredictor
 from qlmio_opt.simulator.workload import Workload
 from qlmio_opt.simulator.world import PairTruth, World
 from qlmio_opt.solvers import SOLVERS
 
 ORACLE = "oracle"
+ORACLE_EXPECTED = "oracle-expected"
+ORACLE_OBSERVABLE = "oracle-observable"
+ORACLES = (ORACLE, ORACLE_EXPECTED, ORACLE_OBSERVABLE)
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,12 @@ class ReplayConfig:
     window_s
         Window length (seconds).
     policies
-        Solver names (``qlmio-opt solvers``) plus ``"oracle"`` (exact with the world's truth).
+        Solver names (``qlmio-opt solvers``) plus ``"oracle"`` (exact with the world's truth:
+        drawn outcomes and true latencies), ``"oracle-expected"`` (exact with the world's
+        true completion probabilities and expected latencies, no drawn outcome) and
+        ``"oracle-observable"`` (as ``oracle-expected`` with each request's hidden difficulty
+        averaged out: the best any predictor of the request's features can know;
+        :class:`~qlmio_opt.simulator.oracle.OraclePredictor`).
     predictors
         Predictors the non-oracle policies use: ``"analytic"``, ``"oracle"``, or a fitted
         predictor object (for example a learned one).
@@ -56,9 +65,15 @@ class ReplayConfig:
     seed
         Seed of the randomised solvers.
     observe_load
-        Whether each window's instance tells the policy how many requests of earlier windows are
-        still on each node (``active_requests``): a scheduler sees its responses come back, so it
-        knows. When false, every window is decided as if the nodes were idle.
+        Whether each window's instance carries each node's observed ``state`` (the requests of
+        earlier windows it runs, holds or has on their way, with their known token counts and
+        the KV memory in use: :func:`~qlmio_opt.simulator.node_state.observed_state`); an
+        engine's metrics and the gateway's records show it. When false, every window is decided
+        as if the nodes were idle.
+    max_deferrals
+        How often one request may be deferred (:class:`~qlmio_opt.app.scheduler.Scheduler`).
+    look_ahead
+        Whether the scheduler tells each window the nodes' recent prefill load.
     """
 
     window_s: float = 2.0
@@ -67,15 +82,17 @@ class ReplayConfig:
     time_limit: float | None = 10.0
     seed: int = 0
     observe_load: bool = True
+    max_deferrals: int = DEFAULT_MAX_DEFERRALS
+    look_ahead: bool = True
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:
             raise ValueError(f"window_s must be > 0; got {self.window_s}")
-        unknown = [p for p in self.policies if p != ORACLE and p not in SOLVERS]
+        unknown = [p for p in self.policies if p not in ORACLES and p not in SOLVERS]
         if unknown:
             raise ValueError(
                 f"unknown polic{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
-                f"choose from {', '.join([*SOLVERS, ORACLE])}"
+                f"choose from {', '.join([*SOLVERS, *ORACLES])}"
             )
         if not self.policies:
             raise ValueError("no policies given")
@@ -107,6 +124,7 @@ class ReplayResult:
     workload: Workload
     config: ReplayConfig
     node_tiers: Mapping[str, str]
+    node_engines: Mapping[str, EngineSettings] = field(default_factory=dict)
 
     def summary(self) -> pd.DataFrame:
         """One row per policy (see :func:`qlmio_opt.simulator.metrics.summarise`)."""
@@ -128,13 +146,16 @@ class _Stream:
         self.tiers = {n.id: n.tier for n in probe.nodes}
         self.memory_gb = probe.node_memory_gb
         self.concurrency = probe.node_concurrency
+        self.engines = probe.node_engines
         self.graph = probe.network_graph
         self.link_mbps = np.array([k.bandwidth_mbps for k in probe.network.links])
         self.requests = [Request(arrival_s=0.0, **body) for body in workload.requests]
+        self.index = {r.id: i for i, r in enumerate(self.requests)}
         self.arrival = workload.arrival_s
         self.truth: PairTruth = world.pairs(self.requests, probe.nodes)
         self.speeds = [world.speeds(n) for n in probe.nodes]
         self.upload_bits = np.array([8.0 * r.upload_bytes for r in self.requests])
+        self.prompt_tokens = np.array([r.prompt_tokens for r in self.requests], dtype=float)
 
     def route(self, request: int, node: int) -> Route:
         """The path from request ``request``'s site to node ``node`` (indices)."""
@@ -144,45 +165,9 @@ class _Stream:
             raise QlmioError(f'node "{node_id}" is unreachable from site "{site}"')
         return route
 
-    def window_instance(
-        self,
-        k: int,
-        rows: Sequence[int],
-        window_s: float,
-        defer: bool,
-        active: Sequence[int] | None = None,
-    ) -> Instance:
-        """Window ``k``'s instance: its requests with arrival times (and deadlines) relative to
-        its start, deferral allowed or not, and each node's requests still in service."""
-        start = k * window_s
-        reqs = [self._window_body(i, start, window_s) for i in rows]
-        base = dict(self.workload.base)
-        if not defer:
-            base["objective"] = {**base["objective"], "deferral_penalty_s": None}
-        if active is not None:
-            base["nodes"] = [
-                {**node, "active_requests": int(a)}
-                for node, a in zip(base["nodes"], active, strict=True)
-            ]
-        return Instance.from_dict(
-            {"name": f"window_{k}", "window_s": window_s, **base, "requests": reqs},
-            catalog=self.catalog,
-        )
-
-    def _window_body(self, i: int, start: float, window_s: float) -> dict[str, Any]:
-        body = dict(self.workload.requests[i])
-        waited = start - self.arrival[i]
-        if waited > 0:  # carried over from an earlier window
-            body["arrival_s"] = 0.0
-            if "deadline_s" in body:
-                left = body["deadline_s"] - waited
-                if left > 0:
-                    body["deadline_s"] = left
-                else:
-                    del body["deadline_s"]
-        else:
-            body["arrival_s"] = min(float(-waited), window_s)
-        return body
+    def request_at(self, i: int) -> Request:
+        """Request ``i`` as a gateway sees it: arrival on the replay's clock."""
+        return self.requests[i].model_copy(update={"arrival_s": float(self.arrival[i])})
 
 
 def replay(
@@ -210,7 +195,13 @@ def replay(
         }
     else:
         runs = _run_policies_in_parallel(stream, world, config, progress, parallel)
-    return ReplayResult(runs=runs, workload=workload, config=config, node_tiers=stream.tiers)
+    return ReplayResult(
+        runs=runs,
+        workload=workload,
+        config=config,
+        node_tiers=stream.tiers,
+        node_engines=dict(zip(stream.node_ids, stream.engines, strict=True)),
+    )
 
 
 def _policy_task(args: tuple[_Stream, World, ReplayConfig, str]) -> PolicyRun:
@@ -250,52 +241,33 @@ def _run_policies_in_parallel(
 # --------------------------------------------------------------------------------------------
 # one policy, window by window
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Policy:
-    """How one policy decides a window: its solver with its predictor."""
-
-    solver: str
-    predictor: Predictor
-    config: ReplayConfig
-
-    @staticmethod
-    def of(policy: str, config: ReplayConfig, world: World) -> _Policy:
-        """``policy`` as configured: the oracle is the exact solver with the world's truth."""
-        solver = "exact" if policy == ORACLE else policy
-        return _Policy(solver, _predictor_for(policy, config, world), config)
-
-    def decide(self, inst: Instance) -> _Decision:
-        """The solver's decision, or :func:`_fallback`'s when it has none; timed."""
-        start = time.perf_counter()
-        sol = self.run_solver(inst, self.solver)
-        fallback, message = "", sol.message or ""
-        if not sol.assignment and not sol.deferred:
-            sol, fallback = _fallback(inst, self)
-        return _Decision(sol, fallback, message, time.perf_counter() - start)
-
-    def run_solver(self, inst: Instance, solver: str) -> Solution:
-        """``solver``'s solution of ``inst`` with this policy's predictor and limits."""
-        return solve(
-            inst,
-            solver,
-            predictors=self.predictor,
-            time_limit=self.config.time_limit,
-            seed=self.config.seed,
-        )
-
-
-@dataclass(frozen=True)
-class _Decision:
-    solution: Solution
-    fallback: str  # which fallback decided the window ("" when the policy itself did)
-    message: str  # the policy's own message (why it found no assignment)
-    decision_s: float
+def _scheduler(stream: _Stream, world: World, config: ReplayConfig, policy: str) -> Scheduler:
+    """The :class:`~qlmio_opt.app.scheduler.Scheduler` a policy decides with: its solver (exact
+    for the oracles) and predictors (the world's truth for the oracles)."""
+    solver = "exact" if policy in ORACLES else policy
+    return Scheduler(
+        {"window_s": config.window_s, **stream.workload.base},
+        solver=solver,
+        predictors=_predictor_for(policy, config, world),
+        time_limit=config.time_limit,
+        seed=config.seed,
+        max_deferrals=config.max_deferrals,
+        track_state=config.observe_load,
+        look_ahead=config.look_ahead,
+        catalog=stream.catalog,
+    )
 
 
 def _predictor_for(policy: str, config: ReplayConfig, world: World) -> Predictor:
+    if policy == ORACLE_EXPECTED:
+        return OraclePredictor(world, knowledge="probability")
+    if policy == ORACLE_OBSERVABLE:
+        return OraclePredictor(world, knowledge="observable")
+    if policy == ORACLE:
+        return OraclePredictor(world)
     if not isinstance(config.predictors, str):
-        return OraclePredictor(world) if policy == ORACLE else config.predictors
-    if policy == ORACLE or config.predictors == ORACLE:
+        return config.predictors
+    if config.predictors == ORACLE:
         return OraclePredictor(world)
     return get_predictor(config.predictors)
 
@@ -314,19 +286,23 @@ class _PolicyState:
     job: np.ndarray  # job number on its node's server
     link_free_s: np.ndarray  # per link: when its uploads so far have finished
     servers: list[NodeServer]
+    job_requests: list[list[Request]]  # per node, the request behind each of its jobs
 
     @staticmethod
     def start(stream: _Stream) -> _PolicyState:
-        """Nothing decided yet; every node idle."""
+        """Nothing decided yet; every node idle, with its engine."""
         n = len(stream.requests)
         servers = [
-            NodeServer(
+            node_server(
+                engine.scheduler,
                 concurrency=int(stream.concurrency[j]),
                 memory_gb=float(stream.memory_gb[j]),
                 weights_gb=speed.weights_gb,
                 decode_tok_s=speed.decode_tok_s,
+                prefill_tok_s=speed.prefill_tok_s,
+                max_batched_tokens=engine.max_batched_tokens,
             )
-            for j, speed in enumerate(stream.speeds)
+            for j, (speed, engine) in enumerate(zip(stream.speeds, stream.engines, strict=True))
         ]
         return _PolicyState(
             node=np.full(n, -1, dtype=np.int64),
@@ -339,6 +315,7 @@ class _PolicyState:
             job=np.full(n, -1, dtype=np.int64),
             link_free_s=np.zeros(len(stream.link_mbps)),
             servers=servers,
+            job_requests=[[] for _ in servers],
         )
 
 
@@ -359,20 +336,18 @@ def _run_policy(
 ) -> PolicyRun:
     """Replay the stream under ``policy``: decide each window at its close (with the requests
     it deferred), then let the world serve what was dispatched; see the module docstring."""
-    decider = _Policy.of(policy, config, world)
+    scheduler = _scheduler(stream, world, config, policy)
     state = _PolicyState.start(stream)
     new_by_window = _arrivals_by_window(stream.arrival, config.window_s)
     last_window = len(new_by_window) - 1
     windows: list[dict[str, Any]] = []
-    carried: list[int] = []
     k = 0
-    while k <= last_window or carried:
-        rows = carried + (list(new_by_window[k]) if k <= last_window else [])
-        if rows:
-            row, carried = _run_window(stream, state, decider, k, rows, defer=k < last_window)
-            windows.append(row)
+    while k <= last_window or scheduler.pending:
+        new = list(new_by_window[k]) if k <= last_window else []
+        if new or scheduler.pending:
+            windows.append(_run_window(stream, state, scheduler, k, new, defer=k < last_window))
         k += 1
-        if rows and progress is not None:
+        if new and progress is not None:
             progress(policy, min(k, last_window + 1), last_window + 1)
     times = _serve_to_the_end(stream, state)
     return PolicyRun(
@@ -381,55 +356,64 @@ def _run_policy(
 
 
 def _run_window(
-    stream: _Stream, state: _PolicyState, decider: _Policy, k: int, rows: list[int], defer: bool
-) -> tuple[dict[str, Any], list[int]]:
-    """Decide window ``k`` at its close and dispatch its requests; returns the window's row and
-    the requests carried to the next window."""
-    w = decider.config.window_s
+    stream: _Stream, state: _PolicyState, scheduler: Scheduler, k: int, new: list[int], defer: bool
+) -> dict[str, Any]:
+    """Observe the nodes at window ``k``'s close, let the scheduler decide the window (its new
+    requests ``new`` and those it deferred) and dispatch what it sent; returns the window's
+    row."""
+    w = scheduler.window_s
     close = (k + 1) * w
     for server in state.servers:
         server.run_until(close)
-    active = [s.outstanding for s in state.servers] if decider.config.observe_load else None
-    decision = decider.decide(stream.window_instance(k, rows, w, defer, active))
-    sent, carried = _record_decision(stream, state, decision.solution, k, w, rows)
+    if scheduler.track_state:
+        observed = _observed_states(state, close)
+        for node_id, node_state in zip(stream.node_ids, observed, strict=True):
+            scheduler.observe(node_id, node_state, close)
+    requests = [stream.request_at(i) for i in new]
+    decision = scheduler.decide(requests, close, allow_deferral=defer)
+    sent = _record_decision(stream, state, decision, k, w)
     _upload(stream, state, sent, close)
     _hand_to_nodes(stream, state, sent)
-    row = {
+    return {
         "window": k,
-        "requests": len(rows),
+        "requests": len(decision.solution.requests),
         "dispatched": len(sent),
-        "deferred": len(carried),
+        "deferred": len(decision.deferred),
         "status": str(decision.solution.status),
         "fallback": decision.fallback,
         "message": decision.message,
         "decision_s": decision.decision_s,
         "predicted_objective": decision.solution.objective,
     }
-    return row, carried
+
+
+def _observed_states(state: _PolicyState, now: float) -> list[NodeState]:
+    """Every node's state at ``now`` as the scheduler observes it."""
+    return [
+        observed_state(server, jobs, now)
+        for server, jobs in zip(state.servers, state.job_requests, strict=True)
+    ]
 
 
 def _record_decision(
-    stream: _Stream, state: _PolicyState, sol: Solution, k: int, w: float, rows: list[int]
-) -> tuple[list[int], list[int]]:
+    stream: _Stream, state: _PolicyState, decision: Decision, k: int, w: float
+) -> list[int]:
     """Note where each request of the window goes (or that it is deferred) and what the policy
-    predicted for it; returns the dispatched and the deferred requests."""
+    predicted for it; returns the dispatched requests."""
     close = (k + 1) * w
-    sent, carried = [], []
-    for pos, i in enumerate(rows):
-        target = sol.assignment.get(stream.requests[i].id)
-        if target is None:
-            carried.append(i)
+    sent = []
+    for choice in decision.solution.requests:
+        i = stream.index[choice.request]
+        if choice.node is None:
             state.deferrals[i] += 1
             continue
-        state.node[i] = stream.node_ids.index(target)
+        state.node[i] = stream.node_ids.index(choice.node)
         state.dispatch_s[i] = close
         sent.append(i)
-        decision = sol.requests[pos]
         waited = max(k * w - stream.arrival[i], 0.0)
-        state.predicted_latency_s[i] = (decision.latency_s or np.nan) + waited
-        quality = decision.quality
-        state.predicted_quality[i] = quality if quality is not None else np.nan
-    return sent, carried
+        state.predicted_latency_s[i] = (choice.latency_s or np.nan) + waited
+        state.predicted_quality[i] = choice.quality if choice.quality is not None else np.nan
+    return sent
 
 
 def _upload(stream: _Stream, state: _PolicyState, sent: list[int], close: float) -> None:
@@ -467,8 +451,11 @@ def _hand_to_nodes(stream: _Stream, state: _PolicyState, sent: list[int]) -> Non
                 tokens=truth.output_tokens[order, j],
                 kv_reserve_gb=truth.kv_reserve_gb[order, j],
                 kv_read_gb=truth.kv_read_gb[order, j],
+                prompt_tokens=stream.prompt_tokens[order],
+                image_tokens=truth.image_tokens[order, j],
             )
         )
+        state.job_requests[j].extend(stream.requests[i] for i in order)
 
 
 @dataclass
@@ -506,6 +493,8 @@ def _requests_frame(stream: _Stream, state: _PolicyState, times: _ServiceTimes) 
     served = node >= 0
     completed = np.zeros(n, dtype=bool)
     completed[served] = truth.completed[rows_all[served], node[served]]
+    completion_prob = np.full(n, np.nan)
+    completion_prob[served] = truth.completion_prob[rows_all[served], node[served]]
     deadline = np.array([np.nan if r.deadline_s is None else r.deadline_s for r in stream.requests])
     latency = times.finish_s - stream.arrival
     return pd.DataFrame(
@@ -526,59 +515,11 @@ def _requests_frame(stream: _Stream, state: _PolicyState, times: _ServiceTimes) 
             "predicted_latency_s": state.predicted_latency_s,
             "predicted_quality": state.predicted_quality,
             "completed": completed,
+            "completion_prob": completion_prob,
             "deadline_s": deadline,
             "deadline_missed": np.where(np.isnan(deadline), False, latency > deadline),
             "output_tokens": np.where(
                 served, truth.output_tokens[rows_all, np.maximum(node, 0)], np.nan
             ),
         }
-    )
-
-
-def _fallback(inst: Instance, decider: _Policy) -> tuple[Solution, str]:
-    """A decision for a window the policy found infeasible: the same solver without the
-    per-request quality floors and deadlines, then greedy without them, then every request on its
-    fastest reachable node (ignoring capacities). The world still counts the missed deadlines."""
-    relaxed = inst.replace(
-        requests=[
-            {
-                k: v
-                for k, v in r.model_dump(mode="json", exclude_unset=True).items()
-                if k not in ("min_quality", "deadline_s")
-            }
-            for r in inst.requests
-        ]
-    )
-    for name in dict.fromkeys((decider.solver, "greedy")):
-        sol = decider.run_solver(relaxed, name)
-        if sol.assignment or sol.deferred:
-            return sol, f"{name} without floors and deadlines"
-    return _fastest_nodes(inst, decider.predictor), "fastest node"
-
-
-def _fastest_nodes(inst: Instance, predictor: Predictor) -> Solution:
-    """Every request on its fastest reachable node by the predictions, capacities ignored."""
-    predictions = predict(inst, predictor)
-    fastest = np.argmin(np.where(predictions.eligible, predictions.latency_s, np.inf), axis=1)
-    decisions = []
-    assignment = {}
-    for i, (r, n) in enumerate(zip(inst.requests, fastest, strict=True)):
-        node_id = inst.nodes[n].id
-        assignment[r.id] = node_id
-        decisions.append(
-            RequestDecision(
-                request=r.id,
-                node=node_id,
-                quality=float(predictions.quality[i, n]),
-                latency_s=float(predictions.latency_s[i, n]),
-            )
-        )
-    return Solution(
-        instance=inst.name,
-        solver="fastest-node",
-        predictors=predictions.source,
-        status=Status.FEASIBLE,
-        message="no feasible assignment: every request sent to its fastest reachable node",
-        assignment=assignment,
-        requests=tuple(decisions),
     )

@@ -2,9 +2,13 @@
 
 The deployment is one draw of a scenario's topology (``qlmio_opt.domain.scenarios``) with its base
 bandwidths, full edge devices and the scenario's objective; ``edge_capacity`` scales every edge
-node's free memory and concurrency (0.25 = a quarter of each edge box is available).
+node's free memory and concurrency (0.25 = a quarter of each edge box is available), and
+``engine`` gives every node the same serving engine (default: each node's own, chunked prefill
+with its device's token budget).
 
-The request stream takes its arrival times from a trace:
+The request stream takes its arrival times from a segment ``[start_s, start_s + duration_s)`` of a
+trace, shifted to start at 0; a request keeps the identity and draws of its place in the trace,
+whatever the segment:
 
 * ``azure-conv`` / ``azure-code``: Azure LLM inference trace 2023; ``mooncake``: Mooncake
   conversation trace. Their generated-token counts set each request's output allowance
@@ -25,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from qlmio_opt.domain.frozen import freeze, read_only
+from qlmio_opt.domain.instance import ENGINE_SCHEDULERS
 from qlmio_opt.domain.scenarios.default import Scenario
 from qlmio_opt.domain.scenarios.draws import (
     RequestDraw,
@@ -63,12 +68,18 @@ class Workload:
         Global arrival time of each request, seconds from the replay's start (a read-only array).
     trace
         Where the arrivals come from.
+    start_s
+        Where in the trace the segment starts (its arrival times are shifted by it).
+    engine
+        The serving engine every node was given, or None when each node keeps its own.
     """
 
     base: Mapping[str, Any]
     requests: tuple[Mapping[str, Any], ...]
     arrival_s: np.ndarray
     trace: str
+    start_s: float = 0.0
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base", freeze(self.base))
@@ -87,10 +98,13 @@ def deployment(
     *,
     edge_capacity: float = 1.0,
     objective: dict[str, Any] | None = None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
     """Nodes, network and objective of one drawn deployment (see the module docstring)."""
     if not 0 < edge_capacity <= 1:
         raise ValueError(f"edge_capacity must be in (0, 1]; got {edge_capacity}")
+    if engine is not None and engine not in ENGINE_SCHEDULERS:
+        raise ValueError(f'unknown engine "{engine}"; choose from {", ".join(ENGINE_SCHEDULERS)}')
     sc = get_scenario(scenario)
     topology = draw_topology(sc, np.random.default_rng([int(seed), DEPLOYMENT_STREAM]))
     links = topology_links(
@@ -99,10 +113,13 @@ def deployment(
         backhaul_mbps=_round_mbps,
         wan_mbps=[_round_mbps(c.wan_base_mbps) for c in topology.clouds],
     )
+    nodes = _deployment_nodes(topology, edge_capacity)
+    if engine is not None:
+        nodes = [{**node, "engine": {"scheduler": engine}} for node in nodes]
     return {
         "format": "qlmio-opt/instance",
         "version": 1,
-        "nodes": _deployment_nodes(topology, edge_capacity),
+        "nodes": nodes,
         "network": {"sites": list(topology.sites), "links": links},
         "objective": objective if objective is not None else _default_objective(sc),
     }
@@ -129,7 +146,8 @@ def _deployment_nodes(topology: Topology, edge_capacity: float) -> list[dict[str
 
 
 def _default_objective(sc: Scenario) -> dict[str, Any]:
-    """Quality floor at all-cloud's quality less the scenario's tolerance, with deferral."""
+    """Quality floor: the placed requests within the scenario's tolerance of their reference
+    nodes (all-cloud's choice) on average, with deferral."""
     return {
         "mode": "quality_floor",
         "quality_tolerance": sc.quality_tolerance,
@@ -140,8 +158,37 @@ def _default_objective(sc: Scenario) -> dict[str, Any]:
 
 def trace_arrivals(trace: str, duration_s: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Arrival times in ``[0, duration_s)`` and the trace's output tokens (or -1 if none)."""
+    segment = trace_segment(trace, 0.0, duration_s, seed)
+    return segment.arrival_s, segment.output_tokens
+
+
+@dataclass(frozen=True)
+class TraceSegment:
+    """The arrivals of ``[start_s, start_s + duration_s)`` of a trace.
+
+    Attributes
+    ----------
+    arrival_s
+        Arrival times, seconds from the segment's start.
+    output_tokens
+        The trace's output tokens of each arrival (-1 where the trace has none).
+    first
+        The position in the trace of the segment's first arrival.
+    """
+
+    arrival_s: np.ndarray
+    output_tokens: np.ndarray
+    first: int
+
+
+def trace_segment(trace: str, start_s: float, duration_s: float, seed: int = 0) -> TraceSegment:
+    """The arrivals of ``trace`` in ``[start_s, start_s + duration_s)``, from the segment's
+    start."""
     from qlmio_opt.domain.traces import load_azure, load_mooncake
 
+    if not start_s >= 0:
+        raise ValueError(f"start_s must be >= 0; got {start_s}")
+    end = start_s + duration_s
     if trace in _AZURE_KINDS:
         df = load_azure(_AZURE_KINDS[trace])
         t, out = df["arrival_s"].to_numpy(), df["generated_tokens"].to_numpy()
@@ -149,12 +196,17 @@ def trace_arrivals(trace: str, duration_s: float, seed: int = 0) -> tuple[np.nda
         df = load_mooncake()
         t, out = df["arrival_s"].to_numpy(), df["output_tokens"].to_numpy()
     elif trace == "servegen":
-        t = _servegen_arrivals(duration_s, seed)
+        t = _servegen_arrivals(end, seed)
         out = np.full(len(t), -1)
     else:
         raise ValueError(f'unknown trace "{trace}"; choose from {", ".join(TRACES)}')
-    keep = t < duration_s
-    return t[keep].astype(float), out[keep].astype(np.int64)
+    # the traces are sorted by arrival, so the segment is one contiguous run
+    first, last = np.searchsorted(t, [start_s, end], side="left")
+    return TraceSegment(
+        arrival_s=t[first:last].astype(float) - start_s,
+        output_tokens=out[first:last].astype(np.int64),
+        first=int(first),
+    )
 
 
 def _servegen_arrivals(duration_s: float, seed: int) -> np.ndarray:
@@ -179,25 +231,40 @@ def workload(
     seed: int = 0,
     edge_capacity: float = 1.0,
     objective: dict[str, Any] | None = None,
+    engine: str | None = None,
+    start_s: float = 0.0,
 ) -> Workload:
-    """The deployment of ``(scenario, seed)`` and the first ``duration_s`` of ``trace``."""
+    """The deployment of ``(scenario, seed)`` (every node with ``engine`` when given) and the
+    segment ``[start_s, start_s + duration_s)`` of ``trace``."""
     sc = get_scenario(scenario)
-    base = deployment(sc, seed, edge_capacity=edge_capacity, objective=objective)
-    arrival, trace_out = trace_arrivals(trace, duration_s, seed)
+    base = deployment(sc, seed, edge_capacity=edge_capacity, objective=objective, engine=engine)
+    segment = trace_segment(trace, start_s, duration_s, seed)
     sites = base["network"]["sites"]
+    first, n = segment.first, len(segment.arrival_s)
     bodies: list[dict[str, Any]] = []
-    # drawn in blocks, each from its own stream: a longer replay starts with the same requests
-    for start in range(0, len(arrival), BLOCK):
-        bodies += _request_block(sc, seed, start, sites, trace_out[start : start + BLOCK])
-    return Workload(base=base, requests=tuple(bodies), arrival_s=arrival, trace=trace)
+    # drawn in blocks of trace positions, each from its own stream: a request is the same in
+    # every segment that holds it, and a longer replay starts with the same requests
+    end = first + n  # one past the segment's last trace position
+    for block in range(first // BLOCK, (end + BLOCK - 1) // BLOCK):
+        lo, hi = max(first, block * BLOCK), min(end, (block + 1) * BLOCK)
+        trace_out = segment.output_tokens[lo - first : hi - first]
+        bodies += _request_block(sc, seed, block, lo - block * BLOCK, sites, trace_out)
+    return Workload(
+        base=base,
+        requests=tuple(bodies),
+        arrival_s=segment.arrival_s,
+        trace=trace,
+        start_s=float(start_s),
+        engine=engine,
+    )
 
 
 def _request_block(
-    sc: Scenario, seed: int, start: int, sites: list[str], trace_out: np.ndarray
+    sc: Scenario, seed: int, block: int, offset: int, sites: list[str], trace_out: np.ndarray
 ) -> list[dict[str, Any]]:
-    """Bodies of requests ``start ..`` (one per entry of ``trace_out``, at most :data:`BLOCK`),
-    with quality floors and deadlines for a share of them."""
-    rng = np.random.default_rng([int(seed), REQUEST_STREAM, start // BLOCK])
+    """Bodies of the requests at trace positions ``block * BLOCK + offset ..`` (one per entry of
+    ``trace_out``, within the block), with quality floors and deadlines for a share of them."""
+    rng = np.random.default_rng([int(seed), REQUEST_STREAM, block])
     # always a whole block, so that the draws do not depend on where the replay ends
     drawn = draw_requests(sc, rng, BLOCK, len(sites)).requests
     floors = rng.random(BLOCK) < sc.min_quality_share
@@ -206,8 +273,8 @@ def _request_block(
     low, high = np.log(sc.deadline_slack_s)
     slack = np.exp(rng.uniform(low, high, BLOCK))
     bodies = []
-    for k, out_tokens in enumerate(trace_out):
-        body = _body(f"q{start + k:06d}", drawn[k], sites, sc, int(out_tokens))
+    for k, out_tokens in enumerate(trace_out, start=offset):
+        body = _body(f"q{block * BLOCK + k:06d}", drawn[k], sites, sc, int(out_tokens))
         if floors[k]:
             body["min_quality"] = float(floor_values[k])
         if deadlines[k]:

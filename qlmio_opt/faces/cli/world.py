@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 TRACES = ("azure-conv", "azure-code", "mooncake", "servegen")
-DEFAULT_POLICIES = "exact,greedy,all-cloud,per-request,oracle"
+ENGINES = ("chunked-prefill", "serial-prefill")
+DEFAULT_POLICIES = "exact,greedy,cloud-only,all-cloud,per-request,oracle-expected"
 BUILT_IN_PREDICTORS = ("analytic", "learned", "oracle")
 
 
@@ -41,11 +42,28 @@ def _simulate_parser(commands: Subparsers) -> None:
         default=300.0,
         help="Seconds of the trace to replay.",
     )
+    p.add_argument(
+        "--start",
+        type=opt.number(0.0, 86_400.0),
+        default=0.0,
+        help="Where in the trace the replayed segment starts (s): --start 1200 --duration 600 "
+        "replays seconds 1200-1800, from 0.",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="Serving engine of every node (default: each node's own, chunked prefill with its "
+        "device's token budget).",
+    )
     p.add_argument("--window", type=opt.number(0.05, 600.0), default=2.0, help="Window length (s).")
     p.add_argument(
         "--policies",
         default=DEFAULT_POLICIES,
-        help="Comma-separated solver names, plus oracle (exact with the truth).",
+        help="Comma-separated solver names, plus oracle-expected (exact with the world's true "
+        "completion probabilities and expected latencies), oracle-observable (the same with "
+        "each request's hidden difficulty averaged out) and oracle (exact with the drawn "
+        "outcomes and true latencies).",
     )
     p.add_argument(
         "--predictors",
@@ -58,6 +76,17 @@ def _simulate_parser(commands: Subparsers) -> None:
         type=opt.number(0.01, 1.0),
         default=1.0,
         help="Share of each edge box's memory and slots.",
+    )
+    p.add_argument(
+        "--max-deferrals",
+        type=opt.integer(0, 1000),
+        default=None,
+        help="How often one request may be deferred (default 3).",
+    )
+    p.add_argument(
+        "--no-look-ahead",
+        action="store_true",
+        help="Do not tell each window the nodes' recent prefill load.",
     )
     opt.add_time_limit(p, 10.0, "Seconds per window and solver.")
     opt.add_seed(p, "Deployment, stream and world seed.")
@@ -75,6 +104,7 @@ def replay_config(args: argparse.Namespace) -> Any:
     chosen = args.predictors
     if chosen not in BUILT_IN_PREDICTORS:
         chosen = opt.predictor(chosen)
+    extra = {} if args.max_deferrals is None else {"max_deferrals": args.max_deferrals}
     try:
         return ReplayConfig(
             window_s=args.window,
@@ -82,6 +112,8 @@ def replay_config(args: argparse.Namespace) -> Any:
             predictors=chosen,
             time_limit=args.time_limit,
             seed=args.seed,
+            look_ahead=not args.no_look_ahead,
+            **extra,
         )
     except ValueError as exc:
         raise opt.usage(str(exc)) from None
@@ -91,9 +123,17 @@ def replay_workload(args: argparse.Namespace) -> Any:
     """The trace segment and deployment to replay."""
     from qlmio_opt.simulator import workload
 
-    load = workload(args.trace, args.duration, seed=args.seed, edge_capacity=args.edge_capacity)
+    load = workload(
+        args.trace,
+        args.duration,
+        seed=args.seed,
+        edge_capacity=args.edge_capacity,
+        engine=args.engine,
+        start_s=args.start,
+    )
     if not load.requests:
-        raise opt.usage(f"no request arrives in the first {args.duration:g} s")
+        end = args.start + args.duration
+        raise opt.usage(f"no request of {args.trace} arrives in [{args.start:g}, {end:g}) s")
     return load
 
 
@@ -130,13 +170,16 @@ def _replay_tables(args: argparse.Namespace, result: Any, requests: int) -> None
     from qlmio_opt.simulator.metrics import reduction_table
 
     summary = result.summary()
+    engine = args.engine or "each node's own"
     title = (
-        f"{args.trace}: {requests} requests in {args.duration:g} s, windows of "
-        f"{args.window:g} s, {args.predictors} predictors"
+        f"{args.trace} from {args.start:g} s: {requests} requests in {args.duration:g} s, windows "
+        f"of {args.window:g} s, {args.predictors} predictors, engine {engine}"
     )
     frame_table(out(), summary, title=title)
-    if "all-cloud" in summary.index:
-        frame_table(out(), reduction_table(summary), title="against all-cloud")
+    for baseline in ("cloud-only", "all-cloud"):
+        if baseline in summary.index:
+            table = reduction_table(summary, baseline=baseline)
+            frame_table(out(), table, title=f"against {baseline}")
 
 
 def _bench_data_parser(commands: Subparsers) -> None:
