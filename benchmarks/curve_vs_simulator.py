@@ -39,8 +39,8 @@ from qlmio_opt.domain.scenarios.generate import get_scenario
 from qlmio_opt.faces.report import markdown_table
 from qlmio_opt.formulations import build_problem
 from qlmio_opt.predictors import Predictor, get_predictor, predict
-from qlmio_opt.simulator.engine import NodeJobs, node_server
 from qlmio_opt.simulator.oracle import OraclePredictor
+from qlmio_opt.simulator.single_node import total_latency_together_s
 from qlmio_opt.simulator.workload import deployment
 from qlmio_opt.simulator.world import World
 
@@ -93,32 +93,7 @@ def one_node_instance(
 def simulated_total_s(instance: Instance, world: World) -> float:
     """Sum over the instance's requests of their latency on its one node when they all reach it
     idle at time 0, served by the world (the node built as the replay builds it)."""
-    node = instance.nodes[0]
-    speed = world.speeds(node)
-    engine = instance.node_engines[0]
-    server = node_server(
-        engine.scheduler,
-        concurrency=int(instance.node_concurrency[0]),
-        memory_gb=float(instance.node_memory_gb[0]),
-        weights_gb=speed.weights_gb,
-        decode_tok_s=speed.decode_tok_s,
-        prefill_tok_s=speed.prefill_tok_s,
-        max_batched_tokens=engine.max_batched_tokens,
-    )
-    truth = world.pairs(instance.requests, instance.nodes)
-    server.add(
-        NodeJobs(
-            arrive_s=np.zeros(len(instance.requests)),
-            compute_s=truth.compute_s[:, 0],
-            tokens=truth.output_tokens[:, 0],
-            kv_reserve_gb=truth.kv_reserve_gb[:, 0],
-            kv_read_gb=truth.kv_read_gb[:, 0],
-            prompt_tokens=np.array([r.prompt_tokens for r in instance.requests], dtype=float),
-            image_tokens=truth.image_tokens[:, 0],
-        )
-    )
-    server.run_until()
-    return float(server.times().finish_s.sum())
+    return total_latency_together_s(instance, world)
 
 
 @dataclass(frozen=True)

@@ -225,6 +225,11 @@ class NodeServer:
             self._prefilling = self._prefill_queue.popleft()
             self._prefill_done_at = self.now + self.compute_s[self._prefilling]
 
+    def _arrive_next(self) -> None:
+        """The next job in transit reaches the node and queues for admission."""
+        _, j = heapq.heappop(self._arrivals)
+        self._waiting.append(j)
+
     def _end_prefill(self, j: int) -> None:
         """The prefilling job ``j`` starts decoding."""
         self.prefill_end_s[j] = self.now
@@ -279,8 +284,7 @@ class NodeServer:
                 else:
                     self._end_decodes()
             else:
-                _, j = heapq.heappop(self._arrivals)
-                self._waiting.append(j)
+                self._arrive_next()
             self._admit_waiting()
             self._start_prefill()
         if t != np.inf and t > self.now:
@@ -436,8 +440,7 @@ class ChunkedPrefillServer(NodeServer):
             elif next_decode == event:
                 self._end_decodes()
             else:
-                _, j = heapq.heappop(self._arrivals)
-                self._waiting.append(j)
+                self._arrive_next()
             self._admit_waiting()
             self._start_prefill()
         if t != np.inf and t > self.now:

@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from conftest import SMALL
 
 from qlmio_opt import InputError, Instance, NodeState, Scheduler, solve
 from qlmio_opt.app.scheduler import LOAD_HALF_LIFE_S
 from qlmio_opt.domain.instance import InFlight
 from qlmio_opt.formulations.engine_load import prefill_work_s
-from tests.conftest import SMALL
 
 
 def site(**changes):

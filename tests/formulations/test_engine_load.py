@@ -329,38 +329,15 @@ def world():
 def _curve_error(instance: Instance, world) -> float:
     """(predicted - simulated) / simulated total latency of the instance's requests, all at its
     one idle node at 0: predicted = the world's stand-alone times + the curve at m."""
-    from qlmio_opt.simulator.engine import NodeJobs, node_server
     from qlmio_opt.simulator.oracle import OraclePredictor
+    from qlmio_opt.simulator.single_node import total_latency_together_s
 
     predictions = predict(instance, OraclePredictor(world))
     parts = predictions.components
     solo = (parts["vision_s"] + parts["prefill_s"] + parts["decode_s"])[:, 0].sum()
     m = len(instance.requests)
     predicted = solo + build_problem(instance, predictions).congestion_curves[0](m)
-    speed, engine = world.speeds(instance.nodes[0]), instance.node_engines[0]
-    server = node_server(
-        engine.scheduler,
-        concurrency=int(instance.node_concurrency[0]),
-        memory_gb=float(instance.node_memory_gb[0]),
-        weights_gb=speed.weights_gb,
-        decode_tok_s=speed.decode_tok_s,
-        prefill_tok_s=speed.prefill_tok_s,
-        max_batched_tokens=engine.max_batched_tokens,
-    )
-    truth = world.pairs(instance.requests, instance.nodes)
-    server.add(
-        NodeJobs(
-            arrive_s=np.zeros(m),
-            compute_s=truth.compute_s[:, 0],
-            tokens=truth.output_tokens[:, 0],
-            kv_reserve_gb=truth.kv_reserve_gb[:, 0],
-            kv_read_gb=truth.kv_read_gb[:, 0],
-            prompt_tokens=np.array([r.prompt_tokens for r in instance.requests], dtype=float),
-            image_tokens=truth.image_tokens[:, 0],
-        )
-    )
-    server.run_until()
-    simulated = float(server.times().finish_s.sum())
+    simulated = total_latency_together_s(instance, world)
     return (predicted - simulated) / simulated
 
 

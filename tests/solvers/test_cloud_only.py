@@ -1,11 +1,11 @@
 """``cloud-only``: the exact optimiser over the cloud nodes, the load-balanced reference."""
 
-import itertools
 import json
 
 import numpy as np
 import pytest
 from conftest import INSTANCES, SMALL
+from enumeration import optimum_by_enumeration
 
 from qlmio_opt import Instance, Status, read_instance, solve
 from qlmio_opt.app.check import check
@@ -17,14 +17,7 @@ from qlmio_opt.solvers.cloud_only import CloudOnly, cloud_problem
 
 def cloud_optimum_by_enumeration(problem):
     """Least objective over assignments to cloud nodes (or deferral) without violations."""
-    cloud = [n for n in range(problem.num_nodes) if not problem.is_edge[n]]
-    choices = cloud + ([-1] if problem.deferral_allowed else [])
-    best = None
-    for assignment in itertools.product(choices, repeat=problem.num_requests):
-        ev = evaluate(problem, np.array(assignment, dtype=np.int64))
-        if ev.feasible and (best is None or ev.objective < best):
-            best = ev.objective
-    return best
+    return optimum_by_enumeration(problem, np.flatnonzero(~problem.is_edge))
 
 
 def two_clouds(num_requests):

@@ -4,11 +4,10 @@ Speed and the gap to the exact optimum over the committed windows are measured b
 ``benchmarks/greedy_gap.py``, not here.
 """
 
-import itertools
-
 import numpy as np
 import pytest
 from conftest import INSTANCES, SMALL
+from enumeration import optimum_by_enumeration
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,17 +20,6 @@ from qlmio_opt.solvers.greedy import Effort, Greedy
 
 def problem_of(instance):
     return build_problem(instance, predict(instance))
-
-
-def optimum_by_enumeration(problem):
-    """Least objective over all assignments without violations, or None if there is none."""
-    choices = list(range(problem.num_nodes)) + ([-1] if problem.deferral_allowed else [])
-    best = None
-    for assignment in itertools.product(choices, repeat=problem.num_requests):
-        ev = evaluate(problem, np.array(assignment, dtype=np.int64))
-        if ev.feasible and (best is None or ev.objective < best):
-            best = ev.objective
-    return best
 
 
 def checked(problem, result):
