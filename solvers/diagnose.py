@@ -77,6 +77,9 @@ def infeasibility_reason(problem: Problem) -> str | None:
                 f'memory on node "{node}": requests {_names(problem, rows)} may run only there and '
                 f"need {need:.2f} GB of KV cache against {cap[n]:.2f} GB free"
             )
+    pooled = _pooled_memory_reason(problem)
+    if pooled is not None:
+        return pooled
     if problem.floor_gain is not None and problem.num_requests:
         best = np.where(allowed, problem.floor_gain, -np.inf).max(axis=1)
         if best.sum() < -TOL:
@@ -85,6 +88,29 @@ def infeasibility_reason(problem: Problem) -> str | None:
                 f"its sum is {best.sum():.4f} < 0 ({_floor_target(problem)})"
             )
     return None
+
+
+def _pooled_memory_reason(problem: Problem) -> str | None:
+    """The requests that may use only nodes of bounded memory, each on the one where it needs
+    least, need more than all those nodes hold together (the one-node check, widened to the
+    nodes they share); None otherwise."""
+    allowed, cap = problem.allowed, problem.node_memory_gb
+    bounded = np.isfinite(cap)
+    rows = np.flatnonzero(allowed.any(axis=1) & ~(allowed & ~bounded[None, :]).any(axis=1))
+    if len(rows) < 2:  # one request alone: the per-request check above covers it
+        return None
+    least = np.where(allowed[rows], problem.memory_gb[rows], np.inf).min(axis=1)
+    nodes = np.flatnonzero(allowed[rows].any(axis=0))
+    need, room = float(least.sum()), float(cap[nodes].sum())
+    if need <= room + TOL:
+        return None
+    names = ", ".join(f'"{problem.node_ids[n]}"' for n in nodes[:MAX_NAMED])
+    names += f" and {len(nodes) - MAX_NAMED} more" if len(nodes) > MAX_NAMED else ""
+    return (
+        f"memory on nodes {names}: requests {_names(problem, rows)} may run only there and, "
+        f"each on the node where it needs least, need {need:.2f} GB of KV cache against "
+        f"{room:.2f} GB free on those nodes together"
+    )
 
 
 def _floor_target(problem: Problem) -> str:

@@ -13,6 +13,11 @@ the exact solver), in four steps:
 3. **Repair.** Overloads are removed by moves that penalise them at the dual prices, growing
    until the assignment is feasible (:mod:`qlmio_opt.solvers.greedy_repair`); requests may
    cascade through several resources, and deferral is one more column when it is allowed.
+   If the window is still infeasible (deferral off, capacities tight), a second start, the
+   regret construction of the Martello-Toth family (:mod:`qlmio_opt.solvers.greedy_regret`),
+   is repaired the same way (restarted with perturbed desirabilities while half its budget
+   lasts) and, if feasible, searched as below; only when both fail is the window reported
+   infeasible, with where the repair got stuck.
 4. **Local search.** Exact single-request shifts and pairs of moves (swaps, evictions), room
    made for blocked moves by cascades (the best of a dozen chains, each tried from the same
    state), then the same searches steered by the prices, scaled
@@ -43,6 +48,7 @@ from qlmio_opt.solvers.base import Solver, SolverResult
 from qlmio_opt.solvers.capacity import Loads, explain_unplaceable
 from qlmio_opt.solvers.diagnose import infeasibility_reason
 from qlmio_opt.solvers.greedy_prices import Dual, Prices
+from qlmio_opt.solvers.greedy_regret import construction_work, perturbed_columns, regret_start
 from qlmio_opt.solvers.greedy_repair import repair, room_pass
 from qlmio_opt.solvers.greedy_rounding import round_weights
 from qlmio_opt.solvers.greedy_state import (
@@ -65,6 +71,7 @@ from qlmio_opt.solvers.tuning import (
     IMPROVES,
     PRICE_PERTURBATION_SIGMA,
     PRICE_SCALES,
+    REGRET_RESTART_SHARE,
     REPAIR_ALLOWANCE_SHARE,
     REPAIR_WEIGHT_FLOOR,
     REPAIRS,
@@ -148,8 +155,15 @@ class Greedy(Solver):
         work = effort.work_for(problem.num_requests * problem.num_nodes)
         budget = Budget(work, deadline)
         state = _repaired(window, columns, prices, budget, bound, effort.gap)
+        second_start = not state.feasible() and effort.regret_fallback
+        if second_start:
+            state, budget = _regret_repaired(
+                window, prices, bound, work, deadline, effort, state, seed
+            )
         if not state.feasible():
-            return SolverResult(Status.INFEASIBLE, None, message=_explain(problem, state))
+            return SolverResult(
+                Status.INFEASIBLE, None, message=_explain(problem, state, second_start)
+            )
         state, escalated = _improved(state, prices, bound, work, budget, effort, seed)
         return SolverResult(
             Status.FEASIBLE,
@@ -163,6 +177,7 @@ class Greedy(Solver):
                 "search_s": time.perf_counter() - priced,
                 "search_work_left": budget.left,
                 "escalated": float(escalated),
+                "regret_start": float(second_start),
             },
         )
 
@@ -283,6 +298,42 @@ def _repaired(
     return best
 
 
+def _regret_repaired(
+    window: Window,
+    prices: Prices,
+    bound: float,
+    work: float,
+    deadline: float | None,
+    effort: Effort,
+    failed: State,
+    seed: int,
+) -> tuple[State, Budget]:
+    """The second start, for a window whose priced start stayed infeasible: the regret
+    construction (:func:`~qlmio_opt.solvers.greedy_regret.regret_start`), repaired each way
+    as the first, with a budget of its own for the repair and the searches after it. If that
+    stays infeasible too, perturbed constructions
+    (:func:`~qlmio_opt.solvers.greedy_regret.perturbed_columns`) that place every request are
+    repaired, until one is feasible or the budget falls to
+    :data:`~qlmio_opt.solvers.tuning.REGRET_RESTART_SHARE` of its start.
+
+    Returns the first feasible state, else ``failed`` (the first start's, which
+    :func:`_explain` describes), and the budget the searches go on with.
+    """
+    budget = Budget(work, deadline)
+    state = _repaired(window, regret_start(window, deadline), prices, budget, bound, effort.gap)
+    rng = np.random.default_rng(seed)
+    attempt = 0
+    while (
+        not state.feasible() and budget.left > REGRET_RESTART_SHARE * work and not budget.exhausted
+    ):
+        columns = perturbed_columns(window, attempt, rng, deadline)
+        budget.spend(construction_work(window))
+        attempt += 1
+        if (columns != window.defer).all():
+            state = _repaired(window, columns, prices, budget, bound, effort.gap)
+    return (state if state.feasible() else failed), budget
+
+
 def repair_weights(window: Window, prices: Prices, factor: float) -> Weights:
     """Overload penalties: ``factor`` times the dual prices, and at least
     :data:`~qlmio_opt.solvers.tuning.REPAIR_WEIGHT_FLOOR` of a typical pair cost per typical
@@ -370,7 +421,24 @@ def _make_room(state: State, memo: Memo, budget: Budget) -> State:
     return state
 
 
-def _explain(problem: Problem, state: State) -> str:
+def _explain(problem: Problem, state: State, second_start: bool) -> str:
+    """Why the greedy has no answer: what its starts tried, where ``state`` (the first start's,
+    repaired) is stuck, and that no sufficient condition of
+    :func:`~qlmio_opt.solvers.diagnose.infeasibility_reason` proves the window infeasible (it
+    ran first: a window it can blame never gets here), so the window may still be feasible."""
+    tried = (
+        "the priced and the regret starts, each repaired"
+        if second_start
+        else "the priced start, repaired"
+    )
+    return (
+        f"the greedy found no feasible assignment from {tried}: "
+        f"{_where_stuck(problem, state)}; no single constraint proves the window infeasible, "
+        "so it may still have a feasible assignment (the exact solver can decide)"
+    )
+
+
+def _where_stuck(problem: Problem, state: State) -> str:
     """Why the repair could not make ``state`` feasible: a request and the constraint.
 
     The last request on an overloaded node or link is named, with what every node it may use
