@@ -52,19 +52,7 @@ def draw_bodies(scenario: str, count: int, seed: int, sample: int) -> list[dict[
     """``count`` request bodies drawn as ``scenario`` draws them (one site, arriving at 0)."""
     rng = np.random.default_rng([int(seed), SAMPLE_STREAM, int(sample)])
     draws = draw_requests(get_scenario(scenario), rng, count, 1).requests
-    return [
-        {
-            "id": f"r{k}",
-            "site": SITE,
-            "arrival_s": 0.0,
-            "task": d.task,
-            "prompt": d.prompt,
-            "prompt_tokens": d.prompt_tokens,
-            "images": d.images_json(),
-            "max_output_tokens": d.max_output_tokens,
-        }
-        for k, d in enumerate(draws)
-    ]
+    return [d.body(f"r{k}", SITE, 0.0) for k, d in enumerate(draws)]
 
 
 def one_node_instance(

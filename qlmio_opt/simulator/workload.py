@@ -288,16 +288,7 @@ def _body(
 ) -> dict[str, Any]:
     """A request's instance JSON; its output allowance from the trace's output tokens when the
     trace has them (``>= 0``), else from ServeGen's."""
-    return {
-        "id": ident,
-        "site": sites[draw.site_idx],
-        "task": draw.task,
-        "prompt": draw.prompt,
-        "prompt_tokens": draw.prompt_tokens,
-        "images": draw.images_json(),
-        "max_output_tokens": (
-            output_cap(sc, trace_output_tokens)
-            if trace_output_tokens >= 0
-            else draw.max_output_tokens
-        ),
-    }
+    body = draw.body(ident, sites[draw.site_idx])
+    if trace_output_tokens >= 0:
+        body["max_output_tokens"] = output_cap(sc, trace_output_tokens)
+    return body

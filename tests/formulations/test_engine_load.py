@@ -285,19 +285,7 @@ def drawn_bodies() -> list[dict[str, Any]]:
 
     rng = np.random.default_rng([0, SAMPLE_STREAM, 0])
     draws = draw_requests(get_scenario("default"), rng, 6, 1).requests
-    return [
-        {
-            "id": f"r{k}",
-            "site": "s",
-            "arrival_s": 0.0,
-            "task": d.task,
-            "prompt": d.prompt,
-            "prompt_tokens": d.prompt_tokens,
-            "images": d.images_json(),
-            "max_output_tokens": d.max_output_tokens,
-        }
-        for k, d in enumerate(draws)
-    ]
+    return [d.body(f"r{k}", "s", 0.0) for k, d in enumerate(draws)]
 
 
 def _one_node(node: dict[str, Any], scheduler: str, bodies: list[dict[str, Any]]) -> Instance:

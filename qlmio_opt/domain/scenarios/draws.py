@@ -258,6 +258,21 @@ class RequestDraw:
         """The images as fresh instance JSON."""
         return [dict(im) for im in self.images]
 
+    def body(self, ident: str, site: str, arrival_s: float | None = None) -> dict[str, Any]:
+        """The request as instance JSON (``arrival_s`` left out when None), keys in the
+        instance format's order."""
+        out: dict[str, Any] = {"id": ident, "site": site}
+        if arrival_s is not None:
+            out["arrival_s"] = arrival_s
+        out.update(
+            task=self.task,
+            prompt=self.prompt,
+            prompt_tokens=self.prompt_tokens,
+            images=self.images_json(),
+            max_output_tokens=self.max_output_tokens,
+        )
+        return out
+
 
 @dataclass(frozen=True)
 class RequestDraws:

@@ -365,16 +365,7 @@ def _requests_json(
     slack = log_uniform_array(rng, *sc.deadline_slack_s, n)
     out = []
     for i, r in enumerate(requests):
-        req: dict[str, Any] = {
-            "id": f"r{i:04d}",
-            "site": sites[r.site_idx],
-            "arrival_s": arrivals[i],
-            "task": r.task,
-            "prompt": r.prompt,
-            "prompt_tokens": r.prompt_tokens,
-            "images": r.images_json(),
-            "max_output_tokens": r.max_output_tokens,
-        }
+        req = r.body(f"r{i:04d}", sites[r.site_idx], arrivals[i])
         if has_floor[i]:
             req["min_quality"] = float(floors[i])
         if has_deadline[i]:
