@@ -206,6 +206,43 @@ def print_report(docs: dict[str, dict[str, Any]], title: str) -> None:
     )
 
 
+def print_aggregates(docs: dict[str, dict[str, Any]], specs: dict[str, Replay]) -> None:
+    """What the tables above add up to: exact's reduction by engine and capacity, the spread of
+    prediction errors and expected-TCR gaps (exact and the oracles), and decision times."""
+    figs = {name: figures(doc) for name, doc in docs.items()}
+    print("\n### Aggregates\n")
+    for key in ("engine", "capacity"):
+        groups: dict[Any, list[float]] = {}
+        for name, fig in figs.items():
+            groups.setdefault(getattr(specs[name], key), []).append(fig["exact"]["vs_cloud_only"])
+        means = ", ".join(f"{k}: {100 * sum(v) / len(v):.1f}%" for k, v in groups.items())
+        print(f"- exact vs cloud-only by {key}: {means}")
+    errors = [fig["exact"]["error"] for fig in figs.values()]
+    print(
+        f"- exact's prediction error: {100 * min(errors):+.1f}% to {100 * max(errors):+.1f}%, "
+        f"mean {100 * sum(errors) / len(errors):+.1f}%"
+    )
+    for policy in ("exact", "oracle-expected"):
+        gaps = [fig[policy]["etcr_vs_ref"] for fig in figs.values()]
+        print(
+            f"- {policy}'s expected TCR vs the better reference: {min(gaps):+.2f} to "
+            f"{max(gaps):+.2f} pt, mean {sum(gaps) / len(gaps):+.2f}; within 0.5 pt on "
+            f"{sum(g >= -0.5 for g in gaps)}/{len(gaps)}"
+        )
+    observable = [fig["oracle-observable"]["vs_cloud_only"] for fig in figs.values()]
+    print(
+        f"- oracle-observable vs cloud-only: {100 * min(observable):.1f}% to "
+        f"{100 * max(observable):.1f}%"
+    )
+    for policy in ("exact", "greedy"):
+        mean_ms = sorted(doc["policies"][policy]["mean_decision_ms"] for doc in docs.values())
+        p95_ms = max(doc["policies"][policy]["p95_decision_ms"] for doc in docs.values())
+        print(
+            f"- {policy}: median over replays of the mean decision time "
+            f"{mean_ms[len(mean_ms) // 2]:.0f} ms, largest p95 {p95_ms:.0f} ms"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=("dev", "held-out"), default="dev")
@@ -236,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         if path.exists():
             docs[spec.name] = json.loads(path.read_text())
     print_report(docs, f"{args.set} set, {args.duration:g} s per replay")
+    if docs:
+        print_aggregates(docs, {r.name: r for r in replays})
     return 0
 
 

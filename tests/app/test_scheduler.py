@@ -113,12 +113,12 @@ def test_an_observation_replaces_what_was_sent_before_it():
     state = scheduler.node_state(node, 3.0)
     assert state.running == seen.running and state.waiting == ()
     assert state.kv_used_gb == 0.25
-    # what is sent after the observation is added on top of it
+    # what is sent after the observation is added on top of it (the observation stays)
     after = scheduler.decide([dict(requests[0], id="late", arrival_s=3.5)], now=4.0)
-    if after.dispatched.get("late") == node:
-        assert [w.prompt_tokens for w in scheduler.node_state(node, 4.0).waiting] == [
-            requests[0]["prompt_tokens"]
-        ]
+    target = after.dispatched["late"]
+    waiting = scheduler.node_state(target, 4.0).waiting
+    assert [w.prompt_tokens for w in waiting][-1:] == [requests[0]["prompt_tokens"]]
+    assert scheduler.node_state(node, 4.0).running == seen.running
 
 
 def test_the_prefill_load_is_the_work_sent_weighted_by_its_age():
