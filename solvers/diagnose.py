@@ -116,4 +116,4 @@ def _pooled_memory_reason(problem: Problem) -> str | None:
 def _floor_target(problem: Problem) -> str:
     if problem.quality_target is not None:
         return f"target {problem.quality_target:.4f}"
-    return "each request against its reference node"
+    return "each request against its reference quality"

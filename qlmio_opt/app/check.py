@@ -20,8 +20,8 @@ What it recomputes
   (``(image bytes + 4 bytes per prompt token) * 8 / 1e6`` on every link of the route) against
   ``bandwidth_mbps * window_s``, both with tolerance 1e-6;
 * the quality floor of ``quality_floor`` mode, ``sum over placed requests of (Q - T) >= 0``, with
-  ``T`` explicit, or each placed request against its reference node (all-cloud's choice: its
-  lowest-latency cloud node) within ``quality_tolerance`` on average;
+  ``T`` explicit, or each placed request against its reference quality (its mean quality over
+  the cloud nodes allowed to take it) within ``quality_tolerance`` on average;
 * the objective, with the congestion curve of every node rebuilt from the formulation (queueing
   plus batching, lower convex envelope at the integers), and the mean latency and quality;
 * every other figure the file claims: bound (never above the objective) and gap, per-request
@@ -545,8 +545,8 @@ def _capacity_violations(instance: Instance, usage: _Usage) -> list[str]:
 
 def _floor_violations(instance: Instance, pairs: _Pairs, decision: _Decision) -> list[str]:
     """The quality floor of ``quality_floor`` mode, over the placed requests: their mean quality
-    at least an explicit target, or each against its own reference node (the all-cloud policy's
-    choice) within ``quality_tolerance`` on average."""
+    at least an explicit target, or each against its own reference quality (its mean over the
+    cloud nodes allowed to take it) within ``quality_tolerance`` on average."""
     obj = instance.objective
     if obj.mode != "quality_floor":
         return []
@@ -570,8 +570,8 @@ def _floor_violations(instance: Instance, pairs: _Pairs, decision: _Decision) ->
 
 
 def _reference_quality(instance: Instance, pairs: _Pairs) -> np.ndarray:
-    """Each request's quality on its reference node: its lowest-latency allowed cloud node, or
-    its best allowed quality when no cloud node may take it (NaN when no node may)."""
+    """Each request's reference quality: its mean quality over the cloud nodes allowed to take it,
+    or its best allowed quality when no cloud node may (NaN when no node may)."""
     cloud = [j for j, n in enumerate(instance.nodes) if n.tier == "cloud"]
     out = np.full(len(instance.requests), np.nan)
     for i in range(len(instance.requests)):
@@ -580,7 +580,7 @@ def _reference_quality(instance: Instance, pairs: _Pairs) -> np.ndarray:
             continue
         options = [j for j in cloud if pairs.allowed[i, j]]
         if options:
-            out[i] = pairs.quality[i, min(options, key=lambda j: (pairs.latency[i, j], j))]
+            out[i] = sum(pairs.quality[i, j] for j in options) / len(options)
         else:
             out[i] = max(pairs.quality[i, j] for j in allowed)
     return out

@@ -278,9 +278,9 @@ class Objective(Frozen):
     ``weighted`` minimises
     ``sum_r latency_weight * L[r] / latency_scale_s - quality_weight * Q[r]``.
     ``quality_floor`` minimises ``sum_r L[r]`` subject to ``mean_r Q[r] >= quality_target`` over
-    the placed requests; a null target compares each placed request with its own reference node
-    (all-cloud's choice, its lowest-latency cloud node):
-    ``sum_r (Q[r] - Q[r, ref_r] + quality_tolerance) >= 0``.
+    the placed requests; a null target compares each placed request with its own reference
+    quality ``ref_r``, its mean quality over the cloud nodes allowed to take it:
+    ``sum_r (Q[r] - ref_r + quality_tolerance) >= 0``.
     A request may be deferred to the next window at ``deferral_penalty_s`` (in latency seconds)
     when that is not null.
     """

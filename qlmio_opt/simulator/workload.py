@@ -99,8 +99,10 @@ def deployment(
     edge_capacity: float = 1.0,
     objective: dict[str, Any] | None = None,
     engine: str | None = None,
+    quality_tolerance: float | None = None,
 ) -> dict[str, Any]:
-    """Nodes, network and objective of one drawn deployment (see the module docstring)."""
+    """Nodes, network and objective of one drawn deployment (see the module docstring);
+    ``quality_tolerance`` sets the default objective's (ignored with ``objective``)."""
     if not 0 < edge_capacity <= 1:
         raise ValueError(f"edge_capacity must be in (0, 1]; got {edge_capacity}")
     if engine is not None and engine not in ENGINE_SCHEDULERS:
@@ -121,7 +123,9 @@ def deployment(
         "version": 1,
         "nodes": nodes,
         "network": {"sites": list(topology.sites), "links": links},
-        "objective": objective if objective is not None else _default_objective(sc),
+        "objective": objective
+        if objective is not None
+        else _default_objective(sc, quality_tolerance),
     }
 
 
@@ -145,12 +149,24 @@ def _deployment_nodes(topology: Topology, edge_capacity: float) -> list[dict[str
     return nodes + [cloud_node(c) for c in topology.clouds]
 
 
-def _default_objective(sc: Scenario) -> dict[str, Any]:
-    """Quality floor: the placed requests within the scenario's tolerance of their reference
-    nodes (all-cloud's choice) on average, with deferral."""
+QUALITY_MARGIN = 0.002
+"""Quality the replays' floor keeps in hand below the scenario's tolerance (0.005, the largest
+loss of expected TCR the replays accept against the cloud references): the floor holds the
+*predicted* quality, and the predictors misjudge the quality differences between nodes. 0.002
+from the two worst replays of the development suite (seed 1 from 1200 s, loose, chunked), where
+exact with the full tolerance ended 0.59 (azure-conv) and 0.52 (mooncake) points below the better
+cloud reference; docs/results.md reports the suite run with it."""
+
+
+def _default_objective(sc: Scenario, quality_tolerance: float | None = None) -> dict[str, Any]:
+    """Quality floor: the placed requests within the tolerance of their reference quality (their
+    mean over the cloud nodes) on average, with deferral. The tolerance defaults to the
+    scenario's less :data:`QUALITY_MARGIN`."""
+    if quality_tolerance is None:
+        quality_tolerance = max(sc.quality_tolerance - QUALITY_MARGIN, 0.0)
     return {
         "mode": "quality_floor",
-        "quality_tolerance": sc.quality_tolerance,
+        "quality_tolerance": quality_tolerance,
         "latency_scale_s": sc.latency_scale_s,
         "deferral_penalty_s": sc.deferral_penalty_s,
     }
@@ -233,11 +249,19 @@ def workload(
     objective: dict[str, Any] | None = None,
     engine: str | None = None,
     start_s: float = 0.0,
+    quality_tolerance: float | None = None,
 ) -> Workload:
     """The deployment of ``(scenario, seed)`` (every node with ``engine`` when given) and the
     segment ``[start_s, start_s + duration_s)`` of ``trace``."""
     sc = get_scenario(scenario)
-    base = deployment(sc, seed, edge_capacity=edge_capacity, objective=objective, engine=engine)
+    base = deployment(
+        sc,
+        seed,
+        edge_capacity=edge_capacity,
+        objective=objective,
+        engine=engine,
+        quality_tolerance=quality_tolerance,
+    )
     segment = trace_segment(trace, start_s, duration_s, seed)
     sites = base["network"]["sites"]
     first, n = segment.first, len(segment.arrival_s)

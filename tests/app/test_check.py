@@ -138,8 +138,8 @@ def test_default_quality_target_is_all_cloud_less_the_tolerance():
 
 def test_the_floor_compares_each_request_with_its_own_reference():
     # r3 may run nowhere (its min_quality is above both nodes'): it is deferred whatever happens
-    # and outside the floor's sum. Each of r0-r2 is compared with its reference, the cloud node
-    # (its lowest-latency cloud node), within the tolerance 0.005 on average.
+    # and outside the floor's sum. Each of r0-r2 is compared with its reference quality, its
+    # quality on the one cloud node, within the tolerance 0.005 on average.
     data = small("floor").to_dict()
     data["objective"] = {"mode": "quality_floor", "deferral_penalty_s": 5.0}
     data["requests"].append({**data["requests"][0], "id": "r3", "min_quality": 0.99})
@@ -153,7 +153,8 @@ def test_the_floor_compares_each_request_with_its_own_reference():
 
     problem = build_problem(instance, predict(instance))
     cloud = problem.node_ids.index("cloud-0")
-    assert list(problem.reference) == [cloud, cloud, cloud, -1]
+    expected = [*problem.quality[:3, cloud], np.nan]
+    np.testing.assert_array_equal(problem.reference_quality, expected)
     assert problem.quality_target is None  # no absolute target: the reference form
     all_cloud = dict.fromkeys(("r0", "r1", "r2"), "cloud-0")
     assert check(instance, hand(instance, all_cloud, deferred=("r3",))).feasible
@@ -161,6 +162,46 @@ def test_the_floor_compares_each_request_with_its_own_reference():
     report = check(instance, hand(instance, mixed, deferred=("r3",)))
     assert constraint_names(report) == ["quality floor"]
     assert solve(instance, "exact").assignment == all_cloud
+
+
+def _two_clouds(cloud_1_latency):
+    """small("floor") with a second, faster-or-slower cloud node rated below the first."""
+    data = small("floor").to_dict()
+    data["objective"] = {"mode": "quality_floor", "quality_tolerance": 0.005}
+    data["nodes"].append({**data["nodes"][1], "id": "cloud-1", "model": "qwen2-vl-7b"})
+    data["network"]["links"].append(
+        {"id": "wan-1", "from": "core", "to": "cloud-1", "bandwidth_mbps": 1000.0, "rtt_ms": 40.0}
+    )
+    over = data["overrides"]
+    for row, latency in zip(over["latency_s"], cloud_1_latency, strict=True):
+        row.append(latency)
+    for row in over["quality"]:
+        row.append(row[1] - 0.1)
+    for row in over["memory_gb"]:
+        row.append(row[1])
+    return Instance.from_dict(data)
+
+
+def test_the_reference_is_the_cloud_mean_whatever_the_state():
+    # each request's reference is its mean quality over the two cloud nodes (0.9 and 0.8 for
+    # r0: 0.85), whichever of them is faster at the moment
+    from qlmio_opt.formulations import build_problem
+    from qlmio_opt.predictors import predict
+
+    fast, slow = _two_clouds([0.5, 0.6, 0.4]), _two_clouds([3.0, 3.0, 3.0])
+    references = [build_problem(i, predict(i)).reference_quality for i in (fast, slow)]
+    np.testing.assert_allclose(references[0], [0.85, 0.85, 0.70])
+    np.testing.assert_array_equal(references[0], references[1])
+    # all on the lower-rated cloud loses 0.05 each, beyond the tolerance: the floor is broken
+    lower = dict.fromkeys(("r0", "r1", "r2"), "cloud-1")
+    assert constraint_names(check(fast, hand(fast, lower))) == ["quality floor"]
+    # one request on each side of the mean keeps it: r0 gains 0.05, r1 loses 0.05
+    split = {"r0": "cloud-0", "r1": "cloud-1", "r2": "cloud-0"}
+    assert check(fast, hand(fast, split)).feasible
+    solution = solve(fast, "exact")
+    assert check(fast, solution).feasible
+    assert not solution.deferred
+    assert solution.mean_quality >= np.mean(references[0]) - 0.005 - 1e-9
 
 
 def test_deferring_a_hard_request_buys_no_slack():

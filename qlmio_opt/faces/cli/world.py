@@ -84,6 +84,14 @@ def _simulate_parser(commands: Subparsers) -> None:
         help="How often one request may be deferred (default 3).",
     )
     p.add_argument(
+        "--quality-tolerance",
+        type=opt.number(0.0, 1.0),
+        default=None,
+        help="Quality the placed requests may lose on average against their reference (the "
+        "floor's tolerance; default 0.003: the scenario's 0.005 less a 0.002 margin for the "
+        "predictors' error).",
+    )
+    p.add_argument(
         "--no-look-ahead",
         action="store_true",
         help="Do not tell each window the nodes' recent prefill load.",
@@ -130,6 +138,7 @@ def replay_workload(args: argparse.Namespace) -> Any:
         edge_capacity=args.edge_capacity,
         engine=args.engine,
         start_s=args.start,
+        quality_tolerance=args.quality_tolerance,
     )
     if not load.requests:
         end = args.start + args.duration
