@@ -16,11 +16,17 @@ Two sets, fixed before any result was seen:
   seed 1 from 1200 s; 600 s each (24 replays).
 * ``held-out`` (run only before closing): the same traces from 2400 s with seed 2, and servegen's
   synthetic arrivals with seed 3 from 0 s; both capacities and engines (16 replays).
+* ``held-out-2`` (added after ``held-out`` turned out to draw one-cloud deployments, which the
+  traffic overloads): deployments with two cloud nodes, as the development seeds have, on the
+  traces' last unused segments: azure-conv from 3000 s with seed 6, azure-code from 3000 s with
+  seed 9, mooncake from 3000 s with seed 10 (the first seeds after 3 that draw two cloud nodes),
+  servegen with seed 6; both capacities and engines (16 replays).
 
 Usage::
 
     python benchmarks/replay_suite.py --set dev [--duration 600] [--jobs 2] [--out DIR]
     python benchmarks/replay_suite.py --set held-out
+    python benchmarks/replay_suite.py --set held-out-2
 
 Writes one JSON per replay (``simulate --format json``'s document) to ``--out`` (default
 ``benchmarks/out/replay_suite/<set>``) and the markdown tables to stdout; ``--report`` re-prints
@@ -60,7 +66,7 @@ class Replay:
 
 
 def suite(which: str) -> list[Replay]:
-    """The replays of the ``dev`` or ``held-out`` set (see the module docstring)."""
+    """The replays of the ``dev``, ``held-out`` or ``held-out-2`` set (see the module docstring)."""
     engines = ("chunked-prefill", "serial-prefill")
     capacities = (1.0, 0.25)
     if which == "dev":
@@ -72,6 +78,13 @@ def suite(which: str) -> list[Replay]:
     elif which == "held-out":
         segments = [(trace, 2, 2400.0) for trace in ("azure-conv", "azure-code", "mooncake")]
         segments.append(("servegen", 3, 0.0))
+    elif which == "held-out-2":
+        segments = [
+            ("azure-conv", 6, 3000.0),
+            ("azure-code", 9, 3000.0),
+            ("mooncake", 10, 3000.0),
+            ("servegen", 6, 0.0),
+        ]
     else:
         raise ValueError(f"unknown set {which!r}")
     return [
@@ -245,7 +258,7 @@ def print_aggregates(docs: dict[str, dict[str, Any]], specs: dict[str, Replay]) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=("dev", "held-out"), default="dev")
+    parser.add_argument("--set", choices=("dev", "held-out", "held-out-2"), default="dev")
     parser.add_argument("--duration", type=float, default=600.0)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
