@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +36,23 @@ def empty_window_result() -> SolverResult:
     """The answer to a window without requests: the empty assignment, optimal at cost 0."""
     return SolverResult(
         Status.OPTIMAL, np.zeros(0, dtype=np.int64), bound=0.0, reported_objective=0.0
+    )
+
+
+def deadline_after(time_limit: float | None) -> float:
+    """The ``time.perf_counter()`` time ``time_limit`` seconds from now (inf: no limit)."""
+    if time_limit is None or math.isinf(time_limit):
+        return math.inf
+    return time.perf_counter() + max(float(time_limit), 0.0)
+
+
+def stopped_result(done: int, total: int) -> SolverResult:
+    """The answer of a rule its time limit stopped after ``done`` of ``total`` requests: no
+    assignment (a partial one would leave requests undecided)."""
+    return SolverResult(
+        Status.TIME_LIMIT,
+        None,
+        message=f"time limit: the rule had decided {done} of {total} requests",
     )
 
 

@@ -10,9 +10,14 @@ request's allowed nodes its own way and takes the first that still has KV memory
 may overload a link; the evaluation reports it. ``per-request`` gives each request its own
 cheapest pair and then repairs the capacities and the quality floor, so it is feasible or says
 why not.
+
+Every rule checks its time limit between requests (and between repair moves): a rule the limit
+stops answers ``time_limit`` without an assignment (docs/scaling.md, "Time limits").
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +25,13 @@ from numpy.typing import NDArray
 from qlmio_opt.domain.solution import Status
 from qlmio_opt.formulations.evaluation import floor_words
 from qlmio_opt.formulations.problem import Problem
-from qlmio_opt.solvers.base import Solver, SolverResult, empty_window_result
+from qlmio_opt.solvers.base import (
+    Solver,
+    SolverResult,
+    deadline_after,
+    empty_window_result,
+    stopped_result,
+)
 from qlmio_opt.solvers.capacity import Loads, Resource, explain_unplaceable
 from qlmio_opt.solvers.tuning import THRESHOLD_MARGIN, TOL
 
@@ -46,9 +57,12 @@ class TierRule(Solver):
     ) -> SolverResult:
         if problem.num_requests == 0:
             return empty_window_result()
+        deadline = deadline_after(time_limit)
         tier = problem.is_edge if self.edge else ~problem.is_edge
         loads = Loads(problem)
-        for r in _arrival_order(problem).tolist():
+        for done, r in enumerate(_arrival_order(problem).tolist()):
+            if time.perf_counter() > deadline:
+                return stopped_result(done, problem.num_requests)
             candidates = np.flatnonzero(problem.allowed[r] & tier)
             if len(candidates) == 0:
                 kind = "edge" if self.edge else "cloud"
@@ -88,9 +102,12 @@ class LatencyGreedy(Solver):
     ) -> SolverResult:
         if problem.num_requests == 0:
             return empty_window_result()
+        deadline = deadline_after(time_limit)
         loads = Loads(problem)
         latency = np.where(problem.allowed, problem.latency_s, np.inf)
-        for r in _arrival_order(problem).tolist():
+        for done, r in enumerate(_arrival_order(problem).tolist()):
+            if time.perf_counter() > deadline:
+                return stopped_result(done, problem.num_requests)
             order = np.argsort(latency[r], kind="stable").tolist()
             chosen = next(
                 (n for n in order if np.isfinite(latency[r, n]) and loads.shortfall(r, n) is None),
@@ -138,9 +155,12 @@ class RankingRule(Solver):
     ) -> SolverResult:
         if problem.num_requests == 0:
             return empty_window_result()
+        deadline = deadline_after(time_limit)
         self.start(problem, seed)
         loads = Loads(problem)
-        for r in _arrival_order(problem).tolist():
+        for done, r in enumerate(_arrival_order(problem).tolist()):
+            if time.perf_counter() > deadline:
+                return stopped_result(done, problem.num_requests)
             nodes = np.flatnonzero(problem.allowed[r])
             if len(nodes) == 0:
                 if problem.deferral_allowed:
@@ -291,10 +311,13 @@ class PerRequest(Solver):
     ) -> SolverResult:
         if problem.num_requests == 0:
             return empty_window_result()
+        deadline = deadline_after(time_limit)
         cost = problem.pair_cost()
         defer_cost = problem.deferral_cost()
         loads = Loads(problem)
         for r in range(problem.num_requests):
+            if time.perf_counter() > deadline:
+                return stopped_result(r, problem.num_requests)
             if not problem.allowed[r].any():
                 if problem.deferral_allowed:
                     continue
@@ -307,15 +330,32 @@ class PerRequest(Solver):
             if not defer_cost < cost[r, n]:
                 loads.move(r, n)
         while (over := loads.worst_overload()) is not None:
+            if time.perf_counter() > deadline:
+                return _stopped_repairing(problem)
             move = _cheapest_relief(problem, loads, cost, defer_cost, over)
             if move is None:
                 return SolverResult(Status.INFEASIBLE, None, message=_stuck_message(loads, over))
             loads.move(*move)
         if problem.floor_gain is not None:
-            message = _raise_quality(problem, loads, cost, defer_cost, problem.floor_gain)
+            message = _raise_quality(problem, loads, cost, defer_cost, problem.floor_gain, deadline)
+            if message == _OUT_OF_TIME:
+                return _stopped_repairing(problem)
             if message is not None:
                 return SolverResult(Status.INFEASIBLE, None, message=message)
         return SolverResult(Status.FEASIBLE, loads.assignment.copy())
+
+
+_OUT_OF_TIME = "time limit"
+
+
+def _stopped_repairing(problem: Problem) -> SolverResult:
+    """The time limit stopped the repair: no assignment (the rule's is not feasible yet)."""
+    return SolverResult(
+        Status.TIME_LIMIT,
+        None,
+        message=f"time limit: the rule's repair of its {problem.num_requests} requests had not "
+        "ended",
+    )
 
 
 def _cheapest_relief(
@@ -343,11 +383,18 @@ def _cheapest_relief(
 
 
 def _raise_quality(
-    problem: Problem, loads: Loads, cost: FloatArray, defer_cost: float, gain: FloatArray
+    problem: Problem,
+    loads: Loads,
+    cost: FloatArray,
+    defer_cost: float,
+    gain: FloatArray,
+    deadline: float,
 ) -> str | None:
     """Raise the floor's sum of ``gain`` to zero at the least cost per unit of gain, or say why
-    not."""
+    not (:data:`_OUT_OF_TIME` when ``deadline`` passed first)."""
     while (slack := loads.quality_slack(gain)) < -TOL:
+        if time.perf_counter() > deadline:
+            return _OUT_OF_TIME
         ratio, moved = _quality_moves(problem, loads, cost, defer_cost, gain)
         if not np.isfinite(ratio).any():
             return _floor_message(problem, loads, gain, slack)

@@ -1,8 +1,10 @@
 """The exact solver: the MILP of docs/formulation.md built as arrays and solved by HiGHS.
 
-One time budget covers the whole solve: the matrix build, the greedy warm start, HiGHS and any
-bound computed after it. HiGHS gets what is left of the limit when it starts, and the lower
-bound reported is the best valid one available (docs/scaling.md, "Very large windows"):
+One time budget covers the whole solve: the greedy warm start, the matrix build, HiGHS and any
+bound computed after it, and the solve returns by its deadline whatever HiGHS is doing
+(:func:`qlmio_opt.solvers.highs_direct.solve_highs`'s ``deadline``; docs/scaling.md, "Time
+limits"). HiGHS is asked to stop a little before it, and the lower bound reported is the best
+valid one available (docs/scaling.md, "Very large windows"):
 
 * the greedy warm start's Lagrangian dual value (:mod:`qlmio_opt.solvers.greedy_prices`; it
   costs nothing more, as the warm start computes it anyway),
@@ -31,7 +33,7 @@ from qlmio_opt.formulations.milp_arrays import (
 from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.solvers.base import Solver, SolverResult, empty_window_result
 from qlmio_opt.solvers.diagnose import infeasibility_reason
-from qlmio_opt.solvers.highs_direct import solve_highs
+from qlmio_opt.solvers.highs_direct import HIGHS_THREADS, HighsOutcome, solve_highs
 
 DEFAULT_TIME_LIMIT_S = 60.0
 # The LP-relaxation bound (run only when HiGHS returned none) gets at most this long, and never
@@ -59,8 +61,19 @@ NO_SUBMIP_OPTIONS: dict[str, bool | int | float | str] = {
     "mip_heuristic_run_root_reduced_cost": False,
 }
 
-# HiGHS threads of exact solvers built without an explicit ``threads`` (0 = HiGHS's default).
-_DEFAULT_THREADS: ContextVar[int] = ContextVar("qlmio_highs_threads", default=0)
+# HiGHS's own clock gets this share of the time left (at least HIGHS_STOP_MIN_S less), so that
+# HiGHS usually stops on its own, with its final incumbent and bound, before the solve's hard
+# deadline. HiGHS's clean stops came within 0.1-0.3 s of its limit on 5,000-10,000 x 12 windows
+# with 60 s (docs/scaling.md, "Very large windows"): 5% of a 60 s limit is 3 s.
+HIGHS_CLOCK_SHARE = 0.95
+HIGHS_STOP_MIN_S = 0.02
+# Seconds kept after HiGHS for reading its answer back (assignment_from_columns and the
+# result: under 5 ms at 10,000 x 12).
+RESULT_RESERVE_S = 0.005
+
+# HiGHS threads of exact solvers built without an explicit ``threads``: one
+# (:data:`~qlmio_opt.solvers.highs_direct.HIGHS_THREADS`), in a serial run as in a worker.
+_DEFAULT_THREADS: ContextVar[int] = ContextVar("qlmio_highs_threads", default=HIGHS_THREADS)
 
 
 @contextmanager
@@ -68,7 +81,8 @@ def highs_threads(threads: int) -> Iterator[None]:
     """Within the block, exact solvers built without ``threads`` use this many HiGHS threads.
 
     Parallel workers (:mod:`qlmio_opt.app.parallel`) run their tasks inside ``highs_threads(1)`` so
-    that N worker processes use N cores, not N times HiGHS's own thread pool.
+    that N worker processes use N cores, not N times HiGHS's own thread pool (1 is also the
+    default, so that a serial run gives the same answers).
     """
     token = _DEFAULT_THREADS.set(int(threads))
     try:
@@ -95,8 +109,8 @@ class ExactHighs(Solver):
     mip_rel_gap
         Stop when the relative gap between incumbent and bound is at most this.
     threads
-        HiGHS threads (0 = HiGHS's default). ``None``: 0, or what an enclosing
-        :func:`highs_threads` says (1 inside parallel workers).
+        HiGHS threads (0 = HiGHS's default). ``None``: 1, or what an enclosing
+        :func:`highs_threads` says.
     warm_start
         Start from the greedy solver's answer when no ``initial`` is given, so a time limit
         always returns at least that, and its Lagrangian bound is one of the bounds reported.
@@ -159,56 +173,67 @@ class ExactHighs(Solver):
         if reason is not None:
             return SolverResult(Status.INFEASIBLE, None, message=reason)
         limit = DEFAULT_TIME_LIMIT_S if time_limit is None else float(time_limit)
+        deadline = start + limit if np.isfinite(limit) else None
 
         def left() -> float:
             return limit - (time.perf_counter() - start)
 
-        milp = build_milp(problem)
-        built = time.perf_counter()
         warm = _WarmStart(initial, None, 0.0)
         if initial is None and self.warm_start:
             warm = self._fast_path(problem, seed, max(left(), 0.0))
         bounds: dict[str, float] = {}
         if warm.bound is not None and np.isfinite(warm.bound):
             bounds["greedy"] = float(warm.bound)
+        stats = {"warm_start_s": warm.seconds, "time_limit_s": limit}
+        if left() <= RESULT_RESERVE_S:
+            # the warm start used the whole limit: keep it, without building the model
+            stats["total_s"] = time.perf_counter() - start
+            if warm.assignment is None:
+                return _without_incumbent("time_limit", bounds, stats)
+            note = "HiGHS not started: the warm start used the time limit"
+            return self._result(problem, "time_limit", warm.assignment, None, bounds, stats, note)
+        built_at = time.perf_counter()
+        milp = build_milp(problem)
+        stats |= {
+            "build_s": time.perf_counter() - built_at,
+            "columns": float(milp.num_cols),
+            "rows": float(milp.num_rows),
+            "nonzeros": float(milp.num_nonzeros),
+        }
         init_cols = (
             None
             if warm.assignment is None
             else columns_from_assignment(milp, problem, warm.assignment)
         )
-        stats = {
-            "build_s": built - start,
-            "warm_start_s": warm.seconds,
-            "columns": float(milp.num_cols),
-            "rows": float(milp.num_rows),
-            "nonzeros": float(milp.num_nonzeros),
-            "time_limit_s": limit,
-        }
-        highs_limit = left()
+        highs_limit = _highs_clock(left())
         options = self._options_in_stats(milp, highs_limit, stats)
-        if highs_limit <= 0.0 and init_cols is not None:
-            # the build and the warm start used the whole limit: keep the warm start
-            note = "HiGHS not started: the build and the warm start used the time limit"
-            return self._result(milp, problem, "time_limit", init_cols, bounds, stats, start, note)
+        stop_by = None if deadline is None else deadline - RESULT_RESERVE_S
         outcome = solve_highs(
             milp,
-            time_limit=max(highs_limit, 0.0),
+            time_limit=highs_limit,
             mip_rel_gap=self.mip_rel_gap,
             threads=self.threads,
             seed=seed,
             initial=init_cols,
             options=options or None,
+            deadline=stop_by,
         )
         stats["highs_pass_s"] = outcome.pass_s
         stats["highs_run_s"] = outcome.run_s
+        stats["highs_finished"] = float(outcome.finished)
         if outcome.bound is not None:
             bounds["highs"] = outcome.bound
-        if outcome.values is None:
+        assignment, objective = _incumbent(milp, problem, outcome, warm.assignment)
+        if assignment is None:
             stats["total_s"] = time.perf_counter() - start
             return _without_incumbent(outcome.status, bounds, stats)
-        if "highs" not in bounds and outcome.status != "optimal" and left() > 0.0:
-            self._add_lp_bound(milp, bounds, stats, left())
-        return self._result(milp, problem, outcome.status, outcome.values, bounds, stats, start)
+        if "highs" not in bounds and outcome.status != "optimal" and left() > RESULT_RESERVE_S:
+            self._add_lp_bound(milp, bounds, stats, left(), stop_by)
+        left_note = None if outcome.finished else _abandoned_note(outcome)
+        stats["total_s"] = time.perf_counter() - start
+        return self._result(
+            problem, outcome.status, assignment, objective, bounds, stats, left_note
+        )
 
     def _options_in_stats(
         self, milp: MilpArrays, highs_limit: float, stats: dict[str, float]
@@ -222,12 +247,21 @@ class ExactHighs(Solver):
         return options
 
     def _add_lp_bound(
-        self, milp: MilpArrays, bounds: dict[str, float], stats: dict[str, float], left: float
+        self,
+        milp: MilpArrays,
+        bounds: dict[str, float],
+        stats: dict[str, float],
+        left: float,
+        deadline: float | None,
     ) -> None:
         """HiGHS stopped before its root relaxation: the LP bound, within ``left`` seconds
-        (at most :data:`LP_BOUND_S`), added to ``bounds``."""
+        (at most :data:`LP_BOUND_S`) and by ``deadline``, added to ``bounds``."""
         relaxed = solve_highs(
-            milp, relax=True, threads=self.threads, time_limit=min(LP_BOUND_S, left)
+            milp,
+            relax=True,
+            threads=self.threads,
+            time_limit=min(LP_BOUND_S, _highs_clock(left)),
+            deadline=deadline,
         )
         stats["lp_bound_s"] = relaxed.run_s
         if relaxed.bound is not None:
@@ -245,23 +279,25 @@ class ExactHighs(Solver):
 
     def _result(
         self,
-        milp: MilpArrays,
         problem: Problem,
         highs_status: str,
-        values: NDArray[np.float64],
+        assignment: NDArray[np.int64],
+        objective: float | None,
         bounds: dict[str, float],
         stats: dict[str, float],
-        start: float,
         highs_note: str | None = None,
     ) -> SolverResult:
-        """The incumbent ``values`` with the best of ``bounds``, and the status they prove.
+        """The incumbent ``assignment`` with the best of ``bounds``, and the status they prove.
 
         Every bound is a valid lower bound of the same objective (``c'x`` of the MILP, which
-        :func:`qlmio_opt.formulations.evaluation.evaluate` recomputes); the best one is the largest,
-        capped at the incumbent's objective (a bound above it can only be rounding).
+        :func:`qlmio_opt.formulations.evaluation.evaluate` recomputes; ``objective`` None: that
+        recomputation); the best one is the largest, capped at the incumbent's objective (a
+        bound above it can only be rounding).
         """
-        objective = float(milp.col_cost @ values)
-        assignment = assignment_from_columns(milp, values, problem.num_requests)
+        if objective is None:
+            from qlmio_opt.formulations.evaluation import evaluate
+
+            objective = float(evaluate(problem, assignment).objective)
         bound, source = None, None
         if bounds:
             source = max(bounds, key=bounds.__getitem__)
@@ -275,7 +311,6 @@ class ExactHighs(Solver):
             status = Status.TIME_LIMIT
         else:
             status = Status.FEASIBLE
-        stats["total_s"] = time.perf_counter() - start
         message = None
         if highs_status != "optimal":
             message = highs_note or f"HiGHS stopped: {highs_status}"
@@ -305,6 +340,47 @@ class ExactHighs(Solver):
         if assignment is None or evaluate(problem, assignment).violations:
             assignment = None
         return _WarmStart(assignment, bound, spent)
+
+
+def _highs_clock(left: float) -> float:
+    """HiGHS's own ``time_limit`` when ``left`` seconds are left: a little less, so that it
+    stops by itself before the hard deadline (:data:`HIGHS_CLOCK_SHARE`)."""
+    return max(min(HIGHS_CLOCK_SHARE * left, left - HIGHS_STOP_MIN_S), 0.0)
+
+
+def _incumbent(
+    milp: MilpArrays,
+    problem: Problem,
+    outcome: HighsOutcome,
+    warm: NDArray[np.int64] | None,
+) -> tuple[NDArray[np.int64] | None, float | None]:
+    """The assignment to return and its ``c'x`` (None: to recompute): HiGHS's columns when it
+    has some, else the warm start. A solution that HiGHS's callback reported before the solve
+    left it at its deadline is used only when it meets every constraint and beats the warm
+    start."""
+    if outcome.values is None:
+        return warm, None
+    assignment = assignment_from_columns(milp, outcome.values, problem.num_requests)
+    if outcome.finished:
+        return assignment, float(milp.col_cost @ outcome.values)
+    from qlmio_opt.formulations.evaluation import evaluate
+
+    found = evaluate(problem, assignment)
+    if found.violations:
+        return warm, None
+    if warm is not None and evaluate(problem, warm).objective <= found.objective:
+        return warm, None
+    return assignment, float(found.objective)
+
+
+def _abandoned_note(outcome: HighsOutcome) -> str:
+    """Why HiGHS's own final answer is missing."""
+    if outcome.run_s == 0.0:
+        return "HiGHS not started: the previous run was still stopping at the time limit"
+    return (
+        f"HiGHS left at the time limit after {outcome.run_s:.2f} s (it checks its clock only "
+        "between steps; it stops in the background)"
+    )
 
 
 def _without_incumbent(

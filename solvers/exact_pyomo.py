@@ -10,8 +10,14 @@ build and translation on a 1,000-request window, against 0.1 s). Pyomo is import
 Windows that :func:`qlmio_opt.solvers.diagnose.infeasibility_reason` can already blame (a request
 with no allowed node, ...) are answered INFEASIBLE before any model is built. ``stats`` holds
 ``build_s`` (Pyomo model), ``highs_pass_s`` (``set_instance``: Pyomo to HiGHS, plus the MIP start)
-and ``highs_run_s`` (the ``solve`` call), and the model's ``columns`` and ``rows``. A time limit
-with no incumbent is an ERROR (there is no assignment to return).
+and ``highs_run_s`` (the ``solve`` call), and the model's ``columns`` and ``rows``.
+
+The time limit covers the whole solve: Pyomo's import on first use, the build, the hand-over
+and HiGHS. A build that would not fit in what is left (:data:`PYOMO_S_PER_PAIR`) is not
+started; then, as when HiGHS stops on its clock without an incumbent, the answer is TIME_LIMIT
+without an assignment (the CLI's exit 4). HiGHS itself is bounded only by its own clock here
+(Pyomo's ``solve`` call owns it), which it checks only between steps (docs/scaling.md, "Time
+limits"): prefer ``exact`` when the limit must hold.
 """
 
 from __future__ import annotations
@@ -31,6 +37,12 @@ from qlmio_opt.solvers.base import Solver, SolverResult
 from qlmio_opt.solvers.diagnose import infeasibility_reason
 
 DEFAULT_TIME_LIMIT_S = 60.0
+# Seconds per allowed pair of building the Pyomo model and handing it to HiGHS: 78 us at
+# 1,000 x 12 (11,970 pairs) and 87 us at 2,000 x 12 on the development machine (0.19 + 0.74 s
+# and 0.39 + 1.68 s), doubled for a busy machine.
+PYOMO_S_PER_PAIR = 1.7e-4
+# ``import pyomo.environ`` on first use: 0.5-1 s on the development machine.
+PYOMO_IMPORT_S = 1.0
 _PYOMO_HIGHS_LOGGER = "pyomo.contrib.solver.solvers.highs"
 
 # Every automatic re-scan of the model off: the model is handed to HiGHS once, by set_instance.
@@ -76,6 +88,11 @@ class ExactPyomo(Solver):
             return SolverResult(Status.INFEASIBLE, None, message=reason)
         if initial is not None:
             initial = _checked_initial(initial, problem.num_requests)
+        start = time.perf_counter()
+        limit = DEFAULT_TIME_LIMIT_S if time_limit is None else float(time_limit)
+        refusal = _build_refusal(problem, limit)
+        if refusal is not None:
+            return _out_of_time(problem, initial, refusal)
 
         # Imported here: Pyomo is slow to import and only this solver needs it. pyomo.environ
         # first: it registers "highs" in pyomo.contrib.solver's factory.
@@ -84,8 +101,8 @@ class ExactPyomo(Solver):
         from pyomo.contrib.solver.common.factory import SolverFactory
 
         from qlmio_opt.formulations.pyomo_model import build_pyomo_model
+        from qlmio_opt.solvers.highs_direct import HIGHS_THREADS, use_scheduler_threads
 
-        start = time.perf_counter()
         model = build_pyomo_model(problem)
         built = time.perf_counter()
         opt = SolverFactory("highs")
@@ -95,10 +112,20 @@ class ExactPyomo(Solver):
             if initial is not None:
                 _set_start(opt, model, problem, initial)
             passed = time.perf_counter()
+            left = limit - (passed - start)
+            if left <= 0.0:
+                return _out_of_time(
+                    problem,
+                    initial,
+                    f"time limit: building the Pyomo model took {passed - start:.2f} s of the "
+                    f"{limit:g} s; HiGHS not started",
+                )
+            use_scheduler_threads(HIGHS_THREADS)
             with _stop_on_sigint(opt):
                 results = opt.solve(
                     model,
-                    time_limit=DEFAULT_TIME_LIMIT_S if time_limit is None else float(time_limit),
+                    threads=HIGHS_THREADS,
+                    time_limit=left,
                     rel_gap=mip_rel_gap,
                     load_solutions=False,
                     raise_exception_on_nonoptimal_result=False,
@@ -161,6 +188,14 @@ def _result(results: Any, model: Any, problem: Problem, stats: dict[str, float])
             reported_objective=None if objective is None else float(objective),
             stats=stats,
         )
+    if condition is TerminationCondition.maxTimeLimit:
+        return SolverResult(
+            Status.TIME_LIMIT,
+            None,
+            bound=bound,
+            message="HiGHS (Pyomo) reached the time limit with no feasible solution",
+            stats=stats,
+        )
     found = "a feasible solution" if has_solution else "no feasible solution"
     return SolverResult(
         Status.ERROR,
@@ -168,6 +203,39 @@ def _result(results: Any, model: Any, problem: Problem, stats: dict[str, float])
         bound=bound,
         message=f"HiGHS (Pyomo) stopped with termination condition {condition.name} and {found}",
         stats=stats,
+    )
+
+
+def _out_of_time(problem: Problem, initial: NDArray[np.int64] | None, message: str) -> SolverResult:
+    """TIME_LIMIT before HiGHS ran: with ``initial`` as the incumbent when it meets every
+    constraint (HiGHS would have kept it), else without an assignment."""
+    from qlmio_opt.formulations.evaluation import evaluate
+
+    if initial is not None:
+        given = evaluate(problem, initial)
+        if not given.violations:
+            objective = float(given.objective)
+            return SolverResult(
+                Status.TIME_LIMIT, initial, reported_objective=objective, message=message
+            )
+    return SolverResult(Status.TIME_LIMIT, None, message=message)
+
+
+def _build_refusal(problem: Problem, limit: float) -> str | None:
+    """Why the model is not built within ``limit`` seconds (its estimated build, and Pyomo's
+    import if it is not loaded yet, take longer), or None."""
+    import sys
+
+    pairs = int(problem.allowed.sum())
+    needed = PYOMO_S_PER_PAIR * pairs
+    if "pyomo.environ" not in sys.modules:
+        needed += PYOMO_IMPORT_S
+    if needed <= limit:
+        return None
+    return (
+        f"time limit: building the Pyomo model of {pairs} pairs takes about {needed:.1f} s, "
+        f"more than the {limit:g} s limit; not started (exact builds the same model in a "
+        "fraction of that)"
     )
 
 

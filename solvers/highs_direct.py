@@ -1,5 +1,15 @@
 """Solve :class:`MilpArrays` with HiGHS through highspy, fed numpy arrays directly.
 
+A hard deadline: HiGHS checks its clock only between some of its steps, and some steps never
+check it (the analytic centre it computes beside the root relaxation, a sub-MIP's presolve): on
+a 10,000 x 12 window a HiGHS ``time_limit`` of 1.6 s ended after 12.8 s, and even 1,000 x 12
+overran a 4 s limit by 2.4 s (docs/scaling.md, "Time limits"). So :func:`solve_highs` runs HiGHS
+in a helper thread (``run`` releases the GIL) and waits for it at most until its ``deadline``;
+past it, HiGHS is told to stop (its interrupt callbacks) and left to finish in the background,
+and the answer is what its callbacks saw by then: the last improving solution and dual bound.
+The next run waits for such a straggler first (:func:`settle_stragglers`), so two HiGHS runs
+never overlap; the interpreter's exit waits for it too (a non-daemon thread).
+
 Ctrl-C: HiGHS runs in C++, where Python's SIGINT handler (the one that raises
 KeyboardInterrupt) cannot run until HiGHS returns. :func:`stop_on_sigint` lets a SIGINT stop
 HiGHS at its next interrupt check instead, and raises KeyboardInterrupt once HiGHS has stopped.
@@ -12,10 +22,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import highspy
 import numpy as np
@@ -23,6 +33,14 @@ from numpy.typing import NDArray
 
 from qlmio_opt.formulations.milp_arrays import MilpArrays
 
+# Every HiGHS run uses one thread unless told otherwise. HiGHS is deterministic for a given
+# thread count, not across counts: serial runs used its default (2 on the development machine)
+# and parallel workers 1, and window_001 got two "optimal" assignments 4e-4 apart (7 of the 91
+# committed windows both runs closed differed). HiGHS's branch and bound is serial, so one
+# thread costs little; workers need 1 anyway (N workers on N cores). docs/scaling.md, "Threads".
+HIGHS_THREADS = 1
+
+T = TypeVar("T")
 _ROWWISE = int(highspy.MatrixFormat.kRowwise)
 _MINIMIZE = int(highspy.ObjSense.kMinimize)
 
@@ -36,8 +54,9 @@ class HighsOutcome:
     objective: float | None
     bound: float | None
     mip_gap: float | None
-    run_s: float  # HiGHS's own run time (h.run())
+    run_s: float  # HiGHS's own run time (h.run()), or the wait for it when abandoned
     pass_s: float  # handing the arrays to HiGHS
+    finished: bool = True  # False: the deadline came first; HiGHS still stops in the background
 
 
 _STDOUT_SWAP = threading.Lock()
@@ -83,10 +102,41 @@ def _interrupt_callbacks(h: Any) -> tuple[Any, ...]:
     return (h.cbMipInterrupt, h.cbSimplexInterrupt, h.cbIpmInterrupt)
 
 
+class HighsWatch:
+    """HiGHS ``h``'s callbacks, shared with the thread that waits for it: a ``stop`` flag its
+    interrupt checks obey, and the last improving solution and MIP dual bound it reported.
+
+    Subscribed for the life of ``h`` (never unsubscribed: a HiGHS left to stop in the
+    background still calls them).
+    """
+
+    def __init__(self, h: Any) -> None:
+        self.stop = threading.Event()
+        self.incumbent: NDArray[np.float64] | None = None
+        self.bound: float | None = None
+        for callback in _interrupt_callbacks(h):
+            callback.subscribe(self._check)
+        h.cbMipInterrupt.subscribe(self._note_bound)
+        h.cbMipImprovingSolution.subscribe(self._note_solution)
+
+    def _check(self, event: Any) -> None:
+        if self.stop.is_set():
+            event.interrupt()
+
+    def _note_bound(self, event: Any) -> None:
+        bound = float(getattr(event.data_out, "mip_dual_bound", np.nan))
+        if np.isfinite(bound):
+            self.bound = bound
+
+    def _note_solution(self, event: Any) -> None:
+        self.incumbent = np.array(event.data_out.mip_solution, dtype=float)
+
+
 @contextmanager
-def stop_on_sigint(h: Any) -> Iterator[None]:
-    """Within the block, a SIGINT (Ctrl-C) stops HiGHS ``h`` at its next interrupt check; when
-    the block ends, KeyboardInterrupt is raised if a SIGINT came.
+def stop_on_sigint(stop: threading.Event) -> Iterator[None]:
+    """Within the block, a SIGINT (Ctrl-C) sets ``stop`` (a :class:`HighsWatch`'s, so HiGHS
+    stops at its next interrupt check); when the block ends, KeyboardInterrupt is raised if a
+    SIGINT came.
 
     HiGHS checks only between its steps: seconds apart on large models, and not at all inside
     its presolve (docs/scaling.md, "Interrupts"). Outside the main thread, or when SIGINT is not
@@ -99,26 +149,72 @@ def stop_on_sigint(h: Any) -> Iterator[None]:
     interrupted = threading.Event()
 
     def on_sigint(signum: int, frame: object) -> None:
-        # runs in the main thread inside one of the callbacks below: it must not raise there,
-        # an exception would unwind through HiGHS's C++
+        # must not raise: the main thread may be inside a HiGHS callback (a run without helper
+        # thread, e.g. Pyomo's), where an exception would unwind through HiGHS's C++
         interrupted.set()
+        stop.set()
 
-    def on_check(event: Any) -> None:
-        if interrupted.is_set():
-            event.interrupt()
-
-    callbacks = _interrupt_callbacks(h)
-    for callback in callbacks:
-        callback.subscribe(on_check)
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        for callback in callbacks:
-            callback.unsubscribe(on_check)
     if interrupted.is_set():
         raise KeyboardInterrupt
+
+
+_STRAGGLERS: list[threading.Thread] = []
+_STRAGGLERS_LOCK = threading.Lock()
+
+
+def settle_stragglers(deadline: float | None) -> bool:
+    """Wait, at most until ``deadline`` (``time.perf_counter()`` seconds; None: as long as it
+    takes), for HiGHS runs left to stop in the background; whether none is left."""
+    with _STRAGGLERS_LOCK:
+        while _STRAGGLERS:
+            left = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
+            _STRAGGLERS[0].join(left)
+            if _STRAGGLERS[0].is_alive():
+                return False
+            _STRAGGLERS.pop(0)
+    return True
+
+
+def run_until(
+    run: Callable[[], T], watch: HighsWatch, deadline: float | None
+) -> tuple[bool, T | None]:
+    """Call ``run`` (a HiGHS run watched by ``watch``) in a helper thread and wait for it until
+    ``deadline`` (None: until it ends): whether it ended, and what it returned. Past the
+    deadline ``watch.stop`` is set and the run is left to stop at its next check in the
+    background (:func:`settle_stragglers` waits for it).
+
+    Raises
+    ------
+    KeyboardInterrupt
+        A SIGINT came while waiting (main thread, default handler): HiGHS stopped at its next
+        interrupt check, or is left stopping if the deadline came first.
+    """
+    done = threading.Event()
+    answer: list[T] = []
+
+    def target() -> None:
+        try:
+            answer.append(run())
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=target, name="qlmio-highs")
+    thread.start()
+    with stop_on_sigint(watch.stop):
+        try:
+            left = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
+            finished = done.wait(left)
+        finally:
+            if not done.is_set():
+                watch.stop.set()
+                with _STRAGGLERS_LOCK:
+                    _STRAGGLERS.append(thread)
+    return finished, (answer[0] if answer else None)
 
 
 def new_highs(
@@ -138,11 +234,28 @@ def new_highs(
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     h.setOptionValue("random_seed", int(seed))
     if threads > 0:
+        use_scheduler_threads(int(threads))
         h.setOptionValue("threads", int(threads))
     for name, value in (options or {}).items():
         if h.setOptionValue(name, value) != highspy.HighsStatus.kOk:
             raise ValueError(f"HiGHS rejected option {name}={value!r}")
     return h
+
+
+_SCHEDULER_THREADS: list[int] = []  # the thread count HiGHS's process-wide scheduler was made with
+
+
+def use_scheduler_threads(threads: int) -> None:
+    """Make HiGHS's process-wide task scheduler run ``threads`` threads.
+
+    HiGHS builds it at its first run with that run's ``threads``; a later run asking for
+    another count fails at once (model status "Not Set"). Rebuilt here when the count changes
+    (after waiting for any run still stopping in the background).
+    """
+    if _SCHEDULER_THREADS and _SCHEDULER_THREADS[0] != threads:
+        settle_stragglers(None)
+        highspy.Highs.resetGlobalScheduler(True)
+    _SCHEDULER_THREADS[:] = [threads]
 
 
 def pass_model(h: Any, milp: MilpArrays, *, relax: bool = False) -> None:
@@ -176,11 +289,12 @@ def solve_highs(
     *,
     time_limit: float | None = None,
     mip_rel_gap: float = 1e-4,
-    threads: int = 0,
+    threads: int = HIGHS_THREADS,
     seed: int = 0,
     initial: NDArray[np.float64] | None = None,
     relax: bool = False,
     options: Mapping[str, bool | int | float | str] | None = None,
+    deadline: float | None = None,
 ) -> HighsOutcome:
     """Solve the MILP (or its LP relaxation with ``relax``), warm-started from ``initial``.
 
@@ -199,6 +313,13 @@ def solve_highs(
         Solve the LP relaxation instead (``bound`` is then the LP optimum when it is proven).
     options
         Further HiGHS options by name, e.g. ``{"presolve": "off"}``.
+    deadline
+        ``time.perf_counter()`` time by which to return whatever HiGHS is doing (None: wait for
+        it). An outcome returned at the deadline has ``finished`` False, status
+        ``"time_limit"``, and the last improving solution and dual bound HiGHS reported (its
+        callbacks; no solution if it reported none); HiGHS stops in the background. A run still
+        stopping in the background at the deadline means this one does not start (status
+        ``"time_limit"``, no solution, ``run_s`` 0).
 
     Raises
     ------
@@ -206,10 +327,12 @@ def solve_highs(
         A SIGINT came while HiGHS ran (in the main thread): HiGHS stopped at its next
         interrupt check (:func:`stop_on_sigint`) and its partial answer is dropped.
     """
+    start = time.perf_counter()
+    if not settle_stragglers(deadline):
+        return HighsOutcome("time_limit", None, None, None, None, 0.0, 0.0, finished=False)
     h = new_highs(
         time_limit=time_limit, mip_rel_gap=mip_rel_gap, threads=threads, seed=seed, options=options
     )
-    start = time.perf_counter()
     pass_model(h, milp, relax=relax)
     if initial is not None and not relax:
         solution = highspy.HighsSolution()
@@ -217,8 +340,9 @@ def solve_highs(
         solution.value_valid = True
         h.setSolution(solution)
     passed = time.perf_counter()
-    with stop_on_sigint(h):
-        h.run()
+    watch = HighsWatch(h)
+    if not run_until(h.run, watch, deadline)[0]:
+        return _abandoned_outcome(milp, watch, relax, time.perf_counter() - passed, passed - start)
     outcome = _read_outcome(h, relax, time.perf_counter() - passed, passed - start)
     values, objective = outcome.values, outcome.objective
     if values is not None and objective is not None and initial is not None and not relax:
@@ -241,6 +365,7 @@ def solve_highs(
                 threads=threads,
                 seed=seed,
                 options=options,
+                deadline=deadline,
             )
             return HighsOutcome(
                 again.status,
@@ -250,8 +375,22 @@ def solve_highs(
                 again.mip_gap,
                 run_s + again.run_s,
                 pass_s + again.pass_s,
+                again.finished,
             )
     return outcome
+
+
+def _abandoned_outcome(
+    milp: MilpArrays, watch: HighsWatch, relax: bool, run_s: float, pass_s: float
+) -> HighsOutcome:
+    """A run left at its deadline: the last improving solution and MIP dual bound its
+    callbacks reported (an LP relaxation reports neither)."""
+    values = watch.incumbent
+    if relax or values is None or values.shape != (milp.num_cols,):
+        values = None
+    objective = None if values is None else float(milp.col_cost @ values)
+    bound = None if relax else watch.bound
+    return HighsOutcome("time_limit", values, objective, bound, None, run_s, pass_s, False)
 
 
 def _read_outcome(h: Any, relax: bool, run_s: float, pass_s: float) -> HighsOutcome:

@@ -46,7 +46,12 @@ def assign(
         Overrides the objective of ``capacities``.
     solver
         A registered solver name, or ``"auto"``: exact within ``time_limit`` (default 1 s),
-        warm-started from greedy, so a feasible decision comes back whenever greedy finds one.
+        warm-started from greedy, so a feasible decision comes back whenever greedy finds one;
+        when exact has no assignment (the limit ran out first), the greedy answers on the same
+        problem (docs/scaling.md, "Time limits").
+    time_limit
+        Seconds for the whole call after the request table is read: predictions, problem,
+        solver and solution (:func:`qlmio_opt.app.solve.solve`).
     window_s
         Window length; default: that of ``capacities``, else the latest arrival (at least 1 s).
 
@@ -78,12 +83,13 @@ def assign(
         time_limit if time_limit is not None else (AUTO_TIME_LIMIT_S if solver == "auto" else None)
     )
     solution = solve(
-        instance, name, predictors=predictors or "analytic", time_limit=limit, seed=seed
+        instance,
+        name,
+        predictors=predictors or "analytic",
+        time_limit=limit,
+        seed=seed,
+        fallback="greedy" if solver == "auto" else None,
     )
-    if solver == "auto" and not solution.status.has_assignment:
-        fallback = solve(instance, "greedy", seed=seed)
-        if fallback.status.has_assignment:
-            solution = fallback
     elapsed = time.perf_counter() - start
     return solution.model_copy(
         update={"times": solution.times.model_copy(update={"total_s": elapsed})}

@@ -15,6 +15,11 @@ from qlmio_opt.predictors import Predictor, predict, predictor_spec
 from qlmio_opt.solvers import Solver, get_solver
 from qlmio_opt.solvers.base import SolverResult
 
+# Seconds per request kept from the solver's share of a time limit for turning its answer into
+# a Solution (to_solution: one validated decision per request): 0.06-0.15 s on a 10,000 x 12
+# window on the development machine (benchmarks/time_limits.py prints it as wrap_s).
+SOLUTION_S_PER_REQUEST = 1.5e-5
+
 
 def solve(
     instance: Instance,
@@ -23,11 +28,18 @@ def solve(
     predictors: str | Predictor = "analytic",
     time_limit: float | None = None,
     seed: int = 0,
+    fallback: str | Solver | None = None,
 ) -> Solution:
     """Solve one window and return its :class:`Solution`.
 
     The objective, utilisation and violations are recomputed from the problem, never taken from
-    the solver.
+    the solver. ``time_limit`` covers the whole call: the solver gets what predicting and
+    building the problem left of it, less a reserve for building the Solution; when nothing is
+    left, no solver runs and the solution has status ``time_limit`` without an assignment
+    (docs/scaling.md, "Time limits"). ``fallback`` (e.g. ``"greedy"``) answers on the same
+    problem when ``solver`` returns no assignment without proving the window infeasible (a time
+    limit, an error), within what is left of the limit, and at least with its first
+    construction.
     """
     start = time.perf_counter()
     solver = get_solver(solver)
@@ -35,7 +47,24 @@ def solve(
     t_predict = time.perf_counter()
     problem = build_problem(instance, predictions)
     t_build = time.perf_counter()
-    result = solver.solve(problem, time_limit=time_limit, seed=seed)
+    budget = solver_budget(time_limit, t_build - start, problem.num_requests)
+    if budget is not None and budget <= 0.0:
+        result = SolverResult(
+            Status.TIME_LIMIT,
+            None,
+            message=f"time limit: predicting and building the problem took {t_build - start:.3f} "
+            f"s of the {time_limit:g} s; no solver ran",
+        )
+    else:
+        result = solver.solve(problem, time_limit=budget, seed=seed)
+    name = solver.name
+    if (
+        fallback is not None
+        and result.assignment is None
+        and result.status is not Status.INFEASIBLE
+    ):
+        spare = solver_budget(time_limit, time.perf_counter() - start, problem.num_requests)
+        result, name = _with_fallback(problem, result, name, get_solver(fallback), spare, seed)
     t_solve = time.perf_counter()
     times = Times(
         predict_s=t_predict - start,
@@ -44,8 +73,31 @@ def solve(
         total_s=t_solve - start,
     )
     return to_solution(
-        instance, problem, result, solver.name, times, _predictors_label(predictors, predictions)
+        instance, problem, result, name, times, _predictors_label(predictors, predictions)
     )
+
+
+def _with_fallback(
+    problem: Problem,
+    result: SolverResult,
+    name: str,
+    backup: Solver,
+    spare: float | None,
+    seed: int,
+) -> tuple[SolverResult, str]:
+    """``backup``'s answer within ``spare`` seconds (at least its first construction) if it has
+    an assignment, else ``result``; with the name of the solver that answered."""
+    limit = None if spare is None else max(spare, 0.0)
+    answer = backup.solve(problem, time_limit=limit, seed=seed)
+    return (answer, backup.name) if answer.assignment is not None else (result, name)
+
+
+def solver_budget(time_limit: float | None, spent_s: float, num_requests: int) -> float | None:
+    """The solver's share of ``time_limit`` once ``spent_s`` seconds are gone: the rest, less
+    :data:`SOLUTION_S_PER_REQUEST` per request (None: no limit, the solver's default)."""
+    if time_limit is None or not np.isfinite(time_limit):
+        return time_limit
+    return time_limit - spent_s - SOLUTION_S_PER_REQUEST * num_requests
 
 
 def _predictors_label(predictors: str | Predictor, predictions) -> str:

@@ -110,11 +110,24 @@ def test_a_failing_task_is_captured_and_the_others_stand(jobs):
     assert worst_error_kind(results[:3]) == "input"
 
 
-def test_highs_runs_one_thread_inside_workers_only():
+def test_highs_runs_one_thread_serially_as_in_workers():
+    # one thread count everywhere: HiGHS's answer depends on it (docs/scaling.md, "Threads")
     serial = run_tasks(_exact_threads, [0], labels=["s"])
     pooled = run_tasks(_exact_threads, [0, 1, 2], labels=list("abc"), config=ParallelConfig(2))
-    assert serial[0].value == 0  # HiGHS's default when solving in this process
+    assert serial[0].value == 1
     assert [r.value for r in pooled] == [1, 1, 1]
+
+
+@pytest.mark.slow
+def test_window_001_gets_one_answer_serially_and_in_parallel(capsys):
+    """window_001 has two "optimal" assignments 4e-4 apart: HiGHS with 2 threads (serial runs,
+    before) stopped at one, with 1 (workers) at the other. Two workers solve it at once."""
+    window = INSTANCES / "window_001.json"
+    code_1, serial = _solve_json(capsys, [window, SMALL / "memory.json"])
+    code_2, pooled = _solve_json(capsys, [window, SMALL / "memory.json"], *LOKY2)
+    assert code_1 == code_2 == 0
+    assert serial[0]["status"] == "optimal"
+    assert _answers(pooled) == _answers(serial)
 
 
 @pytest.mark.parametrize(
