@@ -27,7 +27,9 @@ the exact solver), in four steps:
    If it ends more than ``Effort.escalate_gap`` (2%) above the bound, it goes on from its best
    state with twice its budget again: about a quarter of the committed windows, the
    knife-edge ones where the optimum reshuffles many requests on packed links. The best state
-   is then polished by improving shifts and swaps (:func:`~qlmio_opt.solvers.local_search.polish`).
+   is then polished by improving shifts and swaps, and ejection chains once those find nothing
+   (one request moved out so that others, often deferred ones, fit in its place:
+   :func:`~qlmio_opt.solvers.local_search.polish`).
 
 The amount of search is a fixed number of work units per window, counted rather than timed,
 so the answer depends only on the problem and the seed (on one machine: on knife-edge windows a

@@ -20,6 +20,8 @@ from qlmio_opt.solvers.greedy_state import BoolArray, FloatArray, IntArray, Stat
 from qlmio_opt.solvers.tuning import (
     CELL_WORK,
     CHECK_WORK,
+    EJECT_ROOTS,
+    EJECT_SECONDS,
     IMPROVES,
     MAX_CHECKS,
     PAIR_CANDIDATES,
@@ -326,9 +328,81 @@ def swap_pass(state: State, budget: Budget, movers: int = SWAP_MOVERS) -> int:
     return swapped
 
 
+def eject_pass(
+    state: State,
+    budget: Budget,
+    roots: int = EJECT_ROOTS,
+    seconds: int = EJECT_SECONDS,
+) -> int:
+    """Blocked improving shifts made to fit by a second move, then refilled: the best chain kept.
+
+    A root ``r1 -> c1`` (an improving shift that does not fit, typically a deferred request
+    that could be placed) is applied; each of the ``seconds`` cheapest second moves
+    ``r2 -> c2`` after which nothing is overloaded (``r2`` ejected to deferral or another
+    column) is applied, and improving shifts that fit then refill what ``r2`` freed. Unlike
+    :func:`pair_pass` a chain whose first two moves lose may be kept: it is judged after the
+    refill, so one ejection can make room for two insertions (on a node whose optimum is near
+    zero, one request deferred instead of two). Every chain starts from the same state; the
+    best is kept if it gains. Returns 1 if a chain was kept, else 0.
+    """
+    if not state.feasible():
+        return 0
+    blocked = np.where(fits_table(state), np.inf, shift_table(state, budget))
+    order = np.argsort(blocked, axis=None, kind="stable")[:roots]
+    any_overload = Weights(
+        np.isfinite(state.w.memory_cap).astype(float), np.ones(len(state.w.links)), 1.0
+    )
+    start, before = state.columns.copy(), state.value
+    best_value, best = before - IMPROVES, None
+    for index in order.tolist():
+        r1, c1 = (int(i) for i in np.unravel_index(index, blocked.shape))
+        if not blocked[r1, c1] < -IMPROVES or budget.exhausted:
+            break
+        state.shift(r1, c1)
+        for r2, c2 in _second_moves(state, budget, r1, any_overload, seconds):
+            state.shift(r2, c2)
+            while not budget.exhausted and shift_pass(state, budget):
+                pass
+            if state.feasible() and state.value < best_value:
+                best_value, best = state.value, state.columns.copy()
+            state.restore(start)
+            state.shift(r1, c1)
+        state.restore(start)
+    if best is None:
+        return 0
+    state.restore(best)
+    return 1
+
+
+def _second_moves(
+    state: State, budget: Budget, first: int, any_overload: Weights, count: int
+) -> list[tuple[int, int]]:
+    """The ``count`` cheapest shifts of a request other than ``first`` after which ``state``
+    (overloaded by the move of ``first``) overloads nothing, cheapest first."""
+    over = overload_cost(state, any_overload)
+    memory, links, _ = state.violations()
+    subset = _relievers(state, memory, links) if over > TOL else state.rows
+    ends_feasible = penalty_table(state, any_overload, subset) + over <= TOL
+    second = np.where(ends_feasible, shift_table(state, budget, subset), np.inf)
+    second[subset == first] = np.inf
+    flat = np.argsort(second, axis=None, kind="stable")[:count]
+    moves = []
+    for index in flat.tolist():
+        r, c = divmod(index, second.shape[1])
+        if np.isfinite(second[r, c]):
+            moves.append((int(subset[r]), int(c)))
+    return moves
+
+
 def polish(state: State, budget: Budget) -> State:
-    """Improving shifts and swaps until neither finds one (``state`` must be feasible)."""
-    while not budget.exhausted and (shift_pass(state, budget) or swap_pass(state, budget)):
+    """Improving shifts and swaps until neither finds one, then an ejection chain
+    (:func:`eject_pass`) and again, until none of them gains (``state`` must be feasible).
+
+    The chains come only after shifts and swaps end, so the polish never ends worse than it
+    did without them."""
+    while not budget.exhausted and (
+        shift_pass(state, budget) or swap_pass(state, budget) or eject_pass(state, budget)
+    ):
         pass
     return state
 
