@@ -14,7 +14,9 @@ def site():
 
 
 def test_assign_request_objects_against_an_instance(site):
-    decision = assign(site.requests[:25], site)
+    # a generous limit: these tests are about the inputs, and the default 1 s (which covers the
+    # predictions too) can run out on a loaded machine, where auto then answers with the greedy
+    decision = assign(site.requests[:25], site, time_limit=60.0)
     assert decision.status is Status.OPTIMAL
     assert set(decision.assignment) == {r.id for r in site.requests[:25]}
     report = check(
@@ -73,7 +75,7 @@ def test_assign_dataframe_with_single_image_columns(site):
             "image_bytes": [60_000, 200_000, 150_000],
         }
     )
-    decision = assign(frame, site, objective={"mode": "quality_floor"})
+    decision = assign(frame, site, objective={"mode": "quality_floor"}, time_limit=60.0)
     assert decision.status is Status.OPTIMAL
     assert len(decision.assignment) + len(decision.deferred) == 3
 
