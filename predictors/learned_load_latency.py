@@ -15,7 +15,7 @@ trees say), and a 90th percentile of it (quantile loss at
     latency = A * exp(clip(rho_hat, -b, b))        p90 = A * exp(clip(rho90_hat, -b, b) + offset)
 
 The median, not the mean: on the state table's test split a squared loss on ``rho`` (or on
-the ratio) was 7-19% worse than the analytic model in MAPE on busy nodes, the absolute loss
+the ratio) was 4-19% worse than the analytic model in MAPE on busy nodes, the absolute loss
 level with it and better in MAE (docs/predictors.md). It trains on the state table of
 :mod:`qlmio_opt.simulator.state_dataset` (``bench-data --state``).
 
@@ -320,8 +320,8 @@ class LoadLatencyModel(ParamsMixin):
     ----------
     max_log_ratio
         The bound ``b`` on the learned log ratio: the correction stays within ``exp(+-b)``.
-        The default ``log 3`` bounds it at a factor of 3 either way; it clips fewer than 1% of
-        the training rows of the 1,500-request seed-0 state table (docs/predictors.md).
+        The default ``log 3`` bounds it at a factor of 3 either way; 3.2% of the rows of the
+        1,500-request seed-0 state table lie beyond it (docs/predictors.md). Chosen by hand.
     max_iter, learning_rate, max_leaf_nodes, max_depth, min_samples_leaf
         Settings of the two gradient-boosting ensembles (``rho`` and its 0.9 quantile), chosen
         by hand at about the stand-alone latency model's size (150 trees of 31 leaves); not
