@@ -14,7 +14,7 @@ import numpy as np
 from qlmio_opt.domain.errors import InputError, Issue
 from qlmio_opt.domain.instance import Instance, Objective
 from qlmio_opt.formulations.congestion import CongestionCurve, curve, zero_curve
-from qlmio_opt.formulations.engine_load import PairLoad, node_loads, pair_loads
+from qlmio_opt.formulations.engine_load import PairLoad, node_loads, state_pair_loads
 
 if TYPE_CHECKING:  # the formulation reads predictions' arrays; it never runs a predictor
     from qlmio_opt.predictors.base import Predictions
@@ -191,18 +191,7 @@ def build_problem(instance: Instance, predictions: Predictions) -> Problem:
 def _pair_loads(instance: Instance, predictions: Predictions) -> PairLoad:
     """What the nodes' engines and live state add per pair (nothing when the instance gives its
     latencies: they are final)."""
-    parts = predictions.components
-    shape = predictions.shape
-    if not predictions.congestion or any(k not in parts for k in _LOAD_PARTS):
-        return PairLoad(delay_s=np.zeros(shape), externality_s=np.zeros(shape))
-    compute = parts["vision_s"] + parts["prefill_s"]
-    zero = np.zeros(shape)
-    start = parts.get("transfer_s", zero) + parts.get("rtt_s", zero) + compute
-    start = np.where(np.isnan(start), np.inf, start)  # unreachable pairs: never decoding
-    return pair_loads(node_loads(instance), compute, parts["decode_s"], start, instance.window_s)
-
-
-_LOAD_PARTS = ("vision_s", "prefill_s", "decode_s")
+    return state_pair_loads(instance, predictions.components, predictions.congestion)
 
 
 def reference_quality(problem: Problem) -> np.ndarray:

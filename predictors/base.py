@@ -43,6 +43,10 @@ class Predictions:
         instance's latencies are given as overrides: given values are final).
     source
         Which predictor produced the values (``"analytic"``, ``"overrides"``, ...).
+    report
+        What the predictor says about these values, as counts by name (e.g. how many pairs a
+        learned model kept analytic because they lie outside its training support); a
+        solution records them among its stats as ``predictor.<name>``.
     """
 
     quality: np.ndarray
@@ -53,6 +57,7 @@ class Predictions:
     components: Mapping[str, np.ndarray] = field(default_factory=dict)
     congestion: bool = True
     source: str = "analytic"
+    report: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shape = self.quality.shape
@@ -64,6 +69,7 @@ class Predictions:
         object.__setattr__(
             self, "components", {k: _frozen(v) for k, v in dict(self.components).items()}
         )
+        object.__setattr__(self, "report", {k: float(v) for k, v in dict(self.report).items()})
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -196,6 +202,7 @@ def apply_overrides(instance: Instance, predictions: Predictions | None) -> Pred
         components={} if latency is not None else (base.components if base else {}),
         congestion=latency is None and (base.congestion if base else False),
         source="overrides" if base is None else f"{base.source}+overrides",
+        report=base.report if base is not None and latency is None else {},
     )
 
 

@@ -17,10 +17,17 @@ eligible cloud node) is re-expressed as the reference's quality less a *calibrat
 the differences are what the ``quality_floor`` objective spends, and an optimiser picks the pairs
 whose difference is most under-predicted (see :mod:`qlmio_opt.predictors.selection`).
 
+With a :class:`~qlmio_opt.predictors.learned_load_latency.LoadLatencyModel` (``load_latency``),
+the latency is instead the engine-aware analytic latency of each pair in its node's live state
+times the learned, bounded correction, placed so that the formulation's own state term completes
+it exactly (see that module); pairs outside the model's training support keep the analytic
+latency, and the predictions' ``report`` counts them by reason.
+
 Saved models are found by a common stem: ``<stem>.json`` / ``.npz`` is the quality model,
 ``<stem>-latency.json`` / ``.npz`` the latency model (optional: without it, latency stays
-analytic) and ``<stem>-selection.json`` the selection calibration (optional: without it, the
-pair qualities are used as they are).
+analytic), ``<stem>-load-latency.json`` / ``.npz`` the latency model under load (optional; the
+shipped models have none) and ``<stem>-selection.json`` the selection calibration (optional:
+without it, the pair qualities are used as they are).
 """
 
 from __future__ import annotations
@@ -35,11 +42,18 @@ from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import NotFittedError, ParamsMixin, Predictions
 from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
+from qlmio_opt.predictors.learned_load_latency import LoadLatencyModel
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel
 from qlmio_opt.predictors.model_files import read_model_json, sibling_path
 from qlmio_opt.predictors.selection import SelectionCalibration, reference_nodes, selection_path
 
-__all__ = ["QUALITY_FAMILIES", "LearnedPredictor", "latency_model_path", "load_quality_model"]
+__all__ = [
+    "QUALITY_FAMILIES",
+    "LearnedPredictor",
+    "latency_model_path",
+    "load_latency_model_path",
+    "load_quality_model",
+]
 
 
 QUALITY_FAMILIES = ("sklearn", "torch")
@@ -69,6 +83,12 @@ def load_quality_model(path: str | Path, catalog: Catalog | None = None) -> Any:
 def latency_model_path(quality_model_path: str | Path) -> Path:
     """Where the latency model saved beside a quality model lives (``<stem>-latency.json``)."""
     return sibling_path(quality_model_path, "latency")
+
+
+def load_latency_model_path(quality_model_path: str | Path) -> Path:
+    """Where the latency model under load saved beside a quality model lives
+    (``<stem>-load-latency.json``)."""
+    return sibling_path(quality_model_path, "load-latency")
 
 
 class LearnedPredictor(ParamsMixin):
@@ -107,12 +127,19 @@ class LearnedPredictor(ParamsMixin):
     selection_margin
         If given, replaces the calibration's ``margin`` (quality per request moved off its
         reference node).
+    load_latency
+        The latency model under load: ``None`` (default) loads ``<stem>-load-latency.json``
+        beside ``quality_model_path`` when it exists (the shipped models have none) and uses
+        none after ``fit(table)``; ``False``: none; a path: that file; a fitted
+        :class:`~qlmio_opt.predictors.learned_load_latency.LoadLatencyModel`: that one (it
+        trains on a state table, ``bench-data --state``, not on ``fit``'s table).
 
     Attributes
     ----------
     quality_model_ : LearnedQualityModel or TorchQualityModel
     latency_model_ : LearnedLatencyModel or None
     selection_ : SelectionCalibration or None
+    load_latency_ : LoadLatencyModel or None
     analytic_ : AnalyticPredictor
     """
 
@@ -128,6 +155,7 @@ class LearnedPredictor(ParamsMixin):
         random_state: int | None = 0,
         selection: str | Path | SelectionCalibration | bool | None = None,
         selection_margin: float | None = None,
+        load_latency: str | Path | LoadLatencyModel | bool | None = None,
     ) -> None:
         self.quality_model_path = quality_model_path
         self.learn_latency = learn_latency
@@ -139,6 +167,7 @@ class LearnedPredictor(ParamsMixin):
         self.random_state = random_state
         self.selection = selection
         self.selection_margin = selection_margin
+        self.load_latency = load_latency
 
     def fit(self, data: Any = None, y: Any = None) -> LearnedPredictor:
         """Train the models on a bench table, or load them from ``quality_model_path``.
@@ -168,6 +197,7 @@ class LearnedPredictor(ParamsMixin):
         self.quality_model_ = model
         self.latency_model_ = latency
         self.selection_ = self._selection(beside=data is None)
+        self.load_latency_ = self._load_latency(beside=data is None)
         self.analytic_ = AnalyticPredictor(catalog=self.catalog, include_wait=self.include_wait)
         self.analytic_.fit()
         return self
@@ -224,6 +254,25 @@ class LearnedPredictor(ParamsMixin):
             sel.training_data_ = getattr(fitted, "training_data_", {})
         return sel
 
+    def _load_latency(self, beside: bool) -> LoadLatencyModel | None:
+        """The latency model under load that ``load_latency`` asks for."""
+        choice = self.load_latency
+        if choice is False:
+            return None
+        if choice is None or choice is True:
+            path = self.quality_model_path
+            found = load_latency_model_path(path) if path else None
+            if not beside or found is None or not found.exists():
+                if choice is True:
+                    raise ValueError(f"no latency model under load at {found}")
+                return None
+            choice = found
+        if isinstance(choice, LoadLatencyModel):
+            if not hasattr(choice, "rho_trees_"):
+                raise ValueError("the latency model under load given is not fitted")
+            return choice
+        return LoadLatencyModel.load(choice, catalog=self.catalog)
+
     def fit_selection(self, table: Any, margin: float = 0.0) -> LearnedPredictor:
         """Fit the selection calibration on ``table`` (a bench table the quality model was
         *not* trained on) and use it from now on; returns ``self``."""
@@ -247,8 +296,13 @@ class LearnedPredictor(ParamsMixin):
         base = self.analytic_.predict(instance)
         quality = self.quality_model_.predict_proba_instance(instance, catalog=self.catalog)
         latency, components = base.latency_s, dict(base.components)
+        report: dict[str, float] = {}
         latency_model = getattr(self, "latency_model_", None)
-        if latency_model is not None and base.shape[0]:
+        load_model = getattr(self, "load_latency_", None)
+        if load_model is not None and base.shape[0]:
+            adjusted, report = load_model.adjust(instance, base)
+            latency, components = adjusted.latency_s, dict(adjusted.components)
+        elif latency_model is not None and base.shape[0]:
             latency, components = self._learned_latency(latency_model, instance, base)
         selection = getattr(self, "selection_", None)
         if selection is not None and base.shape[0]:
@@ -264,6 +318,7 @@ class LearnedPredictor(ParamsMixin):
             components=components,
             congestion=base.congestion,
             source="learned",
+            report=report,
         )
 
     def _learned_latency(

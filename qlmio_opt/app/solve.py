@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,13 @@ def solve(
         total_s=t_solve - start,
     )
     return to_solution(
-        instance, problem, result, name, times, _predictors_label(predictors, predictions)
+        instance,
+        problem,
+        result,
+        name,
+        times,
+        _predictors_label(predictors, predictions),
+        predictor_report=predictions.report,
     )
 
 
@@ -116,15 +123,19 @@ def to_solution(
     solver_name: str,
     times: Times,
     predictors: str,
+    predictor_report: Mapping[str, float] | None = None,
 ) -> Solution:
-    """Wrap a solver's raw result into the solution object, with recomputed figures."""
+    """Wrap a solver's raw result into the solution object, with recomputed figures; the
+    predictor's report (:attr:`Predictions.report`) joins the stats as ``predictor.<name>``."""
+    stats = {k: float(v) for k, v in result.stats.items()}
+    stats |= {f"predictor.{k}": float(v) for k, v in (predictor_report or {}).items()}
     common: dict[str, Any] = {
         "instance": instance.name,
         "solver": solver_name,
         "predictors": predictors,
         "times": times,
         # a figure such as an infinite time limit has no JSON number: it is left out
-        "solver_stats": {k: float(v) for k, v in result.stats.items() if np.isfinite(v)},
+        "solver_stats": {k: v for k, v in stats.items() if np.isfinite(v)},
     }
     if result.assignment is None:
         return Solution(status=result.status, message=result.message, bound=result.bound, **common)

@@ -15,8 +15,10 @@ from qlmio_opt.domain.instance import Instance
 from qlmio_opt.domain.scenarios.generate import get_scenario
 from qlmio_opt.predictors.learned import LearnedPredictor
 from qlmio_opt.predictors.learned_latency import LearnedLatencyModel
+from qlmio_opt.predictors.learned_load_latency import LoadLatencyModel
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel
 from qlmio_opt.simulator.dataset import BenchData, bench_data, draw_bench_requests
+from qlmio_opt.simulator.state_dataset import StateBenchData, state_bench_data
 
 N_REQUESTS = 150
 """Requests of the shared bench table (9 nodes each: 1,350 rows, about 100 per split and
@@ -45,6 +47,21 @@ def latency_model() -> LearnedLatencyModel:
 def trained_predictor() -> LearnedPredictor:
     """``LearnedPredictor().fit(bench())``: the default quality and latency models."""
     return LearnedPredictor().fit(bench())
+
+
+@cache
+def state_bench() -> StateBenchData:
+    """The shared state table: 30 requests of seed 5 on every node, both engines (840 rows)."""
+    return state_bench_data(30, seed=5)
+
+
+@cache
+def load_latency_model() -> LoadLatencyModel:
+    """A small latency model under load (20 trees, leaves of 10 rows) fitted on
+    :func:`state_bench`."""
+    return LoadLatencyModel(max_iter=20, min_samples_leaf=10, random_state=0).fit(
+        state_bench().table
+    )
 
 
 def bench_instance(data: BenchData, split: str | None = None) -> Instance:

@@ -3,7 +3,8 @@ inflated past what the model's JSON allows, and hostile JSON metadata is refused
 
 The valid starting points are the shipped models (copied to a temporary folder) and a
 torch-format model written by :meth:`TorchQualityModel.save` from arrays made here: loading a
-torch-format model needs no torch, and these tests train nothing.
+torch-format model needs no torch. The one model trained is the small latency model under load
+of ``shared_fits`` (no such model is shipped).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_fits import load_latency_model
 
 from qlmio_opt.domain.catalog import default_catalog
 from qlmio_opt.faces.cli import main
@@ -30,6 +32,7 @@ from qlmio_opt.predictors import TRAINED_DIR, model_files
 from qlmio_opt.predictors.learned import LearnedPredictor, load_quality_model
 from qlmio_opt.predictors.learned_features import FeatureSpec
 from qlmio_opt.predictors.learned_latency import LatencyFile, LearnedLatencyModel
+from qlmio_opt.predictors.learned_load_latency import LoadLatencyModel
 from qlmio_opt.predictors.learned_quality import LearnedQualityModel, SklearnQualityFile
 from qlmio_opt.predictors.learned_torch import TorchQualityModel
 from qlmio_opt.predictors.model_files import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_NPZ_BYTES
@@ -142,6 +145,12 @@ def torch_model_file(folder: Path) -> Path:
     return json_path
 
 
+def load_latency_file(folder: Path) -> Path:
+    """The shared small latency model under load, saved in ``folder``."""
+    json_path, _ = load_latency_model().save(folder / "load-latency")
+    return json_path
+
+
 FORMATS: dict[str, tuple[Callable[[Path], Path], Callable[[Path], object], str]] = {
     # name: (make the model in a folder, load it, a float field to replace)
     "sklearn-quality": (
@@ -155,6 +164,7 @@ FORMATS: dict[str, tuple[Callable[[Path], Path], Callable[[Path], object], str]]
         "latency.value",
     ),
     "torch-quality": (torch_model_file, TorchQualityModel.load, "weight_0"),
+    "load-latency": (load_latency_file, LoadLatencyModel.load, "rho.value"),
 }
 
 
@@ -391,6 +401,8 @@ def test_the_shipped_json_is_read_field_for_field(stem, schema):
         (lambda d: copy_shipped("default-latency", d), LearnedQualityModel.load),
         (lambda d: copy_shipped("default", d), TorchQualityModel.load),
         (torch_model_file, LearnedQualityModel.load),
+        (lambda d: copy_shipped("default-latency", d), LoadLatencyModel.load),
+        (load_latency_file, LearnedLatencyModel.load),
     ],
 )
 def test_a_file_of_another_format_is_refused_by_its_format(make, load, tmp_path):
@@ -422,6 +434,7 @@ JSON_LOADERS: dict[str, tuple[Callable[[Path], Path], Callable[[Path], object]]]
     "sklearn-quality": FORMATS["sklearn-quality"][:2],
     "latency": FORMATS["latency"][:2],
     "torch-quality": FORMATS["torch-quality"][:2],
+    "load-latency": FORMATS["load-latency"][:2],
     "selection": (_selection, SelectionCalibration.load),
     "load_quality_model": (lambda d: copy_shipped("default", d), load_quality_model),
     "LearnedPredictor": (

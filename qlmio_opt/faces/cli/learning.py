@@ -199,6 +199,19 @@ def _evaluate_parser(commands: Subparsers) -> None:
         default=True,
         help="Also evaluate the M4A1 real-log models.",
     )
+    p.add_argument(
+        "--under-load",
+        action="store_true",
+        help="Also score latency under load (qlmio_opt.app.load_latency_evaluation): a latency "
+        "model under load trained on a state table's train split against the engine-aware "
+        "analytic latency, by load level and on held-out devices and models.",
+    )
+    p.add_argument(
+        "--state-data",
+        type=opt.path,
+        help="With --under-load: a bench-data --state folder (or its bench-state.csv.gz); "
+        "default a fresh table of 600 requests of the --seed (20).",
+    )
     opt.add_format(p)
     p.set_defaults(run=evaluate_predictors)
 
@@ -208,6 +221,8 @@ def evaluate_predictors(args: argparse.Namespace) -> int:
     from qlmio_opt.app.predictor_evaluation import report_frames
     from qlmio_opt.faces.report import frame_table
 
+    if args.state_data is not None and not args.under_load:
+        raise opt.usage("--state-data is read by --under-load; add it")
     quality_model, latency_model = _evaluation_models(args.predictors, args.train)
     with progress_bar() as bar:
         progress = step_progress(bar)
@@ -227,6 +242,8 @@ def evaluate_predictors(args: argparse.Namespace) -> int:
             raise opt.usage(f"{where}: {exc}") from None
     result["predictors"] = _scored_models(args)
     result["data"] = source
+    if args.under_load:
+        _add_under_load(result, args)
     if args.format == "json":
         print(json.dumps(result, indent=2))
         return opt.EXIT_OK
@@ -234,7 +251,62 @@ def evaluate_predictors(args: argparse.Namespace) -> int:
         out().print(line, markup=False, highlight=False)
     for title, frame in report_frames(result):
         frame_table(out(), frame, title=title)
+    if args.under_load:
+        from qlmio_opt.app.load_latency_evaluation import under_load_frames
+
+        for title, frame in under_load_frames(result):
+            frame_table(out(), frame, title=title)
     return opt.EXIT_OK
+
+
+UNDER_LOAD_REQUESTS = 600
+"""Requests of the fresh state table of ``--under-load``: 16,800 rows (both engines on the 14
+nodes), about 2,500 test rows; generating, training and scoring take about two minutes."""
+
+
+def _add_under_load(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """``latency.by_load`` and ``latency.held_out_{devices,models}`` of ``--under-load``."""
+    from qlmio_opt.app.load_latency_evaluation import evaluate_under_load
+    from qlmio_opt.app.predictor_evaluation import FRESH_SEED
+    from qlmio_opt.simulator.state_dataset import (
+        STATE_TABLE_FILE,
+        read_state_table,
+        state_bench_data,
+    )
+
+    with progress_bar() as bar:
+        progress = step_progress(bar)
+        if args.state_data is not None:
+            path = args.state_data
+            source = path / STATE_TABLE_FILE if path.is_dir() else path
+            if not source.exists():
+                raise opt.usage(f"--state-data {path}: no {STATE_TABLE_FILE} there")
+            table = read_state_table(source)
+            if "state_json" not in table:
+                raise opt.usage(f"--state-data {source}: not a state table; no column state_json")
+            data = {"source": str(source), "rows": len(table)}
+        else:
+            seed = FRESH_SEED if args.seed is None else args.seed
+            table = state_bench_data(
+                UNDER_LOAD_REQUESTS,
+                seed,
+                progress=lambda done, total: progress("state data", done, total),
+            ).table
+            data = {"source": "state_bench_data", "seed": seed, "requests": UNDER_LOAD_REQUESTS}
+        try:
+            under = evaluate_under_load(
+                table,
+                random_state=args.random_state,
+                resamples=args.resamples,
+                progress=progress,
+            )
+        except ValueError as exc:
+            raise opt.usage(f"--under-load: {exc}") from None
+    latency = result["latency"]
+    latency["by_load"] = under.pop("by_load")
+    for key in ("held_out_devices", "held_out_models"):
+        latency[key] = under.pop(key)
+    result["latency_under_load"] = {**under, "data": data}
 
 
 def _scored_models(args: argparse.Namespace) -> str:

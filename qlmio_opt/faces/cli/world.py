@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from qlmio_opt.faces.cli import options as opt
 from qlmio_opt.faces.cli.console import out, progress_bar
@@ -209,6 +210,13 @@ def _bench_data_parser(commands: Subparsers) -> None:
         default="bench-data",
         help="Folder for bench.csv.gz, meta.json, DATA_CARD.md.",
     )
+    p.add_argument(
+        "--state",
+        action="store_true",
+        help="Also write bench-state.csv.gz and meta-state.json: every request on every node in "
+        "a sampled live state under both engines (chunked and serial prefill), latency "
+        "decomposed (qlmio_opt.simulator.state_dataset). The stand-alone table is unchanged.",
+    )
     opt.add_parallel(p)
     p.set_defaults(run=bench_data)
 
@@ -232,8 +240,30 @@ def bench_data(args: argparse.Namespace) -> int:
             parallel=parallel,
         )
     paths = write_bench_data(data, args.out)
+    if args.state:
+        paths += _state_bench_data(args)
     counts = pd.DataFrame(data.split_counts()).T.rename_axis("split")
     title = f"{len(data.table)} rows ({args.requests} requests x nodes)"
     frame_table(out(), counts, title=title)
     out().print(f"wrote {', '.join(str(p) for p in paths)}")
     return opt.EXIT_OK
+
+
+def _state_bench_data(args: argparse.Namespace) -> list[Path]:
+    """The state table of ``bench-data --state``, with its summary by engine and load level."""
+    from qlmio_opt.faces.report import frame_table
+    from qlmio_opt.simulator.state_dataset import (
+        state_bench_data,
+        state_summary,
+        write_state_bench_data,
+    )
+
+    with progress_bar() as bar:
+        task = bar.add_task("requests under load", total=args.requests)
+        data = state_bench_data(
+            args.requests,
+            args.seed,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    frame_table(out(), state_summary(data.table), title="under load: median seconds")
+    return write_state_bench_data(data, args.out)
