@@ -43,6 +43,7 @@ class WindowDecision:
     solution: Solution
     fallback: str = ""
     decision_s: float = 0.0
+    wait_s: float = 0.0  # the service's wait for its scheduler (other calls held it)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -94,6 +95,7 @@ class ServiceClient:
             solution=Solution.model_validate(data),
             fallback=answer.headers.get("X-Qlmio-Fallback", ""),
             decision_s=float(answer.headers.get("X-Qlmio-Decision-Seconds", "0")),
+            wait_s=float(answer.headers.get("X-Qlmio-Wait-Seconds", "0")),
             raw=data,
         )
 

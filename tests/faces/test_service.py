@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from qlmio_opt.client import ServiceClient, ServiceError
 from qlmio_opt.faces.cli import main
 from qlmio_opt.faces.service.app import openapi_document
 from qlmio_opt.faces.service.core import Service
-from qlmio_opt.faces.service.run import serving_in_thread
+from qlmio_opt.faces.service.run import bind, serving_in_thread
 from qlmio_opt.solvers.base import Solver
 
 SITE = INSTANCES / "window_042.json"
@@ -131,6 +132,10 @@ def test_every_endpoint_through_the_client(site):
     assert metric(text, "qlmio_observed_latency_seconds_sum") == 1.5
     assert metric(text, "qlmio_node_observations_total", node=node) == 1
     assert metric(text, "qlmio_deferrals_total") == len(first.deferred) + len(second.deferred)
+    assert metric(text, "qlmio_pending_requests") == len(second.deferred)
+    in_flight = {n.id: metric(text, "qlmio_in_flight_requests", node=n.id) for n in site.nodes}
+    assert in_flight[node] == 0  # the observation replaced what was sent there
+    assert 0 < sum(in_flight.values()) <= dispatched - 2
 
 
 def test_http_windows_with_explicit_times_equal_the_in_process_scheduler(site):
@@ -452,3 +457,13 @@ def test_the_shipped_openapi_schema_is_the_app_s():
     body = shipped["paths"]["/v1/windows"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"] == "#/components/schemas/WindowBody"
     assert "Request" in shipped["components"]["schemas"]
+
+
+def test_the_listening_socket_is_tcp_so_asyncio_turns_nagle_off():
+    """asyncio sets TCP_NODELAY on accepted connections only when the listening socket says
+    IPPROTO_TCP; with proto 0 every keep-alive answer waited for a delayed ACK (~40 ms)."""
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

@@ -60,7 +60,10 @@ def create_app(service: Service | None, token: str | None = None) -> FastAPI:
     async def windows(request: Request) -> Response:
         service = _service(request)
         result = await run_in_threadpool(service.decide_window, await request.body())
-        headers = {"X-Qlmio-Decision-Seconds": f"{result.decision_s:.6f}"}
+        headers = {
+            "X-Qlmio-Decision-Seconds": f"{result.decision_s:.6f}",
+            "X-Qlmio-Wait-Seconds": f"{result.wait_s:.6f}",
+        }
         if result.fallback:
             headers["X-Qlmio-Fallback"] = result.fallback
         return JSONResponse(result.solution, headers=headers)
@@ -100,7 +103,8 @@ def create_app(service: Service | None, token: str | None = None) -> FastAPI:
         responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text."}},
     )
     async def metrics(request: Request) -> Response:
-        return Response(_service(request).metrics.text(), media_type=CONTENT_TYPE_LATEST)
+        text = await run_in_threadpool(_service(request).metrics_text)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Exception) -> JSONResponse:

@@ -49,6 +49,7 @@ class WindowResult:
     solution: dict[str, Any]
     fallback: str
     decision_s: float
+    wait_s: float  # waiting for the scheduler while other calls held it
 
 
 class Service:
@@ -85,7 +86,9 @@ class Service:
         source = "POST /v1/windows"
         envelope = _validated(WindowEnvelope, body, source)
         raw = [dict(r) for r in envelope.requests]
+        queued = time.perf_counter()
         with self._lock:
+            wait_s = time.perf_counter() - queued
             now = self._now(envelope.now, source)
             if now < self.scheduler.window_s:
                 issue = Issue(
@@ -105,7 +108,7 @@ class Service:
         if fallback:
             self.metrics.fallbacks.labels(fallback).inc()
         self.metrics.record_window(decision.solution, self._tiers, decision.decision_s)
-        return WindowResult(decision.solution.to_dict(), fallback, decision.decision_s)
+        return WindowResult(decision.solution.to_dict(), fallback, decision.decision_s, wait_s)
 
     def complete(self, body: bytes) -> dict[str, Any]:
         """``POST /v1/completions``: a dispatched request finished."""
@@ -268,15 +271,22 @@ class Service:
         return ""
 
     def _after_change(self) -> None:
-        """Keep the gauges and the state file up to date (called under the lock)."""
-        now = self._last_now if self._last_now > -math.inf else 0.0
-        in_flight = {}
-        for node in self._tiers:
-            state = self.scheduler.node_state(node, now)
-            in_flight[node] = len(state.running) + len(state.waiting)
-        self.metrics.record_load(len(self.scheduler.pending), in_flight)
+        """Keep the state file up to date (called under the lock)."""
         if self.state_file is not None:
             write_state(self.scheduler, self.state_file)
+
+    def metrics_text(self) -> bytes:
+        """``GET /metrics``: the gauges of the nodes' load brought up to date (at a scrape, not
+        at every call: counting what is in flight costs a pass over every record)."""
+        with self._lock:
+            now = self._clock()
+            in_flight = {}
+            for node in self._tiers:
+                state = self.scheduler.node_state(node, now)
+                in_flight[node] = len(state.running) + len(state.waiting)
+            pending = len(self.scheduler.pending)
+        self.metrics.record_load(pending, in_flight)
+        return self.metrics.text()
 
 
 def _validated(cls: type[M], body: bytes, source: str) -> M:
