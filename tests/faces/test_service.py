@@ -6,6 +6,7 @@ the shipped OpenAPI schema."""
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -467,3 +468,42 @@ def test_the_listening_socket_is_tcp_so_asyncio_turns_nagle_off():
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+# -- the docs' examples -------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_service_page_s_python_blocks_run(monkeypatch, capsys):
+    page = (ROOT / "docs" / "service.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert blocks
+    monkeypatch.chdir(ROOT)
+    for block in blocks:
+        exec(compile(block, "docs/service.md", "exec"), {})  # our own page, run as documentation
+    assert "r0000" in capsys.readouterr().out
+
+
+def test_the_readme_s_serve_command_runs_as_written(tmp_path):
+    """The README's `qlmio-opt serve` line, on a free port (``--port 0`` appended: the last one
+    wins) from a folder holding the repository's instances: it serves, and SIGTERM stops it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Serving over HTTP") :]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    (line,) = [ln.split("  #")[0].strip() for ln in block.splitlines() if "qlmio-opt serve" in ln]
+    (tmp_path / "instances").symlink_to(ROOT / "instances")
+    argv = shlex.split(line)
+    assert argv[:2] == ["qlmio-opt", "serve"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qlmio_opt.faces.cli", *argv[1:], "--port", "0"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = re.search(r"(http://[^\s;]+)", proc.stderr.readline()).group(1)
+        assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
+    finally:
+        assert stop(proc) == 0
+    assert (tmp_path / "state.json").exists()
