@@ -21,6 +21,7 @@ LAYERS = {
     "qlmio_opt.app": 4,
     "qlmio_opt.simulator": 4,
     "qlmio_opt.faces": 5,
+    "qlmio_opt.client": 5,  # the service's client: a face, beside faces.service
 }
 """The layer of every module, by the package it is in (docs/architecture.md)."""
 

@@ -40,6 +40,7 @@ def test_wheel_contents(tmp_path):
         "qlmio_opt/predictors/analytic.py",
         "qlmio_opt/solvers/baselines.py",
         "qlmio_opt/domain/schema/instance.schema.json",
+        "qlmio_opt/faces/service/openapi.json",
         "qlmio_opt/domain/catalog/data/models.toml",
         "qlmio_opt/domain/catalog/data/devices.toml",
         "qlmio_opt/py.typed",

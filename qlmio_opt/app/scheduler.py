@@ -228,6 +228,58 @@ class Scheduler:
             ],
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the scheduler carries between windows, as plain JSON-ready data (the
+        inverse of :meth:`load_state`; the scheduling service's state file holds it)."""
+        return {
+            "time_s": None if self._now == -math.inf else self._now,
+            "windows": self._windows,
+            "pending": [
+                {
+                    "request": p.request.model_dump(mode="json", exclude_unset=True),
+                    "deferrals": p.deferrals,
+                }
+                for p in self._pending.values()
+            ],
+            "nodes": {node: _record_dict(record) for node, record in self._nodes.items()},
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Carry on from :meth:`state_dict`'s data, taken from a scheduler of the same site.
+
+        Raises
+        ------
+        InputError
+            When the data is malformed or names a node the site does not have (nothing is
+            changed then).
+        """
+        try:
+            pending = {
+                p["request"]["id"]: _Pending(
+                    Request.model_validate(p["request"]), int(p["deferrals"])
+                )
+                for p in data["pending"]
+            }
+            nodes = {node: _record_from(raw) for node, raw in data["nodes"].items()}
+            windows = int(data["windows"])
+            now = -math.inf if data["time_s"] is None else float(data["time_s"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            # pydantic's ValidationError is a ValueError
+            problem = f"not a scheduler state ({type(error).__name__}: {error})"
+            raise InputError(Issue("state", problem), "Scheduler.load_state") from None
+        if set(nodes) != set(self._nodes):
+            raise InputError(
+                Issue(
+                    "state.nodes", f"nodes {sorted(nodes)} are not the site's {sorted(self._nodes)}"
+                ),
+                "Scheduler.load_state",
+            )
+        self._pending = pending
+        self._nodes = nodes
+        self._where = {rid: node for node, record in nodes.items() for rid in record.sent}
+        self._windows = windows
+        self._now = now
+
     # -- what the caller reports ----------------------------------------------------------------
     def observe(self, node_id: str, state: NodeState | Mapping[str, Any], now: float) -> None:
         """The node's engine reports its state at ``now``: it replaces the scheduler's record of
@@ -389,6 +441,44 @@ class Scheduler:
                 "Scheduler",
             )
         return record
+
+
+def _record_dict(record: _NodeRecord) -> dict[str, Any]:
+    observed = record.observed
+    return {
+        "observed": None if observed is None else observed.model_dump(mode="json"),
+        "observed_s": None if record.observed_s == -math.inf else record.observed_s,
+        "sent": {
+            rid: {
+                "item": s.item.model_dump(mode="json"),
+                "sent_s": s.sent_s,
+                "expires_s": s.expires_s,
+                "prefill_s": s.prefill_s,
+            }
+            for rid, s in record.sent.items()
+        },
+        "load": record.load,
+        "load_s": record.load_s,
+    }
+
+
+def _record_from(raw: Mapping[str, Any]) -> _NodeRecord:
+    observed = raw["observed"]
+    return _NodeRecord(
+        observed=None if observed is None else NodeState.model_validate(observed),
+        observed_s=-math.inf if raw["observed_s"] is None else float(raw["observed_s"]),
+        sent={
+            rid: _Sent(
+                InFlight.model_validate(s["item"]),
+                float(s["sent_s"]),
+                float(s["expires_s"]),
+                float(s["prefill_s"]),
+            )
+            for rid, s in raw["sent"].items()
+        },
+        load=float(raw["load"]),
+        load_s=float(raw["load_s"]),
+    )
 
 
 def _decoding(item: InFlight) -> InFlight:

@@ -6,8 +6,8 @@ Exit codes: 0 done; 1 internal error; 2 invalid input or usage; 3 no feasible de
 never a traceback (set ``QLMIO_DEBUG=1`` to see one).
 
 Each command lives in the module of its group (:mod:`.solving`, :mod:`.world`,
-:mod:`.learning`, :mod:`.data`); a command's heavy imports happen inside it, so ``--help`` and
-``--version`` load none of them.
+:mod:`.learning`, :mod:`.data`, :mod:`.serving`); a command's heavy imports happen inside it, so
+``--help`` and ``--version`` load none of them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 
 from qlmio_opt.domain.errors import InputError, QlmioError
 from qlmio_opt.domain.version import VERSION
-from qlmio_opt.faces.cli import data, learning, solving, world
+from qlmio_opt.faces.cli import data, learning, serving, solving, world
 from qlmio_opt.faces.cli.options import (
     EXIT_INFEASIBLE,
     EXIT_INPUT,
@@ -52,7 +52,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"qlmio-opt {VERSION}")
     action = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     commands = Commands(action, command)
-    for group in (solving, world, learning, data):
+    for group in (solving, world, learning, data, serving):
         group.register(commands)
     return top
 

@@ -1,0 +1,186 @@
+"""The scheduling service under load: ``qlmio-opt serve`` on loopback driven by concurrent clients,
+against the in-process ``Scheduler.decide`` on the same windows in the same run.
+
+For each window size (requests per window), a fresh ``qlmio-opt serve --solver greedy`` process
+serves ``instances/window_042.json`` (7 nodes) on a free loopback port; ``--clients`` threads, each
+with its own keep-alive connection, post ``--windows`` windows between them (at most
+``--max-seconds`` per size). A window's requests are the site's own, cycled with fresh ids.
+Reported per size, p50 and p99 over the calls, in milliseconds:
+
+* ``latency``: a call as the client sees it (send the body, read the solution document);
+* ``decision``: the scheduler's decide inside the service (header ``X-Qlmio-Decision-Seconds``);
+* ``wait``: the call's wait for the scheduler while other calls held it (``X-Qlmio-Wait-Seconds``:
+  one scheduler decides one window at a time);
+* ``overhead`` = latency - decision - wait: HTTP, JSON both ways, validation, the state gauges;
+* ``in-process``: ``Scheduler.decide`` on the same windows, one after another, in this process;
+
+and the throughput (windows answered per second of wall time), the windows answered and the
+service's own ``qlmio_windows_total`` at the end (every window counted, none lost).
+
+    python benchmarks/service_load.py [--sizes 10,100,1000] [--windows 400,200,24]
+                                      [--clients 8] [--max-seconds 60]
+
+The machine's load average is printed first and last: the figures are only as quiet as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from statistics import quantiles
+
+import httpx
+
+from qlmio_opt import Scheduler, read_instance
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / "instances" / "window_042.json"
+
+
+def windows_of(size: int, count: int, site) -> list[list[dict]]:
+    """``count`` windows of ``size`` requests: the site's requests cycled, each with a fresh id."""
+    bodies = [r.model_dump(mode="json", exclude_unset=True) for r in site.requests]
+    out = []
+    k = 0
+    for w in range(count):
+        window = []
+        for _ in range(size):
+            window.append({**bodies[k % len(bodies)], "id": f"w{w}-r{k}"})
+            k += 1
+        out.append(window)
+    return out
+
+
+def start_service(solver: str) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "qlmio_opt.faces.cli", "serve", "--site", str(SITE)]
+    command += ["--port", "0", "--solver", solver]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    found = re.search(r"(http://[^\s;]+)", line)
+    if found is None:
+        proc.kill()
+        raise SystemExit(f"the service did not start: {line}{proc.stderr.read()}")
+    return proc, found.group(1)
+
+
+def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float) -> dict:
+    """Post ``windows`` from ``clients`` threads; per call: latency, decision, wait (seconds)."""
+    calls: list[tuple[float, float, float]] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    next_window = iter(range(len(windows)))
+    deadline = time.monotonic() + max_seconds
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while time.monotonic() < deadline:
+                with lock:
+                    k = next(next_window, None)
+                if k is None:
+                    return
+                began = time.perf_counter()
+                answer = http.post("/v1/windows", json={"requests": windows[k]})
+                latency = time.perf_counter() - began
+                with lock:
+                    if answer.status_code != 200:
+                        failures.append(f"{answer.status_code}: {answer.text[:200]}")
+                        continue
+                    decision = float(answer.headers["X-Qlmio-Decision-Seconds"])
+                    wait = float(answer.headers["X-Qlmio-Wait-Seconds"])
+                    calls.append((latency, decision, wait))
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    counted = _metric(httpx.get(f"{url}/metrics", timeout=10).text, "qlmio_windows_total")
+    return {"calls": calls, "failures": failures, "wall_s": wall, "counted": counted}
+
+
+def in_process(site, windows: list[list[dict]], solver: str) -> list[float]:
+    """``Scheduler.decide`` wall times on ``windows``, one after another, on a clock that moves
+    as the service's does (real seconds since the first window)."""
+    scheduler = Scheduler(site, solver=solver)
+    zero = time.monotonic() - site.window_s
+    times = []
+    for window in windows:
+        now = time.monotonic() - zero
+        start = now - site.window_s
+        on_clock = [{**r, "arrival_s": start + r["arrival_s"]} for r in window]
+        began = time.perf_counter()
+        scheduler.decide(on_clock, now)
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def _metric(text: str, name: str) -> float:
+    found = re.search(rf"^{name} ([0-9.e+-]+)$", text, flags=re.M)
+    return float(found.group(1)) if found else float("nan")
+
+
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        v = values[0] if values else float("nan")
+        return v, v
+    cuts = quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def ms(pair: tuple[float, float]) -> str:
+    return f"{1e3 * pair[0]:8.2f} {1e3 * pair[1]:8.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--windows", default="400,200,24", help="Windows per size.")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="Per size.")
+    parser.add_argument("--solver", default="greedy")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    counts = [int(c) for c in args.windows.split(",")]
+    if len(counts) != len(sizes):
+        raise SystemExit("--windows needs one count per size")
+    site = read_instance(SITE)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"site {SITE.name}, solver {args.solver}, {args.clients} clients, {os.cpu_count()} CPUs")
+    print(
+        "size  windows answered counted  wall_s  win/s |  p50 ms   p99 ms: latency | decision |"
+        " wait | overhead | in-process"
+    )
+    for size, count in zip(sizes, counts, strict=True):
+        windows = windows_of(size, count, site)
+        proc, url = start_service(args.solver)
+        try:
+            run = drive(url, windows, args.clients, args.max_seconds)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        local = in_process(site, windows[: len(run["calls"])] or windows[:1], args.solver)
+        calls = run["calls"]
+        latency = [c[0] for c in calls]
+        decision = [c[1] for c in calls]
+        wait = [c[2] for c in calls]
+        overhead = [c[0] - c[1] - c[2] for c in calls]
+        print(
+            f"{size:5d} {count:7d} {len(calls):8d} {run['counted']:7.0f} {run['wall_s']:7.1f}"
+            f" {len(calls) / run['wall_s']:6.1f} | {ms(p50_p99(latency))} | {ms(p50_p99(decision))}"
+            f" | {ms(p50_p99(wait))} | {ms(p50_p99(overhead))} | {ms(p50_p99(local))}"
+        )
+        for failure in run["failures"][:3]:
+            print(f"      failed: {failure}")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

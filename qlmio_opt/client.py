@@ -1,0 +1,169 @@
+"""A small typed client of the scheduling service (``qlmio-opt serve``; docs/service.md).
+
+    from qlmio_opt.client import ServiceClient
+
+    with ServiceClient("http://127.0.0.1:8000") as service:
+        decision = service.decide(requests)
+        for request_id, node_id in decision.solution.assignment.items():
+            ...  # forward the request to its node
+        service.complete("q1", latency_s=2.3)
+
+Needs httpx (the ``serve`` extra). One client holds one keep-alive connection pool; it is safe to
+share between threads (httpx's ``Client`` is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from qlmio_opt.domain.instance import NodeState, Request
+from qlmio_opt.domain.solution import Solution
+
+
+class ServiceError(Exception):
+    """The service refused a call: its HTTP status and the issues it named (each a JSON path and
+    a message, as the command line prints them)."""
+
+    def __init__(self, status: int, message: str, issues: Sequence[Mapping[str, str]] = ()):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.issues = [dict(i) for i in issues]
+
+
+@dataclass(frozen=True)
+class WindowDecision:
+    """A window as the service decided it."""
+
+    solution: Solution
+    fallback: str = ""
+    decision_s: float = 0.0
+    wait_s: float = 0.0  # the service's wait for its scheduler (other calls held it)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def dispatched(self) -> Mapping[str, str]:
+        """Request id -> node id of every request to send now."""
+        return self.solution.assignment
+
+    @property
+    def deferred(self) -> tuple[str, ...]:
+        """Ids the service holds for the next window."""
+        return self.solution.deferred
+
+
+class ServiceClient:
+    """Calls to one scheduling service.
+
+    Parameters
+    ----------
+    base_url
+        The service's address, e.g. ``http://127.0.0.1:8000``.
+    token
+        The bearer token, when the service has ``--token-file``.
+    timeout_s
+        Seconds to wait for an answer (a window takes up to the solver's time limit).
+    """
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 30.0):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+
+    def decide(
+        self,
+        requests: Sequence[Request | Mapping[str, Any]],
+        *,
+        now: float | None = None,
+        allow_deferral: bool = True,
+    ) -> WindowDecision:
+        """Decide the window closing now (``POST /v1/windows``); arrivals count from the
+        window's start, as in an instance file."""
+        body: dict[str, Any] = {
+            "requests": [_plain(r) for r in requests],
+            "allow_deferral": allow_deferral,
+        }
+        if now is not None:
+            body["now"] = now
+        answer = self._call("POST", "/v1/windows", body)
+        data = answer.json()
+        return WindowDecision(
+            solution=Solution.model_validate(data),
+            fallback=answer.headers.get("X-Qlmio-Fallback", ""),
+            decision_s=float(answer.headers.get("X-Qlmio-Decision-Seconds", "0")),
+            wait_s=float(answer.headers.get("X-Qlmio-Wait-Seconds", "0")),
+            raw=data,
+        )
+
+    def complete(
+        self,
+        request_id: str,
+        *,
+        completed: bool = True,
+        latency_s: float | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        """Request ``request_id`` finished (``POST /v1/completions``)."""
+        body: dict[str, Any] = {"id": request_id, "completed": completed}
+        if latency_s is not None:
+            body["latency_s"] = latency_s
+        if output_tokens is not None:
+            body["output_tokens"] = output_tokens
+        self._call("POST", "/v1/completions", body)
+
+    def observe(
+        self, node_id: str, state: NodeState | Mapping[str, Any], *, now: float | None = None
+    ) -> None:
+        """Node ``node_id``'s engine reports its state (``POST /v1/nodes/{id}/state``)."""
+        plain = state.model_dump(mode="json") if isinstance(state, NodeState) else dict(state)
+        body: dict[str, Any] = {"state": plain}
+        if now is not None:
+            body["now"] = now
+        self._call("POST", f"/v1/nodes/{node_id}/state", body)
+
+    def state(self) -> dict[str, Any]:
+        """Every node's load and the pending requests (``GET /v1/state``)."""
+        return dict(self._call("GET", "/v1/state").json())
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/healthz").json())
+
+    def metrics(self) -> str:
+        """The Prometheus text of ``GET /metrics``."""
+        return self._call("GET", "/metrics").text
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        answer = self._http.request(method, path, json=body)
+        if answer.status_code >= 400:
+            try:
+                problem = answer.json()
+            except ValueError:
+                problem = {"message": answer.text}
+            raise ServiceError(
+                answer.status_code, problem.get("message", ""), problem.get("issues", ())
+            )
+        return answer
+
+
+def _plain(request: Request | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(request, Request):
+        return request.model_dump(mode="json", exclude_unset=True)
+    return dict(request)

@@ -1,0 +1,125 @@
+"""The ``serve`` command: a site's Scheduler over HTTP (the ``serve`` extra; docs/service.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from qlmio_opt.faces.cli import options as opt
+from qlmio_opt.faces.cli.console import say
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (fast start)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from qlmio_opt.faces.cli.options import Commands as Subparsers
+
+SERVE_HINT = "pip install 'qlmio-opt[serve]'"
+
+
+def register(commands: Subparsers) -> None:
+    """Add ``serve`` to the ``qlmio-opt`` parser."""
+    p = commands.add_parser(
+        "serve",
+        help="Serve a site's scheduler over HTTP: windows in, decisions out, Prometheus metrics.",
+        description="Serve a site's scheduler over HTTP (docs/service.md): POST /v1/windows, "
+        "/v1/completions and /v1/nodes/ID/state; GET /v1/state, /healthz and /metrics. A site "
+        "is an instance file; its requests, if any, are ignored. SIGTERM or Ctrl-C drains the "
+        "calls in flight and stops.",
+    )
+    p.add_argument("--site", type=opt.path, required=True, help="Site: an instance JSON file.")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Address to listen on (default loopback only; 0.0.0.0 listens on every interface).",
+    )
+    p.add_argument(
+        "--port", type=opt.integer(0, 65535), default=8000, help="Port (0: any free port)."
+    )
+    p.add_argument(
+        "--solver",
+        default="auto",
+        help="greedy, exact, auto (exact within the time limit, else the greedy) or any "
+        "registered solver.",
+    )
+    p.add_argument(
+        "--predictors",
+        default="analytic",
+        help="Predictors: analytic, learned (shipped), or a model saved by `train`.",
+    )
+    p.add_argument(
+        "--window-s",
+        type=opt.number(1e-3, 86_400),
+        help="Window length in seconds (default: the site's window_s).",
+    )
+    opt.add_time_limit(p, None, "Seconds per window for the solver (auto: default 1).")
+    opt.add_seed(p)
+    p.add_argument(
+        "--state-file",
+        type=opt.path,
+        help="Keep the scheduler's state in this file (written atomically after every change, "
+        "restored at start).",
+    )
+    p.add_argument(
+        "--token-file",
+        type=opt.path,
+        help="File holding a bearer token every call but /healthz must present.",
+    )
+    opt.add_catalog(p)
+    p.set_defaults(run=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        from qlmio_opt.faces.service.run import serve as run_server
+    except ImportError as error:
+        raise opt.usage(
+            f"serve needs the serve extra ({error.name} is missing): {SERVE_HINT}"
+        ) from None
+    service = build_service(args)
+    token = read_token(args.token_file) if args.token_file is not None else None
+
+    def announce(address: str) -> None:
+        restored = " (state restored)" if service.restored else ""
+        say(
+            f"serving site {service.site_name} with {service.solver_name} on {address}{restored}; "
+            "SIGTERM or Ctrl-C stops"
+        )
+
+    run_server(service, args.host, args.port, token=token, announce=announce)
+    say("stopped")
+    return opt.EXIT_OK
+
+
+def build_service(args: argparse.Namespace) -> Any:
+    """The service ``args`` describe; usage and input errors exit 2 before it listens."""
+    from qlmio_opt.app.scheduler import Scheduler
+    from qlmio_opt.domain.io import read_instance
+    from qlmio_opt.faces.service.core import Service
+
+    if args.solver != "auto":
+        opt.solver_names(args.solver, "--solver")
+    predictor = opt.predictor(args.predictors)
+    site = read_instance(args.site, catalog=opt.catalog(args.catalog))
+    scheduler = Scheduler(
+        site,
+        solver=args.solver,
+        predictors=predictor,
+        window_s=args.window_s,
+        time_limit=args.time_limit,
+        seed=args.seed,
+    )
+    return Service(scheduler, state_file=args.state_file)
+
+
+def read_token(path: Any) -> str:
+    """The bearer token in ``path`` (surrounding whitespace dropped); an unreadable or empty
+    file is an input error naming it."""
+    from qlmio_opt.domain.errors import InputError, Issue
+
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(Issue("", f"cannot read the token ({error})"), str(path)) from None
+    if not token:
+        raise InputError(Issue("", "the token file is empty"), str(path))
+    return token

@@ -1,0 +1,322 @@
+"""The service without HTTP: one :class:`~qlmio_opt.Scheduler` behind one lock, the service's
+clock, validation with the command line's messages, the greedy fallback, metrics and the state
+file. :mod:`.app` puts it on HTTP."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from qlmio_opt.app.scheduler import Decision, Scheduler
+from qlmio_opt.domain.errors import InputError, Issue
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.domain.io import parse_json
+from qlmio_opt.domain.solution import Status
+from qlmio_opt.domain.validation import validate_model
+from qlmio_opt.faces.service.bodies import (
+    CompletionBody,
+    NodeStateBody,
+    WindowEnvelope,
+)
+from qlmio_opt.faces.service.metrics import Metrics
+from qlmio_opt.faces.service.state_file import restore_state, write_state
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Refused(Exception):
+    """A call the service refuses: an HTTP status and the issues, as the command line says them."""
+
+    def __init__(self, status: int, error: InputError, kind: str = "invalid input") -> None:
+        super().__init__(error.render())
+        self.status = status
+        self.error = error
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """A decided window: the solution document and how it was reached."""
+
+    solution: dict[str, Any]
+    fallback: str
+    decision_s: float
+    wait_s: float  # waiting for the scheduler while other calls held it
+
+
+class Service:
+    """A site's scheduler served to many callers.
+
+    Parameters
+    ----------
+    scheduler
+        The site's scheduler (its solver, predictors and window).
+    state_file
+        Where the scheduler's state is kept (restored from it when it exists); None: nowhere.
+    """
+
+    def __init__(self, scheduler: Scheduler, state_file: Path | None = None) -> None:
+        self.scheduler = scheduler
+        self.state_file = state_file
+        self.metrics = Metrics()
+        self.site_name = scheduler.site.name
+        self.solver_name = "auto" if scheduler.auto else scheduler.solver
+        self._site = {k: v for k, v in scheduler.site.to_dict().items() if k != "requests"}
+        self._tiers = {n.id: n.tier for n in scheduler.site.nodes}
+        self._lock = threading.Lock()
+        self.windows = 0  # decided by this process (the state's count goes on across restarts)
+        self.restored = state_file is not None and restore_state(scheduler, state_file)
+        last = scheduler.state_dict()["time_s"]
+        self._last_now = -math.inf if last is None else float(last)
+        # the service's clock starts at window_s (the first window is [0, window_s)) and goes on
+        # from the last call's time after a restart
+        self._clock_zero = time.monotonic() - max(self._last_now, scheduler.window_s)
+
+    # -- the calls -------------------------------------------------------------------------------
+    def decide_window(self, body: bytes) -> WindowResult:
+        """``POST /v1/windows``: decide the window closing now."""
+        source = "POST /v1/windows"
+        envelope = _validated(WindowEnvelope, body, source)
+        raw = [dict(r) for r in envelope.requests]
+        queued = time.perf_counter()
+        with self._lock:
+            wait_s = time.perf_counter() - queued
+            now = self._now(envelope.now, source)
+            if now < self.scheduler.window_s:
+                issue = Issue(
+                    "now",
+                    f"must be >= window_s = {self.scheduler.window_s:g} (the window "
+                    f"[now - window_s, now) starts at 0 or later); got {now:g}",
+                )
+                raise Refused(422, InputError(issue, source))
+            requests = self._on_scheduler_clock(raw, now)
+            if requests is None:  # an arrival out of the window: the instance's rule says so
+                self._refuse_window(raw, source)
+            decision = self._decide(requests or [], raw, now, envelope.allow_deferral, source)
+            self._last_now = now
+            self.windows += 1
+            self._after_change()
+        fallback = self._fallback_reason(decision)
+        if fallback:
+            self.metrics.fallbacks.labels(fallback).inc()
+        self.metrics.record_window(decision.solution, self._tiers, decision.decision_s)
+        return WindowResult(decision.solution.to_dict(), fallback, decision.decision_s, wait_s)
+
+    def complete(self, body: bytes) -> dict[str, Any]:
+        """``POST /v1/completions``: a dispatched request finished."""
+        source = "POST /v1/completions"
+        completion = _validated(CompletionBody, body, source)
+        with self._lock:
+            known = self.scheduler.complete(completion.id)
+            if known:
+                self._after_change()
+        if not known:
+            issue = Issue(
+                "id",
+                f'request "{completion.id}" is not in flight (never dispatched, already '
+                "completed, or assumed finished after twice its predicted latency)",
+            )
+            raise Refused(404, InputError(issue, source), "unknown request")
+        self.metrics.completions.labels("completed" if completion.completed else "failed").inc()
+        if completion.latency_s is not None:
+            self.metrics.observed_latency.observe(completion.latency_s)
+        return {"id": completion.id, "in_flight": False}
+
+    def observe(self, node_id: str, body: bytes) -> dict[str, Any]:
+        """``POST /v1/nodes/{node_id}/state``: the node's engine reports its state."""
+        source = f"POST /v1/nodes/{node_id}/state"
+        if node_id not in self._tiers:
+            issue = Issue(
+                "node", f'unknown node "{node_id}"; the site has {", ".join(self._tiers)}'
+            )
+            raise Refused(404, InputError(issue, source), "unknown node")
+        report = _validated(NodeStateBody, body, source)
+        self._check_state_on_site(node_id, report.state.model_dump(mode="json"), source)
+        with self._lock:
+            now = self._now(report.now, source)
+            self.scheduler.observe(node_id, report.state, now)
+            self._last_now = max(self._last_now, now)
+            self._after_change()
+        self.metrics.observations.labels(node_id).inc()
+        return {"node": node_id, "time_s": now}
+
+    def state(self) -> dict[str, Any]:
+        """``GET /v1/state``: every node as the next window would see it, and the pending."""
+        with self._lock:
+            now = self._clock()
+            snapshot = self.scheduler.snapshot(now)
+        nodes = [{**n, "state": snapshot["nodes"][n["id"]]} for n in self._site["nodes"]]
+        held = Instance.from_dict(
+            {**self._site, "nodes": nodes}, catalog=self.scheduler.site.resolved_catalog
+        ).node_held_gb
+        view = {}
+        for k, node in enumerate(nodes):
+            state = node["state"]
+            view[node["id"]] = {
+                "tier": node["tier"],
+                "running": len(state["running"]),
+                "waiting": len(state["waiting"]),
+                "memory_gb": float(held[k]),
+                "kv_used_gb": state["kv_used_gb"],
+                "prefill_load": state["prefill_load"],
+                "state": state,
+            }
+        return {
+            "time_s": now,
+            "windows": snapshot["windows"],
+            "nodes": view,
+            "pending": snapshot["pending"],
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "site": self.site_name,
+            "solver": self.solver_name,
+            "windows": self.windows,
+        }
+
+    def save(self) -> None:
+        """Write the state file now (at shutdown; every change writes it too)."""
+        if self.state_file is not None:
+            with self._lock:
+                write_state(self.scheduler, self.state_file)
+
+    # -- the parts -------------------------------------------------------------------------------
+    def _clock(self) -> float:
+        return max(self._last_now, time.monotonic() - self._clock_zero, 0.0)
+
+    def _now(self, given: float | None, source: str) -> float:
+        now = self._clock() if given is None else given
+        if now < self._last_now:
+            issue = Issue("now", f"{now:g} is before the previous call's time {self._last_now:g}")
+            raise Refused(409, InputError(issue, source), "out of time order")
+        return now
+
+    def _on_scheduler_clock(
+        self, raw: list[dict[str, Any]], now: float
+    ) -> list[dict[str, Any]] | None:
+        """The requests with their arrivals on the scheduler's clock (they count from the
+        window's start in the body); None when one is not a number within the window."""
+        window_s = self.scheduler.window_s
+        start = now - window_s
+        out = []
+        for request in raw:
+            arrival = request.get("arrival_s")
+            if not isinstance(arrival, int | float) or isinstance(arrival, bool):
+                return None
+            if not 0 <= arrival <= window_s:
+                return None
+            out.append({**request, "arrival_s": start + arrival})
+        return out
+
+    def _decide(
+        self,
+        requests: list[dict[str, Any]],
+        raw: list[dict[str, Any]],
+        now: float,
+        allow_deferral: bool,
+        source: str,
+    ) -> Decision:
+        try:
+            return self.scheduler.decide(requests, now, allow_deferral=allow_deferral)
+        except InputError as error:
+            self._refuse_window(raw, source)  # the instance's own message, when it has one
+            raise Refused(422, error.with_source(source)) from None
+        except Exception:
+            # a solver that fails must not take the service down: the greedy decides instead
+            self.metrics.fallbacks.labels("solver error").inc()
+            with _greedy(self.scheduler):
+                return self.scheduler.decide(requests, now, allow_deferral=allow_deferral)
+
+    def _refuse_window(self, raw: list[dict[str, Any]], source: str) -> None:
+        """Validate the window as the instance file the command line would read (the site with
+        these requests); raise its issues, if it has any."""
+        try:
+            Instance.from_dict(
+                {**self._site, "requests": raw},
+                catalog=self.scheduler.site.resolved_catalog,
+                source=source,
+            )
+        except InputError as error:
+            raise Refused(422, error) from None
+
+    def _check_state_on_site(self, node_id: str, state: dict[str, Any], source: str) -> None:
+        nodes = [{**n, "state": state} if n["id"] == node_id else n for n in self._site["nodes"]]
+        try:
+            Instance.from_dict(
+                {**self._site, "nodes": nodes},
+                catalog=self.scheduler.site.resolved_catalog,
+                source=source,
+            )
+        except InputError as error:
+            raise Refused(422, error) from None
+
+    def _fallback_reason(self, decision: Decision) -> str:
+        if decision.fallback:
+            return decision.fallback
+        if self.scheduler.auto and decision.solution.solver != self.scheduler.solver:
+            return f"greedy after {self.scheduler.solver} found none"
+        if decision.solution.status is Status.TIME_LIMIT:
+            # the best assignment found in time; the exact solver starts from the greedy's
+            return "time limit"
+        return ""
+
+    def _after_change(self) -> None:
+        """Keep the state file up to date (called under the lock)."""
+        if self.state_file is not None:
+            write_state(self.scheduler, self.state_file)
+
+    def metrics_text(self) -> bytes:
+        """``GET /metrics``: the gauges of the nodes' load brought up to date (at a scrape, not
+        at every call: counting what is in flight costs a pass over every record)."""
+        with self._lock:
+            now = self._clock()
+            in_flight = {}
+            for node in self._tiers:
+                state = self.scheduler.node_state(node, now)
+                in_flight[node] = len(state.running) + len(state.waiting)
+            pending = len(self.scheduler.pending)
+        self.metrics.record_load(pending, in_flight)
+        return self.metrics.text()
+
+
+def _validated(cls: type[M], body: bytes, source: str) -> M:
+    """The body as a ``cls``; refused (400 or 422) with the command line's messages."""
+    data = _parsed(body, source)
+    try:
+        return validate_model(cls, data, source=source)
+    except InputError as error:
+        raise Refused(422, error) from None
+
+
+def _parsed(body: bytes, source: str) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Refused(
+            400, InputError(Issue("", f"not UTF-8 text ({error.reason})"), source)
+        ) from None
+    try:
+        return parse_json(text, source)
+    except InputError as error:
+        raise Refused(400, error, "malformed JSON") from None
+
+
+@contextmanager
+def _greedy(scheduler: Scheduler) -> Iterator[None]:
+    """The scheduler deciding with the greedy for one call."""
+    saved = scheduler.solver, scheduler.auto, scheduler.time_limit
+    scheduler.solver, scheduler.auto, scheduler.time_limit = "greedy", False, None
+    try:
+        yield
+    finally:
+        scheduler.solver, scheduler.auto, scheduler.time_limit = saved

@@ -1,0 +1,120 @@
+"""The service's Prometheus metrics, in a registry of its own (names prefixed ``qlmio_``).
+
+Counters for events, gauges for state, histograms for times and predictions, as vLLM's and the
+Prometheus client's conventions have it (units in the names, ``_total`` on counters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DECISION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Decision times: the greedy decides a window in milliseconds, the exact solver within its time
+limit (``auto``: 1 s; docs/benchmarks.md), so the buckets run from 1 ms to 10 s."""
+
+LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+"""Request latencies: the shipped windows' predicted means run from under a second on the edge
+to tens of seconds on a loaded node (docs/results.md); doubling buckets cover both ends."""
+
+QUALITY_BUCKETS = tuple(round(0.1 * k, 1) for k in range(1, 11))
+"""Predicted quality is a probability: ten even buckets."""
+
+
+class Metrics:
+    """Every metric the service exports, updated by :class:`~.core.Service`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.windows = Counter("qlmio_windows", "Windows decided.", registry=r)
+        self.requests = Counter(
+            "qlmio_requests_dispatched",
+            "Requests dispatched, by node and tier.",
+            ["node", "tier"],
+            registry=r,
+        )
+        self.deferrals = Counter(
+            "qlmio_deferrals", "Requests deferred to the next window.", registry=r
+        )
+        self.decision = Histogram(
+            "qlmio_decision_seconds",
+            "Wall time of a window's decision (the Scheduler's decide).",
+            buckets=DECISION_BUCKETS_S,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "qlmio_predicted_latency_seconds",
+            "Predicted latency of each dispatched request.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.quality = Histogram(
+            "qlmio_predicted_quality",
+            "Predicted quality of each dispatched request.",
+            buckets=QUALITY_BUCKETS,
+            registry=r,
+        )
+        self.status = Counter(
+            "qlmio_solver_status",
+            "Windows by the solver that decided them and its status.",
+            ["solver", "status"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "qlmio_fallbacks", "Windows decided by a fallback, by reason.", ["reason"], registry=r
+        )
+        self.completions = Counter(
+            "qlmio_completions",
+            "Completions reported for requests in flight, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.observed_latency = Histogram(
+            "qlmio_observed_latency_seconds",
+            "Latency the gateway reported with a completion.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.observations = Counter(
+            "qlmio_node_observations", "Node states reported.", ["node"], registry=r
+        )
+        self.refused = Counter(
+            "qlmio_refused_calls",
+            "Calls answered with an error, by status code.",
+            ["code"],
+            registry=r,
+        )
+        self.pending = Gauge("qlmio_pending_requests", "Deferred requests waiting.", registry=r)
+        self.in_flight = Gauge(
+            "qlmio_in_flight_requests",
+            "Requests the scheduler counts as running or waiting on each node.",
+            ["node"],
+            registry=r,
+        )
+
+    def record_window(self, solution: Any, tiers: Mapping[str, str], decision_s: float) -> None:
+        """Count one window's decision (``solution`` a :class:`~qlmio_opt.Solution`)."""
+        self.windows.inc()
+        self.decision.observe(decision_s)
+        self.status.labels(solution.solver, solution.status.value).inc()
+        self.deferrals.inc(len(solution.deferred))
+        for decision in solution.requests:
+            if decision.node is None:
+                continue
+            self.requests.labels(decision.node, tiers[decision.node]).inc()
+            if decision.latency_s is not None:
+                self.latency.observe(decision.latency_s)
+            if decision.quality is not None:
+                self.quality.observe(decision.quality)
+
+    def record_load(self, pending: int, in_flight: Mapping[str, int]) -> None:
+        self.pending.set(pending)
+        for node, count in in_flight.items():
+            self.in_flight.labels(node).set(count)
+
+    def text(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,116 @@
+"""Running the service: uvicorn on a socket bound before it starts (so the port is known, even
+port 0), SIGTERM and SIGINT draining the calls in flight, the state file written at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import uvicorn
+
+from qlmio_opt.faces.service.app import create_app
+from qlmio_opt.faces.service.core import Service
+
+DRAIN_TIMEOUT_S = 5
+"""Seconds a stopping service waits for the calls in flight (a window's decision takes at most
+the solver's time limit, 1 s with ``auto``) before it cancels them."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a handled SIGTERM or SIGINT ends the run normally instead of being
+    raised again once the server has stopped: the caller's clean-up (the state file) still runs
+    and the command exits 0 after a drain. ``on_started`` runs once it accepts calls (its signal
+    handlers are in place by then)."""
+
+    on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def _server(service: Service, token: str | None) -> _Server:
+    config = uvicorn.Config(
+        create_app(service, token),
+        log_level="warning",
+        access_log=False,  # a line per call would cost more than the call (a gateway's rate)
+        timeout_graceful_shutdown=DRAIN_TIMEOUT_S,
+        lifespan="off",
+    )
+    return _Server(config)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (0: a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on the connections it accepts only then,
+    # and without it Nagle's algorithm and delayed ACKs held every keep-alive answer ~40 ms
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(
+    service: Service,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    token: str | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``service`` until SIGTERM or SIGINT; ``announce`` gets the address once bound."""
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    server = _server(service, token)
+    server.on_started = lambda: (announce or _stderr)(f"http://{shown}:{bound_port}")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        service.save()
+
+
+def _stderr(address: str) -> None:
+    print(f"listening on {address}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def serving_in_thread(service: Service, *, token: str | None = None) -> Iterator[str]:
+    """Serve ``service`` on a free loopback port in a thread of this process; yields its
+    address and stops it (draining) on exit. For tests and benchmarks that want the real HTTP
+    server next to in-process calls."""
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = _server(service, token)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            threading.Event().wait(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()

@@ -1,0 +1,509 @@
+"""The scheduling service over real HTTP on loopback (uvicorn in a thread of the test, or
+``qlmio-opt serve`` in a subprocess): every endpoint, the same messages as the command line for bad
+input, the greedy fallback, SIGTERM draining, the state file across a restart, bearer tokens, and
+the shipped OpenAPI schema."""
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import INSTANCES, SMALL
+
+from qlmio_opt import Scheduler, read_instance
+from qlmio_opt.client import ServiceClient, ServiceError
+from qlmio_opt.faces.cli import main
+from qlmio_opt.faces.service.app import openapi_document
+from qlmio_opt.faces.service.core import Service
+from qlmio_opt.faces.service.run import bind, serving_in_thread
+from qlmio_opt.solvers.base import Solver
+
+SITE = INSTANCES / "window_042.json"
+SHIPPED_SCHEMA = Path(__file__).resolve().parents[2] / "qlmio_opt/faces/service/openapi.json"
+
+
+@pytest.fixture(scope="module")
+def site():
+    return read_instance(SITE)
+
+
+def fresh_service(site, solver="greedy", **options):
+    return Service(Scheduler(site, solver=solver, **options))
+
+
+def served(service):
+    return serving_in_thread(service)
+
+
+def metric(text, name, **labels):
+    """The value of one sample of Prometheus text (0 when absent)."""
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name + (f"{{{inner}}}" if labels else "")) + r" ([0-9.e+-]+)"
+    found = re.search(rf"^{pattern}$", text, flags=re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def without_timings(solution):
+    """A solution document less what differs between two runs of the same decision: wall times
+    and the window's name."""
+    return {k: v for k, v in solution.items() if k not in ("times", "instance", "solver_stats")}
+
+
+def assert_close(got, expected, where="solution"):
+    """Equal plain data, floats within 1e-9 (relative) of each other."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), where
+        for key in expected:
+            assert_close(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for k, (a, b) in enumerate(zip(got, expected, strict=True)):
+            assert_close(a, b, f"{where}[{k}]")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-12), where
+    else:
+        assert got == expected, where
+
+
+# -- the first window is `qlmio-opt solve` ------------------------------------------------------
+
+
+def test_the_first_window_equals_solve_on_the_same_site_and_requests(site, tmp_path, capsys):
+    requests = [r.model_dump(mode="json", exclude_unset=True) for r in site.requests[:40]]
+    window = tmp_path / "window.json"
+    window.write_text(json.dumps({**json.loads(SITE.read_text()), "requests": requests}))
+    assert main(["solve", str(window), "--solver", "greedy", "--format", "json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    with served(fresh_service(site)) as url:
+        answer = httpx.post(f"{url}/v1/windows", json={"requests": requests}, timeout=30)
+    assert answer.status_code == 200
+    got = answer.json()
+    assert got["format"] == "qlmio-opt/solution"
+    assert got["assignment"] == expected["assignment"]
+    assert got["deferred"] == expected["deferred"]
+    assert set(got) == set(expected)
+    assert_close(without_timings(got), without_timings(expected))
+
+
+# -- every endpoint ---------------------------------------------------------------------------
+
+
+def test_every_endpoint_through_the_client(site):
+    requests = site.requests[:12]
+    with served(fresh_service(site)) as url, ServiceClient(url) as client:
+        assert client.health()["status"] == "ok"
+        first = client.decide(requests[:8])
+        assert set(first.dispatched) | set(first.deferred) == {r.id for r in requests[:8]}
+        second = client.decide(requests[8:])
+        done = next(iter(first.dispatched))
+        client.complete(done, latency_s=1.5, output_tokens=40)
+        client.complete(next(iter(second.dispatched)), completed=False)
+        node = first.dispatched[next(iter(first.dispatched))]
+        client.observe(node, {"running": [], "waiting": [], "kv_used_gb": 0.25})
+        state = client.state()
+        assert state["windows"] == 2
+        assert state["nodes"][node]["kv_used_gb"] == 0.25
+        assert state["nodes"][node]["running"] == 0 and state["nodes"][node]["waiting"] == 0
+        text = client.metrics()
+    dispatched = len(first.dispatched) + len(second.dispatched)
+    assert metric(text, "qlmio_windows_total") == 2
+    per_node = sum(
+        metric(text, "qlmio_requests_dispatched_total", node=n.id, tier=n.tier) for n in site.nodes
+    )
+    assert per_node == dispatched
+    assert metric(text, "qlmio_decision_seconds_count") == 2
+    assert metric(text, "qlmio_predicted_latency_seconds_count") == dispatched
+    assert metric(text, "qlmio_predicted_quality_count") == dispatched
+    assert (
+        metric(text, "qlmio_solver_status_total", solver="greedy", status="feasible")
+        + metric(text, "qlmio_solver_status_total", solver="greedy", status="optimal")
+        == 2
+    )
+    assert metric(text, "qlmio_completions_total", outcome="completed") == 1
+    assert metric(text, "qlmio_completions_total", outcome="failed") == 1
+    assert metric(text, "qlmio_observed_latency_seconds_sum") == 1.5
+    assert metric(text, "qlmio_node_observations_total", node=node) == 1
+    assert metric(text, "qlmio_deferrals_total") == len(first.deferred) + len(second.deferred)
+    assert metric(text, "qlmio_pending_requests") == len(second.deferred)
+    in_flight = {n.id: metric(text, "qlmio_in_flight_requests", node=n.id) for n in site.nodes}
+    assert in_flight[node] == 0  # the observation replaced what was sent there
+    assert 0 < sum(in_flight.values()) <= dispatched - 2
+
+
+def test_http_windows_with_explicit_times_equal_the_in_process_scheduler(site):
+    """A sequence of calls through HTTP decides as the same calls on a Scheduler in process."""
+    window_s = site.window_s
+    batches = [site.requests[0:30], site.requests[30:60], site.requests[60:90]]
+    reference = Scheduler(site, solver="greedy")
+    with served(fresh_service(site)) as url, ServiceClient(url) as client:
+        for k, batch in enumerate(batches):
+            now = window_s * (k + 1)
+            on_clock = [
+                r.model_copy(update={"arrival_s": now - window_s + r.arrival_s}) for r in batch
+            ]
+            expected = reference.decide(on_clock, now)
+            got = client.decide(batch, now=now)
+            assert dict(got.dispatched) == dict(expected.dispatched), k
+            assert got.deferred == expected.deferred
+            assert got.solution.objective == pytest.approx(expected.solution.objective, rel=1e-9)
+            finished = next(iter(expected.dispatched))
+            reference.complete(finished)
+            client.complete(finished)
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def cli_lines(tmp_path, text, capsys):
+    """What `qlmio-opt validate` prints about ``text`` as a file, less the file's name."""
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    return [
+        line.removeprefix(f"{path}: ") for line in err.splitlines() if line.startswith(str(path))
+    ]
+
+
+def bad_requests(site):
+    """Two windows the instance format refuses: field by field (the first pass of validation),
+    and across fields (the second, which runs once every field is valid)."""
+    good = site.requests[0].model_dump(mode="json", exclude_unset=True)
+    fields = [
+        {**good, "id": "a", "prompt_tokens": -3},
+        {**good, "id": "c", "images": [{"width": 0, "height": 5, "bytes": 9}]},
+        {**good, "id": "e", "colour": "red"},
+    ]
+    across = [
+        {**good, "id": "b", "site": "mars"},
+        {**good, "id": "c", "task": "poetry"},
+        {**good, "id": "d", "arrival_s": site.window_s + 1},
+        {**good, "id": "d"},
+    ]
+    return {"fields": (fields, "prompt_tokens: must be >= 0"), "across": (across, "unknown site")}
+
+
+@pytest.mark.parametrize("kind", ["fields", "across"])
+def test_invalid_requests_get_the_command_line_s_messages(kind, site, tmp_path, capsys):
+    requests, words = bad_requests(site)[kind]
+    expected = cli_lines(
+        tmp_path, json.dumps({**json.loads(SITE.read_text()), "requests": requests}), capsys
+    )
+    assert len(expected) >= 3
+    with served(fresh_service(site)) as url:
+        answer = httpx.post(f"{url}/v1/windows", json={"requests": requests}, timeout=30)
+        assert answer.status_code == 422
+        problem = answer.json()
+        assert [f"{i['path']}: {i['message']}" for i in problem["issues"]] == expected
+        assert words in problem["message"]
+        # refused calls change nothing: the next window is the service's first
+        assert httpx.get(f"{url}/v1/state", timeout=5).json()["windows"] == 0
+
+
+def test_malformed_json_gets_the_command_line_s_message(site, tmp_path, capsys):
+    text = '{"requests": [{"id": "q1",}]}'
+    (expected,) = cli_lines(tmp_path, text, capsys)
+    with served(fresh_service(site)) as url:
+        answer = httpx.post(f"{url}/v1/windows", content=text.encode(), timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["message"] == f"POST /v1/windows: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "words"),
+    [
+        ("POST", "/v1/windows", b"[1, 2]", 422, "must be an object"),
+        ("POST", "/v1/windows", b'{"requests": {}}', 422, "requests: must be a list"),
+        ("POST", "/v1/windows", b'{"requests": [], "now": 0.1}', 422, "now: must be >= window_s"),
+        ("POST", "/v1/windows", b'{"requets": []}', 422, 'did you mean "requests"'),
+        ("POST", "/v1/windows", b"\xff\xfe", 400, "not UTF-8"),
+        ("POST", "/v1/windows", b"", 400, "empty"),
+        ("POST", "/v1/completions", b'{"id": "nobody"}', 404, 'request "nobody" is not in flight'),
+        ("POST", "/v1/completions", b'{"latency_s": -1}', 422, "id: required field is missing"),
+        ("POST", "/v1/nodes/mars/state", b'{"state": {}}', 404, 'unknown node "mars"'),
+        (
+            "POST",
+            "/v1/nodes/edge-0/state",
+            b'{"state": {"running": [{"prompt_tokens": 5, "max_output_tokens": 0}]}}',
+            422,
+            "state.running[0].max_output_tokens: must be >= 1; got 0",
+        ),
+        (
+            "POST",
+            "/v1/nodes/edge-0/state",
+            b'{"state": {"running": [{"task": "poetry", "prompt_tokens": 5, '
+            b'"max_output_tokens": 9}]}}',
+            422,
+            'nodes[0] (node "edge-0").state.running[0].task: unknown task "poetry"',
+        ),
+        ("GET", "/v1/nowhere", None, 404, "Not Found"),
+        ("DELETE", "/v1/windows", None, 405, "Method Not Allowed"),
+    ],
+)
+def test_bad_calls_are_refused_and_the_service_carries_on(site, method, path, body, status, words):
+    with served(fresh_service(site)) as url:
+        answer = httpx.request(method, f"{url}{path}", content=body, timeout=10)
+        assert answer.status_code == status, answer.text
+        assert words in answer.json()["message"], answer.json()
+        assert "Traceback" not in answer.text
+        ok = httpx.post(f"{url}/v1/windows", json={"requests": []}, timeout=10)
+        assert ok.status_code == 200
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        assert metric(text, "qlmio_refused_calls_total", code=str(status)) == 1
+
+
+def test_a_repeated_id_and_an_earlier_time_are_refused(site):
+    request = site.requests[0]
+    with served(fresh_service(site)) as url, ServiceClient(url) as client:
+        client.decide([request], now=10.0)
+        with pytest.raises(ServiceError) as repeated:
+            client.decide([request], now=12.0)
+        assert repeated.value.status == 422
+        assert f'request "{request.id}" is already' in repeated.value.message
+        with pytest.raises(ServiceError) as earlier:
+            client.decide([], now=5.0)
+        assert earlier.value.status == 409 and "before the previous call" in earlier.value.message
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+class Broken(Solver):
+    name = "broken"
+
+    def solve(self, problem, *, time_limit=None, seed=0):
+        raise RuntimeError("the solver fell over")
+
+
+def test_a_failing_solver_falls_back_to_the_greedy_and_is_counted(site):
+    service = fresh_service(site)
+    service.scheduler.solver = Broken()  # a solver object: solve() takes one as well as a name
+    greedy = Scheduler(site, solver="greedy").decide(site.requests[:20], site.window_s)
+    with served(service) as url, ServiceClient(url) as client:
+        decision = client.decide(site.requests[:20], now=site.window_s)
+        text = client.metrics()
+    assert decision.solution.solver == "greedy"
+    assert dict(decision.dispatched) == dict(greedy.dispatched)
+    assert metric(text, "qlmio_fallbacks_total", reason="solver error") == 1
+    assert service.scheduler.solver.name == "broken"  # put back for the next window
+
+
+def test_a_time_out_answers_the_best_assignment_found_and_is_counted(site):
+    # a 176-request window in a microsecond: HiGHS does not even start, and the exact solver
+    # answers the greedy start it was warm-started from
+    service = fresh_service(site, solver="exact", time_limit=1e-6)
+    with served(service) as url, ServiceClient(url) as client:
+        decision = client.decide(site.requests, now=site.window_s)
+        text = client.metrics()
+    assert decision.solution.status.value == "time_limit"
+    assert set(decision.dispatched) | set(decision.deferred) == {r.id for r in site.requests}
+    assert decision.fallback == "time limit"
+    assert metric(text, "qlmio_fallbacks_total", reason="time limit") == 1
+    assert metric(text, "qlmio_solver_status_total", solver="exact", status="time_limit") == 1
+
+
+# -- the command: SIGTERM, the state file, tokens ---------------------------------------------
+
+
+SERVE = [sys.executable, "-m", "qlmio_opt.faces.cli", "serve"]
+
+
+def start(*args):
+    """``qlmio-opt serve --port 0 ARGS`` in a subprocess; its process and address."""
+    proc = subprocess.Popen(
+        [*SERVE, "--port", "0", *map(str, args)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stderr.readline()
+    found = re.search(r"(http://[^\s;]+)", line)
+    if found is None:
+        proc.kill()
+        pytest.fail(f"no address: {line}{proc.stderr.read()}")
+    return proc, found.group(1)
+
+
+def stop(proc, timeout=10.0):
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=timeout)
+
+
+def test_sigterm_drains_the_call_in_flight_and_exits(site):
+    proc, url = start("--site", SITE, "--solver", "exact", "--time-limit", "3")
+    answers, answered = [], []
+
+    def post():
+        body = {"requests": [r.model_dump(mode="json") for r in site.requests]}
+        answers.append(httpx.post(f"{url}/v1/windows", json=body, timeout=30))
+        answered.append(time.monotonic())
+
+    caller = threading.Thread(target=post)
+    caller.start()
+    time.sleep(0.5)  # the window is being decided (HiGHS on 176 requests, up to 3 s)
+    began = time.monotonic()
+    code = stop(proc)
+    took = time.monotonic() - began
+    caller.join()
+    assert code == 0, proc.stderr.read()
+    assert answers[0].status_code == 200
+    assert answered[0] > began  # the call was in flight when SIGTERM came
+    assert set(answers[0].json()["assignment"]) | set(answers[0].json()["deferred"]) == {
+        r.id for r in site.requests
+    }
+    assert took < 8.0
+    assert "stopped" in proc.stderr.read()
+
+
+def test_the_state_file_carries_the_scheduler_across_a_restart(site, tmp_path):
+    state = tmp_path / "state" / "service.json"
+    window_s = site.window_s
+    first, second = site.requests[:60], site.requests[60:120]
+    reference = Scheduler(site, solver="greedy")
+
+    def on_clock(batch, now):
+        return [r.model_copy(update={"arrival_s": now - window_s + r.arrival_s}) for r in batch]
+
+    expected_first = reference.decide(on_clock(first, 10.0), 10.0)
+    done = next(iter(expected_first.dispatched))
+    reference.complete(done)
+    expected_second = reference.decide(on_clock(second, 10.5), 10.5)
+
+    proc, url = start("--site", SITE, "--solver", "greedy", "--state-file", state)
+    try:
+        with ServiceClient(url) as client:
+            got = client.decide(first, now=10.0)
+            assert dict(got.dispatched) == dict(expected_first.dispatched)
+            client.complete(done)
+            saved = json.loads(state.read_text())
+            assert saved["format"] == "qlmio-opt/service-state"
+    finally:
+        assert stop(proc) == 0
+    assert [p.name for p in state.parent.iterdir()] == ["service.json"]  # no partial file left
+
+    proc, url = start("--site", SITE, "--solver", "greedy", "--state-file", state)
+    try:
+        with ServiceClient(url) as client:
+            assert client.state()["windows"] == 1
+            got = client.decide(second, now=10.5)
+    finally:
+        assert stop(proc) == 0
+    assert dict(got.dispatched) == dict(expected_second.dispatched)
+    assert got.deferred == expected_second.deferred
+
+
+def test_a_state_file_of_another_site_is_refused(tmp_path):
+    state = tmp_path / "state.json"
+    proc, _ = start("--site", SITE, "--solver", "greedy", "--state-file", state)
+    assert stop(proc) == 0
+    other = subprocess.run(
+        [*SERVE, "--site", SMALL / "analytic.json", "--port", "0", "--state-file", state],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert other.returncode == 2
+    assert f"{state}: site: the state was saved by a service of another site" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_a_bearer_token_guards_every_call_but_the_health_check(site, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    proc, url = start("--site", SITE, "--solver", "greedy", "--token-file", token)
+    try:
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/metrics", timeout=5).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        answer = httpx.post(f"{url}/v1/windows", json={}, headers=wrong, timeout=5)
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+        with ServiceClient(url, token="s3cret") as client:
+            assert client.decide(site.requests[:3]).dispatched
+    finally:
+        assert stop(proc) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--site", "nowhere.json"], "nowhere.json: file not found"),
+        (["--site", str(SITE), "--solver", "magic"], "--solver magic: unknown solver"),
+        (["--site", str(SITE), "--token-file", os.devnull], "the token file is empty"),
+        (["--site", str(SITE), "--port", "70000"], "must be an integer in [0, 65535]"),
+    ],
+)
+def test_bad_serve_arguments_exit_2_before_listening(args, message, capsys):
+    assert main(["serve", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+# -- the shipped schema -----------------------------------------------------------------------
+
+
+def test_the_shipped_openapi_schema_is_the_app_s():
+    shipped = json.loads(SHIPPED_SCHEMA.read_text())
+    assert shipped == json.loads(json.dumps(openapi_document()))
+    assert {"/v1/windows", "/v1/completions", "/v1/nodes/{node_id}/state", "/v1/state"} <= set(
+        shipped["paths"]
+    )
+    body = shipped["paths"]["/v1/windows"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"] == "#/components/schemas/WindowBody"
+    assert "Request" in shipped["components"]["schemas"]
+
+
+def test_the_listening_socket_is_tcp_so_asyncio_turns_nagle_off():
+    """asyncio sets TCP_NODELAY on accepted connections only when the listening socket says
+    IPPROTO_TCP; with proto 0 every keep-alive answer waited for a delayed ACK (~40 ms)."""
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+# -- the docs' examples -------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_service_page_s_python_blocks_run(monkeypatch, capsys):
+    page = (ROOT / "docs" / "service.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert blocks
+    monkeypatch.chdir(ROOT)
+    for block in blocks:
+        exec(compile(block, "docs/service.md", "exec"), {})  # our own page, run as documentation
+    assert "r0000" in capsys.readouterr().out
+
+
+def test_the_readme_s_serve_command_runs_as_written(tmp_path):
+    """The README's `qlmio-opt serve` line, on a free port (``--port 0`` appended: the last one
+    wins) from a folder holding the repository's instances: it serves, and SIGTERM stops it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Serving over HTTP") :]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    (line,) = [ln.split("  #")[0].strip() for ln in block.splitlines() if "qlmio-opt serve" in ln]
+    (tmp_path / "instances").symlink_to(ROOT / "instances")
+    argv = shlex.split(line)
+    assert argv[:2] == ["qlmio-opt", "serve"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qlmio_opt.faces.cli", *argv[1:], "--port", "0"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = re.search(r"(http://[^\s;]+)", proc.stderr.readline()).group(1)
+        assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
+    finally:
+        assert stop(proc) == 0
+    assert (tmp_path / "state.json").exists()
