@@ -1,8 +1,8 @@
 """What a node's serving engine and live state add to a window's latencies.
 
 This is prediction physics: it lives with the predictors so that a predictor can learn (and
-report) its departures from it (:mod:`qlmio_opt.predictors.learned_load_latency`); the
-formulation reads it through :mod:`qlmio_opt.formulations.engine_load`.
+report) its departures from it (:mod:`qlmio_opt.predictors.learned_load_latency`), and the
+formulation builds its per-pair state terms and congestion curves from it.
 
 A node's engine works through prefills (vision encoding and prompt prefill: compute-bound) and
 decoding (memory-bound steps that give every decoding request one token). Prefill work slows

@@ -14,7 +14,7 @@ carries between windows:
   record of what it dispatched and has not heard back about (:meth:`Scheduler.complete`), assumed
   finished once its predicted latency has passed twice over;
 * each node's recent prefill load, an exponentially weighted rate of the prefill work it sent
-  there (the look-ahead term of :mod:`qlmio_opt.formulations.engine_load`).
+  there (the look-ahead term of :mod:`qlmio_opt.predictors.engine_load`).
 
 Times are seconds on the caller's clock; a request's ``arrival_s`` is on that clock too, and its
 ``deadline_s`` counts from its arrival. The simulator's replay drives this same object.
@@ -35,8 +35,8 @@ from qlmio_opt.domain.catalog import Catalog
 from qlmio_opt.domain.errors import InputError, Issue
 from qlmio_opt.domain.instance import InFlight, Instance, NodeState, Request
 from qlmio_opt.domain.solution import RequestDecision, Solution, Status
-from qlmio_opt.formulations.engine_load import prefill_work_s
 from qlmio_opt.predictors import Predictor, get_predictor, predict
+from qlmio_opt.predictors.engine_load import prefill_work_s
 
 DEFAULT_MAX_DEFERRALS = 3
 """How often one request may be deferred. A deferral costs it a window (2 s in the replays), so
