@@ -10,7 +10,7 @@ served. Three effects add to the requests' stand-alone latencies, in total over 
 
 ``S_p`` is the mean prefill work (vision + prefill) and ``g`` the engine's interference, the
 seconds a decoding request loses per second of prefill work (1 for serial prefill; less for
-chunked prefill, :mod:`qlmio_opt.predictors.engine_load`, which also holds what the node's
+chunked prefill, :mod:`qlmio_opt.domain.engine_load`, which also holds what the node's
 live state adds per request). Prefills contend only among the requests in the slots at once: the
 first ``k`` requests queue for each other's prefills and decode while the later ones prefill; a
 request admitted after the first round finds ``c - 1`` others in the slots and loses ``g`` of

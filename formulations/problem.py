@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from qlmio_opt.domain.engine_load import PairLoad, node_loads, state_pair_loads
 from qlmio_opt.domain.errors import InputError, Issue
 from qlmio_opt.domain.instance import Instance, Objective
 from qlmio_opt.formulations.congestion import CongestionCurve, curve, zero_curve
-from qlmio_opt.predictors.engine_load import PairLoad, node_loads, state_pair_loads
 
 if TYPE_CHECKING:  # the formulation reads predictions' arrays; it never runs a predictor
     from qlmio_opt.predictors.base import Predictions
@@ -43,7 +43,7 @@ class Problem:
     holds.
 
     ``latency_s`` is the predicted latency of each pair on the node as it is
-    (:mod:`qlmio_opt.predictors.engine_load`); ``externality_s`` the delay the pair's prefill
+    (:mod:`qlmio_opt.domain.engine_load`); ``externality_s`` the delay the pair's prefill
     imposes on the node's in-flight requests, which the objective counts too.
     ``floor_gain[r, n]`` is what placing ``r`` on ``n`` adds to the quality floor's sum, which
     must stay >= 0: ``Q[r, n] - ref_r + tolerance`` against each request's own reference quality

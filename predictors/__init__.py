@@ -13,7 +13,6 @@ from pathlib import Path
 from qlmio_opt.domain.instance import Instance
 from qlmio_opt.predictors.analytic import AnalyticPredictor
 from qlmio_opt.predictors.base import Predictions, Predictor, apply_overrides, needs_predictor
-from qlmio_opt.predictors.engine_load import prefill_work_s
 from qlmio_opt.predictors.features import RequestArrays, request_arrays
 
 PREDICTORS: dict[str, type] = {"analytic": AnalyticPredictor}
@@ -108,6 +107,5 @@ __all__ = [
     "get_predictor",
     "predict",
     "predictor_spec",
-    "prefill_work_s",
     "request_arrays",
 ]

@@ -29,7 +29,7 @@ bench table's rows (:func:`latency_features`: training, evaluation) and a window
 **Instances.** :meth:`LearnedLatencyModel.predict_instance` evaluates the model on every pair of
 a window with **zero background load**: the formulation already charges a node's load through its
 engine and state terms and its congestion curve (the node's ``state`` and the window's own
-requests; :mod:`qlmio_opt.predictors.engine_load`), so feeding the
+requests; :mod:`qlmio_opt.domain.engine_load`), so feeding the
 load to the trees as well would count it twice. What the trees add to the analytic stand-alone
 physics is the request's own output length and the devices' departures from the roofline.
 

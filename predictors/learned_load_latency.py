@@ -1,7 +1,7 @@
 """Latency under load: the engine-aware analytic latency times a learned, bounded correction.
 
 The formulation already predicts what a request meets on a node in a live state
-(:mod:`qlmio_opt.predictors.engine_load`: the backlog of prefill work ahead of it, the batch's
+(:mod:`qlmio_opt.domain.engine_load`: the backlog of prefill work ahead of it, the batch's
 KV reads, the look-ahead stretch of its decode). Call that the **engine-aware analytic
 latency** ``A`` of a pair: the analytic stand-alone latency (wait, upload, RTT, vision and
 prefill at the roofline speed, decode of the task's typical length) plus the state's delay
@@ -20,7 +20,7 @@ level with it and better in MAE (docs/predictors.md). It trains on the state tab
 :mod:`qlmio_opt.simulator.state_dataset` (``bench-data --state``).
 
 **Plugging into the formulation exactly.** The formulation adds ``D`` to each pair's
-``Predictions.latency_s`` (:func:`~qlmio_opt.predictors.engine_load.state_pair_loads`), so the
+``Predictions.latency_s`` (:func:`~qlmio_opt.domain.engine_load.state_pair_loads`), so the
 predictor returns ``latency_s = L0 + (latency - A)``: after the formulation's addition the
 pair's latency is the learned one, to rounding. The components stay analytic (the engine terms
 and the window's congestion curve read them) and ``load_correction_s`` carries ``latency - A``.
@@ -50,14 +50,14 @@ import numpy as np
 from pydantic import Field
 
 from qlmio_opt.domain.catalog import Catalog, default_catalog
-from qlmio_opt.domain.instance import Instance, NodeState
-from qlmio_opt.predictors.base import NotFittedError, ParamsMixin, Predictions
-from qlmio_opt.predictors.engine_load import (
+from qlmio_opt.domain.engine_load import (
     NodeLoad,
     pair_loads,
     state_load,
     state_pair_loads,
 )
+from qlmio_opt.domain.instance import Instance, NodeState
+from qlmio_opt.predictors.base import NotFittedError, ParamsMixin, Predictions
 from qlmio_opt.predictors.learned_features import prompt_table, prompt_texts
 from qlmio_opt.predictors.learned_latency import analytic_parts, latency_metrics
 from qlmio_opt.predictors.model_files import (

@@ -14,7 +14,7 @@ carries between windows:
   record of what it dispatched and has not heard back about (:meth:`Scheduler.complete`), assumed
   finished once its predicted latency has passed twice over;
 * each node's recent prefill load, an exponentially weighted rate of the prefill work it sent
-  there (the look-ahead term of :mod:`qlmio_opt.predictors.engine_load`).
+  there (the look-ahead term of :mod:`qlmio_opt.domain.engine_load`).
 
 Times are seconds on the caller's clock; a request's ``arrival_s`` is on that clock too, and its
 ``deadline_s`` counts from its arrival. The simulator's replay drives this same object.
@@ -32,11 +32,11 @@ import numpy as np
 
 from qlmio_opt.app.solve import solve
 from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.engine_load import prefill_work_s
 from qlmio_opt.domain.errors import InputError, Issue
 from qlmio_opt.domain.instance import InFlight, Instance, NodeState, Request
 from qlmio_opt.domain.solution import RequestDecision, Solution, Status
 from qlmio_opt.predictors import Predictor, get_predictor, predict
-from qlmio_opt.predictors.engine_load import prefill_work_s
 
 DEFAULT_MAX_DEFERRALS = 3
 """How often one request may be deferred. A deferral costs it a window (2 s in the replays), so
@@ -67,9 +67,11 @@ class Decision:
     deferred
         Ids of the requests carried to the next window.
     fallback
-        Empty when the solver decided; else which fallback did (the solver found no assignment):
-        the solver without per-request floors and deadlines, the greedy without them, or every
-        request on its fastest node.
+        Empty when the solver decided; else which fallback did: ``"greedy"`` when the solver's
+        time limit ended it without an assignment (the greedy answers within what is left, at
+        least with its first construction), or, when no assignment exists, the solver without
+        per-request floors and deadlines, the greedy without them, or every request on its
+        fastest node.
     message
         The solver's own message (why it found no assignment, when it did not).
     decision_s
@@ -382,10 +384,9 @@ class Scheduler:
         """The solver's solution, or a fallback's when it has none (see :class:`Decision`)."""
         solution = self._run(instance, self.solver)
         message = solution.message or ""
-        if self.auto and not solution.status.has_assignment:
-            solution = self._run(instance, "greedy")
+        handed_over = solution.solver == "greedy" and _solver_name(self.solver) != "greedy"
         if solution.assignment or solution.deferred or not instance.requests:
-            return solution, "", message
+            return solution, "greedy" if handed_over else "", message
         relaxed = _without_floors_and_deadlines(instance)
         for name in dict.fromkeys((self.solver, "greedy")):
             sol = self._run(relaxed, name)
@@ -394,12 +395,15 @@ class Scheduler:
         return _fastest_nodes(instance, self.predictor), "fastest node", message
 
     def _run(self, instance: Instance, solver: str) -> Solution:
+        # a solver that the limit stops without an assignment hands over to the greedy, which
+        # answers at least with its first construction (solve's fallback)
         return solve(
             instance,
             solver,
             predictors=self.predictor,
             time_limit=self.time_limit,
             seed=self.seed,
+            fallback=None if solver == "greedy" else "greedy",
         )
 
     def _dispatch(self, request: Request, decision: RequestDecision, now: float) -> None:
@@ -550,3 +554,8 @@ def _fastest_nodes(instance: Instance, predictor: Predictor) -> Solution:
         assignment=assignment,
         requests=tuple(decisions),
     )
+
+
+def _solver_name(solver: str | Any) -> str:
+    """A solver's registered name, whether given by name or as an object."""
+    return solver if isinstance(solver, str) else str(getattr(solver, "name", solver))

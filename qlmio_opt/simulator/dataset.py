@@ -371,13 +371,14 @@ def node_capacity(truth: PairTruth, j: int, node: Node, speed: TrueSpeeds) -> fl
     return 1.0 / per_request
 
 
-def _others(rng: np.random.Generator, n: int, i: int, size: int) -> np.ndarray:
+def other_requests(rng: np.random.Generator, n: int, i: int, size: int) -> np.ndarray:
     """``size`` indices of requests other than ``i`` (with replacement)."""
     idx = rng.integers(0, n - 1, size=size)
     return idx + (idx >= i)
 
 
-def _check_args(n_requests: Any, seed: Any) -> None:
+def check_bench_args(n_requests: Any, seed: Any) -> None:
+    """Refuse a request count below 1 or a negative seed (ValueError)."""
     if isinstance(n_requests, bool) or not isinstance(n_requests, int | np.integer):
         raise ValueError(f"n_requests must be an integer >= 1; got {n_requests!r}")
     if n_requests < 1:
@@ -548,8 +549,8 @@ class _PairDraws:
         b = self.loads.background[start:stop].ravel()
         peers, background, arrive = [], [], []
         for p in range(len(k)):  # the only serial part: the generators' order
-            peers.append(_others(self.links.rng, n, start + p // m, int(k[p])))
-            background.append(_others(self.loads.rng, n, start + p // m, int(b[p])))
+            peers.append(other_requests(self.links.rng, n, start + p // m, int(k[p])))
+            background.append(other_requests(self.loads.rng, n, start + p // m, int(b[p])))
             arrive.append(self.loads.rng.uniform(0.0, self.horizon, int(b[p])))
         pair_i = np.repeat(np.arange(start, stop), m)
         pair_j = np.tile(np.arange(m), stop - start)
@@ -726,7 +727,7 @@ def bench_data(
     ValueError
         If ``n_requests < 1``, ``seed < 0`` or the scenario is unknown.
     """
-    _check_args(n_requests, seed)
+    check_bench_args(n_requests, seed)
     n, seed = int(n_requests), int(seed)
     sc = get_scenario(scenario)
     world = world or World()

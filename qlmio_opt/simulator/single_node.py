@@ -1,7 +1,7 @@
 """One node of the world serving a window's requests that all reach it idle at time 0.
 
 The congestion curve's check against the simulator (``benchmarks/curve_vs_simulator.py`` and
-``tests/predictors/test_engine_load.py``) runs this: the node is built as the replay builds it,
+``tests/domain/test_engine_load.py``) runs this: the node is built as the replay builds it,
 with the world's true speeds, token counts and KV sizes.
 """
 

@@ -57,17 +57,17 @@ import pandas as pd
 
 from qlmio_opt.app.scheduler import LOAD_HALF_LIFE_S
 from qlmio_opt.domain.catalog import Catalog
+from qlmio_opt.domain.engine_load import prefill_work_s
 from qlmio_opt.domain.frozen import FrozenDict
 from qlmio_opt.domain.instance import ENGINE_SCHEDULERS, InFlight, Node, NodeState, Request
 from qlmio_opt.domain.scenarios.generate import get_scenario
 from qlmio_opt.domain.version import VERSION
-from qlmio_opt.predictors import prefill_work_s
 from qlmio_opt.simulator.dataset import (
-    _check_args,
-    _others,
     bench_nodes,
+    check_bench_args,
     draw_bench_requests,
     node_capacity,
+    other_requests,
     split_of,
 )
 from qlmio_opt.simulator.engine import NodeJobs, node_server
@@ -258,8 +258,8 @@ def _draw_pair(
     rate = u * capacity
     n_before = min(int(rng.poisson(rate * cfg.before_s)), cfg.max_background)
     n_after = min(int(rng.poisson(rate * cfg.after_s)), cfg.max_background - n_before)
-    before = _others(rng, n, i, n_before) if n_before else np.zeros(0, np.int64)
-    after = _others(rng, n, i, n_after) if n_after else np.zeros(0, np.int64)
+    before = other_requests(rng, n, i, n_before) if n_before else np.zeros(0, np.int64)
+    after = other_requests(rng, n, i, n_after) if n_after else np.zeros(0, np.int64)
     before_at = np.sort(rng.uniform(0.0, cfg.before_s, n_before))
     after_at = cfg.before_s + np.sort(rng.uniform(0.0, cfg.after_s, n_after))
     edge = node.tier == "edge"
@@ -420,7 +420,7 @@ def state_bench_data(
     ValueError
         If ``n_requests < 1``, ``seed < 0``, the scenario or an engine is unknown.
     """
-    _check_args(n_requests, seed)
+    check_bench_args(n_requests, seed)
     unknown = [e for e in engines if e not in ENGINE_SCHEDULERS]
     if unknown or not engines:
         raise ValueError(f"engines must be some of {list(ENGINE_SCHEDULERS)}; got {list(engines)}")

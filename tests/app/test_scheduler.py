@@ -10,8 +10,8 @@ from conftest import SMALL
 
 from qlmio_opt import InputError, Instance, NodeState, Scheduler, solve
 from qlmio_opt.app.scheduler import LOAD_HALF_LIFE_S
+from qlmio_opt.domain.engine_load import prefill_work_s
 from qlmio_opt.domain.instance import InFlight
-from qlmio_opt.predictors.engine_load import prefill_work_s
 
 
 def site(**changes):

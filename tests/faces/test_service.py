@@ -298,17 +298,18 @@ def test_a_failing_solver_falls_back_to_the_greedy_and_is_counted(site):
 
 
 def test_a_time_out_answers_the_best_assignment_found_and_is_counted(site):
-    # a 176-request window in a microsecond: HiGHS does not even start, and the exact solver
-    # answers the greedy start it was warm-started from
+    # a 176-request window in a microsecond: predicting alone takes longer, no solver runs,
+    # and the greedy answers with its first construction
     service = fresh_service(site, solver="exact", time_limit=1e-6)
     with served(service) as url, ServiceClient(url) as client:
         decision = client.decide(site.requests, now=site.window_s)
         text = client.metrics()
-    assert decision.solution.status.value == "time_limit"
+    assert decision.solution.solver == "greedy"
     assert set(decision.dispatched) | set(decision.deferred) == {r.id for r in site.requests}
     assert decision.fallback == "time limit"
     assert metric(text, "qlmio_fallbacks_total", reason="time limit") == 1
-    assert metric(text, "qlmio_solver_status_total", solver="exact", status="time_limit") == 1
+    status = decision.solution.status.value
+    assert metric(text, "qlmio_solver_status_total", solver="greedy", status=status) == 1
 
 
 # -- the command: SIGTERM, the state file, tokens ---------------------------------------------

@@ -261,12 +261,13 @@ class Service:
             raise Refused(422, error) from None
 
     def _fallback_reason(self, decision: Decision) -> str:
+        if decision.fallback == "greedy":
+            # the solver's limit ended it without an assignment: the greedy answered
+            return "time limit"
         if decision.fallback:
             return decision.fallback
-        if self.scheduler.auto and decision.solution.solver != self.scheduler.solver:
-            return f"greedy after {self.scheduler.solver} found none"
         if decision.solution.status is Status.TIME_LIMIT:
-            # the best assignment found in time; the exact solver starts from the greedy's
+            # the best assignment found in time (the exact solver starts from the greedy's)
             return "time limit"
         return ""
 

@@ -1,4 +1,4 @@
-"""What a node's serving engine and live state add to a window (predictors/engine_load.py and the
+"""What a node's serving engine and live state add to a window (domain/engine_load.py and the
 prefill term of the congestion curve), by hand on a toy catalog, and the curve against the
 simulator on single nodes (benchmarks/curve_vs_simulator.py measures it on every node)."""
 
@@ -9,19 +9,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qlmio_opt.domain.instance import Instance
-from qlmio_opt.domain.io import read_instance
-from qlmio_opt.formulations import build_problem
-from qlmio_opt.formulations.congestion import curve
-from qlmio_opt.predictors import predict
-from qlmio_opt.predictors.base import Predictions
-from qlmio_opt.predictors.engine_load import (
+from qlmio_opt.domain.engine_load import (
     MAX_LOAD,
     NodeLoad,
     interference,
     node_loads,
     pair_loads,
 )
+from qlmio_opt.domain.instance import Instance
+from qlmio_opt.domain.io import read_instance
+from qlmio_opt.formulations import build_problem
+from qlmio_opt.formulations.congestion import curve
+from qlmio_opt.predictors import predict
+from qlmio_opt.predictors.base import Predictions
 
 # A toy device and model with round numbers (inline catalog overrides): decode 20 tok/s, so a
 # step alone is T_mem = 0.05 s; prefill 1000 tok/s (1 ms a token); vision 2 TFLOP/s over a

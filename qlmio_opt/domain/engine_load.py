@@ -1,8 +1,9 @@
 """What a node's serving engine and live state add to a window's latencies.
 
-This is prediction physics: it lives with the predictors so that a predictor can learn (and
-report) its departures from it (:mod:`qlmio_opt.predictors.learned_load_latency`), and the
-formulation builds its per-pair state terms and congestion curves from it.
+The engines' physics, from the catalog's speeds and the nodes' state: it lives in the domain
+because two layers read it, the formulation (its per-pair state terms and congestion curves)
+and the predictors (:mod:`qlmio_opt.predictors.learned_load_latency` learns its departures from
+it); a solver importing the formulation must not load a predictor.
 
 A node's engine works through prefills (vision encoding and prompt prefill: compute-bound) and
 decoding (memory-bound steps that give every decoding request one token). Prefill work slows
