@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -83,11 +84,25 @@ class Window:
     exact_deferred: int | None
 
 
+def _model_digest(problem: Problem) -> str:
+    """12 hex digits of a hash of what the MILP is built from."""
+    digest = hashlib.sha256()
+    arrays = [problem.pair_cost(masked=False), problem.memory_gb, problem.allowed]
+    arrays += [problem.floor_gain] if problem.floor_gain is not None else []
+    arrays += [c.values for c in problem.congestion_curves]
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array, dtype=float).tobytes())
+    digest.update(repr(problem.deferral_cost() if problem.deferral_allowed else None).encode())
+    return digest.hexdigest()[:12]
+
+
 def exact_record(key: str, problem: Problem, time_limit: float, use_cache: bool) -> dict:
     """Cold ``ExactHighs`` on ``problem``: objective, status, time and deferrals (cached)."""
     from qlmio_opt.solvers.exact import ExactHighs
 
-    cache = OUT / f"{key}.exact-cold.{time_limit:g}s.json"
+    # keyed by the model too: a change of the formulation (the floor's reference, say) must
+    # not reuse an optimum of the old model
+    cache = OUT / f"{key}.{_model_digest(problem)}.exact-cold.{time_limit:g}s.json"
     if use_cache and cache.exists():
         return json.loads(cache.read_text())
     start = time.perf_counter()
