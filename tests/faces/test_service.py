@@ -4,6 +4,7 @@ input, the greedy fallback, SIGTERM draining, the state file across a restart, b
 the shipped OpenAPI schema."""
 
 import json
+import math
 import os
 import re
 import shlex
@@ -507,3 +508,218 @@ def test_the_readme_s_serve_command_runs_as_written(tmp_path):
     finally:
         assert stop(proc) == 0
     assert (tmp_path / "state.json").exists()
+
+
+# -- windowing mode: requests one at a time ---------------------------------------------------
+
+
+def single(request):
+    """A request object as POST /v1/requests takes it: without arrival_s (the call's time)."""
+    body = request.model_dump(mode="json", exclude_unset=True)
+    del body["arrival_s"]
+    return body
+
+
+def arrivals(site, count, spacing_s):
+    """``count`` of the site's requests arriving ``spacing_s`` apart from the first window's
+    start (the clock's window_s), with their arrival times."""
+    return [(site.window_s + k * spacing_s, r) for k, r in enumerate(site.requests[:count])]
+
+
+def windowed_in_process(site, stream):
+    """What the in-process Scheduler decides for ``stream`` cut into the windows
+    [k w, (k + 1) w), each decided at its close: request id -> (node, deferrals)."""
+    w = site.window_s
+    scheduler = Scheduler(site, solver="greedy")
+    by_window = {}
+    for t, request in stream:
+        by_window.setdefault(math.floor(t / w), []).append(
+            request.model_copy(update={"arrival_s": t})
+        )
+    answers, deferrals = {}, {}
+    k = min(by_window)
+    while k <= max(by_window) or scheduler.pending:
+        if by_window.get(k) or scheduler.pending:
+            decision = scheduler.decide(by_window.get(k, []), (k + 1) * w)
+            answers.update(
+                {rid: (node, deferrals.get(rid, 0)) for rid, node in decision.dispatched.items()}
+            )
+            for rid in decision.deferred:
+                deferrals[rid] = deferrals.get(rid, 0) + 1
+        k += 1
+    return answers, k * w
+
+
+def windowed_over_http(site, stream, end_s):
+    """The same stream posted one request at a time on the gateway's clock (without waiting),
+    the clock then moved to ``end_s``; every answer, and the metrics."""
+    with served(fresh_service(site)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        for t, request in stream:
+            posted = http.post(
+                "/v1/requests", json={"request": single(request), "now": t, "wait_s": 0}
+            )
+            assert posted.status_code == 202 and posted.json()["status"] == "waiting", posted.text
+        ticked = http.post("/v1/clock", json={"now": end_s})
+        assert ticked.status_code == 200 and ticked.json()["collected"] == 0
+        answers = {r.id: http.get(f"/v1/requests/{r.id}").json() for _, r in stream}
+        return answers, http.get("/metrics").text
+
+
+def test_requests_one_at_a_time_are_decided_as_the_scheduler_decides_their_windows(site):
+    stream = arrivals(site, 60, 0.05)  # ~6 windows of 0.54 s
+    expected, end_s = windowed_in_process(site, stream)
+    answers, text = windowed_over_http(site, stream, end_s)
+    got = {rid: (a["node"], a["deferrals"]) for rid, a in answers.items()}
+    assert got == expected
+    assert all(a["status"] == "dispatched" for a in answers.values())
+    assert {a["tier"] for a in answers.values()} <= {n.tier for n in site.nodes}
+    # deterministic: the same arrivals on the same clock answer the same, predictions included
+    again, _ = windowed_over_http(site, stream, end_s)
+    assert again == answers
+    windows = metric(text, "qlmio_windows_total")
+    assert windows >= 6
+    assert metric(text, "qlmio_collected_windows_total") == windows
+    assert metric(text, "qlmio_single_requests_total") == 60
+    assert metric(text, "qlmio_collected_requests") == 0
+    assert "_created" not in text
+
+
+def test_a_posted_request_waits_until_its_window_closes_then_gets_its_node(site):
+    w = site.window_s
+    first, second = site.requests[:2]
+    with served(fresh_service(site)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        answers = []
+
+        def post_and_wait():
+            body = {"request": single(first), "now": w + 0.1, "wait_s": 20}
+            answers.append((http.post("/v1/requests", json=body), time.monotonic()))
+
+        caller = threading.Thread(target=post_and_wait)
+        caller.start()
+        while metric(http.get("/metrics").text, "qlmio_collected_requests") == 0:
+            time.sleep(0.02)  # the first request is collected; its call is waiting
+        closing = time.monotonic()
+        # a later arrival on the gateway's clock closes the first window
+        later = http.post(
+            "/v1/requests", json={"request": single(second), "now": 2 * w + 0.1, "wait_s": 0}
+        )
+        caller.join(timeout=10)
+        state = http.get("/v1/state").json()
+    answer, answered = answers[0]
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "dispatched" and answer.json()["decided_s"] == 2 * w
+    assert answer.json()["node"] in {n.id for n in site.nodes}
+    assert answered >= closing  # it waited for the window's close, not for its 20 s
+    assert later.status_code == 202
+    assert later.json()["closes_s"] == pytest.approx(3 * w)
+    assert state["collected"] == 1 and state["windows"] == 1
+
+
+def test_on_the_service_s_own_clock_windows_close_by_themselves(site):
+    service = Service(Scheduler(site, solver="greedy", window_s=0.2))
+    with served(service) as url, httpx.Client(base_url=url, timeout=30) as http:
+        began = time.monotonic()
+        answer = http.post("/v1/requests", json={"request": single(site.requests[0])})
+        took = time.monotonic() - began
+        fetched = http.get(f"/v1/requests/{site.requests[0].id}")
+        text = http.get("/metrics").text
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "dispatched"
+    assert answer.json()["decided_s"] > answer.json()["arrival_s"]
+    assert took < 5.0  # a 0.2 s window, not the 10 s default wait
+    assert fetched.json() == answer.json()
+    assert metric(text, "qlmio_collected_windows_total") == 1
+
+
+@pytest.mark.parametrize(
+    ("calls", "status", "words"),
+    [
+        (
+            [("POST", "/v1/requests", {"request": "ARRIVAL"})],
+            422,
+            "request.arrival_s: set by the service",
+        ),
+        (
+            [("POST", "/v1/requests", {"request": "NEGATIVE"})],
+            422,
+            'request (request "r0000").prompt_tokens: must be >= 0',
+        ),
+        (
+            [("POST", "/v1/requests", {"request": "OK", "wait_s": 600})],
+            422,
+            "wait_s: must be <= 60",
+        ),
+        ([("GET", "/v1/requests/nobody", None)], 404, 'request "nobody" is not known'),
+        (
+            [("GET", "/v1/requests/nobody?wait_s=x", None)],
+            422,
+            "wait_s: must be a number of seconds",
+        ),
+        (
+            [("POST", "/v1/requests", {"request": "OK", "now": 1.0, "wait_s": 0})] * 2,
+            422,
+            'request "r0000" is already waiting for a window',
+        ),
+        (
+            [
+                ("POST", "/v1/windows", {"requests": []}),
+                ("POST", "/v1/requests", {"request": "OK"}),
+            ],
+            409,
+            "this service decides windows posted whole",
+        ),
+        (
+            [
+                ("POST", "/v1/requests", {"request": "OK", "now": 1.0, "wait_s": 0}),
+                ("POST", "/v1/windows", {"requests": []}),
+            ],
+            409,
+            "one mode per service",
+        ),
+        (
+            [
+                ("POST", "/v1/clock", {"now": 1.0}),
+                ("POST", "/v1/requests", {"request": "OK", "wait_s": 0}),
+            ],
+            409,
+            "on the gateway's clock",
+        ),
+    ],
+)
+def test_bad_single_requests_are_refused(site, calls, status, words):
+    ok = single(site.requests[0])
+    bodies = {
+        "OK": ok,
+        "ARRIVAL": {**ok, "arrival_s": 0.1},
+        "NEGATIVE": {**ok, "prompt_tokens": -3},
+    }
+    with served(fresh_service(site)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        for method, path, body in calls:
+            if body is not None and isinstance(body.get("request"), str):
+                body = {**body, "request": bodies[body["request"]]}
+            answer = http.request(method, path, json=body)
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["message"], answer.json()
+
+
+# -- the body size limit ----------------------------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_refused_with_413_and_the_service_carries_on(site):
+    window = {"requests": [r.model_dump(mode="json") for r in site.requests[:40]]}
+    text = json.dumps(window).encode()
+    with serving_in_thread(fresh_service(site), max_body_bytes=4096) as url:
+        declared = httpx.post(f"{url}/v1/windows", content=text, timeout=10)
+        chunked = httpx.post(
+            f"{url}/v1/windows", content=iter([text[:3000], text[3000:]]), timeout=10
+        )
+        ok = httpx.post(f"{url}/v1/windows", json={"requests": window["requests"][:2]}, timeout=10)
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    for answer in (declared, chunked):
+        assert answer.status_code == 413
+        message = answer.json()["message"]
+        assert message.startswith("POST /v1/windows: the body (")
+        assert "over the service's limit of 4096 bytes" in message and "--max-body-mb" in message
+    assert f"({len(text)} bytes)" in declared.json()["message"]
+    assert ok.status_code == 200
+    assert metric(metrics, "qlmio_refused_calls_total", code="413") == 2
