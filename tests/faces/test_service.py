@@ -3,6 +3,7 @@
 input, the greedy fallback, SIGTERM draining, the state file across a restart, bearer tokens, and
 the shipped OpenAPI schema."""
 
+import contextlib
 import json
 import math
 import os
@@ -17,15 +18,17 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from conftest import INSTANCES, SMALL
 
 from qlmio_opt import Scheduler, read_instance
-from qlmio_opt.client import ServiceClient, ServiceError
+from qlmio_opt.client import ServiceClient, ServiceError, ServiceScheduler
 from qlmio_opt.faces.cli import main
 from qlmio_opt.faces.service.app import openapi_document
 from qlmio_opt.faces.service.core import Service
 from qlmio_opt.faces.service.run import bind, serving_in_thread
+from qlmio_opt.simulator import ReplayConfig, World, replay, workload
 from qlmio_opt.solvers.base import Solver
 
 SITE = INSTANCES / "window_042.json"
@@ -723,3 +726,36 @@ def test_a_body_over_the_limit_is_refused_with_413_and_the_service_carries_on(si
     assert f"({len(text)} bytes)" in declared.json()["message"]
     assert ok.status_code == 200
     assert metric(metrics, "qlmio_refused_calls_total", code="413") == 2
+
+
+# -- a replay through HTTP --------------------------------------------------------------------
+
+
+def test_a_replay_through_http_equals_the_in_process_replay():
+    """The simulator's replay with every window decided by the service over HTTP (its node
+    observations posted too) sends every request where the in-process replay does, at the same
+    times, with the same predictions and outcomes."""
+    # 40 s of trace, 89 requests in 20 windows, 3 of them deferred (tests/simulator/test_replay.py)
+    load = workload("azure-conv", 40.0, seed=0, edge_capacity=0.5)
+    config = ReplayConfig(window_s=2.0, policies=("greedy",), time_limit=5.0)
+    expected = replay(load, World(), config).runs["greedy"]
+    clients = []
+    with contextlib.ExitStack() as servers:
+
+        def over_http(policy, scheduler):
+            url = servers.enter_context(serving_in_thread(Service(scheduler)))
+            clients.append(servers.enter_context(ServiceClient(url)))
+            return ServiceScheduler(clients[-1], track_state=scheduler.track_state)
+
+        got = replay(load, World(), config, scheduler_for=over_http).runs["greedy"]
+        (client,) = clients
+        text = client.metrics()
+    assert (expected.requests["deferrals"] > 0).any()
+    pd.testing.assert_frame_equal(got.requests, expected.requests)
+    timings = ["decision_s"]
+    pd.testing.assert_frame_equal(
+        got.windows.drop(columns=timings), expected.windows.drop(columns=timings)
+    )
+    assert metric(text, "qlmio_windows_total") == len(expected.windows)
+    nodes = expected.requests["node"].dropna().unique()
+    assert sum(metric(text, "qlmio_node_observations_total", node=n) for n in nodes) > 0

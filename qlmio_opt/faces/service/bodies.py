@@ -167,4 +167,5 @@ class Health(Frozen):
     status: str
     site: str
     solver: str
+    window_s: float
     windows: int

@@ -270,6 +270,7 @@ class Service:
             "status": "ok",
             "site": self.site_name,
             "solver": self.solver_name,
+            "window_s": self.scheduler.window_s,
             "windows": self.windows,
         }
 
