@@ -132,6 +132,36 @@ class ServiceClient:
             body["now"] = now
         self._call("POST", f"/v1/nodes/{node_id}/state", body)
 
+    def submit(
+        self,
+        request: Request | Mapping[str, Any],
+        *,
+        now: float | None = None,
+        wait_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Windowing mode: post one request (``POST /v1/requests``; its ``arrival_s``, if any, is
+        dropped: it arrives now). Its answer: ``"status": "dispatched"`` with its ``node``, or
+        ``"waiting"`` when its window has not decided it within ``wait_s`` (then
+        :meth:`answer` fetches it later)."""
+        single = _plain(request)
+        single.pop("arrival_s", None)
+        body: dict[str, Any] = {"request": single}
+        if now is not None:
+            body["now"] = now
+        if wait_s is not None:
+            body["wait_s"] = wait_s
+        return dict(self._call("POST", "/v1/requests", body).json())
+
+    def answer(self, request_id: str, *, wait_s: float = 0.0) -> dict[str, Any]:
+        """Windowing mode: a posted request's answer, waiting up to ``wait_s`` for its window
+        (``GET /v1/requests/{id}``)."""
+        return dict(self._call("GET", f"/v1/requests/{request_id}?wait_s={wait_s:g}").json())
+
+    def tick(self, now: float) -> dict[str, Any]:
+        """Windowing mode on the gateway's clock: it reads ``now``; the windows due close
+        (``POST /v1/clock``)."""
+        return dict(self._call("POST", "/v1/clock", {"now": now}).json())
+
     def state(self) -> dict[str, Any]:
         """Every node's load and the pending requests (``GET /v1/state``)."""
         return dict(self._call("GET", "/v1/state").json())

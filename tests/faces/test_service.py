@@ -759,3 +759,17 @@ def test_a_replay_through_http_equals_the_in_process_replay():
     assert metric(text, "qlmio_windows_total") == len(expected.windows)
     nodes = expected.requests["node"].dropna().unique()
     assert sum(metric(text, "qlmio_node_observations_total", node=n) for n in nodes) > 0
+
+
+def test_the_client_s_windowing_calls(site):
+    w = site.window_s
+    with served(fresh_service(site)) as url, ServiceClient(url) as client:
+        waiting = client.submit(site.requests[0], now=w, wait_s=0)  # its arrival_s is dropped
+        assert waiting["status"] == "waiting"
+        assert waiting["closes_s"] == pytest.approx(2 * w)
+        assert client.tick(2 * w) == {"time_s": 2 * w, "windows": 1, "collected": 0}
+        answer = client.answer(site.requests[0].id, wait_s=1)
+        with pytest.raises(ServiceError) as unknown:
+            client.answer("nobody")
+    assert answer["status"] == "dispatched" and answer["decided_s"] == 2 * w
+    assert unknown.value.status == 404
