@@ -91,6 +91,8 @@ class Service:
         # from the last call's time after a restart
         self._clock_zero = time.monotonic() - max(self._last_now, scheduler.window_s)
         self.collector = Collector(scheduler.window_s, self._tiers)
+        if last is not None:  # restored: windows close after the last decided one, never before
+            self.collector.last_closed = math.ceil(float(last) / scheduler.window_s) - 1
         self._mode: str | None = None
         self._timer: threading.Thread | None = None
         self._stopping = threading.Event()
