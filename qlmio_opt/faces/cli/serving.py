@@ -22,7 +22,9 @@ def register(commands: Subparsers) -> None:
         "serve",
         help="Serve a site's scheduler over HTTP: windows in, decisions out, Prometheus metrics.",
         description="Serve a site's scheduler over HTTP (docs/service.md): POST /v1/windows, "
-        "/v1/completions and /v1/nodes/ID/state; GET /v1/state, /healthz and /metrics. A site "
+        "/v1/completions and /v1/nodes/ID/state; GET /v1/state, /healthz and /metrics; in "
+        "windowing mode POST /v1/requests (one request at a time), GET /v1/requests/ID and POST "
+        "/v1/clock. A site "
         "is an instance file; its requests, if any, are ignored. SIGTERM or Ctrl-C drains the "
         "calls in flight and stops.",
     )
