@@ -793,3 +793,22 @@ def test_a_request_deferred_before_a_restart_is_decided_by_the_next_window_after
         answer = client.answer(deferred)
     assert answer["status"] == "dispatched"
     assert answer["decided_s"] == pytest.approx(102 * w)  # not a window before the restart's
+
+
+def test_sigterm_answers_a_waiting_request_whose_window_closes_during_the_drain(site):
+    proc, url = start("--site", SITE, "--solver", "greedy", "--window-s", "1.5")
+    answers = []
+
+    def post():
+        body = {"request": single(site.requests[0]), "wait_s": 20}
+        answers.append(httpx.post(f"{url}/v1/requests", json=body, timeout=30))
+
+    caller = threading.Thread(target=post)
+    caller.start()
+    while metric(httpx.get(f"{url}/metrics", timeout=5).text, "qlmio_collected_requests") == 0:
+        time.sleep(0.02)  # collected: its window closes within 1.5 s
+    code = stop(proc)
+    caller.join()
+    assert code == 0, proc.stderr.read()
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["node"] in {n.id for n in site.nodes}
