@@ -9,12 +9,13 @@
         service.complete("q1", latency_s=2.3)
 
 Needs httpx (the ``serve`` extra). One client holds one keep-alive connection pool; it is safe to
-share between threads (httpx's ``Client`` is).
+share between threads (httpx's ``Client`` is). :class:`ServiceScheduler` makes the service look
+like an in-process :class:`~qlmio_opt.Scheduler` (a replay through HTTP uses it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -55,6 +56,12 @@ class WindowDecision:
     def deferred(self) -> tuple[str, ...]:
         """Ids the service holds for the next window."""
         return self.solution.deferred
+
+    @property
+    def message(self) -> str:
+        """The deciding solver's message (the in-process Decision's, unless a fallback
+        decided: HTTP carries the fallback's solution only)."""
+        return self.solution.message or ""
 
 
 class ServiceClient:
@@ -125,6 +132,36 @@ class ServiceClient:
             body["now"] = now
         self._call("POST", f"/v1/nodes/{node_id}/state", body)
 
+    def submit(
+        self,
+        request: Request | Mapping[str, Any],
+        *,
+        now: float | None = None,
+        wait_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Windowing mode: post one request (``POST /v1/requests``; its ``arrival_s``, if any, is
+        dropped: it arrives now). Its answer: ``"status": "dispatched"`` with its ``node``, or
+        ``"waiting"`` when its window has not decided it within ``wait_s`` (then
+        :meth:`answer` fetches it later)."""
+        single = _plain(request)
+        single.pop("arrival_s", None)
+        body: dict[str, Any] = {"request": single}
+        if now is not None:
+            body["now"] = now
+        if wait_s is not None:
+            body["wait_s"] = wait_s
+        return dict(self._call("POST", "/v1/requests", body).json())
+
+    def answer(self, request_id: str, *, wait_s: float = 0.0) -> dict[str, Any]:
+        """Windowing mode: a posted request's answer, waiting up to ``wait_s`` for its window
+        (``GET /v1/requests/{id}``)."""
+        return dict(self._call("GET", f"/v1/requests/{request_id}?wait_s={wait_s:g}").json())
+
+    def tick(self, now: float) -> dict[str, Any]:
+        """Windowing mode on the gateway's clock: it reads ``now``; the windows due close
+        (``POST /v1/clock``)."""
+        return dict(self._call("POST", "/v1/clock", {"now": now}).json())
+
     def state(self) -> dict[str, Any]:
         """Every node's load and the pending requests (``GET /v1/state``)."""
         return dict(self._call("GET", "/v1/state").json())
@@ -161,6 +198,53 @@ class ServiceClient:
                 answer.status_code, problem.get("message", ""), problem.get("issues", ())
             )
         return answer
+
+
+class ServiceScheduler:
+    """A scheduling service behind a :class:`~qlmio_opt.Scheduler`'s calls (``observe``,
+    ``decide``, ``pending``, ``window_s``): code written for the in-process scheduler, such as
+    the simulator's replay (its ``scheduler_for``), drives the service over HTTP instead.
+
+    Parameters
+    ----------
+    client
+        A client of the service.
+    track_state
+        Whether the caller reports the nodes' state (as the in-process scheduler's flag).
+    """
+
+    def __init__(self, client: ServiceClient, *, track_state: bool = True) -> None:
+        self.client = client
+        self.track_state = track_state
+        self.window_s = float(client.health()["window_s"])
+        self._pending: tuple[str, ...] = ()
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Ids the service deferred in the last window (it holds them for the next)."""
+        return self._pending
+
+    def observe(self, node_id: str, state: NodeState | Mapping[str, Any], now: float) -> None:
+        self.client.observe(node_id, state, now=now)
+
+    def decide(
+        self,
+        requests: Iterable[Request | Mapping[str, Any]] = (),
+        now: float = 0.0,
+        *,
+        allow_deferral: bool = True,
+    ) -> WindowDecision:
+        """Decide the window closing at ``now``; arrivals on the caller's clock, as
+        :meth:`~qlmio_opt.Scheduler.decide` takes them (sent from the window's start)."""
+        start = now - self.window_s
+        window = []
+        for request in requests:
+            body = _plain(request)
+            body["arrival_s"] = float(body["arrival_s"]) - start
+            window.append(body)
+        decision = self.client.decide(window, now=now, allow_deferral=allow_deferral)
+        self._pending = decision.deferred
+        return decision
 
 
 def _plain(request: Request | Mapping[str, Any]) -> dict[str, Any]:

@@ -191,6 +191,10 @@ class Scheduler:
         """The deferred requests waiting for the next window, oldest first."""
         return tuple(p.request for p in self._pending.values())
 
+    def in_flight(self, request_id: str) -> bool:
+        """Whether the request was dispatched and is still counted on its node."""
+        return request_id in self._where
+
     def deferrals(self, request_id: str) -> int:
         """How often a pending request has been deferred (0 when it is not pending)."""
         pending = self._pending.get(request_id)

@@ -8,6 +8,10 @@ with their engines (:mod:`qlmio_opt.simulator.engine`; each node's ``engine`` in
 default chunked prefill). Once the trace has ended, windows keep closing with deferral switched off
 until every request is dispatched, so every request is served exactly once.
 
+``scheduler_for`` replaces each policy's in-process scheduler by anything that decides as one (a
+:class:`SchedulerLike`): the scheduling service's tests replay through HTTP that way
+(docs/service.md).
+
 Every policy sees the same stream and the same world (hence the same hidden truth). A request's
 latency runs from its arrival to its last output token; it is completed when the node's model
 truly completes it (:class:`~qlmio_opt.simulator.world.World`).
@@ -15,19 +19,20 @@ truly completes it (:class:`~qlmio_opt.simulator.world.World`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from qlmio_opt.app.parallel import ParallelConfig, TaskResult, run_tasks
-from qlmio_opt.app.scheduler import DEFAULT_MAX_DEFERRALS, Decision, Scheduler
+from qlmio_opt.app.scheduler import DEFAULT_MAX_DEFERRALS, Scheduler
 from qlmio_opt.domain.catalog import Catalog
 from qlmio_opt.domain.errors import QlmioError
 from qlmio_opt.domain.instance import EngineSettings, Instance, NodeState, Request
 from qlmio_opt.domain.network import Route
+from qlmio_opt.domain.solution import Solution
 from qlmio_opt.predictors import PREDICTOR_NAMES, Predictor, get_predictor
 from qlmio_opt.simulator.engine import NodeJobs, NodeServer, node_server, share_link
 from qlmio_opt.simulator.node_state import observed_state
@@ -40,6 +45,52 @@ ORACLE = "oracle"
 ORACLE_EXPECTED = "oracle-expected"
 ORACLE_OBSERVABLE = "oracle-observable"
 ORACLES = (ORACLE, ORACLE_EXPECTED, ORACLE_OBSERVABLE)
+
+
+class WindowDecision(Protocol):
+    """What the replay reads of a window's decision (a :class:`~qlmio_opt.app.scheduler.Decision`
+    has it all)."""
+
+    @property
+    def solution(self) -> Solution: ...
+
+    @property
+    def deferred(self) -> tuple[str, ...]: ...
+
+    @property
+    def fallback(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def decision_s(self) -> float: ...
+
+
+class SchedulerLike(Protocol):
+    """What the replay asks of a policy's scheduler: the calls a gateway makes
+    (:class:`~qlmio_opt.app.scheduler.Scheduler` is one)."""
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def track_state(self) -> bool: ...
+
+    @property
+    def pending(self) -> Sequence[object]:
+        """What waits for the next window (only whether anything does is read)."""
+
+    def observe(self, node_id: str, state: NodeState, now: float) -> None: ...
+
+    def decide(
+        self, requests: Iterable[Request], now: float, *, allow_deferral: bool = True
+    ) -> WindowDecision: ...
+
+
+SchedulerFor = Callable[[str, Scheduler], SchedulerLike]
+"""``(policy, the policy's in-process scheduler) -> what the replay decides the policy's windows
+with``: for example a client of a scheduling service serving that scheduler."""
 
 
 @dataclass(frozen=True)
@@ -177,22 +228,28 @@ def replay(
     *,
     progress: Callable[[str, int, int], None] | None = None,
     parallel: ParallelConfig | None = None,
+    scheduler_for: SchedulerFor | None = None,
 ) -> ReplayResult:
     """Replay ``workload`` under every policy of ``config`` in ``world``.
 
     ``progress(policy, windows_done, windows_total)`` is called after every window (in parallel:
     once per policy, when it ends). Policies are independent given the stream and the world, so
     ``parallel`` runs them in separate workers (:mod:`qlmio_opt.app.parallel`) with the same
-    results.
+    results. ``scheduler_for(policy, scheduler)`` gives what decides a policy's windows instead
+    of its in-process ``scheduler`` (serial runs only).
     """
     world = world or World()
     config = config or ReplayConfig()
     stream = _Stream(workload, world, world.catalog)
     if parallel is None or parallel.serial:
         runs = {
-            policy: _run_policy(stream, world, config, policy, progress)
+            policy: _run_policy(stream, world, config, policy, progress, scheduler_for)
             for policy in config.policies
         }
+    elif scheduler_for is not None:
+        raise ValueError(
+            "scheduler_for replays run serially (its schedulers are not sent to workers)"
+        )
     else:
         runs = _run_policies_in_parallel(stream, world, config, progress, parallel)
     return ReplayResult(
@@ -333,10 +390,12 @@ def _run_policy(
     config: ReplayConfig,
     policy: str,
     progress: Callable[[str, int, int], None] | None,
+    scheduler_for: SchedulerFor | None = None,
 ) -> PolicyRun:
     """Replay the stream under ``policy``: decide each window at its close (with the requests
     it deferred), then let the world serve what was dispatched; see the module docstring."""
-    scheduler = _scheduler(stream, world, config, policy)
+    in_process = _scheduler(stream, world, config, policy)
+    scheduler = in_process if scheduler_for is None else scheduler_for(policy, in_process)
     state = _PolicyState.start(stream)
     new_by_window = _arrivals_by_window(stream.arrival, config.window_s)
     last_window = len(new_by_window) - 1
@@ -356,7 +415,12 @@ def _run_policy(
 
 
 def _run_window(
-    stream: _Stream, state: _PolicyState, scheduler: Scheduler, k: int, new: list[int], defer: bool
+    stream: _Stream,
+    state: _PolicyState,
+    scheduler: SchedulerLike,
+    k: int,
+    new: list[int],
+    defer: bool,
 ) -> dict[str, Any]:
     """Observe the nodes at window ``k``'s close, let the scheduler decide the window (its new
     requests ``new`` and those it deferred) and dispatch what it sent; returns the window's
@@ -396,7 +460,7 @@ def _observed_states(state: _PolicyState, now: float) -> list[NodeState]:
 
 
 def _record_decision(
-    stream: _Stream, state: _PolicyState, decision: Decision, k: int, w: float
+    stream: _Stream, state: _PolicyState, decision: WindowDecision, k: int, w: float
 ) -> list[int]:
     """Note where each request of the window goes (or that it is deferred) and what the policy
     predicted for it; returns the dispatched requests."""

@@ -3,7 +3,9 @@
 input, the greedy fallback, SIGTERM draining, the state file across a restart, bearer tokens, and
 the shipped OpenAPI schema."""
 
+import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -16,15 +18,17 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from conftest import INSTANCES, SMALL
 
 from qlmio_opt import Scheduler, read_instance
-from qlmio_opt.client import ServiceClient, ServiceError
+from qlmio_opt.client import ServiceClient, ServiceError, ServiceScheduler
 from qlmio_opt.faces.cli import main
 from qlmio_opt.faces.service.app import openapi_document
 from qlmio_opt.faces.service.core import Service
 from qlmio_opt.faces.service.run import bind, serving_in_thread
+from qlmio_opt.simulator import ReplayConfig, World, replay, workload
 from qlmio_opt.solvers.base import Solver
 
 SITE = INSTANCES / "window_042.json"
@@ -483,7 +487,9 @@ def test_the_service_page_s_python_blocks_run(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     for block in blocks:
         exec(compile(block, "docs/service.md", "exec"), {})  # our own page, run as documentation
-    assert "r0000" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "r0000" in out
+    assert out.rstrip().endswith("True")  # the replay through HTTP is the in-process one
 
 
 def test_the_readme_s_serve_command_runs_as_written(tmp_path):
@@ -508,3 +514,302 @@ def test_the_readme_s_serve_command_runs_as_written(tmp_path):
     finally:
         assert stop(proc) == 0
     assert (tmp_path / "state.json").exists()
+
+
+# -- windowing mode: requests one at a time ---------------------------------------------------
+
+
+def single(request):
+    """A request object as POST /v1/requests takes it: without arrival_s (the call's time)."""
+    body = request.model_dump(mode="json", exclude_unset=True)
+    del body["arrival_s"]
+    return body
+
+
+def arrivals(site, count, spacing_s):
+    """``count`` of the site's requests arriving ``spacing_s`` apart from the first window's
+    start (the clock's window_s), with their arrival times."""
+    return [(site.window_s + k * spacing_s, r) for k, r in enumerate(site.requests[:count])]
+
+
+def windowed_in_process(site, stream):
+    """What the in-process Scheduler decides for ``stream`` cut into the windows
+    [k w, (k + 1) w), each decided at its close: request id -> (node, deferrals)."""
+    w = site.window_s
+    scheduler = Scheduler(site, solver="greedy")
+    by_window = {}
+    for t, request in stream:
+        by_window.setdefault(math.floor(t / w), []).append(
+            request.model_copy(update={"arrival_s": t})
+        )
+    answers, deferrals = {}, {}
+    k = min(by_window)
+    while k <= max(by_window) or scheduler.pending:
+        if by_window.get(k) or scheduler.pending:
+            decision = scheduler.decide(by_window.get(k, []), (k + 1) * w)
+            answers.update(
+                {rid: (node, deferrals.get(rid, 0)) for rid, node in decision.dispatched.items()}
+            )
+            for rid in decision.deferred:
+                deferrals[rid] = deferrals.get(rid, 0) + 1
+        k += 1
+    return answers, k * w
+
+
+def windowed_over_http(site, stream, end_s):
+    """The same stream posted one request at a time on the gateway's clock (without waiting),
+    the clock then moved to ``end_s``; every answer, and the metrics."""
+    with served(fresh_service(site)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        for t, request in stream:
+            posted = http.post(
+                "/v1/requests", json={"request": single(request), "now": t, "wait_s": 0}
+            )
+            assert posted.status_code == 202 and posted.json()["status"] == "waiting", posted.text
+        ticked = http.post("/v1/clock", json={"now": end_s})
+        assert ticked.status_code == 200 and ticked.json()["collected"] == 0
+        answers = {r.id: http.get(f"/v1/requests/{r.id}").json() for _, r in stream}
+        return answers, http.get("/metrics").text
+
+
+def test_requests_one_at_a_time_are_decided_as_the_scheduler_decides_their_windows(site):
+    stream = arrivals(site, 60, 0.05)  # ~6 windows of 0.54 s
+    expected, end_s = windowed_in_process(site, stream)
+    answers, text = windowed_over_http(site, stream, end_s)
+    got = {rid: (a["node"], a["deferrals"]) for rid, a in answers.items()}
+    assert got == expected
+    assert all(a["status"] == "dispatched" for a in answers.values())
+    assert {a["tier"] for a in answers.values()} <= {n.tier for n in site.nodes}
+    # deterministic: the same arrivals on the same clock answer the same, predictions included
+    again, _ = windowed_over_http(site, stream, end_s)
+    assert again == answers
+    windows = metric(text, "qlmio_windows_total")
+    assert windows >= 6
+    assert metric(text, "qlmio_collected_windows_total") == windows
+    assert metric(text, "qlmio_single_requests_total") == 60
+    assert metric(text, "qlmio_collected_requests") == 0
+    assert "_created" not in text
+
+
+def test_a_posted_request_waits_until_its_window_closes_then_gets_its_node(site):
+    w = site.window_s
+    first, second = site.requests[:2]
+    with served(fresh_service(site)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        answers = []
+
+        def post_and_wait():
+            body = {"request": single(first), "now": w + 0.1, "wait_s": 20}
+            answers.append((http.post("/v1/requests", json=body), time.monotonic()))
+
+        caller = threading.Thread(target=post_and_wait)
+        caller.start()
+        while metric(http.get("/metrics").text, "qlmio_collected_requests") == 0:
+            time.sleep(0.02)  # the first request is collected; its call is waiting
+        closing = time.monotonic()
+        # a later arrival on the gateway's clock closes the first window
+        later = http.post(
+            "/v1/requests", json={"request": single(second), "now": 2 * w + 0.1, "wait_s": 0}
+        )
+        caller.join(timeout=10)
+        state = http.get("/v1/state").json()
+    answer, answered = answers[0]
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "dispatched" and answer.json()["decided_s"] == 2 * w
+    assert answer.json()["node"] in {n.id for n in site.nodes}
+    assert answered >= closing  # it waited for the window's close, not for its 20 s
+    assert later.status_code == 202
+    assert later.json()["closes_s"] == pytest.approx(3 * w)
+    assert state["collected"] == 1 and state["windows"] == 1
+
+
+def test_on_the_service_s_own_clock_windows_close_by_themselves(site):
+    service = Service(Scheduler(site, solver="greedy", window_s=0.2))
+    with served(service) as url, httpx.Client(base_url=url, timeout=30) as http:
+        began = time.monotonic()
+        answer = http.post("/v1/requests", json={"request": single(site.requests[0])})
+        took = time.monotonic() - began
+        fetched = http.get(f"/v1/requests/{site.requests[0].id}")
+        text = http.get("/metrics").text
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "dispatched"
+    assert answer.json()["decided_s"] > answer.json()["arrival_s"]
+    assert took < 5.0  # a 0.2 s window, not the 10 s default wait
+    assert fetched.json() == answer.json()
+    assert metric(text, "qlmio_collected_windows_total") == 1
+
+
+@pytest.mark.parametrize(
+    ("calls", "status", "words"),
+    [
+        (
+            [("POST", "/v1/requests", {"request": "ARRIVAL"})],
+            422,
+            "request.arrival_s: set by the service",
+        ),
+        (
+            [("POST", "/v1/requests", {"request": "NEGATIVE"})],
+            422,
+            'request (request "r0000").prompt_tokens: must be >= 0',
+        ),
+        (
+            [("POST", "/v1/requests", {"request": "OK", "wait_s": 600})],
+            422,
+            "wait_s: must be <= 60",
+        ),
+        ([("GET", "/v1/requests/nobody", None)], 404, 'request "nobody" is not known'),
+        (
+            [("GET", "/v1/requests/nobody?wait_s=x", None)],
+            422,
+            "wait_s: must be a number of seconds",
+        ),
+        (
+            [("POST", "/v1/requests", {"request": "OK", "now": 1.0, "wait_s": 0})] * 2,
+            422,
+            'request "r0000" is already waiting for a window',
+        ),
+        (
+            [
+                ("POST", "/v1/windows", {"requests": []}),
+                ("POST", "/v1/requests", {"request": "OK"}),
+            ],
+            409,
+            "this service decides windows posted whole",
+        ),
+        (
+            [
+                ("POST", "/v1/requests", {"request": "OK", "now": 1.0, "wait_s": 0}),
+                ("POST", "/v1/windows", {"requests": []}),
+            ],
+            409,
+            "one mode per service",
+        ),
+        (
+            [
+                ("POST", "/v1/clock", {"now": 1.0}),
+                ("POST", "/v1/requests", {"request": "OK", "wait_s": 0}),
+            ],
+            409,
+            "on the gateway's clock",
+        ),
+    ],
+)
+def test_bad_single_requests_are_refused(site, calls, status, words):
+    ok = single(site.requests[0])
+    bodies = {
+        "OK": ok,
+        "ARRIVAL": {**ok, "arrival_s": 0.1},
+        "NEGATIVE": {**ok, "prompt_tokens": -3},
+    }
+    with served(fresh_service(site)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        for method, path, body in calls:
+            if body is not None and isinstance(body.get("request"), str):
+                body = {**body, "request": bodies[body["request"]]}
+            answer = http.request(method, path, json=body)
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["message"], answer.json()
+
+
+# -- the body size limit ----------------------------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_refused_with_413_and_the_service_carries_on(site):
+    window = {"requests": [r.model_dump(mode="json") for r in site.requests[:40]]}
+    text = json.dumps(window).encode()
+    with serving_in_thread(fresh_service(site), max_body_bytes=4096) as url:
+        declared = httpx.post(f"{url}/v1/windows", content=text, timeout=10)
+        chunked = httpx.post(
+            f"{url}/v1/windows", content=iter([text[:3000], text[3000:]]), timeout=10
+        )
+        ok = httpx.post(f"{url}/v1/windows", json={"requests": window["requests"][:2]}, timeout=10)
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    for answer in (declared, chunked):
+        assert answer.status_code == 413
+        message = answer.json()["message"]
+        assert message.startswith("POST /v1/windows: the body (")
+        assert "over the service's limit of 4096 bytes" in message and "--max-body-mb" in message
+    assert f"({len(text)} bytes)" in declared.json()["message"]
+    assert ok.status_code == 200
+    assert metric(metrics, "qlmio_refused_calls_total", code="413") == 2
+
+
+# -- a replay through HTTP --------------------------------------------------------------------
+
+
+def test_a_replay_through_http_equals_the_in_process_replay():
+    """The simulator's replay with every window decided by the service over HTTP (its node
+    observations posted too) sends every request where the in-process replay does, at the same
+    times, with the same predictions and outcomes."""
+    # 40 s of trace, 89 requests in 20 windows, 3 of them deferred (tests/simulator/test_replay.py)
+    load = workload("azure-conv", 40.0, seed=0, edge_capacity=0.5)
+    config = ReplayConfig(window_s=2.0, policies=("greedy",), time_limit=5.0)
+    expected = replay(load, World(), config).runs["greedy"]
+    clients = []
+    with contextlib.ExitStack() as servers:
+
+        def over_http(policy, scheduler):
+            url = servers.enter_context(serving_in_thread(Service(scheduler)))
+            clients.append(servers.enter_context(ServiceClient(url)))
+            return ServiceScheduler(clients[-1], track_state=scheduler.track_state)
+
+        got = replay(load, World(), config, scheduler_for=over_http).runs["greedy"]
+        (client,) = clients
+        text = client.metrics()
+    assert (expected.requests["deferrals"] > 0).any()
+    pd.testing.assert_frame_equal(got.requests, expected.requests)
+    timings = ["decision_s"]
+    pd.testing.assert_frame_equal(
+        got.windows.drop(columns=timings), expected.windows.drop(columns=timings)
+    )
+    assert metric(text, "qlmio_windows_total") == len(expected.windows)
+    nodes = expected.requests["node"].dropna().unique()
+    assert sum(metric(text, "qlmio_node_observations_total", node=n) for n in nodes) > 0
+
+
+def test_the_client_s_windowing_calls(site):
+    w = site.window_s
+    with served(fresh_service(site)) as url, ServiceClient(url) as client:
+        waiting = client.submit(site.requests[0], now=w, wait_s=0)  # its arrival_s is dropped
+        assert waiting["status"] == "waiting"
+        assert waiting["closes_s"] == pytest.approx(2 * w)
+        assert client.tick(2 * w) == {"time_s": 2 * w, "windows": 1, "collected": 0}
+        answer = client.answer(site.requests[0].id, wait_s=1)
+        with pytest.raises(ServiceError) as unknown:
+            client.answer("nobody")
+    assert answer["status"] == "dispatched" and answer["decided_s"] == 2 * w
+    assert unknown.value.status == 404
+
+
+def test_a_request_deferred_before_a_restart_is_decided_by_the_next_window_after_it(site, tmp_path):
+    state = tmp_path / "state.json"
+    w = site.window_s
+    first = Service(Scheduler(site, solver="greedy"), state_file=state)
+    with served(first) as url, ServiceClient(url) as client:
+        for request in site.requests:  # all in window 100; the greedy defers one of them
+            client.submit(request, now=100.5 * w, wait_s=0)
+        client.tick(101 * w)
+        (deferred,) = [r.id for r in site.requests if client.answer(r.id)["status"] == "waiting"]
+    again = Service(Scheduler(site, solver="greedy"), state_file=state)
+    with served(again) as url, ServiceClient(url) as client:
+        assert client.state()["pending"] == [{"id": deferred, "deferrals": 1}]
+        client.tick(102 * w)
+        answer = client.answer(deferred)
+    assert answer["status"] == "dispatched"
+    assert answer["decided_s"] == pytest.approx(102 * w)  # not a window before the restart's
+
+
+def test_sigterm_answers_a_waiting_request_whose_window_closes_during_the_drain(site):
+    proc, url = start("--site", SITE, "--solver", "greedy", "--window-s", "1.5")
+    answers = []
+
+    def post():
+        body = {"request": single(site.requests[0]), "wait_s": 20}
+        answers.append(httpx.post(f"{url}/v1/requests", json=body, timeout=30))
+
+    caller = threading.Thread(target=post)
+    caller.start()
+    while metric(httpx.get(f"{url}/metrics", timeout=5).text, "qlmio_collected_requests") == 0:
+        time.sleep(0.02)  # collected: its window closes within 1.5 s
+    code = stop(proc)
+    caller.join()
+    assert code == 0, proc.stderr.read()
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["node"] in {n.id for n in site.nodes}

@@ -22,7 +22,9 @@ def register(commands: Subparsers) -> None:
         "serve",
         help="Serve a site's scheduler over HTTP: windows in, decisions out, Prometheus metrics.",
         description="Serve a site's scheduler over HTTP (docs/service.md): POST /v1/windows, "
-        "/v1/completions and /v1/nodes/ID/state; GET /v1/state, /healthz and /metrics. A site "
+        "/v1/completions and /v1/nodes/ID/state; GET /v1/state, /healthz and /metrics; in "
+        "windowing mode POST /v1/requests (one request at a time), GET /v1/requests/ID and POST "
+        "/v1/clock. A site "
         "is an instance file; its requests, if any, are ignored. SIGTERM or Ctrl-C drains the "
         "calls in flight and stops.",
     )
@@ -64,6 +66,12 @@ def register(commands: Subparsers) -> None:
         type=opt.path,
         help="File holding a bearer token every call but /healthz must present.",
     )
+    p.add_argument(
+        "--max-body-mb",
+        type=opt.number(1e-3, 4096),
+        default=16.0,
+        help="Refuse (413) a call whose body is larger (MiB; default 16: over 10,000 requests).",
+    )
     opt.add_catalog(p)
     p.set_defaults(run=serve)
 
@@ -85,7 +93,10 @@ def serve(args: argparse.Namespace) -> int:
             "SIGTERM or Ctrl-C stops"
         )
 
-    run_server(service, args.host, args.port, token=token, announce=announce)
+    max_body_bytes = int(args.max_body_mb * 2**20)
+    run_server(
+        service, args.host, args.port, token=token, announce=announce, max_body_bytes=max_body_bytes
+    )
     say("stopped")
     return opt.EXIT_OK
 

@@ -7,6 +7,8 @@ would say about the same data), solving runs in a worker thread (the event loop 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 from typing import Annotated, Any
@@ -21,12 +23,17 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from qlmio_opt.domain.errors import InputError, Issue
 from qlmio_opt.domain.solution import Solution
 from qlmio_opt.faces.service.bodies import (
+    MAX_WAIT_S,
+    ClockBody,
     CompletionBody,
     Health,
     NodeStateBody,
     Problem,
+    RequestAnswer,
+    RequestBody,
     StateView,
     WindowBody,
 )
@@ -36,19 +43,38 @@ API_VERSION = "1"
 """The version of the HTTP interface (the paths carry it as /v1). The package's version stays out
 of the schema, so the shipped schema changes only when the interface does."""
 
+MAX_BODY_BYTES = 16 * 2**20
+"""The largest body a call may send (``--max-body-mb``): a request object of the shipped traces
+is under 1 KB as JSON, so 16 MiB holds a window of more than 10,000 of them (the load benchmark's
+largest is 1,000), while a runaway client cannot make the service buffer gigabytes."""
+
+_WAIT_PARAMETER = {
+    "name": "wait_s",
+    "in": "query",
+    "required": False,
+    "description": "Seconds to wait for the request's window to decide it (default 0).",
+    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S, "default": 0},
+}
+
+ANSWER_STATUS = {"dispatched": 200, "waiting": 202, "failed": 500}
+
 REF = "#/components/schemas/{model}"
 _bearer = HTTPBearer(auto_error=False, description="Required when the service has --token-file.")
 
 
-def create_app(service: Service | None, token: str | None = None) -> FastAPI:
-    """The HTTP face of ``service``; every path but ``/healthz`` needs ``token`` when given.
-    (Without a service the app only describes itself: :func:`openapi_document`.)"""
+def create_app(
+    service: Service | None, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+) -> FastAPI:
+    """The HTTP face of ``service``; every path but ``/healthz`` needs ``token`` when given, and
+    a body over ``max_body_bytes`` is refused (413). (Without a service the app only describes
+    itself: :func:`openapi_document`.)"""
     app = FastAPI(
         title="qlmio-opt scheduling service",
         version=API_VERSION,
         description="Window after window, which node serves each request (docs/service.md).",
     )
     app.state.service = service
+    app.state.max_body_bytes = max_body_bytes
     guard = [Depends(_authorised(token))]
 
     @app.post(
@@ -59,7 +85,7 @@ def create_app(service: Service | None, token: str | None = None) -> FastAPI:
     )
     async def windows(request: Request) -> Response:
         service = _service(request)
-        result = await run_in_threadpool(service.decide_window, await request.body())
+        result = await run_in_threadpool(service.decide_window, await _body(request))
         headers = {
             "X-Qlmio-Decision-Seconds": f"{result.decision_s:.6f}",
             "X-Qlmio-Wait-Seconds": f"{result.wait_s:.6f}",
@@ -75,7 +101,7 @@ def create_app(service: Service | None, token: str | None = None) -> FastAPI:
         summary="A dispatched request finished",
     )
     async def completions(request: Request) -> Any:
-        return await run_in_threadpool(_service(request).complete, await request.body())
+        return await run_in_threadpool(_service(request).complete, await _body(request))
 
     @app.post(
         "/v1/nodes/{node_id}/state",
@@ -84,8 +110,45 @@ def create_app(service: Service | None, token: str | None = None) -> FastAPI:
         summary="A node's state as its engine reports it",
     )
     async def node_state(node_id: str, request: Request) -> Any:
-        body = await request.body()
+        body = await _body(request)
         return await run_in_threadpool(_service(request).observe, node_id, body)
+
+    @app.post(
+        "/v1/requests",
+        dependencies=guard,
+        openapi_extra=_io(
+            RequestBody,
+            RequestAnswer,
+            "Dispatched: its node (202 while its window has not decided it within wait_s).",
+        ),
+        summary="One request, into the window of its arrival (windowing mode)",
+    )
+    async def single_request(request: Request) -> Response:
+        service = _service(request)
+        request_id, wait_s = await run_in_threadpool(service.submit_request, await _body(request))
+        return await _answer_when_decided(service, request_id, wait_s)
+
+    @app.get(
+        "/v1/requests/{request_id}",
+        dependencies=guard,
+        response_model=RequestAnswer,
+        openapi_extra={"parameters": [_WAIT_PARAMETER]},
+        summary="A request posted one at a time: its node, or that it waits",
+    )
+    async def single_answer(request_id: str, request: Request) -> Response:
+        service = _service(request)
+        wait = _checked_wait(request.query_params.get("wait_s"), request_id)
+        await run_in_threadpool(service.request_answer, request_id)  # 404 for an unknown id
+        return await _answer_when_decided(service, request_id, wait)
+
+    @app.post(
+        "/v1/clock",
+        dependencies=guard,
+        openapi_extra=_io(ClockBody, None, "The windows due by now are decided."),
+        summary="The gateway's clock: close the windows due (windowing mode)",
+    )
+    async def clock(request: Request) -> Any:
+        return await run_in_threadpool(_service(request).tick, await _body(request))
 
     @app.get("/v1/state", dependencies=guard, response_model=StateView, summary="Nodes and pending")
     async def state(request: Request) -> Any:
@@ -136,6 +199,65 @@ def _service(request: Request) -> Service:
     return service
 
 
+async def _body(request: Request) -> bytes:
+    """The call's body, refused (413) past the app's limit before it is all read."""
+    limit: int = request.app.state.max_body_bytes
+    source = f"{request.method} {request.url.path}"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(source, f"{int(declared)} bytes", limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(source, f"over {limit} bytes", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(source: str, size: str, limit: int) -> Refused:
+    issue = Issue(
+        "",
+        f"the body ({size}) is over the service's limit of {limit} bytes "
+        f"({limit / 2**20:g} MiB, --max-body-mb); send smaller windows or raise the limit",
+    )
+    return Refused(413, InputError(issue, source), "body too large")
+
+
+async def _answer_when_decided(service: Service, request_id: str, wait_s: float) -> Response:
+    """The request's answer once its window decides it, or after ``wait_s`` (202: waiting).
+    The wait holds no thread: the window's closer wakes this call through the event loop."""
+    loop = asyncio.get_running_loop()
+    decided = asyncio.Event()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(decided.set)
+
+    handle = await run_in_threadpool(service.watch_request, request_id, wake)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(decided.wait(), wait_s)
+    finally:
+        if handle is not None:
+            await run_in_threadpool(service.unwatch_request, request_id, handle)
+    answer = await run_in_threadpool(service.request_answer, request_id)
+    return JSONResponse(answer, ANSWER_STATUS[answer["status"]])
+
+
+def _checked_wait(text: str | None, request_id: str) -> float:
+    """The ``wait_s`` query parameter: seconds in ``[0, MAX_WAIT_S]`` (default 0)."""
+    if text is None:
+        return 0.0
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT_S:
+        issue = Issue("wait_s", f"must be a number of seconds in [0, {MAX_WAIT_S:g}]; got {text!r}")
+        raise Refused(422, InputError(issue, f"GET /v1/requests/{request_id}"))
+    return wait
+
+
 def openapi_document() -> dict[str, Any]:
     """The service's OpenAPI schema (shipped as ``openapi.json`` beside this module; regenerate
     it with ``python -m qlmio_opt.faces.service.app > qlmio_opt/faces/service/openapi.json``)."""
@@ -169,7 +291,8 @@ _ERRORS = {
     "400": "Malformed JSON.",
     "401": "Missing or wrong bearer token.",
     "404": "Unknown node or request.",
-    "409": "A time earlier than the previous call's.",
+    "409": "A time earlier than the previous call's, or a call of another mode.",
+    "413": "A body over the service's size limit.",
     "422": "Invalid body: every issue with its JSON path.",
 }
 
@@ -203,6 +326,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             (WindowBody, "validation"),
             (CompletionBody, "validation"),
             (NodeStateBody, "validation"),
+            (RequestBody, "validation"),
+            (ClockBody, "validation"),
+            (RequestAnswer, "serialization"),
             (Solution, "serialization"),
             (Problem, "serialization"),
         ]

@@ -43,6 +43,65 @@ class WindowEnvelope(Frozen):
     allow_deferral: bool = True
 
 
+DEFAULT_WAIT_S = 10.0
+"""How long ``POST /v1/requests`` waits for the request's window by default: well above a window
+(the shipped sites' are 2 s) and its decision (``auto``: 1 s), with a deferral or two."""
+
+MAX_WAIT_S = 60.0
+"""The longest wait a call may ask for: the read timeout of the proxies in front of services
+(nginx's ``proxy_read_timeout`` defaults to 60 s), beyond which the answer would be lost anyway."""
+
+WaitSeconds = Annotated[float, Strict(), Field(ge=0, le=MAX_WAIT_S)]
+
+WAIT_HELP = (
+    "Seconds to wait for the request's window to decide it (0: answer at once); 202 with "
+    '"status": "waiting" when it has not; fetch it later at GET /v1/requests/{id}.'
+)
+
+
+class RequestBody(Frozen):
+    """``POST /v1/requests``: one request, collected into the window of its arrival."""
+
+    request: dict[str, Any] = Field(
+        description="A request object of the instance format without arrival_s: it arrives "
+        "at the time of the call (now, or the service's clock)."
+    )
+    now: Clock | None = Field(default=None, description=NOW_HELP)
+    wait_s: WaitSeconds = Field(default=DEFAULT_WAIT_S, description=WAIT_HELP)
+
+
+class RequestEnvelope(Frozen):
+    """:class:`RequestBody` with its request left as data (validated against the site)."""
+
+    request: dict[str, Any]
+    now: Clock | None = None
+    wait_s: WaitSeconds = DEFAULT_WAIT_S
+
+
+class RequestAnswer(Frozen):
+    """A request posted one at a time: its node once a window dispatched it."""
+
+    id: Id
+    status: str = Field(description="dispatched (200), waiting (202) or failed (500).")
+    node: str | None = Field(default=None, description="Where to send it (dispatched).")
+    tier: str | None = None
+    arrival_s: float | None = Field(default=None, description="Its arrival on the clock.")
+    decided_s: float | None = Field(default=None, description="Close of the deciding window.")
+    closes_s: float | None = Field(
+        default=None, description="Close of the window it waits for (waiting)."
+    )
+    deferrals: int | None = Field(default=None, description="Windows that deferred it.")
+    latency_s: float | None = Field(default=None, description="Predicted latency.")
+    quality: float | None = Field(default=None, description="Predicted quality.")
+    message: str | None = Field(default=None, description="Why it failed (failed).")
+
+
+class ClockBody(Frozen):
+    """``POST /v1/clock``: the gateway's clock (windowing mode on the gateway's clock)."""
+
+    now: Clock = Field(description="The time on the gateway's clock; windows due by then close.")
+
+
 class CompletionBody(Frozen):
     """``POST /v1/completions``: a dispatched request finished."""
 
@@ -97,6 +156,9 @@ class StateView(Frozen):
     windows: int
     nodes: dict[str, NodeView]
     pending: tuple[PendingView, ...]
+    collected: int = Field(
+        description="Requests posted one at a time waiting for their window to close."
+    )
 
 
 class Health(Frozen):
@@ -105,4 +167,5 @@ class Health(Frozen):
     status: str
     site: str
     solver: str
+    window_s: float
     windows: int

@@ -1,6 +1,7 @@
 """The service without HTTP: one :class:`~qlmio_opt.Scheduler` behind one lock, the service's
-clock, validation with the command line's messages, the greedy fallback, metrics and the state
-file. :mod:`.app` puts it on HTTP."""
+clock, validation with the command line's messages, the greedy fallback, metrics, the state
+file, and windowing mode (requests posted one at a time, :mod:`.windowing`). :mod:`.app` puts it
+on HTTP."""
 
 from __future__ import annotations
 
@@ -22,14 +23,24 @@ from qlmio_opt.domain.io import parse_json
 from qlmio_opt.domain.solution import Status
 from qlmio_opt.domain.validation import validate_model
 from qlmio_opt.faces.service.bodies import (
+    ClockBody,
     CompletionBody,
     NodeStateBody,
+    RequestEnvelope,
     WindowEnvelope,
 )
 from qlmio_opt.faces.service.metrics import Metrics
 from qlmio_opt.faces.service.state_file import restore_state, write_state
+from qlmio_opt.faces.service.windowing import KEPT_ANSWERS, Collector, Watcher
 
 M = TypeVar("M", bound=BaseModel)
+
+WINDOWS = "windows posted whole (POST /v1/windows)"
+SINGLE_ON_SERVICE_CLOCK = "requests posted one at a time on its own clock (calls without now)"
+SINGLE_ON_GATEWAY_CLOCK = "requests posted one at a time on the gateway's clock (calls with now)"
+"""A service's mode, fixed by its first deciding call: its windows come whole from the gateway or
+are closed by the service, and a service closing windows keeps its clock or follows the
+gateway's. Mixing them would decide windows out of time order."""
 
 
 class Refused(Exception):
@@ -79,6 +90,12 @@ class Service:
         # the service's clock starts at window_s (the first window is [0, window_s)) and goes on
         # from the last call's time after a restart
         self._clock_zero = time.monotonic() - max(self._last_now, scheduler.window_s)
+        self.collector = Collector(scheduler.window_s, self._tiers)
+        if last is not None:  # restored: windows close after the last decided one, never before
+            self.collector.last_closed = math.ceil(float(last) / scheduler.window_s) - 1
+        self._mode: str | None = None
+        self._timer: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- the calls -------------------------------------------------------------------------------
     def decide_window(self, body: bytes) -> WindowResult:
@@ -89,6 +106,7 @@ class Service:
         queued = time.perf_counter()
         with self._lock:
             wait_s = time.perf_counter() - queued
+            self._enter_mode(WINDOWS, source)
             now = self._now(envelope.now, source)
             if now < self.scheduler.window_s:
                 issue = Issue(
@@ -104,11 +122,82 @@ class Service:
             self._last_now = now
             self.windows += 1
             self._after_change()
-        fallback = self._fallback_reason(decision)
-        if fallback:
-            self.metrics.fallbacks.labels(fallback).inc()
-        self.metrics.record_window(decision.solution, self._tiers, decision.decision_s)
+        fallback = self._count_window(decision)
         return WindowResult(decision.solution.to_dict(), fallback, decision.decision_s, wait_s)
+
+    def submit_request(self, body: bytes) -> tuple[str, float]:
+        """``POST /v1/requests``: collect one request into the window of its arrival (the time
+        of the call); returns its id and how long the call may wait for its answer."""
+        source = "POST /v1/requests"
+        envelope = _validated(RequestEnvelope, body, source)
+        raw = dict(envelope.request)
+        if "arrival_s" in raw:
+            issue = Issue(
+                "request.arrival_s",
+                "set by the service in windowing mode (the time of the call: now, or the "
+                "service's clock); leave it out",
+            )
+            raise Refused(422, InputError(issue, source))
+        self._check_single(raw, source)
+        rid = str(raw["id"])
+        gateway_clock = envelope.now is not None
+        with self._lock:
+            self._enter_mode(
+                SINGLE_ON_GATEWAY_CLOCK if gateway_clock else SINGLE_ON_SERVICE_CLOCK, source
+            )
+            now = self._now(envelope.now, source)
+            self._close_due(now)
+            self._refuse_known_id(rid, source)
+            self.collector.add(raw, now)
+            self._last_now = now
+        self.metrics.single_requests.inc()
+        if not gateway_clock:
+            self._start_timer()
+        return rid, envelope.wait_s
+
+    def tick(self, body: bytes) -> dict[str, Any]:
+        """``POST /v1/clock``: the gateway's clock reads ``now``; close every window due."""
+        source = "POST /v1/clock"
+        envelope = _validated(ClockBody, body, source)
+        with self._lock:
+            self._enter_mode(SINGLE_ON_GATEWAY_CLOCK, source)
+            now = self._now(envelope.now, source)
+            before = self.windows
+            self._close_due(now)
+            self._last_now = now
+            closed, collected = self.windows - before, self.collector.collected
+        return {"time_s": now, "windows": closed, "collected": collected}
+
+    def request_answer(self, request_id: str) -> dict[str, Any]:
+        """``GET /v1/requests/{id}``: the request's node, or that it still waits; 404 when the
+        service does not know it."""
+        with self._lock:
+            answer = self.collector.answer(request_id, self._clock())
+        if answer is None:
+            issue = Issue(
+                "id",
+                f'request "{request_id}" is not known (never posted to POST /v1/requests, or '
+                f"decided long ago: the last {KEPT_ANSWERS} answers are kept)",
+            )
+            raise Refused(
+                404, InputError(issue, f"GET /v1/requests/{request_id}"), "unknown request"
+            )
+        return answer
+
+    def watch_request(self, request_id: str, watcher: Watcher) -> Watcher | None:
+        """Call ``watcher`` once the request is decided (see :meth:`.Collector.watch`)."""
+        with self._lock:
+            return self.collector.watch(request_id, watcher)
+
+    def unwatch_request(self, request_id: str, watcher: Watcher) -> None:
+        with self._lock:
+            self.collector.unwatch(request_id, watcher)
+
+    def stop(self) -> None:
+        """Stop closing windows on the service's clock (at shutdown)."""
+        self._stopping.set()
+        if self._timer is not None:
+            self._timer.join(timeout=5)
 
     def complete(self, body: bytes) -> dict[str, Any]:
         """``POST /v1/completions``: a dispatched request finished."""
@@ -153,6 +242,7 @@ class Service:
         with self._lock:
             now = self._clock()
             snapshot = self.scheduler.snapshot(now)
+            collected = self.collector.collected
         nodes = [{**n, "state": snapshot["nodes"][n["id"]]} for n in self._site["nodes"]]
         held = Instance.from_dict(
             {**self._site, "nodes": nodes}, catalog=self.scheduler.site.resolved_catalog
@@ -174,6 +264,7 @@ class Service:
             "windows": snapshot["windows"],
             "nodes": view,
             "pending": snapshot["pending"],
+            "collected": collected,
         }
 
     def health(self) -> dict[str, Any]:
@@ -181,6 +272,7 @@ class Service:
             "status": "ok",
             "site": self.site_name,
             "solver": self.solver_name,
+            "window_s": self.scheduler.window_s,
             "windows": self.windows,
         }
 
@@ -191,6 +283,100 @@ class Service:
                 write_state(self.scheduler, self.state_file)
 
     # -- the parts -------------------------------------------------------------------------------
+    def _enter_mode(self, mode: str, source: str) -> None:
+        """Fix the service's mode at its first deciding call; refuse (409) the other modes'."""
+        if self._mode is None:
+            self._mode = mode
+        elif self._mode != mode:
+            issue = Issue(
+                "",
+                f"this service decides {self._mode}; one mode per service (start another "
+                "service for the other)",
+            )
+            raise Refused(409, InputError(issue, source), "wrong mode")
+
+    def _check_single(self, raw: dict[str, Any], source: str) -> None:
+        """Validate a single request as the site with it would be (the command line's
+        messages, its path named ``request`` as in the body)."""
+        try:
+            Instance.from_dict(
+                {**self._site, "requests": [{**raw, "arrival_s": 0.0}]},
+                catalog=self.scheduler.site.resolved_catalog,
+                source=source,
+            )
+        except InputError as error:
+            issues = [
+                Issue("request" + i.path.removeprefix("requests[0]"), i.message)
+                if i.path.startswith("requests[0]")
+                else i
+                for i in error.issues
+            ]
+            raise Refused(422, InputError(issues, source)) from None
+
+    def _refuse_known_id(self, request_id: str, source: str) -> None:
+        """Refuse (422) an id that waits for a window or is in flight (called under the lock)."""
+        if self.collector.waiting(request_id) or any(
+            r.id == request_id for r in self.scheduler.pending
+        ):
+            where = "waiting for a window"
+        elif self.scheduler.in_flight(request_id):
+            where = "in flight"
+        else:
+            return
+        issue = Issue("request.id", f'request "{request_id}" is already {where}')
+        raise Refused(422, InputError(issue, source))
+
+    def _close_due(self, now: float) -> None:
+        """Decide every collected window that closes by ``now``, in order (under the lock)."""
+        while (window := self.collector.due(now, bool(self.scheduler.pending))) is not None:
+            self._close_window(window)
+
+    def _close_window(self, window: int) -> None:
+        close = self.collector.close_s(window)
+        requests = self.collector.take(window)
+        try:
+            decision = self._decide(requests, requests, close, True, "window closing")
+        except Exception as error:  # the window's callers hear it; the service carries on
+            reason = error.error.render() if isinstance(error, Refused) else str(error)
+            message = f"the window closing at {close:g} s could not be decided: {reason}"
+            self.collector.fail(requests, close, message)
+            return
+        self._last_now = max(self._last_now, close)
+        self.windows += 1
+        self._after_change()
+        self.collector.record(decision.solution, close)
+        self._count_window(decision, collected=True)
+
+    def _start_timer(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Thread(
+                target=self._close_on_time, name="qlmio-windows", daemon=True
+            )
+            self._timer.start()
+
+    def _close_on_time(self) -> None:
+        """Close each window at its end on the service's clock, until :meth:`stop`."""
+        while not self._stopping.wait(self._until_next_close()):
+            with self._lock:
+                self._close_due(self._clock())
+
+    def _until_next_close(self) -> float:
+        with self._lock:
+            now = self._clock()
+            if self.collector.due(now, bool(self.scheduler.pending)) is not None:
+                return 0.0
+            return max(self.collector.close_s(self.collector.window_of(now)) - now, 0.0)
+
+    def _count_window(self, decision: Decision, collected: bool = False) -> str:
+        """Count a decided window in the metrics; returns its fallback reason ('' for none)."""
+        fallback = self._fallback_reason(decision)
+        if fallback:
+            self.metrics.fallbacks.labels(fallback).inc()
+        self.metrics.record_window(decision.solution, self._tiers, decision.decision_s)
+        if collected:
+            self.metrics.collected_windows.inc()
+        return fallback
+
     def _clock(self) -> float:
         return max(self._last_now, time.monotonic() - self._clock_zero, 0.0)
 
@@ -286,7 +472,8 @@ class Service:
                 state = self.scheduler.node_state(node, now)
                 in_flight[node] = len(state.running) + len(state.waiting)
             pending = len(self.scheduler.pending)
-        self.metrics.record_load(pending, in_flight)
+            collected = self.collector.collected
+        self.metrics.record_load(pending, in_flight, collected)
         return self.metrics.text()
 
 

@@ -6,10 +6,12 @@ Prometheus client's conventions have it (units in the names, ``_total`` on count
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 DECISION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Decision times: the greedy decides a window in milliseconds, the exact solver within its time
@@ -87,6 +89,21 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.single_requests = Counter(
+            "qlmio_single_requests",
+            "Requests posted one at a time (POST /v1/requests) and collected into a window.",
+            registry=r,
+        )
+        self.collected_windows = Counter(
+            "qlmio_collected_windows",
+            "Windows the service closed itself (windowing mode; counted in qlmio_windows too).",
+            registry=r,
+        )
+        self.collected = Gauge(
+            "qlmio_collected_requests",
+            "Requests posted one at a time waiting for their window to close.",
+            registry=r,
+        )
         self.pending = Gauge("qlmio_pending_requests", "Deferred requests waiting.", registry=r)
         self.in_flight = Gauge(
             "qlmio_in_flight_requests",
@@ -110,11 +127,30 @@ class Metrics:
             if decision.quality is not None:
                 self.quality.observe(decision.quality)
 
-    def record_load(self, pending: int, in_flight: Mapping[str, int]) -> None:
+    def record_load(self, pending: int, in_flight: Mapping[str, int], collected: int = 0) -> None:
         self.pending.set(pending)
+        self.collected.set(collected)
         for node, count in in_flight.items():
             self.in_flight.labels(node).set(count)
 
     def text(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric, without the ``_created`` series."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """A registry's metrics less the ``_created`` sample the client adds to every counter and
+    histogram (the time it was made: noise on a dashboard, and a series per label set). The
+    client's own switch (``disable_created_metrics``) is global to the process, which a service
+    run inside a gateway's own Python process must not change, so the samples are dropped
+    here, for this registry only."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            kept = copy.copy(family)
+            created = f"{family.name}_created"
+            kept.samples = [s for s in family.samples if s.name != created]
+            yield kept

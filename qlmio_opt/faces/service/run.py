@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
-from qlmio_opt.faces.service.app import create_app
+from qlmio_opt.faces.service.app import MAX_BODY_BYTES, create_app
 from qlmio_opt.faces.service.core import Service
 
 DRAIN_TIMEOUT_S = 5
@@ -47,9 +47,9 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _server(service: Service, token: str | None) -> _Server:
+def _server(service: Service, token: str | None, max_body_bytes: int) -> _Server:
     config = uvicorn.Config(
-        create_app(service, token),
+        create_app(service, token, max_body_bytes),
         log_level="warning",
         access_log=False,  # a line per call would cost more than the call (a gateway's rate)
         timeout_graceful_shutdown=DRAIN_TIMEOUT_S,
@@ -78,17 +78,19 @@ def serve(
     *,
     token: str | None = None,
     announce: Callable[[str], None] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
     """Serve ``service`` until SIGTERM or SIGINT; ``announce`` gets the address once bound."""
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    server = _server(service, token)
+    server = _server(service, token, max_body_bytes)
     server.on_started = lambda: (announce or _stderr)(f"http://{shown}:{bound_port}")
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        service.stop()
         service.save()
 
 
@@ -97,13 +99,15 @@ def _stderr(address: str) -> None:
 
 
 @contextlib.contextmanager
-def serving_in_thread(service: Service, *, token: str | None = None) -> Iterator[str]:
+def serving_in_thread(
+    service: Service, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+) -> Iterator[str]:
     """Serve ``service`` on a free loopback port in a thread of this process; yields its
     address and stops it (draining) on exit. For tests and benchmarks that want the real HTTP
     server next to in-process calls."""
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = _server(service, token)
+    server = _server(service, token, max_body_bytes)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -114,3 +118,4 @@ def serving_in_thread(service: Service, *, token: str | None = None) -> Iterator
         server.should_exit = True
         thread.join()
         sock.close()
+        service.stop()
