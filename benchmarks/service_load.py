@@ -32,8 +32,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import quantiles
+from typing import Any
 
 import httpx
 
@@ -57,9 +59,10 @@ def windows_of(size: int, count: int, site) -> list[list[dict]]:
     return out
 
 
-def start_service(solver: str) -> tuple[subprocess.Popen, str]:
+def start_service(*options: str) -> tuple[subprocess.Popen, str]:
+    """``qlmio-opt serve`` on the bundled site on a free loopback port, with ``options``."""
     command = [sys.executable, "-m", "qlmio_opt.faces.cli", "serve", "--site", str(SITE)]
-    command += ["--port", "0", "--solver", solver]
+    command += ["--port", "0", *options]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     found = re.search(r"(http://[^\s;]+)", line)
@@ -69,31 +72,35 @@ def start_service(solver: str) -> tuple[subprocess.Popen, str]:
     return proc, found.group(1)
 
 
-def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float) -> dict:
-    """Post ``windows`` from ``clients`` threads; per call: latency, decision, wait (seconds)."""
-    calls: list[tuple[float, float, float]] = []
+Post = Callable[[httpx.Client, int], tuple[httpx.Response, Callable[[], Any]]]
+
+
+def post_from_clients(
+    url: str, count: int, clients: int, max_seconds: float, post: Post
+) -> tuple[list[Any], list[str], float]:
+    """Items ``0 .. count-1`` posted from ``clients`` threads, each with its own keep-alive
+    connection, until all are answered or ``max_seconds`` pass. ``post(http, k)`` sends item
+    ``k`` and returns the answer and how to read its record (called only on a 200 answer).
+    Returns the records, the failures and the wall time (seconds)."""
+    records: list[Any] = []
     failures: list[str] = []
     lock = threading.Lock()
-    next_window = iter(range(len(windows)))
+    next_item = iter(range(count))
     deadline = time.monotonic() + max_seconds
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=120) as http:
             while time.monotonic() < deadline:
                 with lock:
-                    k = next(next_window, None)
+                    k = next(next_item, None)
                 if k is None:
                     return
-                began = time.perf_counter()
-                answer = http.post("/v1/windows", json={"requests": windows[k]})
-                latency = time.perf_counter() - began
+                answer, record = post(http, k)
                 with lock:
                     if answer.status_code != 200:
                         failures.append(f"{answer.status_code}: {answer.text[:200]}")
-                        continue
-                    decision = float(answer.headers["X-Qlmio-Decision-Seconds"])
-                    wait = float(answer.headers["X-Qlmio-Wait-Seconds"])
-                    calls.append((latency, decision, wait))
+                    else:
+                        records.append(record())
 
     began = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -101,7 +108,23 @@ def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float)
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - began
+    return records, failures, time.perf_counter() - began
+
+
+def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float) -> dict:
+    """Post ``windows`` from ``clients`` threads; per call: latency, decision, wait (seconds)."""
+
+    def post(http: httpx.Client, k: int) -> tuple[httpx.Response, Callable[[], Any]]:
+        began = time.perf_counter()
+        answer = http.post("/v1/windows", json={"requests": windows[k]})
+        latency = time.perf_counter() - began
+        return answer, lambda: (
+            latency,
+            float(answer.headers["X-Qlmio-Decision-Seconds"]),
+            float(answer.headers["X-Qlmio-Wait-Seconds"]),
+        )
+
+    calls, failures, wall = post_from_clients(url, len(windows), clients, max_seconds, post)
     counted = _metric(httpx.get(f"{url}/metrics", timeout=10).text, "qlmio_windows_total")
     return {"calls": calls, "failures": failures, "wall_s": wall, "counted": counted}
 
@@ -160,7 +183,7 @@ def main() -> None:
     )
     for size, count in zip(sizes, counts, strict=True):
         windows = windows_of(size, count, site)
-        proc, url = start_service(args.solver)
+        proc, url = start_service("--solver", args.solver)
         try:
             run = drive(url, windows, args.clients, args.max_seconds)
         finally:

@@ -28,28 +28,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
-import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
-from service_load import SITE, _metric, ms, p50_p99
+from service_load import SITE, _metric, ms, p50_p99, post_from_clients, start_service
 
 from qlmio_opt import read_instance
-
-
-def start_service(window_s: float) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "qlmio_opt.faces.cli", "serve", "--site", str(SITE)]
-    command += ["--port", "0", "--solver", "greedy", "--window-s", str(window_s)]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    found = re.search(r"(http://[^\s;]+)", line)
-    if found is None:
-        proc.kill()
-        raise SystemExit(f"the service did not start: {line}{proc.stderr.read()}")
-    return proc, found.group(1)
 
 
 def requests_of(count: int) -> list[dict]:
@@ -67,37 +53,19 @@ def requests_of(count: int) -> list[dict]:
 def drive(url: str, requests: list[dict], clients: int, max_seconds: float) -> dict:
     """Post ``requests`` one at a time from ``clients`` threads; per request: latency and the
     wait for its window's close (seconds)."""
-    answers: list[tuple[float, float, int]] = []
-    failures: list[str] = []
-    lock = threading.Lock()
-    next_request = iter(range(len(requests)))
-    deadline = time.monotonic() + max_seconds
 
-    def client() -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            while time.monotonic() < deadline:
-                with lock:
-                    k = next(next_request, None)
-                if k is None:
-                    return
-                began = time.perf_counter()
-                answer = http.post("/v1/requests", json={"request": requests[k], "wait_s": 20})
-                latency = time.perf_counter() - began
-                with lock:
-                    if answer.status_code != 200:
-                        failures.append(f"{answer.status_code}: {answer.text[:200]}")
-                        continue
-                    body = answer.json()
-                    waited = body["decided_s"] - body["arrival_s"]
-                    answers.append((latency, waited, body["deferrals"]))
+    def post(http: httpx.Client, k: int) -> tuple[httpx.Response, Callable[[], Any]]:
+        began = time.perf_counter()
+        answer = http.post("/v1/requests", json={"request": requests[k], "wait_s": 20})
+        latency = time.perf_counter() - began
 
-    began = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - began
+        def record() -> tuple[float, float, int]:
+            body = answer.json()
+            return latency, body["decided_s"] - body["arrival_s"], body["deferrals"]
+
+        return answer, record
+
+    answers, failures, wall = post_from_clients(url, len(requests), clients, max_seconds, post)
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return {
         "answers": answers,
@@ -120,7 +88,7 @@ def main() -> None:
         f"site {SITE.name}, solver greedy, window {args.window_s:g} s, {args.clients} clients, "
         f"{os.cpu_count()} CPUs"
     )
-    proc, url = start_service(args.window_s)
+    proc, url = start_service("--solver", "greedy", "--window-s", str(args.window_s))
     try:
         run = drive(url, requests_of(args.requests), args.clients, args.max_seconds)
     finally:
