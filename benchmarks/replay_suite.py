@@ -49,6 +49,7 @@ POLICIES = ("exact", "greedy", "cloud-only", "all-cloud", "oracle-expected", "or
 TIME_LIMIT_S = 2.0  # per window and solver: a window is 2 s, a decision must fit in it
 WINDOW_S = 2.0
 BIG_NODE_SHARE = 0.10  # the latency-ratio target covers nodes serving more than this share
+MIN_REDUCTION = 0.25  # issue 19: exact at least this far below cloud-only on every replay
 
 
 @dataclass(frozen=True)
@@ -144,16 +145,12 @@ def figures(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
 def targets(fig: dict[str, dict[str, float]]) -> dict[str, Any]:
     """The issue's targets for one replay (exact with the default predictors)."""
     exact, greedy, oracle = fig["exact"], fig["greedy"], fig["oracle-expected"]
-    share = (
-        exact["vs_cloud_only"] / oracle["vs_cloud_only"]
-        if oracle["vs_cloud_only"] > 0
-        else math.nan
-    )
+    share = _share(exact["vs_cloud_only"], oracle["vs_cloud_only"])
     return {
         "prediction within 20%": abs(exact["error"]) <= 0.2
         and (math.isnan(exact["worst_node_ratio"]) or abs(exact["worst_node_ratio"] - 1) <= 0.2),
         "expected TCR within 0.5 pt": exact["etcr_vs_ref"] >= -0.5,
-        "latency >= 25% below cloud-only": exact["vs_cloud_only"] >= 0.25,
+        "latency >= 25% below cloud-only": exact["vs_cloud_only"] >= MIN_REDUCTION,
         "greedy within 2 pt": greedy["vs_cloud_only"] >= exact["vs_cloud_only"] - 0.02,
         "share of oracle-expected": share,
     }
@@ -247,6 +244,7 @@ def print_aggregates(docs: dict[str, dict[str, Any]], specs: dict[str, Replay]) 
         f"- oracle-observable vs cloud-only: {100 * min(observable):.1f}% to "
         f"{100 * max(observable):.1f}%"
     )
+    print_short_of_target(figs)
     for policy in ("exact", "greedy"):
         mean_ms = sorted(doc["policies"][policy]["mean_decision_ms"] for doc in docs.values())
         p95_ms = max(doc["policies"][policy]["p95_decision_ms"] for doc in docs.values())
@@ -254,6 +252,26 @@ def print_aggregates(docs: dict[str, dict[str, Any]], specs: dict[str, Replay]) 
             f"- {policy}: median over replays of the mean decision time "
             f"{mean_ms[len(mean_ms) // 2]:.0f} ms, largest p95 {p95_ms:.0f} ms"
         )
+
+
+def print_short_of_target(figs: dict[str, dict[str, dict[str, float]]]) -> None:
+    """For the replays where exact misses the 25% target: what oracle-observable (the best a
+    predictor of the request's features can know) reaches, exact's share of it, and the edge
+    shares of both."""
+    short = {n: f for n, f in figs.items() if f["exact"]["vs_cloud_only"] < MIN_REDUCTION}
+    for name, fig in short.items():
+        exact, observable = fig["exact"], fig["oracle-observable"]
+        ours, best = exact["vs_cloud_only"], observable["vs_cloud_only"]
+        print(
+            f"- below {100 * MIN_REDUCTION:.0f}%: {name}: exact {100 * ours:.1f}%, "
+            f"oracle-observable {100 * best:.1f}% (exact {100 * _share(ours, best):.0f}% of it); "
+            f"edge share {exact['edge_share']:.2f} vs {observable['edge_share']:.2f}"
+        )
+
+
+def _share(part: float, whole: float) -> float:
+    """``part / whole``, NaN when ``whole`` is not positive (an oracle not ahead)."""
+    return part / whole if whole > 0 else math.nan
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """Solve :class:`MilpArrays` with HiGHS through highspy, fed numpy arrays directly.
 
 A hard deadline: HiGHS checks its clock only between some of its steps, and some steps never
-check it (the analytic centre it computes beside the root relaxation, a sub-MIP's presolve): on
-a 10,000 x 12 window a HiGHS ``time_limit`` of 1.6 s ended after 12.8 s, and even 1,000 x 12
-overran a 4 s limit by 2.4 s (docs/scaling.md, "Time limits"). So :func:`solve_highs` runs HiGHS
+check it (the analytic centre it computes beside the root relaxation, a sub-MIP's presolve): in
+development probes a HiGHS ``time_limit`` of 1.6 s on a 10,000 x 12 window ended after 12.8 s
+(docs/scaling.md, "Time limits"). So :func:`solve_highs` runs HiGHS
 in a helper thread (``run`` releases the GIL) and waits for it at most until its ``deadline``;
 past it, HiGHS is told to stop (its interrupt callbacks) and left to finish in the background,
 and the answer is what its callbacks saw by then: the last improving solution and dual bound.
