@@ -72,10 +72,18 @@ class AnalyticPredictor(ParamsMixin):
             [catalog.task(t).typical_output_tokens for t in req.task], dtype=float
         )
 
+        tasks, task_index = np.unique(req.task, return_inverse=True)
+        # nodes often share a model: its image tokens and quality are computed once
+        by_model: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for j, node in enumerate(instance.nodes):
             model = catalog.model(node.model)
             device = catalog.device(node.device)
-            tokens = self._image_tokens(model, req)
+            if node.model not in by_model:
+                by_model[node.model] = (
+                    self._image_tokens(model, req),
+                    self._quality(catalog, model, req, tasks, task_index),
+                )
+            tokens, model_quality = by_model[node.model]
             image_tokens[:, j] = tokens
             out = np.minimum(req.max_output_tokens, typical_out)
             output_tokens[:, j] = out
@@ -88,7 +96,7 @@ class AnalyticPredictor(ParamsMixin):
             )
             parts["prefill_s"][:, j] = (req.prompt_tokens + tokens) / device.prefill_tok_s(model)
             parts["decode_s"][:, j] = out / device.decode_tok_s(model)
-            quality[:, j] = self._quality(catalog, model, req)
+            quality[:, j] = model_quality
             memory[:, j] = (
                 (req.prompt_tokens + tokens + req.max_output_tokens)
                 * model.kv_bytes_per_token
@@ -119,8 +127,11 @@ class AnalyticPredictor(ParamsMixin):
         return req.per_request_sum(per_image.astype(float))
 
     @staticmethod
-    def _quality(catalog: Catalog, model, req: RequestArrays) -> np.ndarray:
-        accuracy = np.array([model.accuracy[t] for t in req.task], dtype=float)
+    def _quality(
+        catalog: Catalog, model, req: RequestArrays, tasks: np.ndarray, task_index: np.ndarray
+    ) -> np.ndarray:
+        """``model``'s quality on every request; ``tasks[task_index]`` is ``req.task``."""
+        accuracy = np.array([model.accuracy[t] for t in tasks], dtype=float)[task_index]
         if len(req.image_width) == 0:
             return accuracy
         pixels = (req.image_width * req.image_height).astype(float)
@@ -131,13 +142,13 @@ class AnalyticPredictor(ParamsMixin):
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(total > 0, req.per_request_sum(seen) / total, 1.0)
         shift = np.zeros(req.num_requests)
-        for task in np.unique(req.task):
+        for k, task in enumerate(tasks):
             spec = catalog.task(task)
             ref_px = spec.reference_width * spec.reference_height
             ref_seen = min(
                 model.image_tokens.seen_pixels(spec.reference_width, spec.reference_height), ref_px
             )
             ref_ratio = ref_seen / ref_px
-            rows = (req.task == task) & (req.num_images > 0)
+            rows = (task_index == k) & (req.num_images > 0)
             shift[rows] = spec.resolution_exponent * np.log(ratio[rows] / ref_ratio)
         return resolution_quality(accuracy, shift)
