@@ -1,7 +1,7 @@
 """The fast path: Lagrangian prices, rounding, repair and local search.
 
 About 10-50 ms per window of 20-1,000 requests (``benchmarks/greedy_gap.py`` measures it against
-the exact solver), in four steps:
+the exact solver), in five steps:
 
 1. **Prices.** The Lagrangian dual of the capacity rows (memory per node, bandwidth per link,
    the quality floor) and of the node counts (which carry the congestion term) is maximised
@@ -30,6 +30,12 @@ the exact solver), in four steps:
    is then polished by improving shifts and swaps, and ejection chains once those find nothing
    (one request moved out so that others, often deferred ones, fit in its place:
    :func:`~qlmio_opt.solvers.local_search.polish`).
+5. **Iterated local search.** If the answer is still further than ``Effort.perturb_gap``
+   (0.1%) from the bound, rounds of a random kick (a few shifts and swaps that keep every
+   capacity, or a chain of related moves then repaired), improving shifts and swaps, and the
+   result kept if better (:mod:`qlmio_opt.solvers.greedy_perturb`), on a budget that grows
+   with the room the bound leaves: it reaches optima several moves across worse or overloaded
+   states, as on tight generalized-assignment-style windows.
 
 The amount of search is a fixed number of work units per window, counted rather than timed,
 so the answer depends only on the problem and the seed (on one machine: on knife-edge windows a
@@ -49,6 +55,7 @@ from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.solvers.base import Solver, SolverResult
 from qlmio_opt.solvers.capacity import Loads, explain_unplaceable
 from qlmio_opt.solvers.diagnose import infeasibility_reason
+from qlmio_opt.solvers.greedy_perturb import perturbed_search
 from qlmio_opt.solvers.greedy_prices import Dual, Prices
 from qlmio_opt.solvers.greedy_regret import construction_work, perturbed_columns, regret_start
 from qlmio_opt.solvers.greedy_repair import repair, room_pass
@@ -227,22 +234,37 @@ def _improved(
     effort: Effort,
     seed: int,
 ) -> tuple[State, bool]:
-    """Step 4: the searches, an escalation when they end far from ``bound``, the polish.
+    """Steps 4 and 5: the searches, an escalation when they end far from ``bound``, the
+    polish (all skipped when the start is within ``effort.gap`` of ``bound``), then the
+    iterated local search while the answer is further than ``effort.perturb_gap`` from it.
 
     Returns the best state and whether the search escalated.
     """
-    if _proven(state.value, bound, effort.gap):
-        return state, False
     escalated = False
-    memo = Memo(repair_weights(state.w, prices, ROOM_FACTOR))
-    state = _search(state, prices, memo, budget, effort, seed, bound)
-    if effort.escalate_scale > 0 and not _proven(state.value, bound, effort.escalate_gap):
-        escalated = True
-        more = Budget(effort.escalate_scale * work, budget.deadline)
-        state = _search(state, prices, memo, more, effort, seed + 1, bound)
-    if effort.polish_scale > 0:
-        state = polish(state, Budget(effort.polish_scale * work, budget.deadline))
+    weights = repair_weights(state.w, prices, ROOM_FACTOR)
+    if not _proven(state.value, bound, effort.gap):
+        memo = Memo(weights)
+        state = _search(state, prices, memo, budget, effort, seed, bound)
+        if effort.escalate_scale > 0 and not _proven(state.value, bound, effort.escalate_gap):
+            escalated = True
+            more = Budget(effort.escalate_scale * work, budget.deadline)
+            state = _search(state, prices, memo, more, effort, seed + 1, bound)
+        if effort.polish_scale > 0:
+            state = polish(state, Budget(effort.polish_scale * work, budget.deadline))
+    if effort.perturb_scale > 0 and not _proven(state.value, bound, effort.perturb_gap):
+        rng = np.random.default_rng(seed + 2)  # seed and seed + 1 draw the price perturbations
+        target = bound + effort.perturb_gap * max(1.0, abs(bound))
+        kicks = Budget(_perturb_share(state.value, bound, effort) * work, budget.deadline)
+        state = perturbed_search(state, kicks, weights, rng, target)
     return state, escalated
+
+
+def _perturb_share(value: float, bound: float, effort: Effort) -> float:
+    """The iterated local search's budget, in searches' budgets: ``effort.perturb_scale``
+    times the relative gap of ``value`` to the lower ``bound`` as a share of
+    ``effort.escalate_gap`` (at most 1): little where the bound leaves little room."""
+    room = (value - bound) / max(1.0, abs(value))
+    return effort.perturb_scale * min(1.0, room / effort.escalate_gap)
 
 
 def _columns(window: Window, initial: IntArray) -> IntArray:
