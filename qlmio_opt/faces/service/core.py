@@ -5,6 +5,7 @@ on HTTP."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -55,9 +56,10 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class WindowResult:
-    """A decided window: the solution document and how it was reached."""
+    """A decided window: the solution document (encoded as :func:`encode_json` does) and how it
+    was reached."""
 
-    solution: dict[str, Any]
+    document: bytes
     fallback: str
     decision_s: float
     wait_s: float  # waiting for the scheduler while other calls held it
@@ -123,7 +125,8 @@ class Service:
             self.windows += 1
             self._after_change()
         fallback = self._count_window(decision)
-        return WindowResult(decision.solution.to_dict(), fallback, decision.decision_s, wait_s)
+        document = encode_json(decision.solution.to_dict())
+        return WindowResult(document, fallback, decision.decision_s, wait_s)
 
     def submit_request(self, body: bytes) -> tuple[str, float]:
         """``POST /v1/requests``: collect one request into the window of its arrival (the time
@@ -487,6 +490,8 @@ def _validated(cls: type[M], body: bytes, source: str) -> M:
 
 
 def _parsed(body: bytes, source: str) -> Any:
+    """The body's JSON, with the rules (and the messages) of the command line's
+    :func:`~qlmio_opt.domain.io.parse_json`."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -494,9 +499,35 @@ def _parsed(body: bytes, source: str) -> Any:
             400, InputError(Issue("", f"not UTF-8 text ({error.reason})"), source)
         ) from None
     try:
+        # parse_json finds repeated keys by walking the parsed document in Python, several
+        # times the parse itself on a window's body; a dict that kept every pair has none
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError, _RepeatedKey):
+        pass  # parse_json says what is wrong, as the command line would
+    try:
         return parse_json(text, source)
     except InputError as error:
         raise Refused(400, error, "malformed JSON") from None
+
+
+class _RepeatedKey(Exception):
+    """An object of the body repeats a key (parse_json then names where)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _RepeatedKey
+    return out
+
+
+def encode_json(document: Any) -> bytes:
+    """``document`` as the bytes FastAPI's ``JSONResponse`` sends (compact UTF-8, NaN refused),
+    encoded in the calling thread: a window's answer is encoded in its worker thread, not on the
+    event loop every call shares."""
+    return json.dumps(
+        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
 @contextmanager
