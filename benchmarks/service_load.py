@@ -21,7 +21,9 @@ service's own ``qlmio_windows_total`` at the end (every window counted, none los
 means in milliseconds of CPU time per window, which a loaded machine stretches less than wall
 times: ``cpu`` the service process's (user + system, from ``/proc``, while the clients ran: its
 event loop, HTTP, JSON, validation, metrics and the decisions) and ``in-process cpu`` the
-in-process ``Scheduler.decide``'s; their difference is the service's work beyond deciding.
+in-process ``Scheduler.decide``'s. Their difference is the service's work beyond deciding only
+roughly: the same decisions cost more CPU in a process whose threads keep switching, and on a
+shared machine both move by tens of percent from run to run.
 
     python benchmarks/service_load.py [--sizes 10,100,1000] [--windows 400,200,24]
                                       [--clients 8] [--max-seconds 60]
