@@ -7,7 +7,9 @@ with its own keep-alive connection, post ``--windows`` windows between them (at 
 ``--max-seconds`` per size). A window's requests are the site's own, cycled with fresh ids.
 Reported per size, p50 and p99 over the calls, in milliseconds:
 
-* ``latency``: a call as the client sees it (send the body, read the solution document);
+* ``latency``: a call as the client sees it (send the body, read the solution document's bytes;
+  the bodies are encoded before the clients start, as the in-process call takes its requests as
+  data: a gateway's own JSON encoding and decoding are not the service's);
 * ``decision``: the scheduler's decide inside the service (header ``X-Qlmio-Decision-Seconds``);
 * ``wait``: the call's wait for the scheduler while other calls held it (``X-Qlmio-Wait-Seconds``:
   one scheduler decides one window at a time);
@@ -15,7 +17,13 @@ Reported per size, p50 and p99 over the calls, in milliseconds:
 * ``in-process``: ``Scheduler.decide`` on the same windows, one after another, in this process;
 
 and the throughput (windows answered per second of wall time), the windows answered and the
-service's own ``qlmio_windows_total`` at the end (every window counted, none lost).
+service's own ``qlmio_windows_total`` at the end (every window counted, none lost). Last, two
+means in milliseconds of CPU time per window, which a loaded machine stretches less than wall
+times: ``cpu`` the service process's (user + system, from ``/proc``, while the clients ran: its
+event loop, HTTP, JSON, validation, metrics and the decisions) and ``in-process cpu`` the
+in-process ``Scheduler.decide``'s. Their difference is the service's work beyond deciding only
+roughly: the same decisions cost more CPU in a process whose threads keep switching, and on a
+shared machine both move by tens of percent from run to run.
 
     python benchmarks/service_load.py [--sizes 10,100,1000] [--windows 400,200,24]
                                       [--clients 8] [--max-seconds 60]
@@ -26,6 +34,7 @@ The machine's load average is printed first and last: the figures are only as qu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -59,10 +68,23 @@ def windows_of(size: int, count: int, site) -> list[list[dict]]:
     return out
 
 
-def start_service(*options: str) -> tuple[subprocess.Popen, str]:
-    """``qlmio-opt serve`` on the bundled site on a free loopback port, with ``options``."""
-    command = [sys.executable, "-m", "qlmio_opt.faces.cli", "serve", "--site", str(SITE)]
-    command += ["--port", "0", *options]
+LAUNCH_WITH_SWITCH_INTERVAL = (
+    "import sys; from qlmio_opt.faces.service import run; "
+    "run.SWITCH_INTERVAL_S = float(sys.argv.pop(1)); "
+    "from qlmio_opt.faces.cli import main; sys.exit(main())"
+)
+"""``qlmio-opt serve`` with its interpreter switch interval replaced (the first argument)."""
+
+
+def start_service(
+    *options: str, switch_interval: float | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``qlmio-opt serve`` on the bundled site on a free loopback port, with ``options`` (and
+    ``switch_interval`` instead of ``run.SWITCH_INTERVAL_S``, when given)."""
+    command = [sys.executable, "-m", "qlmio_opt.faces.cli"]
+    if switch_interval is not None:
+        command = [sys.executable, "-c", LAUNCH_WITH_SWITCH_INTERVAL, str(switch_interval)]
+    command += ["serve", "--site", str(SITE), "--port", "0", *options]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     found = re.search(r"(http://[^\s;]+)", line)
@@ -111,12 +133,24 @@ def post_from_clients(
     return records, failures, time.perf_counter() - began
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (Linux's ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    # after the command's ")": state is field 3 of proc(5), utime 14 and stime 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float) -> dict:
     """Post ``windows`` from ``clients`` threads; per call: latency, decision, wait (seconds)."""
+    bodies = [json.dumps({"requests": window}).encode() for window in windows]
+    headers = {"Content-Type": "application/json"}
 
     def post(http: httpx.Client, k: int) -> tuple[httpx.Response, Callable[[], Any]]:
         began = time.perf_counter()
-        answer = http.post("/v1/windows", json={"requests": windows[k]})
+        answer = http.post("/v1/windows", content=bodies[k], headers=headers)
         latency = time.perf_counter() - began
         return answer, lambda: (
             latency,
@@ -129,20 +163,22 @@ def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float)
     return {"calls": calls, "failures": failures, "wall_s": wall, "counted": counted}
 
 
-def in_process(site, windows: list[list[dict]], solver: str) -> list[float]:
+def in_process(site, windows: list[list[dict]], solver: str) -> tuple[list[float], float]:
     """``Scheduler.decide`` wall times on ``windows``, one after another, on a clock that moves
-    as the service's does (real seconds since the first window)."""
+    as the service's does (real seconds since the first window), and their total CPU time."""
     scheduler = Scheduler(site, solver=solver)
     zero = time.monotonic() - site.window_s
     times = []
+    cpu = 0.0
     for window in windows:
         now = time.monotonic() - zero
         start = now - site.window_s
         on_clock = [{**r, "arrival_s": start + r["arrival_s"]} for r in window]
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         scheduler.decide(on_clock, now)
         times.append(time.perf_counter() - began)
-    return times
+        cpu += time.process_time() - began_cpu
+    return times, cpu
 
 
 def _metric(text: str, name: str) -> float:
@@ -158,6 +194,10 @@ def p50_p99(values: list[float]) -> tuple[float, float]:
     return cuts[49], cuts[98]
 
 
+def per_window(cpu_s: float, windows: int) -> str:
+    return f"{1e3 * cpu_s / max(windows, 1):8.2f}"
+
+
 def ms(pair: tuple[float, float]) -> str:
     return f"{1e3 * pair[0]:8.2f} {1e3 * pair[1]:8.2f}"
 
@@ -169,6 +209,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--max-seconds", type=float, default=60.0, help="Per size.")
     parser.add_argument("--solver", default="greedy")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="The service's interpreter switch interval in seconds (default: the service's own, "
+        "SWITCH_INTERVAL_S in qlmio_opt/faces/service/run.py).",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(c) for c in args.windows.split(",")]
@@ -177,19 +224,24 @@ def main() -> None:
     site = read_instance(SITE)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"site {SITE.name}, solver {args.solver}, {args.clients} clients, {os.cpu_count()} CPUs")
+    if args.switch_interval is not None:
+        print(f"the service's switch interval: {args.switch_interval:g} s")
     print(
         "size  windows answered counted  wall_s  win/s |  p50 ms   p99 ms: latency | decision |"
-        " wait | overhead | in-process"
+        " wait | overhead | in-process | cpu ms/window: service in-process"
     )
     for size, count in zip(sizes, counts, strict=True):
         windows = windows_of(size, count, site)
-        proc, url = start_service("--solver", args.solver)
+        proc, url = start_service("--solver", args.solver, switch_interval=args.switch_interval)
         try:
+            cpu_before = cpu_seconds(proc.pid)
             run = drive(url, windows, args.clients, args.max_seconds)
+            service_cpu = cpu_seconds(proc.pid) - cpu_before
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        local = in_process(site, windows[: len(run["calls"])] or windows[:1], args.solver)
+        decided = windows[: len(run["calls"])] or windows[:1]
+        local, local_cpu = in_process(site, decided, args.solver)
         calls = run["calls"]
         latency = [c[0] for c in calls]
         decision = [c[1] for c in calls]
@@ -199,6 +251,7 @@ def main() -> None:
             f"{size:5d} {count:7d} {len(calls):8d} {run['counted']:7.0f} {run['wall_s']:7.1f}"
             f" {len(calls) / run['wall_s']:6.1f} | {ms(p50_p99(latency))} | {ms(p50_p99(decision))}"
             f" | {ms(p50_p99(wait))} | {ms(p50_p99(overhead))} | {ms(p50_p99(local))}"
+            f" | {per_window(service_cpu, len(calls))} {per_window(local_cpu, len(decided))}"
         )
         for failure in run["failures"][:3]:
             print(f"      failed: {failure}")

@@ -92,7 +92,8 @@ def create_app(
         }
         if result.fallback:
             headers["X-Qlmio-Fallback"] = result.fallback
-        return JSONResponse(result.solution, headers=headers)
+        # encoded in the worker thread (as JSONResponse would): the event loop only sends it
+        return Response(result.document, headers=headers, media_type="application/json")
 
     @app.post(
         "/v1/completions",

@@ -5,6 +5,7 @@ on HTTP."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -55,9 +56,10 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class WindowResult:
-    """A decided window: the solution document and how it was reached."""
+    """A decided window: the solution document (encoded as :func:`encode_json` does) and how it
+    was reached."""
 
-    solution: dict[str, Any]
+    document: bytes
     fallback: str
     decision_s: float
     wait_s: float  # waiting for the scheduler while other calls held it
@@ -84,18 +86,26 @@ class Service:
         self._tiers = {n.id: n.tier for n in scheduler.site.nodes}
         self._lock = threading.Lock()
         self.windows = 0  # decided by this process (the state's count goes on across restarts)
-        self.restored = state_file is not None and restore_state(scheduler, state_file)
+        windowing = restore_state(scheduler, state_file) if state_file is not None else None
+        self.restored = windowing is not None
         last = scheduler.state_dict()["time_s"]
         self._last_now = -math.inf if last is None else float(last)
-        # the service's clock starts at window_s (the first window is [0, window_s)) and goes on
-        # from the last call's time after a restart
-        self._clock_zero = time.monotonic() - max(self._last_now, scheduler.window_s)
         self.collector = Collector(scheduler.window_s, self._tiers)
         if last is not None:  # restored: windows close after the last decided one, never before
             self.collector.last_closed = math.ceil(float(last) / scheduler.window_s) - 1
         self._mode: str | None = None
+        if windowing:
+            assert state_file is not None
+            self._restore_windowing(windowing, state_file)
+        # the service's clock starts at window_s (the first window is [0, window_s)) and goes on
+        # from the last call's time after a restart
+        self._clock_zero = time.monotonic() - max(self._last_now, scheduler.window_s)
         self._timer: threading.Thread | None = None
         self._stopping = threading.Event()
+        if self._mode == SINGLE_ON_SERVICE_CLOCK and (
+            self.collector.collected or scheduler.pending
+        ):
+            self._start_timer()  # what waited before the restart is decided on time
 
     # -- the calls -------------------------------------------------------------------------------
     def decide_window(self, body: bytes) -> WindowResult:
@@ -123,7 +133,8 @@ class Service:
             self.windows += 1
             self._after_change()
         fallback = self._count_window(decision)
-        return WindowResult(decision.solution.to_dict(), fallback, decision.decision_s, wait_s)
+        document = encode_json(decision.solution.to_dict())
+        return WindowResult(document, fallback, decision.decision_s, wait_s)
 
     def submit_request(self, body: bytes) -> tuple[str, float]:
         """``POST /v1/requests``: collect one request into the window of its arrival (the time
@@ -150,6 +161,7 @@ class Service:
             self._refuse_known_id(rid, source)
             self.collector.add(raw, now)
             self._last_now = now
+            self._after_change()  # a posted request survives a restart
         self.metrics.single_requests.inc()
         if not gateway_clock:
             self._start_timer()
@@ -165,6 +177,7 @@ class Service:
             before = self.windows
             self._close_due(now)
             self._last_now = now
+            self._after_change()  # the clock moved, even when no window closed
             closed, collected = self.windows - before, self.collector.collected
         return {"time_s": now, "windows": closed, "collected": collected}
 
@@ -280,7 +293,7 @@ class Service:
         """Write the state file now (at shutdown; every change writes it too)."""
         if self.state_file is not None:
             with self._lock:
-                write_state(self.scheduler, self.state_file)
+                write_state(self.scheduler, self.state_file, self._windowing_state())
 
     # -- the parts -------------------------------------------------------------------------------
     def _enter_mode(self, mode: str, source: str) -> None:
@@ -340,11 +353,12 @@ class Service:
             reason = error.error.render() if isinstance(error, Refused) else str(error)
             message = f"the window closing at {close:g} s could not be decided: {reason}"
             self.collector.fail(requests, close, message)
+            self._after_change()
             return
         self._last_now = max(self._last_now, close)
         self.windows += 1
-        self._after_change()
         self.collector.record(decision.solution, close)
+        self._after_change()  # the scheduler's dispatches and the collector's record together
         self._count_window(decision, collected=True)
 
     def _start_timer(self) -> None:
@@ -460,7 +474,34 @@ class Service:
     def _after_change(self) -> None:
         """Keep the state file up to date (called under the lock)."""
         if self.state_file is not None:
-            write_state(self.scheduler, self.state_file)
+            write_state(self.scheduler, self.state_file, self._windowing_state())
+
+    def _windowing_state(self) -> dict[str, Any]:
+        """The service's own part of the state file: its mode, the time of its last call and
+        what windowing mode collected (see :meth:`.Collector.state_dict`)."""
+        return {
+            "mode": self._mode,
+            "time_s": None if self._last_now == -math.inf else self._last_now,
+            "collector": self.collector.state_dict(),
+        }
+
+    def _restore_windowing(self, data: dict[str, Any], source: Path) -> None:
+        """Carry on from :meth:`_windowing_state`'s data, read from the state file ``source``;
+        refused (naming the file) when it is malformed."""
+        try:
+            mode = data.get("mode")
+            if mode not in (None, WINDOWS, SINGLE_ON_SERVICE_CLOCK, SINGLE_ON_GATEWAY_CLOCK):
+                raise ValueError(f"unknown mode {mode!r}")
+            time_s = data.get("time_s")
+            last_now = -math.inf if time_s is None else float(time_s)
+            if "collector" in data:
+                waiting = {r.id for r in self.scheduler.pending}
+                self.collector.load_state(data["collector"], waiting)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            problem = f"not a service state ({type(error).__name__}: {error})"
+            raise InputError(Issue("windowing", problem), str(source)) from None
+        self._mode = mode
+        self._last_now = max(self._last_now, last_now)
 
     def metrics_text(self) -> bytes:
         """``GET /metrics``: the gauges of the nodes' load brought up to date (at a scrape, not
@@ -487,6 +528,8 @@ def _validated(cls: type[M], body: bytes, source: str) -> M:
 
 
 def _parsed(body: bytes, source: str) -> Any:
+    """The body's JSON, with the rules (and the messages) of the command line's
+    :func:`~qlmio_opt.domain.io.parse_json`."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -494,9 +537,35 @@ def _parsed(body: bytes, source: str) -> Any:
             400, InputError(Issue("", f"not UTF-8 text ({error.reason})"), source)
         ) from None
     try:
+        # parse_json finds repeated keys by walking the parsed document in Python, several
+        # times the parse itself on a window's body; a dict that kept every pair has none
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError, _RepeatedKey):
+        pass  # parse_json says what is wrong, as the command line would
+    try:
         return parse_json(text, source)
     except InputError as error:
         raise Refused(400, error, "malformed JSON") from None
+
+
+class _RepeatedKey(Exception):
+    """An object of the body repeats a key (parse_json then names where)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _RepeatedKey
+    return out
+
+
+def encode_json(document: Any) -> bytes:
+    """``document`` as the bytes FastAPI's ``JSONResponse`` sends (compact UTF-8, NaN refused),
+    encoded in the calling thread: a window's answer is encoded in its worker thread, not on the
+    event loop every call shares."""
+    return json.dumps(
+        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
 @contextmanager

@@ -24,15 +24,18 @@ def site_digest(scheduler: Scheduler) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_state(scheduler: Scheduler, path: Path) -> None:
-    """Write the scheduler's state to ``path`` through a temporary file in the same folder,
-    flushed to disk and renamed over it: a crash leaves the old file or the new one, whole."""
-    data = {
+def write_state(scheduler: Scheduler, path: Path, windowing: dict[str, Any] | None = None) -> None:
+    """Write the scheduler's state (and the service's ``windowing`` state, when given) to
+    ``path`` through a temporary file in the same folder, flushed to disk and renamed over it:
+    a crash leaves the old file or the new one, whole."""
+    data: dict[str, Any] = {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
         "site": site_digest(scheduler),
         "scheduler": scheduler.state_dict(),
     }
+    if windowing is not None:
+        data["windowing"] = windowing
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -45,8 +48,9 @@ def write_state(scheduler: Scheduler, path: Path) -> None:
         Path(partial).unlink(missing_ok=True)
 
 
-def restore_state(scheduler: Scheduler, path: Path) -> bool:
-    """Load ``path`` into ``scheduler`` when the file exists; returns whether it did.
+def restore_state(scheduler: Scheduler, path: Path) -> dict[str, Any] | None:
+    """Load ``path`` into ``scheduler`` when the file exists; returns its windowing state
+    (empty when it has none), or None when there is no file.
 
     Raises
     ------
@@ -54,7 +58,7 @@ def restore_state(scheduler: Scheduler, path: Path) -> bool:
         Naming the file, when it is not a state file of this site.
     """
     if not path.exists():
-        return False
+        return None
     data: Any = read_json(path)
     source = str(path)
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
@@ -65,8 +69,11 @@ def restore_state(scheduler: Scheduler, path: Path) -> bool:
         raise InputError(
             Issue("site", "the state was saved by a service of another site (or window_s)"), source
         )
+    windowing = data.get("windowing") or {}  # none in a file of a service before windowing
+    if not isinstance(windowing, dict):
+        raise InputError(Issue("windowing", "must be an object"), source)
     try:
         scheduler.load_state(data.get("scheduler") or {})
     except InputError as error:
         raise error.with_source(source) from None
-    return True
+    return windowing

@@ -84,6 +84,40 @@ class Collector:
         """Requests waiting for their window to close."""
         return sum(len(w) for w in self._open.values())
 
+    # -- the state file -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What waits for a window, as JSON-ready data (the inverse of :meth:`load_state`): the
+        requests collected for windows not yet closed, and the arrival and deferrals of every
+        request posted and not yet dispatched. The answers are left out: a decided request's
+        answer is kept to be fetched, not to be decided again, and rewriting up to
+        ``KEPT_ANSWERS`` of them at every call would cost more than the call."""
+        return {
+            "last_closed": self.last_closed,
+            "open": [[window, requests] for window, requests in self._open.items()],
+            "arrival": dict(self._arrival),
+            "deferrals": dict(self._deferrals),
+        }
+
+    def load_state(self, data: Mapping[str, Any], waiting_ids: set[str]) -> None:
+        """Carry on from :meth:`state_dict`'s data; of the requests it says are waiting, only
+        those collected in it or in ``waiting_ids`` (the scheduler's deferred ones) are kept.
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            When the data is malformed (nothing is changed then).
+        """
+        last_closed = int(data["last_closed"])
+        open_windows = {int(w): [dict(r) for r in requests] for w, requests in data["open"]}
+        collected = {str(r["id"]) for requests in open_windows.values() for r in requests}
+        kept = collected | waiting_ids
+        arrival = {str(k): float(v) for k, v in data["arrival"].items() if k in kept}
+        deferrals = {str(k): int(v) for k, v in data["deferrals"].items() if k in kept}
+        self.last_closed = last_closed
+        self._open = open_windows
+        self._arrival = arrival
+        self._deferrals = deferrals
+
     # -- answers --------------------------------------------------------------------------------
     def waiting(self, request_id: str) -> bool:
         """Posted and not yet dispatched (collected, or deferred by a window)."""
