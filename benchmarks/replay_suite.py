@@ -50,6 +50,8 @@ TIME_LIMIT_S = 2.0  # per window and solver: a window is 2 s, a decision must fi
 WINDOW_S = 2.0
 BIG_NODE_SHARE = 0.10  # the latency-ratio target covers nodes serving more than this share
 MIN_REDUCTION = 0.25  # issue 19: exact at least this far below cloud-only on every replay
+LEARNED_POLICIES = ("exact", "greedy")  # issue 21: decided with the shipped learned predictors too
+LEARNED_SUFFIX = "-learned"
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,15 @@ def suite(which: str) -> list[Replay]:
     ]
 
 
-def run_replay(replay_spec: Replay, duration_s: float, jobs: int) -> dict[str, Any]:
-    """One replay's ``simulate --format json`` document."""
+def run_replay(
+    replay_spec: Replay,
+    duration_s: float,
+    jobs: int,
+    policies: tuple[str, ...] = POLICIES,
+    predictors: str = "analytic",
+) -> dict[str, Any]:
+    """One replay's ``simulate --format json`` document: ``policies`` deciding with
+    ``predictors`` (the oracles with the world's truth)."""
     from qlmio_opt.app.parallel import ParallelConfig
     from qlmio_opt.simulator import ReplayConfig, World, WorldConfig, replay, workload
     from qlmio_opt.simulator.output import summary_json
@@ -111,11 +120,63 @@ def run_replay(replay_spec: Replay, duration_s: float, jobs: int) -> dict[str, A
         start_s=replay_spec.start_s,
     )
     config = ReplayConfig(
-        window_s=WINDOW_S, policies=POLICIES, time_limit=TIME_LIMIT_S, seed=replay_spec.seed
+        window_s=WINDOW_S,
+        policies=policies,
+        predictors=predictors,
+        time_limit=TIME_LIMIT_S,
+        seed=replay_spec.seed,
     )
     world = World(config=WorldConfig(seed=replay_spec.seed))
     result = replay(load, world, config, parallel=ParallelConfig(jobs=jobs))
     return summary_json(result)
+
+
+def with_learned(doc: dict[str, Any], learned: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``learned``'s policies added as ``<policy>-learned`` (same stream and world)."""
+    policies = dict(doc["policies"])
+    for policy, figures_ in learned["policies"].items():
+        policies[policy + LEARNED_SUFFIX] = figures_
+    return {**doc, "policies": policies}
+
+
+def print_learned(docs: dict[str, dict[str, Any]]) -> None:
+    """Issue 21's loop target: exact with the learned predictors at least as fast as with analytic
+    on average, at expected TCR within 0.5 points of the better cloud reference on every replay."""
+    both = {n: figures(d) for n, d in docs.items() if "exact" + LEARNED_SUFFIX in d["policies"]}
+    if not both:
+        return
+    print("\n### Learned beside analytic predictors (exact and greedy)\n")
+    print(
+        "| replay | exact analytic vs cloud-only | exact learned | greedy learned | "
+        "exp. TCR vs reference, analytic (pt) | learned (pt) | prediction error analytic | "
+        "learned | edge share analytic | learned |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, fig in both.items():
+        a, b, g = fig["exact"], fig["exact" + LEARNED_SUFFIX], fig["greedy" + LEARNED_SUFFIX]
+        print(
+            f"| {name} | {100 * a['vs_cloud_only']:+.1f}% | {100 * b['vs_cloud_only']:+.1f}% | "
+            f"{100 * g['vs_cloud_only']:+.1f}% | {a['etcr_vs_ref']:+.2f} | "
+            f"{b['etcr_vs_ref']:+.2f} | "
+            f"{100 * a['error']:+.1f}% | {100 * b['error']:+.1f}% | {a['edge_share']:.2f} | "
+            f"{b['edge_share']:.2f} |"
+        )
+    n = len(both)
+    lat = {
+        kind: sum(f[policy]["latency"] for f in both.values()) / n
+        for kind, policy in (("analytic", "exact"), ("learned", "exact" + LEARNED_SUFFIX))
+    }
+    wins = sum(
+        f["exact" + LEARNED_SUFFIX]["latency"] < f["exact"]["latency"] for f in both.values()
+    )
+    within = sum(f["exact" + LEARNED_SUFFIX]["etcr_vs_ref"] >= -0.5 for f in both.values())
+    print(
+        f"\n- mean latency over the {n} replays: exact analytic {lat['analytic']:.3f} s, "
+        f"exact learned {lat['learned']:.3f} s "
+        f"({100 * (lat['learned'] / lat['analytic'] - 1):+.1f}%); "
+        f"learned faster on {wins}/{n}"
+    )
+    print(f"- exact learned's expected TCR within 0.5 pt of the better reference: {within}/{n}")
 
 
 def figures(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -281,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--only", default=None, help="comma-separated replay names")
+    parser.add_argument(
+        "--learned",
+        action="store_true",
+        help="also decide with the shipped learned predictors (exact and greedy)",
+    )
     parser.add_argument("--report", action="store_true", help="only re-print the tables")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "benchmarks" / "out" / "replay_suite" / args.set
@@ -295,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report:
             start = time.perf_counter()
             doc = run_replay(spec, args.duration, args.jobs)
+            if args.learned:
+                learned = run_replay(
+                    spec, args.duration, args.jobs, LEARNED_POLICIES, predictors="learned"
+                )
+                doc = with_learned(doc, learned)
             path.write_text(json.dumps(doc, indent=1))
             print(
                 f"[{k}/{len(replays)}] {spec.name}: {time.perf_counter() - start:.0f} s",
@@ -306,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(docs, f"{args.set} set, {args.duration:g} s per replay")
     if docs:
         print_aggregates(docs, {r.name: r for r in replays})
+        print_learned(docs)
     return 0
 
 
