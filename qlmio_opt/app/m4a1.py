@@ -34,6 +34,20 @@ Turns of one dialogue share a user, a scene and often a question, so every split
 episode: :func:`split_by_episode` (hash of the episode index, about 70/30) and
 :func:`episode_folds` (K folds of whole episodes) never put turns of one episode on both sides.
 
+Latency as under load
+---------------------
+``evaluate_m4a1()["latency"]`` reports the latency measures of ``evaluate-predictors
+--under-load`` (:mod:`qlmio_opt.app.load_latency_evaluation`) for both models: MAE, MAPE,
+median APE and the coverage of a 90th percentile, each with a 95% percentile interval from a
+bootstrap over *episodes* (:mod:`qlmio_opt.app.bootstrap`; turns of one dialogue are
+correlated), and learned - baseline MAPE with its paired interval. The 90th percentile is the
+fold's point prediction times ``exp(offset)``, ``offset`` the split-conformal quantile
+(:func:`conformal_offset`) of ``log(actual / predicted)`` over out-of-fold predictions on the
+fold's training episodes (an inner K-fold by episode; the learned model keeps the penalty it
+chose on the whole training folds, so the inner fits do not repeat its penalty search). M4A1
+has **no load field** (:data:`NO_LOAD_NOTE`): its latencies cannot be split into idle, busy and
+saturated as the state table's are.
+
 What a logged dataset can and cannot tell
 -----------------------------------------
 M4A1 is a logged (bandit) dataset: each call shows the outcome of the one action that was
@@ -55,17 +69,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from qlmio_opt.app.bootstrap import RESAMPLES, bootstrap, latency_scorer, percentile_interval
 from qlmio_opt.domain.traces import data_bytes
+from qlmio_opt.predictors.learned_latency import latency_metrics
 
 #: Input columns used by the predictors.
 FEATURES: tuple[str, ...] = ("question", "task_cat", "action", "n_images", "turn")
@@ -98,6 +115,12 @@ METRIC_KEYS: tuple[str, ...] = (
     "decision_matched_latency",
 )
 DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+#: Level of the latency upper estimate (as the state table's ``p90``).
+P90_LEVEL = 0.9
+NO_LOAD_NOTE = (
+    "M4A1 has no load field: the log records neither the local device's nor the cloud's load "
+    "at each call, so its latency cannot be split by load level (idle, busy, saturated)"
+)
 
 
 def load_m4a1() -> pd.DataFrame:
@@ -482,7 +505,80 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def evaluate_m4a1(folds: int = 5, random_state: int = 0) -> dict[str, Any]:
+def conformal_offset(log_ratios: np.ndarray, level: float = P90_LEVEL) -> float:
+    """The split-conformal quantile of ``n`` log ratios: the ``ceil((n + 1) * level)``-th
+    smallest (the largest if that exceeds ``n``), so a new exchangeable ratio lies at or below
+    it with probability at least ``level``."""
+    ratios = np.sort(np.asarray(log_ratios, float))
+    if ratios.size == 0:
+        raise ValueError("a conformal offset needs at least one calibration ratio")
+    rank = min(math.ceil((ratios.size + 1) * level), ratios.size)
+    return float(ratios[rank - 1])
+
+
+def _calibration_copy(model: BaseEstimator) -> BaseEstimator:
+    """An unfitted copy of a fitted model; a learned one keeps its chosen penalty."""
+    fresh = clone(model)
+    if hasattr(model, "alpha_"):
+        fresh.set_params(alphas=(model.alpha_,))
+    return fresh
+
+
+def latency_p90_offset(
+    model: BaseEstimator, train: pd.DataFrame, folds: int = 5, random_state: int = 0
+) -> float:
+    """The conformal offset of ``log(latency / predicted)`` for ``model`` fitted on ``train``:
+    out-of-fold predictions of copies of it on ``train``'s episodes (module docstring)."""
+    target = train["interaction_time"].to_numpy(float)
+    log_ratio = np.full(len(train), np.nan)
+    n_folds = min(folds, int(train["episode"].nunique()))
+    for tr, te in episode_folds(train["episode"], n_folds, random_state):
+        fitted = _calibration_copy(model).fit(train.iloc[tr], target[tr])
+        log_ratio[te] = np.log(target[te] / fitted.predict(train.iloc[te]))
+    return conformal_offset(log_ratio)
+
+
+def latency_evaluation(
+    df: pd.DataFrame,
+    predicted: dict[str, np.ndarray],
+    p90: dict[str, np.ndarray],
+    resamples: int = RESAMPLES,
+    random_state: int = 0,
+) -> dict[str, Any]:
+    """The latency measures of the state table's evaluation on the M4A1 calls ``df`` (module
+    docstring): per model ``mae_s``, ``mape``, ``median_ape``, ``p90_coverage`` with
+    ``_ci95`` intervals from a bootstrap over episodes, and learned - baseline MAPE."""
+    actual = df["interaction_time"].to_numpy(float)
+    episodes = pd.Index(pd.unique(df["episode"]))
+    idx = episodes.get_indexer(df["episode"])
+    scorers = {
+        name: latency_scorer(actual, predicted[name], p90[name], idx, len(episodes))
+        for name in predicted
+    }
+    resampled = bootstrap(scorers, len(episodes), resamples=resamples, seed=random_state)
+    out: dict[str, Any] = {
+        "rows": len(df),
+        "episodes": len(episodes),
+        "bootstrap": {"unit": "episode", "resamples": resamples, "seed": random_state},
+        "p90": f"split-conformal offset on inner out-of-fold log ratios, level {P90_LEVEL}",
+        "load_field": False,
+        "note": NO_LOAD_NOTE,
+    }
+    for name in predicted:
+        point = latency_metrics(actual, predicted[name], p90[name])
+        out[name] = point | {
+            f"{key}_ci95": percentile_interval(resampled[name][key]) for key in point
+        }
+    diff = resampled["learned"]["mape"] - resampled["baseline"]["mape"]
+    out["learned_minus_baseline_mape"] = out["learned"]["mape"] - out["baseline"]["mape"]
+    out["learned_minus_baseline_mape_ci95"] = percentile_interval(diff)
+    out["learned_over_baseline_mape"] = out["learned"]["mape"] / out["baseline"]["mape"]
+    return out
+
+
+def evaluate_m4a1(
+    folds: int = 5, random_state: int = 0, resamples: int = RESAMPLES
+) -> dict[str, Any]:
     """Held-out metrics of the baseline and the learned model, K-fold by episode.
 
     Each row is predicted exactly once, by models fitted on the other folds (the learned
@@ -502,23 +598,29 @@ def evaluate_m4a1(folds: int = 5, random_state: int = 0) -> dict[str, Any]:
       on the agreeing calls. These describe the overlap, they are not the value of the
       predictor's policy (no propensities are logged; outcomes of untaken actions are unknown).
 
+    ``latency`` holds the latency measures of the state table's evaluation, with intervals
+    and p90 coverage (:func:`latency_evaluation`; M4A1 has no load field, so not by load).
+
     Parameters
     ----------
     folds
         Number of episode folds.
     random_state
-        Seed of the fold assignment and of the learned model's inner CV.
+        Seed of the fold assignment, of the learned model's inner CV and of the bootstrap.
+    resamples
+        Bootstrap resamples of the episodes for ``latency``.
 
     Returns
     -------
     dict
         ``n_rows``, ``n_episodes``, ``folds``, ``random_state``, ``logged`` (observed mean
-        score, mean latency and cloud share) and, for ``"baseline"`` and ``"learned"``, a dict
-        with the keys :data:`METRIC_KEYS`.
+        score, mean latency and cloud share), for ``"baseline"`` and ``"learned"`` a dict with
+        the keys :data:`METRIC_KEYS`, and ``latency``.
     """
     df = load_m4a1()
     n = len(df)
     pred = {m: {t: np.full(n, np.nan) for t in TARGETS} for m in ("baseline", "learned")}
+    latency_p90 = {m: np.full(n, np.nan) for m in pred}
     per_action = {m: {t: np.full((n, 2), np.nan) for t in TARGETS} for m in pred}
     fold_mae: dict[str, dict[str, list[float]]] = {m: {t: [] for t in TARGETS} for m in pred}
     alt = [counterfactual_rows(df, a) for a in (0, 1)]
@@ -530,6 +632,9 @@ def evaluate_m4a1(folds: int = 5, random_state: int = 0) -> dict[str, Any]:
                 p = model.predict(df.iloc[te])
                 pred[name][target][te] = p
                 fold_mae[name][target].append(float(np.abs(p - df[target].iloc[te]).mean()))
+                if target == "interaction_time":
+                    offset = latency_p90_offset(model, train, folds, random_state)
+                    latency_p90[name][te] = p * np.exp(offset)
                 for a in (0, 1):
                     per_action[name][target][te, a] = model.predict(alt[a].iloc[te])
 
@@ -566,6 +671,13 @@ def evaluate_m4a1(folds: int = 5, random_state: int = 0) -> dict[str, Any]:
                 float(latency[agree].mean()) if agree.any() else float("nan")
             ),
         }
+    result["latency"] = latency_evaluation(
+        df,
+        {name: pred[name]["interaction_time"] for name in pred},
+        latency_p90,
+        resamples,
+        random_state,
+    )
     return result
 
 
@@ -573,13 +685,18 @@ __all__ = [
     "COLUMNS",
     "FEATURES",
     "METRIC_KEYS",
+    "NO_LOAD_NOTE",
+    "P90_LEVEL",
     "TARGETS",
     "GroupMeanBaseline",
     "M4A1Features",
     "M4A1Regressor",
+    "conformal_offset",
     "counterfactual_rows",
     "episode_folds",
     "evaluate_m4a1",
+    "latency_evaluation",
+    "latency_p90_offset",
     "load_m4a1",
     "make_models",
     "preferred_action",

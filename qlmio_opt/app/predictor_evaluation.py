@@ -21,7 +21,9 @@ outcome), overall and per model; the analytic quality is the quality model's own
 analytic stand-alone physics. Each metric comes with its 95% interval and the learned - analytic
 difference with its paired interval, from a bootstrap over requests
 (:mod:`qlmio_opt.app.bootstrap`). M4A1: the real-log models of
-:mod:`qlmio_opt.app.m4a1`, K-fold by dialogue (their own protocol, no interval here).
+:mod:`qlmio_opt.app.m4a1`, K-fold by dialogue (their own protocol); their latency also with the
+measures of the state table's evaluation (MAPE and a conformal p90's coverage, intervals from a
+bootstrap over dialogues), not by load level: M4A1 has no load field.
 
 The selection calibration of the shipped models acts on a window's quality differences to its
 reference node, not on these per-row probabilities; the replays of ``docs/results.md`` judge it.
@@ -379,7 +381,7 @@ def evaluate_predictors(
         from qlmio_opt.app.m4a1 import evaluate_m4a1
 
         report("M4A1", 0, 1)
-        out["m4a1"] = evaluate_m4a1(random_state=random_state)
+        out["m4a1"] = evaluate_m4a1(random_state=random_state, resamples=resamples)
         report("M4A1", 1, 1)
     return _plain(out)
 
@@ -477,4 +479,29 @@ def report_frames(result: dict[str, Any]) -> list[tuple[str, pd.DataFrame]]:
                 frame.rename_axis("model"),
             )
         )
+        if "latency" in m4a1:
+            frames.append(m4a1_latency_frame(m4a1["latency"], m4a1["folds"]))
     return frames
+
+
+def m4a1_latency_frame(latency: dict[str, Any], folds: int) -> tuple[str, pd.DataFrame]:
+    """The M4A1 latency measures (those of the state table's evaluation), with its title."""
+    rows = {}
+    for name in ("baseline", "learned"):
+        part = latency[name]
+        rows[name] = {
+            key: with_interval(part[key], part.get(f"{key}_ci95")) for key in LATENCY_COLUMNS
+        }
+    rows["learned - baseline"] = {
+        "mape": with_interval(
+            latency["learned_minus_baseline_mape"],
+            latency["learned_minus_baseline_mape_ci95"],
+            sign=True,
+        )
+    }
+    title = (
+        f"M4A1 latency ({latency['rows']} calls, {latency['episodes']} dialogues, {folds}-fold "
+        f"by dialogue; [95% interval], bootstrap over dialogues; p90: conformal). "
+        f"{latency['note']}."
+    )
+    return title, pd.DataFrame(rows).T.fillna("").rename_axis("model")

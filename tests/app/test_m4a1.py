@@ -17,11 +17,15 @@ from sklearn.utils.validation import check_is_fitted
 from qlmio_opt.app.m4a1 import (
     COLUMNS,
     METRIC_KEYS,
+    NO_LOAD_NOTE,
     GroupMeanBaseline,
     M4A1Regressor,
+    conformal_offset,
     counterfactual_rows,
     episode_folds,
     evaluate_m4a1,
+    latency_evaluation,
+    latency_p90_offset,
     load_m4a1,
     preferred_action,
     split_by_episode,
@@ -155,8 +159,13 @@ def test_counterfactual_rows_and_preferred_action(m4a1):
     np.testing.assert_array_equal(preferred_action(score, latency), [1, 0, 1, 0, 0])
 
 
-def test_evaluate_returns_documented_finite_metrics():
-    result = evaluate_m4a1(folds=3, random_state=0)
+@pytest.fixture(scope="module")
+def evaluated() -> dict:
+    return evaluate_m4a1(folds=3, random_state=0, resamples=300)
+
+
+def test_evaluate_returns_documented_finite_metrics(evaluated):
+    result = evaluated
     assert result["n_rows"] == 352 and result["n_episodes"] == 100 and result["folds"] == 3
     for name in ("baseline", "learned"):
         assert tuple(result[name]) == METRIC_KEYS
@@ -164,3 +173,71 @@ def test_evaluate_returns_documented_finite_metrics():
         assert 0.0 <= result[name]["decision_agreement"] <= 1.0
         assert -1.0 <= result[name]["score_spearman"] <= 1.0
     assert all(math.isfinite(v) for v in result["logged"].values())
+
+
+def test_the_latency_has_the_under_load_measures_with_intervals_and_no_load_split(evaluated):
+    latency = evaluated["latency"]
+    assert latency["rows"] == 352 and latency["episodes"] == 100
+    assert latency["bootstrap"]["unit"] == "episode"
+    assert latency["load_field"] is False and latency["note"] == NO_LOAD_NOTE
+    assert "by_load" not in latency
+    for name in ("baseline", "learned"):
+        part = latency[name]
+        assert part["mape"] == pytest.approx(evaluated[name]["latency_mape"])
+        assert part["mae_s"] == pytest.approx(evaluated[name]["latency_mae"])
+        for key in ("mae_s", "mape", "median_ape", "p90_coverage"):
+            lo, hi = part[f"{key}_ci95"]
+            assert lo <= part[key] <= hi
+        # the conformal p90 covers about 90% of the held-out calls (bare predictions ~50%)
+        assert 0.85 <= part["p90_coverage"] <= 0.95
+    diff = latency["learned"]["mape"] - latency["baseline"]["mape"]
+    assert latency["learned_minus_baseline_mape"] == pytest.approx(diff)
+    lo, hi = latency["learned_minus_baseline_mape_ci95"]
+    assert lo <= diff <= hi
+
+
+def test_the_conformal_offset_is_the_finite_sample_quantile():
+    ratios = np.arange(1.0, 20.0)[::-1]  # 19 values, 1 .. 19
+    assert conformal_offset(ratios) == 18.0  # ceil(20 * 0.9) = 18th smallest
+    assert conformal_offset(np.arange(1.0, 10.0)) == 9.0  # ceil(10 * 0.9) = 9th of 9
+    assert conformal_offset(np.array([3.0, 1.0])) == 3.0  # rank beyond n: the largest
+    with pytest.raises(ValueError, match="at least one"):
+        conformal_offset(np.array([]))
+
+
+def test_the_p90_offset_comes_from_out_of_fold_predictions_on_the_training_episodes(m4a1):
+    train = m4a1[m4a1["episode"] < 30]
+    baseline = GroupMeanBaseline().fit(train, train["interaction_time"])
+    target = train["interaction_time"].to_numpy()
+    by_hand = np.empty(len(train))
+    for tr, te in episode_folds(train["episode"], 5, 0):
+        fold = GroupMeanBaseline().fit(train.iloc[tr], target[tr])
+        by_hand[te] = np.log(target[te] / fold.predict(train.iloc[te]))
+    assert latency_p90_offset(baseline, train, 5, 0) == conformal_offset(by_hand)
+    in_sample = np.log(target / baseline.predict(train))
+    assert latency_p90_offset(baseline, train, 5, 0) != conformal_offset(in_sample)
+
+
+def test_the_intervals_resample_whole_dialogues():
+    """Two dialogues, one predicted exactly and one 100% off: resampling dialogues gives a MAPE
+    of 0, 0.5 or 1 (interval [0, 1]); resampling calls would give a narrow interval."""
+    df = pd.DataFrame({"episode": np.repeat([0, 1], 10), "interaction_time": np.full(20, 2.0)})
+    off = np.where(df["episode"] == 0, 2.0, 4.0)
+    out = latency_evaluation(
+        df, {"baseline": off, "learned": off}, {"baseline": off, "learned": off}, 400, 0
+    )
+    assert out["baseline"]["mape"] == 0.5
+    assert out["baseline"]["mape_ci95"] == [0.0, 1.0]
+    assert out["learned_minus_baseline_mape_ci95"] == [0.0, 0.0]
+
+
+def test_the_table_output_prints_the_latency_measures_and_says_there_is_no_load_field(evaluated):
+    from qlmio_opt.app.predictor_evaluation import m4a1_latency_frame
+
+    title, frame = m4a1_latency_frame(evaluated["latency"], evaluated["folds"])
+    assert NO_LOAD_NOTE in title and "bootstrap over dialogues" in title
+    assert list(frame.index) == ["baseline", "learned", "learned - baseline"]
+    mape = evaluated["latency"]["learned"]["mape"]
+    assert frame.loc["learned", "mape"].startswith(f"{mape:.4f} [")
+    assert frame.loc["learned - baseline", "mape"].startswith("-")
+    assert frame.loc["learned", "p90_coverage"] != ""
