@@ -47,6 +47,14 @@ LP_BOUND_S = 30.0
 # (2,000 and 10,000 x 12) (docs/scaling.md, "Very large windows"). The 100 committed windows (at
 # most ~7,100 pairs) keep HiGHS's defaults.
 LARGE_MODEL_COLUMNS = 20_000
+
+# Above this many allowed request-node pairs, exact answers with its warm start (the greedy's
+# answer and Lagrangian bound) without building the MILP. From benchmarks/exact_memory.py
+# (docs/scaling.md, "Exact's size limit"): 120,000 pairs (10,000 x 12) were proven optimal in
+# 129 s at a 0.64 GB peak; 480,000 (20,000 x 24) peaked at 0.94 GB, HiGHS without a bound of its
+# own after 187 s; 1,200,000 (50,000 x 24) reached 2.9 GB after 795 s of HiGHS, still inside its
+# root relaxation: beyond the issue's 2 GB and of no use within any online limit.
+MAX_PAIRS = 500_000
 LARGE_MODEL_OPTIONS: dict[str, bool | int | float | str] = {"presolve": "off"}
 # HiGHS's sub-MIP heuristics (RINS, RENS, root reduced cost) each solve a smaller MIP, with
 # presolve, whose steps do not check the clock either: on the 10,000 x 12 window (129,451
@@ -114,6 +122,9 @@ class ExactHighs(Solver):
     warm_start
         Start from the greedy solver's answer when no ``initial`` is given, so a time limit
         always returns at least that, and its Lagrangian bound is one of the bounds reported.
+    max_pairs
+        Windows with more allowed request-node pairs are answered by the warm start alone, with a
+        message saying so (:data:`MAX_PAIRS`); None: no limit.
     large_model_columns
         MILPs with at least this many columns are solved without HiGHS's presolve
         (:data:`LARGE_MODEL_OPTIONS`), and, when they have :data:`NO_SUBMIP_COLUMNS_PER_S`
@@ -129,8 +140,10 @@ class ExactHighs(Solver):
         threads: int | None = None,
         warm_start: bool = True,
         large_model_columns: int = LARGE_MODEL_COLUMNS,
+        max_pairs: int | None = MAX_PAIRS,
     ):
         self.mip_rel_gap = mip_rel_gap
+        self.max_pairs = max_pairs
         self.threads = _DEFAULT_THREADS.get() if threads is None else threads
         self.warm_start = warm_start
         self.large_model_columns = large_model_columns
@@ -185,6 +198,12 @@ class ExactHighs(Solver):
         if warm.bound is not None and np.isfinite(warm.bound):
             bounds["greedy"] = float(warm.bound)
         stats = {"warm_start_s": warm.seconds, "time_limit_s": limit}
+        too_large = self._too_large(problem)
+        if too_large is not None:
+            stats["total_s"] = time.perf_counter() - start
+            if warm.assignment is None:
+                return SolverResult(Status.ERROR, None, message=too_large, stats=stats)
+            return self._result(problem, "not_run", warm.assignment, None, bounds, stats, too_large)
         if left() <= RESULT_RESERVE_S:
             # the warm start used the whole limit: keep it, without building the model
             stats["total_s"] = time.perf_counter() - start
@@ -266,6 +285,19 @@ class ExactHighs(Solver):
         stats["lp_bound_s"] = relaxed.run_s
         if relaxed.bound is not None:
             bounds["lp"] = relaxed.bound
+
+    def _too_large(self, problem: Problem) -> str | None:
+        """Why HiGHS is not started on ``problem`` (None: it is): more allowed pairs than
+        :attr:`max_pairs`."""
+        pairs = int(problem.allowed.sum())
+        if self.max_pairs is None or pairs <= self.max_pairs:
+            return None
+        return (
+            f"HiGHS not started: the window has {pairs:,} allowed request-node pairs, above "
+            f"exact's limit of {self.max_pairs:,} (at 1.2 million pairs HiGHS needed 2.9 GB and "
+            "had no bound after 13 min; docs/scaling.md); the greedy's answer "
+            "(ExactHighs(max_pairs=None) lifts the limit)"
+        )
 
     def highs_options(self, columns: int, time_limit: float) -> dict[str, bool | int | float | str]:
         """HiGHS options for a MILP of ``columns`` columns and ``time_limit`` seconds (none on

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qlmio_opt import Instance, Status, read_instance, solve
+from qlmio_opt.app.check import check
 from qlmio_opt.formulations import build_problem
 from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.formulations.milp_arrays import build_milp, columns_from_assignment
@@ -203,3 +204,27 @@ def test_requests_already_on_a_node_shift_its_congestion(seed, active):
     solution = solve(busy, "greedy", seed=int(rng.integers(0, 10)))
     report = check(busy, solution)
     assert report.feasible and report.objective_matches and not report.mismatches, report.summary()
+
+
+def test_a_window_above_the_pair_limit_gets_the_greedys_answer_and_says_why():
+    instance = read_instance(INSTANCES / "window_042.json")
+    pairs = int(problem_of(instance).allowed.sum())
+    limited = solve(instance, ExactHighs(max_pairs=pairs - 1))
+    greedy = solve(instance, "greedy")
+    assert f"{pairs:,} allowed request-node pairs" in limited.message
+    assert "columns" not in limited.solver_stats  # the MILP was never built
+    assert limited.assignment == greedy.assignment
+    assert limited.status in (Status.FEASIBLE, Status.OPTIMAL)
+    assert check(instance, limited).accepted
+    at_the_limit = solve(instance, ExactHighs(max_pairs=pairs))
+    assert at_the_limit.status is Status.OPTIMAL and "columns" in at_the_limit.solver_stats
+
+
+def test_above_the_pair_limit_without_a_warm_start_is_an_error_the_fallback_answers():
+    instance = read_instance(INSTANCES / "window_042.json")
+    cold = ExactHighs(max_pairs=1, warm_start=False)
+    alone = solve(instance, cold)
+    assert alone.status is Status.ERROR and not alone.assignment
+    assert "above exact's limit of 1" in alone.message
+    answered = solve(instance, cold, fallback="greedy")
+    assert answered.assignment and check(instance, answered).accepted
