@@ -101,7 +101,7 @@ SATURATED_LOAD = 0.8
 the evaluation by load level: past it the engine-aware look-ahead stretch is over
 ``1 / (1 - 0.8) = 5`` on a serial-prefill node. Chosen by hand, not tuned."""
 
-_STATE_STREAM = 0x53544154  # "STAT"
+STATE_STREAM = 0x53544154  # "STAT"
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def load_level(state: NodeState, max_concurrency: int) -> str:
 # drawing and simulating
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _PairLoad:
+class PairBackground:
     """One pair's draws, shared by its engines."""
 
     utilisation: float
@@ -250,9 +250,9 @@ class _PairLoad:
     rtt_ms: float
 
 
-def _draw_pair(
+def draw_pair_load(
     rng: np.random.Generator, n: int, i: int, node: Node, capacity: float, cfg: StateConfig
-) -> _PairLoad:
+) -> PairBackground:
     idle = rng.random() < cfg.idle_share
     u = 0.0 if idle or n < 2 else float(rng.uniform(0.0, cfg.max_utilisation))
     rate = u * capacity
@@ -268,11 +268,11 @@ def _draw_pair(
     rtt_lo, rtt_hi = cfg.edge_rtt_ms if edge else cfg.cloud_rtt_ms
     rtt = float(rng.uniform(rtt_lo, rtt_hi))
     wait = float(rng.uniform(0.0, cfg.window_s))
-    return _PairLoad(u, before, before_at, after, after_at, wait, bandwidth, rtt)
+    return PairBackground(u, before, before_at, after, after_at, wait, bandwidth, rtt)
 
 
 @dataclass(frozen=True)
-class _NodeContext:
+class NodeContext:
     """What simulating one node needs: the node, its true speeds and the truth of every request
     on it, and the catalog's speeds for the scheduler's prefill-load estimate."""
 
@@ -286,7 +286,7 @@ class _NodeContext:
     work_s: np.ndarray  # (R,) catalog prefill work of each request on the node
 
 
-def _jobs(ctx: _NodeContext, idx: np.ndarray, at: np.ndarray, prompts: np.ndarray) -> NodeJobs:
+def node_jobs(ctx: NodeContext, idx: np.ndarray, at: np.ndarray, prompts: np.ndarray) -> NodeJobs:
     j = ctx.j
     return NodeJobs(
         arrive_s=at,
@@ -299,10 +299,10 @@ def _jobs(ctx: _NodeContext, idx: np.ndarray, at: np.ndarray, prompts: np.ndarra
     )
 
 
-def _serve(
-    ctx: _NodeContext,
+def serve_target(
+    ctx: NodeContext,
     engine: str,
-    draw: _PairLoad,
+    draw: PairBackground,
     i: int,
     requests: Sequence[Request],
     prompts: np.ndarray,
@@ -320,7 +320,7 @@ def _serve(
         max_batched_tokens=ctx.budget,
     )
     t0 = cfg.before_s
-    server.add(_jobs(ctx, draw.before, draw.before_at, prompts))
+    server.add(node_jobs(ctx, draw.before, draw.before_at, prompts))
     jobs_requests = [requests[k] for k in draw.before]
     state = observed_state(server, jobs_requests, t0)
     age = t0 - draw.before_at
@@ -329,9 +329,9 @@ def _serve(
     state = state.model_copy(update={"prefill_load": load})
     transfer = 8.0 * requests[i].upload_bytes / (draw.bandwidth_mbps * 1e6)
     rtt = draw.rtt_ms / 1000.0
-    target = server.add(_jobs(ctx, np.array([i]), np.array([t0 + transfer + rtt]), prompts))[0]
+    target = server.add(node_jobs(ctx, np.array([i]), np.array([t0 + transfer + rtt]), prompts))[0]
     if len(draw.after):
-        server.add(_jobs(ctx, draw.after, draw.after_at, prompts))
+        server.add(node_jobs(ctx, draw.after, draw.after_at, prompts))
     server.run_until()
     times = server.times(np.array([target]))
     arrive = t0 + transfer + rtt
@@ -365,9 +365,9 @@ def _state_columns(state: NodeState) -> dict[str, Any]:
     }
 
 
-def _contexts(
+def node_contexts(
     nodes: Sequence[Node], world: World, truth: PairTruth, requests: Sequence[Request]
-) -> list[_NodeContext]:
+) -> list[NodeContext]:
     catalog: Catalog = world.catalog
     out = []
     for j, node in enumerate(nodes):
@@ -388,7 +388,7 @@ def _contexts(
             ]
         )
         out.append(
-            _NodeContext(
+            NodeContext(
                 j=j,
                 node=node,
                 truth=truth,
@@ -434,15 +434,15 @@ def state_bench_data(
     capacity = [
         node_capacity(truth, j, nodes[j], world.speeds(nodes[j])) for j in range(len(nodes))
     ]
-    contexts = _contexts(nodes, world, truth, requests)
+    contexts = node_contexts(nodes, world, truth, requests)
     prompts = np.array([r.prompt_tokens for r in requests], dtype=np.int64)
-    rng = np.random.default_rng([seed, _STATE_STREAM])
+    rng = np.random.default_rng([seed, STATE_STREAM])
     rows: list[dict[str, Any]] = []
     for i, request in enumerate(requests):
         for ctx in contexts:
-            draw = _draw_pair(rng, n, i, ctx.node, capacity[ctx.j], cfg)
+            draw = draw_pair_load(rng, n, i, ctx.node, capacity[ctx.j], cfg)
             for engine in engines:
-                state, parts = _serve(ctx, engine, draw, i, requests, prompts, cfg)
+                state, parts = serve_target(ctx, engine, draw, i, requests, prompts, cfg)
                 rows.append(_row(i, request, ctx, engine, draw, state, parts, cfg))
         if progress is not None:
             progress(i + 1, n)
@@ -464,9 +464,9 @@ def state_bench_data(
 def _row(
     k: int,
     request: Request,
-    ctx: _NodeContext,
+    ctx: NodeContext,
     engine: str,
-    draw: _PairLoad,
+    draw: PairBackground,
     state: NodeState,
     parts: Mapping[str, float],
     cfg: StateConfig,

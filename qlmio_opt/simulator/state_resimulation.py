@@ -52,14 +52,14 @@ from qlmio_opt.simulator.dataset import (
 )
 from qlmio_opt.simulator.engine import node_server
 from qlmio_opt.simulator.state_dataset import (
-    _STATE_STREAM,
+    STATE_STREAM,
+    NodeContext,
+    PairBackground,
     StateConfig,
-    _contexts,
-    _draw_pair,
-    _jobs,
-    _NodeContext,
-    _PairLoad,
-    _serve,
+    draw_pair_load,
+    node_contexts,
+    node_jobs,
+    serve_target,
 )
 from qlmio_opt.simulator.world import PairTruth, World
 
@@ -176,16 +176,16 @@ class StateResimulator:
             node_capacity(self.truth, j, node, self.world.speeds(node))
             for j, node in enumerate(self.nodes)
         ]
-        self.contexts = _contexts(self.nodes, self.world, self.truth, self.requests)
+        self.contexts = node_contexts(self.nodes, self.world, self.truth, self.requests)
         self.prompts = np.array([r.prompt_tokens for r in self.requests], dtype=np.int64)
         self.index = {r.id: i for i, r in enumerate(self.requests)}
         self.node_index = {node.id: j for j, node in enumerate(self.nodes)}
-        rng = np.random.default_rng([int(seed), _STATE_STREAM])
+        rng = np.random.default_rng([int(seed), STATE_STREAM])
         n = len(self.requests)
         # the table draws each pair once, in this order, shared by its engines
         self.draws = [
             [
-                _draw_pair(rng, n, i, ctx.node, self.capacity[ctx.j], self.cfg)
+                draw_pair_load(rng, n, i, ctx.node, self.capacity[ctx.j], self.cfg)
                 for ctx in self.contexts
             ]
             for i in range(n)
@@ -194,7 +194,7 @@ class StateResimulator:
     def original(self, request_id: str, node_id: str, engine: str) -> tuple[NodeState, float]:
         """The row's observed state and latency, simulated again with nothing redrawn."""
         i, j = self.index[request_id], self.node_index[node_id]
-        state, parts = _serve(
+        state, parts = serve_target(
             self.contexts[j], engine, self.draws[i][j], i, self.requests, self.prompts, self.cfg
         )
         return state, parts["latency_s"]
@@ -225,7 +225,7 @@ class StateResimulator:
             )
         i, j = self.index[request_id], self.node_index[node_id]
         ctx, draw = self.contexts[j], self.draws[i][j]
-        state, _ = _serve(ctx, engine, draw, i, self.requests, self.prompts, self.cfg)
+        state, _ = serve_target(ctx, engine, draw, i, self.requests, self.prompts, self.cfg)
         flight = self._in_flight(ctx, engine, draw)
         rng = np.random.default_rng([int(seed), i, j, ENGINE_SCHEDULERS.index(engine)])
         latency, matches, kept = np.empty(draws), np.zeros(draws, bool), 0
@@ -234,7 +234,7 @@ class StateResimulator:
             sim_ctx, sim_draw, target, requests, prompts, n_kept = self._redrawn(
                 ctx, draw, i, flight, rng, tag, set(hidden)
             )
-            sim_state, parts = _serve(
+            sim_state, parts = serve_target(
                 sim_ctx, engine, sim_draw, target, requests, prompts, self.cfg
             )
             latency[k], matches[k] = parts["latency_s"], sim_state == state
@@ -242,7 +242,7 @@ class StateResimulator:
         return Resimulation(latency, matches, kept)
 
     # -- the redraws ------------------------------------------------------------------------
-    def _in_flight(self, ctx: _NodeContext, engine: str, draw: _PairLoad) -> _InFlightJobs:
+    def _in_flight(self, ctx: NodeContext, engine: str, draw: PairBackground) -> _InFlightJobs:
         """Which pre-decision requests run or wait at the decision (jobs are numbered in the
         order they were added: positions in ``draw.before``)."""
         node = ctx.node
@@ -255,7 +255,7 @@ class StateResimulator:
             prefill_tok_s=ctx.prefill_tok_s,
             max_batched_tokens=ctx.budget,
         )
-        server.add(_jobs(ctx, draw.before, draw.before_at, self.prompts))
+        server.add(node_jobs(ctx, draw.before, draw.before_at, self.prompts))
         seen = server.observe(self.cfg.before_s)
         return _InFlightJobs(
             running=np.array([v.job for v in seen.running], dtype=np.int64),
@@ -282,14 +282,14 @@ class StateResimulator:
 
     def _redrawn(
         self,
-        ctx: _NodeContext,
-        draw: _PairLoad,
+        ctx: NodeContext,
+        draw: PairBackground,
         i: int,
         flight: _InFlightJobs,
         rng: np.random.Generator,
         tag: str,
         hidden: set[str],
-    ) -> tuple[_NodeContext, _PairLoad, int, list[Request], np.ndarray, int]:
+    ) -> tuple[NodeContext, PairBackground, int, list[Request], np.ndarray, int]:
         """One redraw as a one-node context whose truth rows are: every request's drawn truth,
         then the redrawn rows (running, waiting, target, later arrivals), with the pair's draw
         and target pointing at them."""
