@@ -50,10 +50,10 @@ LARGE_MODEL_COLUMNS = 20_000
 
 # Above this many allowed request-node pairs, exact answers with its warm start (the greedy's
 # answer and Lagrangian bound) without building the MILP. From benchmarks/exact_memory.py
-# (docs/scaling.md, "Exact's size limit"): 120,000 pairs (10,000 x 12) were proven optimal in
-# 129 s at a 0.64 GB peak; 480,000 (20,000 x 24) peaked at 0.94 GB, HiGHS without a bound of its
-# own after 187 s; 1,200,000 (50,000 x 24) reached 2.9 GB after 795 s of HiGHS, still inside its
-# root relaxation: beyond the 2 GB and of no use within any online limit.
+# (docs/scaling.md, "Exact's size limit"): 119,427 pairs (10,000 x 12) were proven optimal in
+# 129 s at a 0.64 GB peak; 477,670 (20,000 x 24) peaked at 0.94 GB, HiGHS without a bound of its
+# own after 187 s; 1,194,175 (50,000 x 24) reached 2.9 GB after 795 s of HiGHS, still with no
+# bound of its own: beyond the 2 GB and of no use within any online limit.
 MAX_PAIRS = 500_000
 LARGE_MODEL_OPTIONS: dict[str, bool | int | float | str] = {"presolve": "off"}
 # HiGHS's sub-MIP heuristics (RINS, RENS, root reduced cost) each solve a smaller MIP, with
