@@ -144,7 +144,8 @@ def _memory_limits(problem: Problem, node_memory: FloatArray) -> Limits:
                     f'memory on node "{node}": {node_memory[n]:.3f} GB > {cap:.3f} GB free'
                 )
             elif node_memory[n] >= BINDING_SHARE * cap:
-                binding.append(f'memory on node "{node}" ({node_memory[n] / cap:.1%})')
+                share = f"{node_memory[n] / cap:.1%}" if cap > 0 else "no memory free"
+                binding.append(f'memory on node "{node}" ({share})')
     return violations, binding
 
 

@@ -27,6 +27,7 @@ from qlmio_opt.solvers.tuning import (
     PAIR_CANDIDATES,
     PRICED_PASSES,
     SWAP_MOVERS,
+    SWAP_SECONDS_PER_CELL,
     TABLE_WORK,
     TOL,
 )
@@ -295,7 +296,12 @@ def swap_pass(state: State, budget: Budget, movers: int = SWAP_MOVERS) -> int:
         return 0
     m = found[np.argsort(best[found], kind="stable")][:movers]
     am = a[m]
-    budget.spend_table(len(m) * len(rows) * max(len(w.links), 1))
+    cells = len(m) * len(rows) * max(len(w.links), 1)
+    if budget.deadline is not None and (
+        time.perf_counter() + SWAP_SECONDS_PER_CELL * cells > budget.deadline
+    ):
+        return 0  # its tables would outlast the time limit (they cannot stop half-way)
+    budget.spend_table(cells)
     delta = change[m][:, a] + change[:, am].T  # (M, R): mover i takes j's column, j takes i's
     slack = w.memory_cap - state.memory_load
     ok = w.memory[:, am].T - w.memory[m, am][:, None] <= slack[am][:, None] + TOL
