@@ -285,6 +285,18 @@ class NodeContext:
     budget: int
     work_s: np.ndarray  # (R,) catalog prefill work of each request on the node
 
+    def server(self, engine: str):
+        """A fresh simulated server of this node under ``engine``."""
+        return node_server(
+            engine,
+            concurrency=int(self.node.max_concurrency or 1),
+            memory_gb=math.inf if self.node.memory_gb is None else float(self.node.memory_gb),
+            weights_gb=self.weights_gb,
+            decode_tok_s=self.decode_tok_s,
+            prefill_tok_s=self.prefill_tok_s,
+            max_batched_tokens=self.budget,
+        )
+
 
 def node_jobs(ctx: NodeContext, idx: np.ndarray, at: np.ndarray, prompts: np.ndarray) -> NodeJobs:
     j = ctx.j
@@ -309,16 +321,7 @@ def serve_target(
     cfg: StateConfig,
 ) -> tuple[NodeState, dict[str, float]]:
     """One row: the node's observed state at ``t0`` and the target's times."""
-    node = ctx.node
-    server = node_server(
-        engine,
-        concurrency=int(node.max_concurrency or 1),
-        memory_gb=math.inf if node.memory_gb is None else float(node.memory_gb),
-        weights_gb=ctx.weights_gb,
-        decode_tok_s=ctx.decode_tok_s,
-        prefill_tok_s=ctx.prefill_tok_s,
-        max_batched_tokens=ctx.budget,
-    )
+    server = ctx.server(engine)
     t0 = cfg.before_s
     server.add(node_jobs(ctx, draw.before, draw.before_at, prompts))
     jobs_requests = [requests[k] for k in draw.before]

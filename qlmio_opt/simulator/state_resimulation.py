@@ -35,7 +35,6 @@ Deterministic: the same table arguments, row, ``draws`` and ``seed`` give the sa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -50,7 +49,6 @@ from qlmio_opt.simulator.dataset import (
     node_capacity,
     other_requests,
 )
-from qlmio_opt.simulator.engine import node_server
 from qlmio_opt.simulator.state_dataset import (
     STATE_STREAM,
     NodeContext,
@@ -245,16 +243,7 @@ class StateResimulator:
     def _in_flight(self, ctx: NodeContext, engine: str, draw: PairBackground) -> _InFlightJobs:
         """Which pre-decision requests run or wait at the decision (jobs are numbered in the
         order they were added: positions in ``draw.before``)."""
-        node = ctx.node
-        server = node_server(
-            engine,
-            concurrency=int(node.max_concurrency or 1),
-            memory_gb=math.inf if node.memory_gb is None else float(node.memory_gb),
-            weights_gb=ctx.weights_gb,
-            decode_tok_s=ctx.decode_tok_s,
-            prefill_tok_s=ctx.prefill_tok_s,
-            max_batched_tokens=ctx.budget,
-        )
+        server = ctx.server(engine)
         server.add(node_jobs(ctx, draw.before, draw.before_at, self.prompts))
         seen = server.observe(self.cfg.before_s)
         return _InFlightJobs(
