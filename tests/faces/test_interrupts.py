@@ -30,6 +30,16 @@ SETTLE_S = 0.5  # after the quick windows are written, so that HiGHS runs on LON
 CHILDREN_GONE_S = 5.0  # resource trackers exit once their pipe closes
 
 
+@pytest.fixture(autouse=True)
+def _sigint_handled_as_a_terminal_sends_it():
+    """Python's default SIGINT handler for each test: a test run started in the background of a
+    non-interactive shell inherits SIGINT ignored (POSIX), and so would the CLI processes these
+    tests start (a handled signal is reset to its default at exec, an ignored one stays ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _problem(path: Path):
     instance = read_instance(path)
     return build_problem(instance, predict(instance, "analytic"))
