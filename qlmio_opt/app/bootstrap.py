@@ -20,9 +20,11 @@ class) are left out of its quantiles.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
+
+from qlmio_opt.predictors.learned_latency import latency_metrics
 
 __all__ = [
     "RESAMPLES",
@@ -200,3 +202,38 @@ def latency_scorer(
         return out
 
     return metrics
+
+
+def latency_comparison(
+    actual: np.ndarray,
+    predicted: Mapping[str, np.ndarray],
+    p90: Mapping[str, np.ndarray],
+    group_idx: np.ndarray,
+    n_groups: int,
+    *,
+    resamples: int,
+    seed: int,
+    reference: str | None,
+) -> dict[str, Any]:
+    """Each predictor's :func:`latency_metrics` against ``actual`` with ``_ci95`` intervals from
+    one bootstrap over the groups the rows belong to (requests, dialogues), and, with a
+    ``reference`` and a ``learned`` predictor, ``learned_minus_<reference>_mape`` with its paired
+    interval and ``learned_over_<reference>_mape``."""
+    scorers = {
+        name: latency_scorer(actual, predicted[name], p90[name], group_idx, n_groups)
+        for name in predicted
+    }
+    resampled = bootstrap(scorers, n_groups, resamples=resamples, seed=seed)
+    out: dict[str, Any] = {}
+    for name in predicted:
+        point = latency_metrics(actual, predicted[name], p90[name])
+        out[name] = point | {
+            f"{key}_ci95": percentile_interval(resampled[name][key]) for key in point
+        }
+    if reference is not None and "learned" in predicted:
+        diff = resampled["learned"]["mape"] - resampled[reference]["mape"]
+        learned, base = out["learned"]["mape"], out[reference]["mape"]
+        out[f"learned_minus_{reference}_mape"] = learned - base
+        out[f"learned_minus_{reference}_mape_ci95"] = percentile_interval(diff)
+        out[f"learned_over_{reference}_mape"] = learned / base
+    return out

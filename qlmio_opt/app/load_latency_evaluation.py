@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qlmio_opt.app.bootstrap import RESAMPLES, bootstrap, latency_scorer, percentile_interval
-from qlmio_opt.predictors.learned_latency import latency_metrics
+from qlmio_opt.app.bootstrap import RESAMPLES, latency_comparison
 from qlmio_opt.predictors.learned_load_latency import LoadLatencyModel, table_rows
 
 __all__ = ["LEVELS", "evaluate_under_load", "under_load_frames"]
@@ -73,25 +72,16 @@ def _scored(rows: pd.DataFrame, names: tuple[str, ...], resamples: int, seed: in
     requests = pd.Index(pd.unique(rows["request"]))
     idx = requests.get_indexer(rows["request"])
     actual = rows["actual"].to_numpy()
-    scorers = {
-        name: latency_scorer(
-            actual, rows[name].to_numpy(), rows[f"{name}_p90"].to_numpy(), idx, len(requests)
-        )
-        for name in names
-    }
-    resampled = bootstrap(scorers, len(requests), resamples=resamples, seed=seed)
-    out: dict[str, Any] = {"rows": len(rows), "requests": len(requests)}
-    for name in names:
-        point = latency_metrics(actual, rows[name], rows[f"{name}_p90"])
-        out[name] = point | {
-            f"{key}_ci95": percentile_interval(resampled[name][key]) for key in point
-        }
-    if "learned" in names:
-        diff = resampled["learned"]["mape"] - resampled["analytic"]["mape"]
-        out["learned_minus_analytic_mape"] = out["learned"]["mape"] - out["analytic"]["mape"]
-        out["learned_minus_analytic_mape_ci95"] = percentile_interval(diff)
-        out["learned_over_analytic_mape"] = out["learned"]["mape"] / out["analytic"]["mape"]
-    return out
+    return {"rows": len(rows), "requests": len(requests)} | latency_comparison(
+        actual,
+        {name: rows[name].to_numpy() for name in names},
+        {name: rows[f"{name}_p90"].to_numpy() for name in names},
+        idx,
+        len(requests),
+        resamples=resamples,
+        seed=seed,
+        reference="analytic",
+    )
 
 
 def _held_out(

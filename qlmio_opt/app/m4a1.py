@@ -80,9 +80,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from qlmio_opt.app.bootstrap import RESAMPLES, bootstrap, latency_scorer, percentile_interval
+from qlmio_opt.app.bootstrap import RESAMPLES, latency_comparison
 from qlmio_opt.domain.traces import data_bytes
-from qlmio_opt.predictors.learned_latency import latency_metrics
 
 #: Input columns used by the predictors.
 FEATURES: tuple[str, ...] = ("question", "task_cat", "action", "n_images", "turn")
@@ -551,29 +550,23 @@ def latency_evaluation(
     actual = df["interaction_time"].to_numpy(float)
     episodes = pd.Index(pd.unique(df["episode"]))
     idx = episodes.get_indexer(df["episode"])
-    scorers = {
-        name: latency_scorer(actual, predicted[name], p90[name], idx, len(episodes))
-        for name in predicted
-    }
-    resampled = bootstrap(scorers, len(episodes), resamples=resamples, seed=random_state)
-    out: dict[str, Any] = {
+    return {
         "rows": len(df),
         "episodes": len(episodes),
         "bootstrap": {"unit": "episode", "resamples": resamples, "seed": random_state},
         "p90": f"split-conformal offset on inner out-of-fold log ratios, level {P90_LEVEL}",
         "load_field": False,
         "note": NO_LOAD_NOTE,
-    }
-    for name in predicted:
-        point = latency_metrics(actual, predicted[name], p90[name])
-        out[name] = point | {
-            f"{key}_ci95": percentile_interval(resampled[name][key]) for key in point
-        }
-    diff = resampled["learned"]["mape"] - resampled["baseline"]["mape"]
-    out["learned_minus_baseline_mape"] = out["learned"]["mape"] - out["baseline"]["mape"]
-    out["learned_minus_baseline_mape_ci95"] = percentile_interval(diff)
-    out["learned_over_baseline_mape"] = out["learned"]["mape"] / out["baseline"]["mape"]
-    return out
+    } | latency_comparison(
+        actual,
+        predicted,
+        p90,
+        idx,
+        len(episodes),
+        resamples=resamples,
+        seed=random_state,
+        reference="baseline",
+    )
 
 
 def evaluate_m4a1(
