@@ -19,14 +19,19 @@ Reported per size, p50 and p99 over the calls, in milliseconds:
 and the throughput (windows answered per second of wall time), the windows answered and the
 service's own ``qlmio_windows_total`` at the end (every window counted, none lost). Last, two
 means in milliseconds of CPU time per window, which a loaded machine stretches less than wall
-times: ``cpu`` the service process's (user + system, from ``/proc``, while the clients ran: its
-event loop, HTTP, JSON, validation, metrics and the decisions) and ``in-process cpu`` the
+times: ``cpu`` the service's (user + system of its process and its decider process, from
+``/proc``, while the clients ran: its event loop, HTTP, JSON, validation, metrics and the
+decisions) and ``in-process cpu`` the
 in-process ``Scheduler.decide``'s. Their difference is the service's work beyond deciding only
 roughly: the same decisions cost more CPU in a process whose threads keep switching, and on a
 shared machine both move by tens of percent from run to run.
 
     python benchmarks/service_load.py [--sizes 10,100,1000] [--windows 400,200,24]
                                       [--clients 8] [--max-seconds 60]
+                                      [--decider process|thread]
+
+``--decider`` is ``qlmio-opt serve``'s (default: the command's own default): the windows decided
+in a process of their own, or in worker threads of the serving process.
 
 The machine's load average is printed first and last: the figures are only as quiet as it was.
 """
@@ -134,13 +139,16 @@ def post_from_clients(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used (Linux's ``/proc``; NaN elsewhere)."""
+    """User + system CPU seconds process ``pid`` and its children (a decider process) have
+    used (Linux's ``/proc``; NaN elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return float("nan")
     # after the command's ")": state is field 3 of proc(5), utime 14 and stime 15
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float) -> dict:
@@ -210,6 +218,12 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0, help="Per size.")
     parser.add_argument("--solver", default="greedy")
     parser.add_argument(
+        "--decider",
+        choices=("process", "thread"),
+        default=None,
+        help="qlmio-opt serve's --decider (default: the command's default).",
+    )
+    parser.add_argument(
         "--switch-interval",
         type=float,
         default=None,
@@ -226,13 +240,17 @@ def main() -> None:
     print(f"site {SITE.name}, solver {args.solver}, {args.clients} clients, {os.cpu_count()} CPUs")
     if args.switch_interval is not None:
         print(f"the service's switch interval: {args.switch_interval:g} s")
+    decider = ["--decider", args.decider] if args.decider is not None else []
+    print(f"decider: {args.decider or 'the default of qlmio-opt serve'}")
     print(
         "size  windows answered counted  wall_s  win/s |  p50 ms   p99 ms: latency | decision |"
         " wait | overhead | in-process | cpu ms/window: service in-process"
     )
     for size, count in zip(sizes, counts, strict=True):
         windows = windows_of(size, count, site)
-        proc, url = start_service("--solver", args.solver, switch_interval=args.switch_interval)
+        proc, url = start_service(
+            "--solver", args.solver, *decider, switch_interval=args.switch_interval
+        )
         try:
             cpu_before = cpu_seconds(proc.pid)
             run = drive(url, windows, args.clients, args.max_seconds)

@@ -45,6 +45,8 @@ class _Server(uvicorn.Server):
     backend: Backend | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.backend is not None:
+            await self.backend.open()
         await super().startup(sockets)
         if self.started and self.on_started is not None:
             self.on_started()
