@@ -281,12 +281,14 @@ class DeciderProcess:
                 if answer is not None and not answer.done():
                     answer.set_result(tuple(reply))
         except (asyncio.IncompleteReadError, ConnectionError):
-            self._lose()
+            self._lose("the decider process ended")
+        except Exception as error:  # a frame this side cannot read: no answer would come again
+            self._lose(f"the decider's answers cannot be read ({type(error).__name__}: {error})")
 
-    def _lose(self) -> None:
+    def _lose(self, what: str) -> None:
         """The decider is gone: every waiting call hears it, and the server stops."""
         code = None if self._process is None else self._process.poll()
-        self.lost = "the decider process ended" + (f" (exit code {code})" if code else "")
+        self.lost = what + (f" (exit code {code})" if code else "")
         for answer in self._answers.values():
             if not answer.done():
                 answer.set_exception(DeciderLost(self.lost))
