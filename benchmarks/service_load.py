@@ -12,8 +12,9 @@ Reported per size, p50 and p99 over the calls, in milliseconds:
   data: a gateway's own JSON encoding and decoding are not the service's);
 * ``decision``: the scheduler's decide inside the service (header ``X-Qlmio-Decision-Seconds``);
 * ``wait``: the call's wait for the scheduler while other calls held it (``X-Qlmio-Wait-Seconds``:
-  one scheduler decides one window at a time);
-* ``overhead`` = latency - decision - wait: HTTP, JSON both ways, validation, the state gauges;
+  one scheduler decides one window at a time; a decider process answers one call at a time);
+* ``overhead`` = latency - decision - wait: HTTP, JSON both ways, validation, the state gauges,
+  and with a decider process (``--decider process``) the relaying between the two processes;
 * ``in-process``: ``Scheduler.decide`` on the same windows, one after another, in this process;
 
 and the throughput (windows answered per second of wall time), the windows answered and the

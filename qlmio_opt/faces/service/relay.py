@@ -244,8 +244,9 @@ class DeciderProcess:
         try:
             # no drain: a call waiting for the socket to empty (the decider reads a frame once
             # done with the one before) would not see its answer until every queued frame but
-            # a few was read (measured: up to 0.7 s after the answer came, 8 clients); what
-            # the transport buffers is the bodies of the calls in flight, which are in memory
+            # a few was read, hundreds of ms after it came under 8 clients of
+            # benchmarks/service_load.py; what the transport buffers is the bodies of the calls
+            # in flight, which are in memory already
             writer.write(encode_frame((call_id, time.monotonic(), call, args)))
             reply = await answer
         finally:
