@@ -9,7 +9,9 @@ Reported per size, p50 and p99 over the calls, in milliseconds:
 
 * ``latency``: a call as the client sees it (send the body, read the solution document's bytes;
   the bodies are encoded before the clients start, as the in-process call takes its requests as
-  data: a gateway's own JSON encoding and decoding are not the service's);
+  data: a gateway's own JSON encoding and decoding are not the service's; and the clients make
+  their HTTP clients and open their keep-alive connections before they start together, as a
+  gateway's are open: before, the first calls' times held the other clients' set-up);
 * ``decision``: the scheduler's decide inside the service (header ``X-Qlmio-Decision-Seconds``);
 * ``wait``: the call's wait for the scheduler while other calls held it (``X-Qlmio-Wait-Seconds``:
   one scheduler decides one window at a time; a decider process answers one call at a time);
@@ -104,20 +106,31 @@ Post = Callable[[httpx.Client, int], tuple[httpx.Response, Callable[[], Any]]]
 
 
 def post_from_clients(
-    url: str, count: int, clients: int, max_seconds: float, post: Post
+    url: str,
+    count: int,
+    clients: int,
+    max_seconds: float,
+    post: Post,
+    connect_first: bool = False,
 ) -> tuple[list[Any], list[str], float]:
     """Items ``0 .. count-1`` posted from ``clients`` threads, each with its own keep-alive
     connection, until all are answered or ``max_seconds`` pass. ``post(http, k)`` sends item
     ``k`` and returns the answer and how to read its record (called only on a 200 answer).
-    Returns the records, the failures and the wall time (seconds)."""
+    With ``connect_first`` every client makes its HTTP client and opens its connection (``GET
+    /healthz``) before they all start together, so no call's time holds a client's set-up.
+    Returns the records, the failures and the wall time (seconds, from the start)."""
     records: list[Any] = []
     failures: list[str] = []
     lock = threading.Lock()
     next_item = iter(range(count))
+    ready = threading.Barrier(clients + 1, timeout=60) if connect_first else None
     deadline = time.monotonic() + max_seconds
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=120) as http:
+            if ready is not None:
+                http.get("/healthz")
+                ready.wait()
             while time.monotonic() < deadline:
                 with lock:
                     k = next(next_item, None)
@@ -130,10 +143,12 @@ def post_from_clients(
                     else:
                         records.append(record())
 
-    began = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
+    if ready is not None:
+        ready.wait()
+    began = time.perf_counter()
     for t in threads:
         t.join()
     return records, failures, time.perf_counter() - began
@@ -167,7 +182,9 @@ def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float)
             float(answer.headers["X-Qlmio-Wait-Seconds"]),
         )
 
-    calls, failures, wall = post_from_clients(url, len(windows), clients, max_seconds, post)
+    calls, failures, wall = post_from_clients(
+        url, len(windows), clients, max_seconds, post, connect_first=True
+    )
     counted = _metric(httpx.get(f"{url}/metrics", timeout=10).text, "qlmio_windows_total")
     return {"calls": calls, "failures": failures, "wall_s": wall, "counted": counted}
 
