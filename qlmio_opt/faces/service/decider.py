@@ -111,7 +111,12 @@ def main() -> None:
     service = _built(channel)
     if service is None:
         sys.exit(2)
-    Decider(service, channel).run()
+    try:
+        Decider(service, channel).run()
+    except Exception as error:  # a bug: one line (the serving process stops and says so)
+        kind = type(error).__name__
+        print(f"qlmio-opt decider: internal error: {kind}: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _built(channel: Channel) -> Any:
