@@ -9,24 +9,32 @@ Reported per size, p50 and p99 over the calls, in milliseconds:
 
 * ``latency``: a call as the client sees it (send the body, read the solution document's bytes;
   the bodies are encoded before the clients start, as the in-process call takes its requests as
-  data: a gateway's own JSON encoding and decoding are not the service's);
+  data: a gateway's own JSON encoding and decoding are not the service's; and the clients make
+  their HTTP clients and open their keep-alive connections before they start together, as a
+  gateway's are open: before, the first calls' times held the other clients' set-up);
 * ``decision``: the scheduler's decide inside the service (header ``X-Qlmio-Decision-Seconds``);
 * ``wait``: the call's wait for the scheduler while other calls held it (``X-Qlmio-Wait-Seconds``:
-  one scheduler decides one window at a time);
-* ``overhead`` = latency - decision - wait: HTTP, JSON both ways, validation, the state gauges;
+  one scheduler decides one window at a time; a decider process answers one call at a time);
+* ``overhead`` = latency - decision - wait: HTTP, JSON both ways, validation, the state gauges,
+  and with a decider process (``--decider process``) the relaying between the two processes;
 * ``in-process``: ``Scheduler.decide`` on the same windows, one after another, in this process;
 
 and the throughput (windows answered per second of wall time), the windows answered and the
 service's own ``qlmio_windows_total`` at the end (every window counted, none lost). Last, two
 means in milliseconds of CPU time per window, which a loaded machine stretches less than wall
-times: ``cpu`` the service process's (user + system, from ``/proc``, while the clients ran: its
-event loop, HTTP, JSON, validation, metrics and the decisions) and ``in-process cpu`` the
+times: ``cpu`` the service's (user + system of its process and its decider process, from
+``/proc``, while the clients ran: its event loop, HTTP, JSON, validation, metrics and the
+decisions) and ``in-process cpu`` the
 in-process ``Scheduler.decide``'s. Their difference is the service's work beyond deciding only
 roughly: the same decisions cost more CPU in a process whose threads keep switching, and on a
 shared machine both move by tens of percent from run to run.
 
     python benchmarks/service_load.py [--sizes 10,100,1000] [--windows 400,200,24]
                                       [--clients 8] [--max-seconds 60]
+                                      [--decider process|thread]
+
+``--decider`` is ``qlmio-opt serve``'s (default: the command's own default): the windows decided
+in a process of their own, or in worker threads of the serving process.
 
 The machine's load average is printed first and last: the figures are only as quiet as it was.
 """
@@ -98,20 +106,31 @@ Post = Callable[[httpx.Client, int], tuple[httpx.Response, Callable[[], Any]]]
 
 
 def post_from_clients(
-    url: str, count: int, clients: int, max_seconds: float, post: Post
+    url: str,
+    count: int,
+    clients: int,
+    max_seconds: float,
+    post: Post,
+    connect_first: bool = False,
 ) -> tuple[list[Any], list[str], float]:
     """Items ``0 .. count-1`` posted from ``clients`` threads, each with its own keep-alive
     connection, until all are answered or ``max_seconds`` pass. ``post(http, k)`` sends item
     ``k`` and returns the answer and how to read its record (called only on a 200 answer).
-    Returns the records, the failures and the wall time (seconds)."""
+    With ``connect_first`` every client makes its HTTP client and opens its connection (``GET
+    /healthz``) before they all start together, so no call's time holds a client's set-up.
+    Returns the records, the failures and the wall time (seconds, from the start)."""
     records: list[Any] = []
     failures: list[str] = []
     lock = threading.Lock()
     next_item = iter(range(count))
+    ready = threading.Barrier(clients + 1, timeout=60) if connect_first else None
     deadline = time.monotonic() + max_seconds
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=120) as http:
+            if ready is not None:
+                http.get("/healthz")
+                ready.wait()
             while time.monotonic() < deadline:
                 with lock:
                     k = next(next_item, None)
@@ -124,23 +143,28 @@ def post_from_clients(
                     else:
                         records.append(record())
 
-    began = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
+    if ready is not None:
+        ready.wait()
+    began = time.perf_counter()
     for t in threads:
         t.join()
     return records, failures, time.perf_counter() - began
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used (Linux's ``/proc``; NaN elsewhere)."""
+    """User + system CPU seconds process ``pid`` and its children (a decider process) have
+    used (Linux's ``/proc``; NaN elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return float("nan")
     # after the command's ")": state is field 3 of proc(5), utime 14 and stime 15
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float) -> dict:
@@ -158,7 +182,9 @@ def drive(url: str, windows: list[list[dict]], clients: int, max_seconds: float)
             float(answer.headers["X-Qlmio-Wait-Seconds"]),
         )
 
-    calls, failures, wall = post_from_clients(url, len(windows), clients, max_seconds, post)
+    calls, failures, wall = post_from_clients(
+        url, len(windows), clients, max_seconds, post, connect_first=True
+    )
     counted = _metric(httpx.get(f"{url}/metrics", timeout=10).text, "qlmio_windows_total")
     return {"calls": calls, "failures": failures, "wall_s": wall, "counted": counted}
 
@@ -210,6 +236,12 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0, help="Per size.")
     parser.add_argument("--solver", default="greedy")
     parser.add_argument(
+        "--decider",
+        choices=("process", "thread"),
+        default=None,
+        help="qlmio-opt serve's --decider (default: the command's default).",
+    )
+    parser.add_argument(
         "--switch-interval",
         type=float,
         default=None,
@@ -226,13 +258,17 @@ def main() -> None:
     print(f"site {SITE.name}, solver {args.solver}, {args.clients} clients, {os.cpu_count()} CPUs")
     if args.switch_interval is not None:
         print(f"the service's switch interval: {args.switch_interval:g} s")
+    decider = ["--decider", args.decider] if args.decider is not None else []
+    print(f"decider: {args.decider or 'the default of qlmio-opt serve'}")
     print(
         "size  windows answered counted  wall_s  win/s |  p50 ms   p99 ms: latency | decision |"
         " wait | overhead | in-process | cpu ms/window: service in-process"
     )
     for size, count in zip(sizes, counts, strict=True):
         windows = windows_of(size, count, site)
-        proc, url = start_service("--solver", args.solver, switch_interval=args.switch_interval)
+        proc, url = start_service(
+            "--solver", args.solver, *decider, switch_interval=args.switch_interval
+        )
         try:
             cpu_before = cpu_seconds(proc.pid)
             run = drive(url, windows, args.clients, args.max_seconds)

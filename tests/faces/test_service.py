@@ -342,8 +342,14 @@ def stop(proc, timeout=10.0):
     return proc.wait(timeout=timeout)
 
 
-def test_sigterm_drains_the_call_in_flight_and_exits(site):
-    proc, url = start("--site", SITE, "--solver", "exact", "--time-limit", "3")
+DECIDERS = pytest.mark.parametrize("decider", ["process", "thread"])
+
+
+@DECIDERS
+def test_sigterm_drains_the_call_in_flight_and_exits(site, decider):
+    proc, url = start(
+        "--site", SITE, "--solver", "exact", "--time-limit", "3", "--decider", decider
+    )
     answers, answered = [], []
 
     def post():
@@ -368,7 +374,8 @@ def test_sigterm_drains_the_call_in_flight_and_exits(site):
     assert "stopped" in proc.stderr.read()
 
 
-def test_the_state_file_carries_the_scheduler_across_a_restart(site, tmp_path):
+@DECIDERS
+def test_the_state_file_carries_the_scheduler_across_a_restart(site, tmp_path, decider):
     state = tmp_path / "state" / "service.json"
     window_s = site.window_s
     first, second = site.requests[:60], site.requests[60:120]
@@ -382,7 +389,8 @@ def test_the_state_file_carries_the_scheduler_across_a_restart(site, tmp_path):
     reference.complete(done)
     expected_second = reference.decide(on_clock(second, 10.5), 10.5)
 
-    proc, url = start("--site", SITE, "--solver", "greedy", "--state-file", state)
+    serve = ("--site", SITE, "--solver", "greedy", "--state-file", state, "--decider", decider)
+    proc, url = start(*serve)
     try:
         with ServiceClient(url) as client:
             got = client.decide(first, now=10.0)
@@ -394,7 +402,7 @@ def test_the_state_file_carries_the_scheduler_across_a_restart(site, tmp_path):
         assert stop(proc) == 0
     assert [p.name for p in state.parent.iterdir()] == ["service.json"]  # no partial file left
 
-    proc, url = start("--site", SITE, "--solver", "greedy", "--state-file", state)
+    proc, url = start(*serve)
     try:
         with ServiceClient(url) as client:
             assert client.state()["windows"] == 1
@@ -421,10 +429,13 @@ def test_a_state_file_of_another_site_is_refused(tmp_path):
     assert "Traceback" not in other.stderr
 
 
-def test_a_bearer_token_guards_every_call_but_the_health_check(site, tmp_path):
+@DECIDERS
+def test_a_bearer_token_guards_every_call_but_the_health_check(site, tmp_path, decider):
     token = tmp_path / "token"
     token.write_text("s3cret\n")
-    proc, url = start("--site", SITE, "--solver", "greedy", "--token-file", token)
+    proc, url = start(
+        "--site", SITE, "--solver", "greedy", "--token-file", token, "--decider", decider
+    )
     try:
         assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
         assert httpx.get(f"{url}/metrics", timeout=5).status_code == 401
@@ -796,8 +807,11 @@ def test_a_request_deferred_before_a_restart_is_decided_by_the_next_window_after
     assert answer["decided_s"] == pytest.approx(102 * w)  # not a window before the restart's
 
 
-def test_sigterm_answers_a_waiting_request_whose_window_closes_during_the_drain(site):
-    proc, url = start("--site", SITE, "--solver", "greedy", "--window-s", "1.5")
+@DECIDERS
+def test_sigterm_answers_a_waiting_request_whose_window_closes_during_the_drain(site, decider):
+    proc, url = start(
+        "--site", SITE, "--solver", "greedy", "--window-s", "1.5", "--decider", decider
+    )
     answers = []
 
     def post():

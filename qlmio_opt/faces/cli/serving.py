@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
 from qlmio_opt.faces.cli import options as opt
 from qlmio_opt.faces.cli.console import say
@@ -14,6 +15,14 @@ if TYPE_CHECKING:
     from qlmio_opt.faces.cli.options import Commands as Subparsers
 
 SERVE_HINT = "pip install 'qlmio-opt[serve]'"
+
+DEFAULT_DECIDER = "process"
+"""Where ``serve`` decides windows by default: ``benchmarks/service_load.py --sizes 100 --windows
+200 --decider process|thread`` (8 clients), run in turn four times on the shared 2-core machine,
+gave the decider process an overhead p50 / p99 of 9.1 / 47, 8.1 / 43, 7.3 / 43 and 9.3 / 30 ms
+against 15 / 139, 14 / 105, 14 / 91 and 16 / 103 ms in threads (the last pair with the clients
+connected before they start); with one client the two were alike (docs/service.md "How
+fast")."""
 
 
 def register(commands: Subparsers) -> None:
@@ -72,31 +81,55 @@ def register(commands: Subparsers) -> None:
         default=16.0,
         help="Refuse (413) a call whose body is larger (MiB; default 16: over 10,000 requests).",
     )
+    p.add_argument(
+        "--decider",
+        choices=("thread", "process"),
+        default=DEFAULT_DECIDER,
+        help="Where windows are decided: in a process of their own, the HTTP calls relayed to it "
+        "(process), or in worker threads of the serving process (thread). Default: "
+        f"{DEFAULT_DECIDER}.",
+    )
     opt.add_catalog(p)
     p.set_defaults(run=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
     try:
+        from qlmio_opt.faces.service.relay import DeciderLost, DeciderProcess, InThread
         from qlmio_opt.faces.service.run import serve as run_server
     except ImportError as error:
         raise opt.usage(
             f"serve needs the serve extra ({error.name} is missing): {SERVE_HINT}"
         ) from None
-    service = build_service(args)
     token = read_token(args.token_file) if args.token_file is not None else None
+    if args.decider == "process":
+        if args.solver != "auto":
+            opt.solver_names(args.solver, "--solver")  # at once, not from the decider
+        backend: Any = DeciderProcess(functools.partial(build_service, args))
+        backend.start()  # the site, predictors and state file load there (errors exit 2)
+    else:
+        backend = InThread(build_service(args))
 
     def announce(address: str) -> None:
-        restored = " (state restored)" if service.restored else ""
+        restored = " (state restored)" if backend.restored else ""
         say(
-            f"serving site {service.site_name} with {service.solver_name} on {address}{restored}; "
+            f"serving site {backend.site_name} with {backend.solver_name} on {address}{restored}; "
             "SIGTERM or Ctrl-C stops"
         )
 
     max_body_bytes = int(args.max_body_mb * 2**20)
-    run_server(
-        service, args.host, args.port, token=token, announce=announce, max_body_bytes=max_body_bytes
-    )
+    try:
+        run_server(
+            backend,
+            args.host,
+            args.port,
+            token=token,
+            announce=announce,
+            max_body_bytes=max_body_bytes,
+        )
+    except DeciderLost as error:
+        say(f"stopped: {error}")
+        return opt.EXIT_INTERNAL
     say("stopped")
     return opt.EXIT_OK
 

@@ -1,8 +1,9 @@
 """The service on HTTP: a FastAPI app over a :class:`~.core.Service`.
 
 Bodies are read as bytes and validated by the service (so a refusal says what the command line
-would say about the same data), solving runs in a worker thread (the event loop stays free for
-``/healthz`` and ``/metrics``), and the OpenAPI schema names the bodies' models.
+would say about the same data), in a worker thread or in the decider process (:mod:`.relay`: the
+event loop stays free for ``/healthz`` and for other calls), and the OpenAPI schema names the
+bodies' models.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -38,6 +38,7 @@ from qlmio_opt.faces.service.bodies import (
     WindowBody,
 )
 from qlmio_opt.faces.service.core import Refused, Service
+from qlmio_opt.faces.service.relay import Backend, InThread
 
 API_VERSION = "1"
 """The version of the HTTP interface (the paths carry it as /v1). The package's version stays out
@@ -63,17 +64,19 @@ _bearer = HTTPBearer(auto_error=False, description="Required when the service ha
 
 
 def create_app(
-    service: Service | None, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    service: Service | Backend | None,
+    token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The HTTP face of ``service``; every path but ``/healthz`` needs ``token`` when given, and
-    a body over ``max_body_bytes`` is refused (413). (Without a service the app only describes
-    itself: :func:`openapi_document`.)"""
+    """The HTTP face of ``service`` (a Service is decided in worker threads: :class:`.InThread`);
+    every path but ``/healthz`` needs ``token`` when given, and a body over ``max_body_bytes`` is
+    refused (413). (Without a service the app only describes itself: :func:`openapi_document`.)"""
     app = FastAPI(
         title="qlmio-opt scheduling service",
         version=API_VERSION,
         description="Window after window, which node serves each request (docs/service.md).",
     )
-    app.state.service = service
+    app.state.backend = InThread(service) if isinstance(service, Service) else service
     app.state.max_body_bytes = max_body_bytes
     guard = [Depends(_authorised(token))]
 
@@ -84,15 +87,14 @@ def create_app(
         summary="Decide the window closing now",
     )
     async def windows(request: Request) -> Response:
-        service = _service(request)
-        result = await run_in_threadpool(service.decide_window, await _body(request))
+        result = await _backend(request).decide_window(await _body(request))
         headers = {
             "X-Qlmio-Decision-Seconds": f"{result.decision_s:.6f}",
             "X-Qlmio-Wait-Seconds": f"{result.wait_s:.6f}",
         }
         if result.fallback:
             headers["X-Qlmio-Fallback"] = result.fallback
-        # encoded in the worker thread (as JSONResponse would): the event loop only sends it
+        # encoded by the decider (as JSONResponse would): the event loop only sends it
         return Response(result.document, headers=headers, media_type="application/json")
 
     @app.post(
@@ -102,7 +104,7 @@ def create_app(
         summary="A dispatched request finished",
     )
     async def completions(request: Request) -> Any:
-        return await run_in_threadpool(_service(request).complete, await _body(request))
+        return await _backend(request).call("complete", await _body(request))
 
     @app.post(
         "/v1/nodes/{node_id}/state",
@@ -112,7 +114,7 @@ def create_app(
     )
     async def node_state(node_id: str, request: Request) -> Any:
         body = await _body(request)
-        return await run_in_threadpool(_service(request).observe, node_id, body)
+        return await _backend(request).call("observe", node_id, body)
 
     @app.post(
         "/v1/requests",
@@ -125,9 +127,9 @@ def create_app(
         summary="One request, into the window of its arrival (windowing mode)",
     )
     async def single_request(request: Request) -> Response:
-        service = _service(request)
-        request_id, wait_s = await run_in_threadpool(service.submit_request, await _body(request))
-        return await _answer_when_decided(service, request_id, wait_s)
+        backend = _backend(request)
+        request_id, wait_s = await backend.call("submit_request", await _body(request))
+        return await _answer_when_decided(backend, request_id, wait_s)
 
     @app.get(
         "/v1/requests/{request_id}",
@@ -137,10 +139,10 @@ def create_app(
         summary="A request posted one at a time: its node, or that it waits",
     )
     async def single_answer(request_id: str, request: Request) -> Response:
-        service = _service(request)
+        backend = _backend(request)
         wait = _checked_wait(request.query_params.get("wait_s"), request_id)
-        await run_in_threadpool(service.request_answer, request_id)  # 404 for an unknown id
-        return await _answer_when_decided(service, request_id, wait)
+        await backend.call("request_answer", request_id)  # 404 for an unknown id
+        return await _answer_when_decided(backend, request_id, wait)
 
     @app.post(
         "/v1/clock",
@@ -149,15 +151,15 @@ def create_app(
         summary="The gateway's clock: close the windows due (windowing mode)",
     )
     async def clock(request: Request) -> Any:
-        return await run_in_threadpool(_service(request).tick, await _body(request))
+        return await _backend(request).call("tick", await _body(request))
 
     @app.get("/v1/state", dependencies=guard, response_model=StateView, summary="Nodes and pending")
     async def state(request: Request) -> Any:
-        return await run_in_threadpool(_service(request).state)
+        return await _backend(request).call("state")
 
     @app.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz(request: Request) -> Any:
-        return _service(request).health()
+        return _backend(request).health()
 
     @app.get(
         "/metrics",
@@ -167,13 +169,13 @@ def create_app(
         responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text."}},
     )
     async def metrics(request: Request) -> Response:
-        text = await run_in_threadpool(_service(request).metrics_text)
+        text = await _backend(request).metrics_text()
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, Refused)
-        _service(request).metrics.refused.labels(str(error.status)).inc()
+        _backend(request).metrics.refused.labels(str(error.status)).inc()
         return JSONResponse(
             _problem(error.kind, error.error.render(), error.error.issues), error.status
         )
@@ -181,23 +183,24 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException is one too
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        _service(request).metrics.refused.labels(str(error.status_code)).inc()
+        _backend(request).metrics.refused.labels(str(error.status_code)).inc()
         body = _problem("refused", str(error.detail), [])
         return JSONResponse(body, error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception) -> JSONResponse:
-        _service(request).metrics.refused.labels("500").inc()
-        message = f"internal error: {type(error).__name__}: {error} (a bug in qlmio-opt)"
+        _backend(request).metrics.refused.labels("500").inc()
+        kind = getattr(error, "type_name", type(error).__name__)  # the decider's, when relayed
+        message = f"internal error: {kind}: {error} (a bug in qlmio-opt)"
         return JSONResponse(_problem("internal error", message, []), 500)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
-def _service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
+def _backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
 
 
 async def _body(request: Request) -> bytes:
@@ -225,7 +228,7 @@ def _too_large(source: str, size: str, limit: int) -> Refused:
     return Refused(413, InputError(issue, source), "body too large")
 
 
-async def _answer_when_decided(service: Service, request_id: str, wait_s: float) -> Response:
+async def _answer_when_decided(backend: Backend, request_id: str, wait_s: float) -> Response:
     """The request's answer once its window decides it, or after ``wait_s`` (202: waiting).
     The wait holds no thread: the window's closer wakes this call through the event loop."""
     loop = asyncio.get_running_loop()
@@ -234,14 +237,14 @@ async def _answer_when_decided(service: Service, request_id: str, wait_s: float)
     def wake() -> None:
         loop.call_soon_threadsafe(decided.set)
 
-    handle = await run_in_threadpool(service.watch_request, request_id, wake)
+    handle = await backend.watch_request(request_id, wake)
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(decided.wait(), wait_s)
     finally:
         if handle is not None:
-            await run_in_threadpool(service.unwatch_request, request_id, handle)
-    answer = await run_in_threadpool(service.request_answer, request_id)
+            await backend.unwatch_request(request_id, handle)
+    answer = await backend.call("request_answer", request_id)
     return JSONResponse(answer, ANSWER_STATUS[answer["status"]])
 
 

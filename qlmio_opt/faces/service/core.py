@@ -9,7 +9,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -503,9 +503,10 @@ class Service:
         self._mode = mode
         self._last_now = max(self._last_now, last_now)
 
-    def metrics_text(self) -> bytes:
+    def metrics_text(self, without: Collection[str] = ()) -> bytes:
         """``GET /metrics``: the gauges of the nodes' load brought up to date (at a scrape, not
-        at every call: counting what is in flight costs a pass over every record)."""
+        at every call: counting what is in flight costs a pass over every record); the metrics
+        named ``without`` left out (those a serving process counts itself)."""
         with self._lock:
             now = self._clock()
             in_flight = {}
@@ -515,7 +516,7 @@ class Service:
             pending = len(self.scheduler.pending)
             collected = self.collector.collected
         self.metrics.record_load(pending, in_flight, collected)
-        return self.metrics.text()
+        return self.metrics.text(without=without)
 
 
 def _validated(cls: type[M], body: bytes, source: str) -> M:

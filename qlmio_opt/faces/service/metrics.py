@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import copy
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,9 +136,11 @@ class Metrics:
         for node, count in in_flight.items():
             self.in_flight.labels(node).set(count)
 
-    def text(self) -> bytes:
-        """The Prometheus text exposition of every metric, without the ``_created`` series."""
-        return generate_latest(_WithoutCreated(self.registry))
+    def text(self, *, only: Collection[str] | None = None, without: Collection[str] = ()) -> bytes:
+        """The Prometheus text exposition of every metric (or of those named ``only``, less
+        those named ``without``: the names without ``_total``), without the ``_created``
+        series."""
+        return generate_latest(_WithoutCreated(self.registry, only, without))
 
 
 class WindowHistogram:
@@ -206,11 +208,22 @@ class _WithoutCreated:
     run inside a gateway's own Python process must not change, so the samples are dropped
     here, for this registry only."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        only: Collection[str] | None = None,
+        without: Collection[str] = (),
+    ) -> None:
         self._registry = registry
+        self._only = only
+        self._without = without
 
     def collect(self) -> Iterator[Metric]:
         for family in self._registry.collect():
+            if family.name in self._without or (
+                self._only is not None and family.name not in self._only
+            ):
+                continue
             kept = copy.copy(family)
             created = f"{family.name}_created"
             kept.samples = [s for s in family.samples if s.name != created]

@@ -1,5 +1,6 @@
 """Running the service: uvicorn on a socket bound before it starts (so the port is known, even
-port 0), SIGTERM and SIGINT draining the calls in flight, the state file written at the end."""
+port 0), SIGTERM and SIGINT draining the calls in flight, the state file written at the end, and
+a decider process (when the service has one) ended with the server."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import uvicorn
 
 from qlmio_opt.faces.service.app import MAX_BODY_BYTES, create_app
 from qlmio_opt.faces.service.core import Service
+from qlmio_opt.faces.service.relay import Backend, DeciderLost, InThread
 
 DRAIN_TIMEOUT_S = 5
 """Seconds a stopping service waits for the calls in flight (a window's decision takes at most
@@ -40,11 +42,19 @@ class _Server(uvicorn.Server):
     handlers are in place by then)."""
 
     on_started: Callable[[], None] | None = None
+    backend: Backend | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.backend is not None:
+            await self.backend.open()
         await super().startup(sockets)
         if self.started and self.on_started is not None:
             self.on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)  # the drain: the calls in flight are answered first
+        if self.backend is not None:
+            await self.backend.aclose()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -60,15 +70,22 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _server(service: Service, token: str | None, max_body_bytes: int) -> _Server:
+def _server(backend: Backend, token: str | None, max_body_bytes: int) -> _Server:
     config = uvicorn.Config(
-        create_app(service, token, max_body_bytes),
+        create_app(backend, token, max_body_bytes),
         log_level="warning",
         access_log=False,  # a line per call would cost more than the call (a gateway's rate)
         timeout_graceful_shutdown=DRAIN_TIMEOUT_S,
         lifespan="off",
     )
-    return _Server(config)
+    server = _Server(config)
+    server.backend = backend
+    backend.on_lost = lambda: setattr(server, "should_exit", True)
+    return server
+
+
+def _backend(service: Service | Backend) -> Backend:
+    return InThread(service) if isinstance(service, Service) else service
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -85,7 +102,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    service: Service,
+    service: Service | Backend,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
@@ -93,19 +110,33 @@ def serve(
     announce: Callable[[str], None] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
-    """Serve ``service`` until SIGTERM or SIGINT; ``announce`` gets the address once bound."""
+    """Serve ``service`` (a Service decided in worker threads, or a :class:`.DeciderProcess`,
+    started here) until SIGTERM or SIGINT; ``announce`` gets the address once bound.
+
+    Raises
+    ------
+    InputError
+        When a decider process cannot build its service (before anything listens).
+    DeciderLost
+        When the decider process ended while serving (the server stops at once).
+    """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    sock = bind(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    server = _server(service, token, max_body_bytes)
-    server.on_started = lambda: (announce or _stderr)(f"http://{shown}:{bound_port}")
+    backend = _backend(service)
+    backend.start()
     try:
-        server.run(sockets=[sock])
+        sock = bind(host, port)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        server = _server(backend, token, max_body_bytes)
+        server.on_started = lambda: (announce or _stderr)(f"http://{shown}:{bound_port}")
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
     finally:
-        sock.close()
-        service.stop()
-        service.save()
+        backend.close(save=True)
+    if backend.lost is not None:
+        raise DeciderLost(backend.lost)
 
 
 def _stderr(address: str) -> None:
@@ -114,14 +145,17 @@ def _stderr(address: str) -> None:
 
 @contextlib.contextmanager
 def serving_in_thread(
-    service: Service, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    service: Service | Backend, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
 ) -> Iterator[str]:
-    """Serve ``service`` on a free loopback port in a thread of this process; yields its
-    address and stops it (draining) on exit. For tests and benchmarks that want the real HTTP
-    server next to in-process calls."""
+    """Serve ``service`` (a Service decided in worker threads, or a :class:`.DeciderProcess`,
+    started here) on a free loopback port in a thread of this process; yields its address and
+    stops it (draining) on exit. For tests and benchmarks that want the real HTTP server next to
+    in-process calls."""
+    backend = _backend(service)
+    backend.start()
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = _server(service, token, max_body_bytes)
+    server = _server(backend, token, max_body_bytes)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -132,4 +166,4 @@ def serving_in_thread(
         server.should_exit = True
         thread.join()
         sock.close()
-        service.stop()
+        backend.close(save=False)
