@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import highspy
 import numpy as np
 import scipy.sparse as sp
 
@@ -200,8 +201,7 @@ def _run_highs(
 
 
 def _set_start(h: Any, start: FloatArray) -> None:
-    import highspy
-
+    """Hand HiGHS ``h`` the feasible column values ``start`` as its MIP start."""
     solution = highspy.HighsSolution()
     solution.col_value = np.asarray(start, dtype=float)
     solution.value_valid = True
