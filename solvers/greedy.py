@@ -60,7 +60,6 @@ from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.solvers.base import Solver, SolverResult
 from qlmio_opt.solvers.capacity import Loads, explain_unplaceable
 from qlmio_opt.solvers.diagnose import infeasibility_reason
-from qlmio_opt.solvers.greedy_lns import Subproblems, neighbourhood_search
 from qlmio_opt.solvers.greedy_perturb import perturbed_search
 from qlmio_opt.solvers.greedy_prices import Dual, Prices
 from qlmio_opt.solvers.greedy_regret import construction_work, perturbed_columns, regret_start
@@ -268,6 +267,10 @@ def _improved(
     if effort.lns_scale > 0 and not _proven(state.value, bound, effort.gap):
         share = effort.lns_scale * _room_share(state.value, bound, effort)
         rounds = Budget(share * work, budget.deadline)
+        # imported here: it loads highspy and scipy, which a window that never gets this far
+        # (most of them) need not pay for at import (tests/test_imports.py)
+        from qlmio_opt.solvers.greedy_lns import Subproblems, neighbourhood_search
+
         rng = np.random.default_rng(seed + 3)
         target = bound + effort.gap * max(1.0, abs(bound))
         state = neighbourhood_search(state, Subproblems(problem), rounds, rng, target)

@@ -7,6 +7,8 @@ Its gap on the committed, generated and GAP-style windows is measured by
 """
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -183,3 +185,13 @@ def test_a_neighbourhood_frees_requests_of_the_window_sorted_and_capped():
         assert 1 <= len(freed) <= 14
         assert (np.diff(freed) > 0).all()
         assert freed.min() >= 0 and freed.max() < problem.num_requests
+
+
+def test_importing_the_greedy_loads_neither_highspy_nor_scipy():
+    """The search is imported on first use: most windows never get that far."""
+    code = (
+        "import sys, qlmio_opt.solvers.greedy\n"
+        "print(sorted(m for m in ('highspy', 'scipy.sparse') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
