@@ -1,7 +1,7 @@
 """The fast path: Lagrangian prices, rounding, repair and local search.
 
 About 10-50 ms per window of 20-1,000 requests (``benchmarks/greedy_gap.py`` measures it against
-the exact solver), in five steps:
+the exact solver), in six steps:
 
 1. **Prices.** The Lagrangian dual of the capacity rows (memory per node, bandwidth per link,
    the quality floor) and of the node counts (which carry the congestion term) is maximised
@@ -36,6 +36,11 @@ the exact solver), in five steps:
    result kept if better (:mod:`qlmio_opt.solvers.greedy_perturb`), on a budget that grows
    with the room the bound leaves: it reaches optima several moves across worse or overloaded
    states, as on tight generalized-assignment-style windows.
+6. **Large-neighbourhood search.** If the answer is still further than ``Effort.gap`` (0.5%)
+   from the bound, rounds that free the requests of a few random columns (or random requests)
+   and re-solve the window's MILP over them alone with HiGHS, every other request fixed
+   (:mod:`qlmio_opt.solvers.greedy_lns`): the exact reshuffle of many requests across packed
+   capacities that the kicks do not reach. Its budget grows with the room as the last step's.
 
 The amount of search is a fixed number of work units per window, counted rather than timed,
 so the answer depends only on the problem and the seed (on one machine: on knife-edge windows a
@@ -173,7 +178,7 @@ class Greedy(Solver):
             return SolverResult(
                 Status.INFEASIBLE, None, message=_explain(problem, state, second_start)
             )
-        state, escalated = _improved(state, prices, bound, work, budget, effort, seed)
+        state, escalated = _improved(problem, state, prices, bound, work, budget, effort, seed)
         return SolverResult(
             Status.FEASIBLE,
             np.where(state.columns == window.defer, -1, state.columns),
@@ -226,6 +231,7 @@ def _dual_start(
 
 
 def _improved(
+    problem: Problem,
     state: State,
     prices: Prices,
     bound: float,
@@ -234,9 +240,10 @@ def _improved(
     effort: Effort,
     seed: int,
 ) -> tuple[State, bool]:
-    """Steps 4 and 5: the searches, an escalation when they end far from ``bound``, the
-    polish (all skipped when the start is within ``effort.gap`` of ``bound``), then the
-    iterated local search while the answer is further than ``effort.perturb_gap`` from it.
+    """Steps 4 to 6: the searches, an escalation when they end far from ``bound``, the
+    polish (all skipped when the start is within ``effort.gap`` of ``bound``), the iterated
+    local search while the answer is further than ``effort.perturb_gap`` from it, then the
+    large-neighbourhood search while it is further than ``effort.gap``.
 
     Returns the best state and whether the search escalated.
     """
@@ -252,19 +259,30 @@ def _improved(
         if effort.polish_scale > 0:
             state = polish(state, Budget(effort.polish_scale * work, budget.deadline))
     if effort.perturb_scale > 0 and not _proven(state.value, bound, effort.perturb_gap):
-        rng = np.random.default_rng(seed + 2)  # seed and seed + 1 draw the price perturbations
         target = bound + effort.perturb_gap * max(1.0, abs(bound))
-        kicks = Budget(_perturb_share(state.value, bound, effort) * work, budget.deadline)
+        rng = np.random.default_rng(seed + 2)  # seed and seed + 1 draw the price perturbations
+        share = effort.perturb_scale * _room_share(state.value, bound, effort)
+        kicks = Budget(share * work, budget.deadline)
         state = perturbed_search(state, kicks, weights, rng, target)
+    if effort.lns_scale > 0 and not _proven(state.value, bound, effort.gap):
+        share = effort.lns_scale * _room_share(state.value, bound, effort)
+        rounds = Budget(share * work, budget.deadline)
+        # imported here: it loads highspy and scipy, which a window that never gets this far
+        # (most of them) need not pay for at import (tests/test_imports.py)
+        from qlmio_opt.solvers.greedy_lns import Subproblems, neighbourhood_search
+
+        rng = np.random.default_rng(seed + 3)
+        target = bound + effort.gap * max(1.0, abs(bound))
+        state = neighbourhood_search(state, Subproblems(problem), rounds, rng, target)
     return state, escalated
 
 
-def _perturb_share(value: float, bound: float, effort: Effort) -> float:
-    """The iterated local search's budget, in searches' budgets: ``effort.perturb_scale``
-    times the relative gap of ``value`` to the lower ``bound`` as a share of
-    ``effort.escalate_gap`` (at most 1): little where the bound leaves little room."""
+def _room_share(value: float, bound: float, effort: Effort) -> float:
+    """The relative gap of ``value`` to the lower ``bound`` as a share of
+    ``effort.escalate_gap`` (at most 1): the iterated local search and the large-neighbourhood
+    search get this share of their budgets, little where the bound leaves little room."""
     room = (value - bound) / max(1.0, abs(value))
-    return effort.perturb_scale * min(1.0, room / effort.escalate_gap)
+    return min(1.0, room / effort.escalate_gap)
 
 
 def _columns(window: Window, initial: IntArray) -> IntArray:

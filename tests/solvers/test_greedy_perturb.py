@@ -23,7 +23,7 @@ from qlmio_opt.solvers.greedy_perturb import chain_kick, feasible_kick, perturbe
 from qlmio_opt.solvers.greedy_state import State, build_window
 from qlmio_opt.solvers.local_search import Budget, eject_pass, pair_pass, shift_pass, swap_pass
 
-WITHOUT = Effort(perturb_scale=0.0)  # the greedy as it was before the iterated local search
+WITHOUT = Effort(perturb_scale=0.0, lns_scale=0.0)  # the greedy before the iterated local search
 
 
 def seven_by_two():
