@@ -31,8 +31,8 @@ WITHOUT = Effort(lns_scale=0.0)  # the greedy before the large-neighbourhood sea
 
 
 def ten_by_three():
-    """GAP family D, 10 requests on 3 nodes (seed 1103; no benchmark uses seeds above 49)."""
-    instance = Instance.from_dict(gap_window(10, 3, 1103, "D"))
+    """GAP family D, 10 requests on 3 nodes (seed 1140; no benchmark uses seeds above 49)."""
+    instance = Instance.from_dict(gap_window(10, 3, 1140, "D"))
     return instance, build_problem(instance, predict(instance))
 
 
@@ -41,8 +41,8 @@ def test_the_greedy_reaches_the_optimum_it_missed_and_the_checker_agrees():
     exact = ExactHighs(warm_start=False).solve(problem)
     assert exact.status is Status.OPTIMAL
     optimum = evaluate(problem, exact.assignment).objective
-    assert optimum == pytest.approx(689.0)
-    assert checked(problem, Greedy(WITHOUT).solve(problem)) == pytest.approx(701.0)
+    assert optimum == pytest.approx(708.0)
+    assert checked(problem, Greedy(WITHOUT).solve(problem)) == pytest.approx(733.0)
     assert checked(problem, Greedy().solve(problem)) == pytest.approx(optimum)
     solution = solve(instance, "greedy")
     report = check(instance, solution)
@@ -136,7 +136,7 @@ def test_same_seed_same_answer():
         )
         answers.append(best.columns.tolist())
     assert answers[0] == answers[1]
-    assert start.value == pytest.approx(701.0)  # the start is left as it was
+    assert start.value == pytest.approx(733.0)  # the start is left as it was
     first, second = Greedy().solve(problem), Greedy().solve(problem)
     assert first.assignment.tolist() == second.assignment.tolist()
 
@@ -172,7 +172,7 @@ def test_a_target_at_the_start_value_stops_it_at_once():
     start = _start(problem)
     budget = Budget(50_000)
     rng = np.random.default_rng(0)
-    assert neighbourhood_search(start, Subproblems(problem), budget, rng, 701.0) is start
+    assert neighbourhood_search(start, Subproblems(problem), budget, rng, 733.0) is start
     assert budget.left == 50_000
 
 
