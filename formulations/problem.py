@@ -350,6 +350,9 @@ def _congestion_curves(
     # a decode step reads, per request, the KV of its context (prompt + image + half the output)
     context = prompt + parts["image_tokens"] + parts["output_tokens"] / 2
     curves = []
+    # nodes of one model and device that may take the same requests have the same curve: it is
+    # computed once (its convex envelope is a Python loop over up to R points)
+    by_settings: dict[tuple[float | int, ...], CongestionCurve] = {}
     for j, node in enumerate(instance.nodes):
         rows = allowed[:, j]
         if not rows.any():
@@ -358,16 +361,18 @@ def _congestion_curves(
         model = catalog.model(node.model)
         kv_bytes = float(np.mean(context[rows, j])) * model.kv_bytes_per_token
         alpha = kv_bytes / (model.weights_gb * 1e9 + kv_bytes)
-        curves.append(
-            curve(
-                max_count=int(counts[j]),
-                concurrency=int(instance.node_concurrency[j]),
-                service_s=float(np.mean(service[rows, j])),
-                decode_s=float(np.mean(parts["decode_s"][rows, j])),
-                alpha=alpha,
-                active=loads[j].occupied,
-                prefill_s=float(np.mean(compute[rows, j])),
-                interference=loads[j].interference,
-            )
-        )
+        settings = {
+            "max_count": int(counts[j]),
+            "concurrency": int(instance.node_concurrency[j]),
+            "service_s": float(np.mean(service[rows, j])),
+            "decode_s": float(np.mean(parts["decode_s"][rows, j])),
+            "alpha": alpha,
+            "active": loads[j].occupied,
+            "prefill_s": float(np.mean(compute[rows, j])),
+            "interference": loads[j].interference,
+        }
+        key = tuple(settings.values())
+        if key not in by_settings:
+            by_settings[key] = curve(**settings)
+        curves.append(by_settings[key])
     return tuple(curves)

@@ -264,6 +264,22 @@ DENSE_LIMIT = 400_000
 NEGLIGIBLE = 1e-4
 COUNT_SLACK = 1e-3
 
+# -- tiny time limits ----------------------------------------------------------------------------
+
+# Seconds per request-node pair of the priced start (window, dual, rounding), which cannot be
+# interrupted: 0.22-0.28 s on the 10,000 x 12 benchmark window (120,000 pairs) at load average
+# about 3 on the 2-core development machine (cProfile of Greedy.solve at a zero limit), rounded
+# up. With less time left the greedy answers with its quick construction (greedy_quick.py).
+PRICED_START_S_PER_PAIR = 2.5e-6
+# Up to this many pairs the priced start runs whatever the time left: by the rate above it takes
+# at most 25 ms there, half the smallest slack of a time limit (50 ms, docs/scaling.md), and it
+# gives the answer a lower bound (exact's warm start reports it).
+PRICED_START_ALWAYS_PAIRS = 10_000
+# The quick construction places requests in this many blocks, each priced at the congestion of
+# the counts before it: more blocks spread requests better over congested nodes, each costs a
+# few whole-array operations. Chosen by hand, not measured.
+QUICK_BLOCKS = 32
+
 # -- baselines -----------------------------------------------------------------------------------
 
 # ``threshold``: the edge is good enough within this much of the best cloud quality. Chosen by
