@@ -352,7 +352,7 @@ def _congestion_curves(
     curves = []
     # nodes of one model and device that may take the same requests have the same curve: it is
     # computed once (its convex envelope is a Python loop over up to R points)
-    by_settings: dict[tuple[float | int, ...], CongestionCurve] = {}
+    by_settings: dict[tuple[int, int, float, float, float, int, float, float], CongestionCurve] = {}
     for j, node in enumerate(instance.nodes):
         rows = allowed[:, j]
         if not rows.any():
@@ -361,18 +361,27 @@ def _congestion_curves(
         model = catalog.model(node.model)
         kv_bytes = float(np.mean(context[rows, j])) * model.kv_bytes_per_token
         alpha = kv_bytes / (model.weights_gb * 1e9 + kv_bytes)
-        settings = {
-            "max_count": int(counts[j]),
-            "concurrency": int(instance.node_concurrency[j]),
-            "service_s": float(np.mean(service[rows, j])),
-            "decode_s": float(np.mean(parts["decode_s"][rows, j])),
-            "alpha": alpha,
-            "active": loads[j].occupied,
-            "prefill_s": float(np.mean(compute[rows, j])),
-            "interference": loads[j].interference,
-        }
-        key = tuple(settings.values())
+        key = (
+            int(counts[j]),
+            int(instance.node_concurrency[j]),
+            float(np.mean(service[rows, j])),
+            float(np.mean(parts["decode_s"][rows, j])),
+            alpha,
+            loads[j].occupied,
+            float(np.mean(compute[rows, j])),
+            loads[j].interference,
+        )
         if key not in by_settings:
-            by_settings[key] = curve(**settings)
+            max_count, concurrency, service_s, decode_s, _, active, prefill_s, interference = key
+            by_settings[key] = curve(
+                max_count=int(max_count),
+                concurrency=int(concurrency),
+                service_s=service_s,
+                decode_s=decode_s,
+                alpha=alpha,
+                active=int(active),
+                prefill_s=prefill_s,
+                interference=interference,
+            )
         curves.append(by_settings[key])
     return tuple(curves)
