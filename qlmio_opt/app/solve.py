@@ -18,10 +18,11 @@ from qlmio_opt.solvers.base import SolverResult
 from qlmio_opt.solvers.runtime import gc_paused
 
 # Seconds per request kept from the solver's share of a time limit for turning its answer into
-# a Solution (to_solution: evaluation and one decision per request): 0.03-0.07 s on a 10,000 x 12
-# window at load average 2-3 on the shared 2-core development machine, since the decisions are
-# built without re-validating the instance's ids (benchmarks/time_limits.py prints it as wrap_s;
-# it was 0.06-0.15 s with validation, and this reserve 1.5e-5).
+# a Solution (to_solution: evaluation and one decision per request), since the decisions are
+# built without re-validating the instance's ids: 0.03-0.04 s on a 10,000 x 12 window at load
+# average 1.9 on the shared 2-core development machine, up to 0.12 s at 2-2.5
+# (benchmarks/time_limits.py prints it as wrap_s; it was 0.06-0.15 s with validation, and this
+# reserve 1.5e-5).
 SOLUTION_S_PER_REQUEST = 5e-6
 
 
@@ -47,8 +48,9 @@ def solve(
 
     Python's cyclic garbage collector is paused during the call (it resumes afterwards): reading
     10,000 requests into arrays allocates enough to start a full collection, which walks every
-    object of the process (a loaded window holds hundreds of thousands) and took 0.1 s of a
-    10,000 x 12 window's time limit (:mod:`qlmio_opt.solvers.runtime`).
+    object of the process (a loaded window holds hundreds of thousands): in a development probe
+    it made reading a 10,000-request window's requests 0.12-0.14 s instead of 0.012 s
+    (:mod:`qlmio_opt.solvers.runtime`).
     """
     with gc_paused():
         return _solve(instance, solver, predictors, time_limit, seed, fallback)
@@ -223,9 +225,9 @@ def _decisions(
 ) -> tuple[list[RequestDecision], dict[str, str], list[str]]:
     """One decision per request, the placed requests' nodes and the deferred requests' ids.
 
-    The decisions are built without validation (``model_construct``): their ids are the
-    validated instance's, their figures Python floats or None. Validating 10,000 of them took
-    0.06-0.15 s of a 10,000 x 12 window's time limit.
+    The decisions are built without validation (:func:`_decision`): their ids are the validated
+    instance's, their figures Python floats or None. Validating 10,000 of them took 0.06-0.15 s
+    of a 10,000 x 12 window's time limit.
     """
     latency = ev.request_latency_s(problem, assignment)
     placed = assignment >= 0
