@@ -349,26 +349,31 @@ def _congestion_curves(
     prompt = np.array([r.prompt_tokens for r in instance.requests], dtype=float)[:, None]
     # a decode step reads, per request, the KV of its context (prompt + image + half the output)
     context = prompt + parts["image_tokens"] + parts["output_tokens"] / 2
+    # node-major copies: a node's requests are then read from one contiguous row (the same
+    # values in the same order, so the same means), not gathered down a column
+    compute, service, context, decode, allowed = (
+        np.ascontiguousarray(a.T) for a in (compute, service, context, parts["decode_s"], allowed)
+    )
     curves = []
     # nodes of one model and device that may take the same requests have the same curve: it is
     # computed once (its convex envelope is a Python loop over up to R points)
     by_settings: dict[tuple[int, int, float, float, float, int, float, float], CongestionCurve] = {}
     for j, node in enumerate(instance.nodes):
-        rows = allowed[:, j]
+        rows = allowed[j]
         if not rows.any():
             curves.append(zero_curve(0))
             continue
         model = catalog.model(node.model)
-        kv_bytes = float(np.mean(context[rows, j])) * model.kv_bytes_per_token
+        kv_bytes = float(np.mean(context[j][rows])) * model.kv_bytes_per_token
         alpha = kv_bytes / (model.weights_gb * 1e9 + kv_bytes)
         key = (
             int(counts[j]),
             int(instance.node_concurrency[j]),
-            float(np.mean(service[rows, j])),
-            float(np.mean(parts["decode_s"][rows, j])),
+            float(np.mean(service[j][rows])),
+            float(np.mean(decode[j][rows])),
             alpha,
             loads[j].occupied,
-            float(np.mean(compute[rows, j])),
+            float(np.mean(compute[j][rows])),
             loads[j].interference,
         )
         if key not in by_settings:
