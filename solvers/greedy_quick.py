@@ -1,13 +1,13 @@
 """The greedy's construction for time limits too short for its priced start.
 
 The priced start (the Lagrangian dual, its rounding and the greedy's move tables) takes about
-2 us per request-node pair and cannot be interrupted: 0.2-0.3 s on a 10,000 x 12 window.
-When the time left is shorter (:func:`fits_priced_start`), the greedy answers with
+0.02 s plus 1-2 us per request-node pair and cannot be interrupted: 0.2-0.3 s on a 10,000 x 12
+window. When the time left is shorter (:func:`fits_priced_start`), the greedy answers with
 :func:`quick_assignment` instead: each request takes its cheapest column (a node, or deferral)
 among those with room left for it, priced with the node's congestion at its current count,
 a block of requests at a time, then the quality floor is met by deferring requests that pull it
-down. It is a few whole-array operations per block (about 10-20 ms at 10,000 x 12, measured by
-``benchmarks/time_limits.py`` as the greedy's ``solve_s`` at a 0.1 s limit) and its answer is
+down. It is a few whole-array operations per block (45-55 ms at 10,000 x 12 at load average
+1.4 on the shared 2-core machine, ``benchmarks/time_floor.py``'s ``quick ms``) and its answer is
 checked against every constraint (:func:`~qlmio_opt.formulations.evaluation.evaluate`) before
 it is returned; it has no lower bound and no local search.
 """
@@ -21,6 +21,7 @@ from qlmio_opt.formulations.problem import Problem
 from qlmio_opt.solvers.greedy_state import BoolArray, FloatArray, IntArray
 from qlmio_opt.solvers.tuning import (
     PRICED_START_ALWAYS_PAIRS,
+    PRICED_START_S,
     PRICED_START_S_PER_PAIR,
     QUICK_BLOCKS,
     TOL,
@@ -29,13 +30,14 @@ from qlmio_opt.solvers.tuning import (
 
 def fits_priced_start(problem: Problem, seconds_left: float | None) -> bool:
     """Whether ``seconds_left`` (None: no limit) holds the priced start of ``problem``
-    (:data:`~qlmio_opt.solvers.tuning.PRICED_START_S_PER_PAIR` per request-node pair), or the
+    (:data:`~qlmio_opt.solvers.tuning.PRICED_START_S` plus
+    :data:`~qlmio_opt.solvers.tuning.PRICED_START_S_PER_PAIR` per request-node pair), or the
     window is small enough that it always runs
     (:data:`~qlmio_opt.solvers.tuning.PRICED_START_ALWAYS_PAIRS`)."""
     pairs = problem.num_requests * problem.num_nodes
     if seconds_left is None or pairs <= PRICED_START_ALWAYS_PAIRS:
         return True
-    return seconds_left >= PRICED_START_S_PER_PAIR * pairs
+    return seconds_left >= PRICED_START_S + PRICED_START_S_PER_PAIR * pairs
 
 
 def quick_assignment(problem: Problem) -> IntArray | None:
