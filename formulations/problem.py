@@ -349,25 +349,44 @@ def _congestion_curves(
     prompt = np.array([r.prompt_tokens for r in instance.requests], dtype=float)[:, None]
     # a decode step reads, per request, the KV of its context (prompt + image + half the output)
     context = prompt + parts["image_tokens"] + parts["output_tokens"] / 2
+    # node-major copies: a node's requests are then read from one contiguous row (the same
+    # values in the same order, so the same means), not gathered down a column
+    compute, service, context, decode, allowed = (
+        np.ascontiguousarray(a.T) for a in (compute, service, context, parts["decode_s"], allowed)
+    )
     curves = []
+    # nodes of one model and device that may take the same requests have the same curve: it is
+    # computed once (its convex envelope is a Python loop over up to R points)
+    by_settings: dict[tuple[int, int, float, float, float, int, float, float], CongestionCurve] = {}
     for j, node in enumerate(instance.nodes):
-        rows = allowed[:, j]
+        rows = allowed[j]
         if not rows.any():
             curves.append(zero_curve(0))
             continue
         model = catalog.model(node.model)
-        kv_bytes = float(np.mean(context[rows, j])) * model.kv_bytes_per_token
+        kv_bytes = float(np.mean(context[j][rows])) * model.kv_bytes_per_token
         alpha = kv_bytes / (model.weights_gb * 1e9 + kv_bytes)
-        curves.append(
-            curve(
-                max_count=int(counts[j]),
-                concurrency=int(instance.node_concurrency[j]),
-                service_s=float(np.mean(service[rows, j])),
-                decode_s=float(np.mean(parts["decode_s"][rows, j])),
-                alpha=alpha,
-                active=loads[j].occupied,
-                prefill_s=float(np.mean(compute[rows, j])),
-                interference=loads[j].interference,
-            )
+        key = (
+            int(counts[j]),
+            int(instance.node_concurrency[j]),
+            float(np.mean(service[j][rows])),
+            float(np.mean(decode[j][rows])),
+            alpha,
+            loads[j].occupied,
+            float(np.mean(compute[j][rows])),
+            loads[j].interference,
         )
+        if key not in by_settings:
+            max_count, concurrency, service_s, decode_s, _, active, prefill_s, interference = key
+            by_settings[key] = curve(
+                max_count=int(max_count),
+                concurrency=int(concurrency),
+                service_s=service_s,
+                decode_s=decode_s,
+                alpha=alpha,
+                active=int(active),
+                prefill_s=prefill_s,
+                interference=interference,
+            )
+        curves.append(by_settings[key])
     return tuple(curves)

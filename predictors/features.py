@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -51,33 +52,43 @@ def resolution_quality(accuracy: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return scaled / (1.0 - accuracy + scaled)
 
 
+# One pass over the requests reads every field the arrays need (a comprehension per field read
+# each request 14 times: 24 ms of the 10,000-request benchmark window's prediction).
+_REQUEST_FIELDS = attrgetter(
+    "site", "arrival_s", "prompt_tokens", "max_output_tokens", "task", "min_quality",
+    "deadline_s", "images",
+)  # fmt: skip
+_IMAGE_FIELDS = attrgetter("width", "height", "bytes")
+
+
 def request_arrays(instance: Instance) -> RequestArrays:
     """Extract :class:`RequestArrays` from ``instance``."""
     reqs = instance.requests
     site_index = {s: i for i, s in enumerate(instance.network.sites)}
-    images = [(r_idx, im) for r_idx, r in enumerate(reqs) for im in r.images]
-    arrival = np.array([r.arrival_s for r in reqs], dtype=float)
-    prompt = np.array([r.prompt_tokens for r in reqs], dtype=float)
-    image_bytes = np.array([im.bytes for _, im in images], dtype=float)
-    image_request = np.array([i for i, _ in images], dtype=np.int64)
+    columns = list(zip(*map(_REQUEST_FIELDS, reqs), strict=True)) or [()] * 8
+    sites, arrival_s, prompt_tokens, max_output, task, min_quality, deadline_s, images = columns
+    num_images = np.fromiter(map(len, images), dtype=np.int64, count=len(reqs))
+    image_rows = list(map(_IMAGE_FIELDS, (im for ims in images for im in ims)))
+    width, height, nbytes = list(zip(*image_rows, strict=True)) or [()] * 3
+    arrival = np.array(arrival_s, dtype=float)
+    prompt = np.array(prompt_tokens, dtype=float)
+    image_bytes = np.array(nbytes, dtype=float)
+    image_request = np.repeat(np.arange(len(reqs), dtype=np.int64), num_images)
     upload = np.bincount(image_request, weights=image_bytes, minlength=len(reqs)) + 4.0 * prompt
+    deadline = np.array(deadline_s, dtype=float)  # None -> NaN
     return RequestArrays(
-        site_idx=np.array([site_index[r.site] for r in reqs], dtype=np.int64),
+        site_idx=np.array([site_index[s] for s in sites], dtype=np.int64),
         arrival_s=arrival,
         wait_s=np.maximum(instance.window_s - arrival, 0.0),
         prompt_tokens=prompt,
-        max_output_tokens=np.array([r.max_output_tokens for r in reqs], dtype=float),
-        task=np.array([r.task for r in reqs], dtype=object),
-        min_quality=np.array(
-            [np.nan if r.min_quality is None else r.min_quality for r in reqs], dtype=float
-        ),
-        deadline_s=np.array(
-            [np.inf if r.deadline_s is None else r.deadline_s for r in reqs], dtype=float
-        ),
-        num_images=np.array([len(r.images) for r in reqs], dtype=np.int64),
+        max_output_tokens=np.array(max_output, dtype=float),
+        task=np.array(task, dtype=object),
+        min_quality=np.array(min_quality, dtype=float),  # None -> NaN
+        deadline_s=np.where(np.isnan(deadline), np.inf, deadline),
+        num_images=num_images,
         upload_bytes=upload,
         image_request=image_request,
-        image_width=np.array([im.width for _, im in images], dtype=np.int64),
-        image_height=np.array([im.height for _, im in images], dtype=np.int64),
+        image_width=np.array(width, dtype=np.int64),
+        image_height=np.array(height, dtype=np.int64),
         image_bytes=image_bytes,
     )

@@ -319,6 +319,26 @@ DENSE_LIMIT = 400_000
 NEGLIGIBLE = 1e-4
 COUNT_SLACK = 1e-3
 
+# -- tiny time limits ----------------------------------------------------------------------------
+
+# The priced start (window, dual, rounding) cannot be interrupted; it is estimated to take
+# PRICED_START_S plus PRICED_START_S_PER_PAIR per request-node pair. Development probe (cProfile
+# and timers around Greedy.solve on the sized windows, load average 1.4-3 on the 2-core machine):
+# the dual and rounding alone 0.026 s at 12,000 pairs, 0.042 s at 36,000 and 0.15 s at 120,000
+# (about 0.017 s plus 1.1 us per pair), the window 0.04 s more at 120,000; the whole start
+# 0.22-0.28 s at 120,000 pairs at load 3. Rounded up. With less time left the greedy answers
+# with its quick construction (greedy_quick.py).
+PRICED_START_S = 0.02
+PRICED_START_S_PER_PAIR = 2e-6
+# Up to this many pairs the priced start runs whatever the time left: by the estimate above it
+# takes at most 40 ms there, within the smallest slack of a time limit (50 ms, docs/scaling.md),
+# and it gives the answer a lower bound (exact's warm start reports it).
+PRICED_START_ALWAYS_PAIRS = 10_000
+# The quick construction places requests in this many blocks, each priced at the congestion of
+# the counts before it: more blocks spread requests better over congested nodes, each costs a
+# few whole-array operations. Chosen by hand, not measured.
+QUICK_BLOCKS = 32
+
 # -- baselines -----------------------------------------------------------------------------------
 
 # ``threshold``: the edge is good enough within this much of the best cloud quality. Chosen by

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -10,16 +11,19 @@ import numpy as np
 
 from qlmio_opt.domain.instance import Instance
 from qlmio_opt.domain.solution import LinkUsage, NodeUsage, RequestDecision, Solution, Status, Times
-from qlmio_opt.formulations.evaluation import evaluate
+from qlmio_opt.formulations.evaluation import Evaluation, evaluate
 from qlmio_opt.formulations.problem import Problem, build_problem
 from qlmio_opt.predictors import Predictor, predict, predictor_spec
 from qlmio_opt.solvers import Solver, get_solver
 from qlmio_opt.solvers.base import SolverResult
 
 # Seconds per request kept from the solver's share of a time limit for turning its answer into
-# a Solution (to_solution: one validated decision per request): 0.06-0.15 s on a 10,000 x 12
-# window on the development machine (benchmarks/time_limits.py prints it as wrap_s).
-SOLUTION_S_PER_REQUEST = 1.5e-5
+# a Solution (to_solution: evaluation and one decision per request), since the decisions are
+# built without re-validating the instance's ids: 0.03-0.04 s on a 10,000 x 12 window at load
+# average 1.9 on the shared 2-core development machine, up to 0.12 s at 2-2.5
+# (benchmarks/time_limits.py prints it as wrap_s; it was 0.06-0.15 s with validation, and this
+# reserve 1.5e-5).
+SOLUTION_S_PER_REQUEST = 5e-6
 
 
 def solve(
@@ -41,7 +45,34 @@ def solve(
     problem when ``solver`` returns no assignment without proving the window infeasible (a time
     limit, an error), within what is left of the limit, and at least with its first
     construction.
+
+    Python's cyclic garbage collector is paused during the call (it resumes afterwards): reading
+    10,000 requests into arrays allocates enough to start a full collection, which walks every
+    object of the process (a loaded window holds hundreds of thousands): in a development probe
+    it made reading a 10,000-request window's requests 0.12-0.14 s instead of 0.012 s
+    (:mod:`qlmio_opt.solvers.runtime`).
     """
+    # paused before anything is allocated: a collection the last call's garbage is due starts at
+    # the first allocation with the collector on, which would be inside this call's limit
+    # (0.1 s on a 1,000 x 12 window after a 10,000 x 12 one, benchmarks/time_limits.py's wrap_s)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _solve(instance, solver, predictors, time_limit, seed, fallback)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _solve(
+    instance: Instance,
+    solver: str | Solver,
+    predictors: str | Predictor,
+    time_limit: float | None,
+    seed: int,
+    fallback: str | Solver | None,
+) -> Solution:
+    """:func:`solve`'s steps."""
     start = time.perf_counter()
     solver = get_solver(solver)
     predictions = predict(instance, predictors)
@@ -149,25 +180,7 @@ def to_solution(
     gap = None
     if result.bound is not None and np.isfinite(ev.objective) and ev.objective != 0:
         gap = abs(ev.objective - result.bound) / abs(ev.objective)
-    decisions = []
-    mapping: dict[str, str] = {}
-    deferred = []
-    latency = ev.request_latency_s(problem, assignment)
-    for r, n in enumerate(assignment):
-        rid = problem.request_ids[r]
-        if n < 0:
-            deferred.append(rid)
-            decisions.append(RequestDecision(request=rid, node=None, quality=None, latency_s=None))
-            continue
-        mapping[rid] = problem.node_ids[n]
-        decisions.append(
-            RequestDecision(
-                request=rid,
-                node=problem.node_ids[n],
-                quality=float(problem.quality[r, n]),
-                latency_s=float(latency[r]) if np.isfinite(latency[r]) else None,
-            )
-        )
+    decisions, mapping, deferred = _decisions(problem, assignment, ev)
     nodes = [
         NodeUsage(
             node=node.id,
@@ -213,3 +226,64 @@ def to_solution(
         violations=ev.violations,
         **common,
     )
+
+
+def _decisions(
+    problem: Problem, assignment: np.ndarray, ev: Evaluation
+) -> tuple[list[RequestDecision], dict[str, str], list[str]]:
+    """One decision per request, the placed requests' nodes and the deferred requests' ids.
+
+    The decisions are built without validation (:func:`_decision`): their ids are the validated
+    instance's, their figures Python floats or None. Validating 10,000 of them took 0.06-0.15 s
+    of a 10,000 x 12 window's time limit.
+    """
+    latency = ev.request_latency_s(problem, assignment)
+    placed = assignment >= 0
+    rows = np.flatnonzero(placed)
+    quality = np.full(assignment.size, np.nan)
+    quality[rows] = problem.quality[rows, assignment[rows]]
+    finite_latency = placed & np.isfinite(latency)
+    decisions: list[RequestDecision] = []
+    mapping: dict[str, str] = {}
+    deferred: list[str] = []
+    node_ids = problem.node_ids
+    for rid, n, q, lat, has_lat in zip(
+        problem.request_ids,
+        assignment.tolist(),
+        quality.tolist(),
+        latency.tolist(),
+        finite_latency.tolist(),
+        strict=True,
+    ):
+        if n < 0:
+            deferred.append(rid)
+            node, q, lat = None, None, None
+        else:
+            node = mapping[rid] = node_ids[n]
+            lat = lat if has_lat else None
+        decisions.append(_decision(rid, node, q, lat))
+    return decisions, mapping, deferred
+
+
+_DECISION_FIELDS = frozenset(RequestDecision.model_fields)
+_new_decision = RequestDecision.__new__
+_set = object.__setattr__
+
+
+def _decision(
+    request: str, node: str | None, quality: float | None, latency_s: float | None
+) -> RequestDecision:
+    """``RequestDecision.model_construct(request=..., node=..., quality=..., latency_s=...)``,
+    attribute for attribute as pydantic's does it, in a third of its time (its loop over the
+    fields took 0.04 s for 10,000 decisions; tests/app/test_solve_decisions.py checks the two
+    agree)."""
+    decision = _new_decision(RequestDecision)
+    _set(
+        decision,
+        "__dict__",
+        {"request": request, "node": node, "quality": quality, "latency_s": latency_s},
+    )
+    _set(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS))
+    _set(decision, "__pydantic_extra__", None)
+    _set(decision, "__pydantic_private__", None)
+    return decision

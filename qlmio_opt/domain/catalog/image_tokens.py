@@ -295,14 +295,19 @@ def _tile_count(w: int, h: int, p: Mapping[str, int | bool]) -> int:
 
 def _tile_count_array(w: np.ndarray, h: np.ndarray, p: Mapping[str, int | bool]) -> np.ndarray:
     t, max_tiles = int(p["tile_px"]), int(p["max_tiles"])
-    n = _ceil_div(w, t) * _ceil_div(h, t)
+    n = np.asarray(_ceil_div(w, t) * _ceil_div(h, t))
+    over = n > max_tiles
+    if not over.any():
+        return n
+    # the grid search only for the images over max_tiles (most fit as they are)
     grids = np.array(_grids(max_tiles), dtype=np.int64)
     cols, rows = grids[:, 0], grids[:, 1]
-    a = h[..., None] * cols
-    b = w[..., None] * rows
+    a = h[over][:, None] * cols
+    b = w[over][:, None] * rows
     err = np.maximum(a, b) / np.minimum(a, b)
-    fallback = (cols * rows)[np.argmin(err, axis=-1)]
-    return np.where(n <= max_tiles, n, fallback)
+    n = n.copy()
+    n[over] = (cols * rows)[np.argmin(err, axis=-1)]
+    return n
 
 
 def _openai_resize(w: int, h: int, p: Mapping[str, int | bool]) -> tuple[int, int]:
