@@ -52,6 +52,24 @@ def test_the_cli_exits_4_when_the_limit_leaves_no_solution(capsys):
     assert '"status": "time_limit"' in capsys.readouterr().out
 
 
+def test_a_time_limit_answer_that_defers_every_request_exits_0():
+    from qlmio_opt.domain.solution import Solution
+    from qlmio_opt.faces.cli.solving import exit_code_for
+
+    answered = solve(read_instance(WINDOW), "greedy").to_dict()
+    ids = [d["request"] for d in answered["requests"]]
+    deferring = {
+        **answered,
+        "status": "time_limit",
+        "assignment": {},
+        "deferred": ids,
+        "requests": [{"request": r, "node": None, "quality": None, "latency_s": None} for r in ids],
+    }
+    assert exit_code_for([Solution.model_validate(deferring)]) == 0
+    nothing = solve(read_instance(WINDOW), "greedy", time_limit=0.0)
+    assert exit_code_for([nothing]) == EXIT_TIME_LIMIT
+
+
 def test_a_fallback_answers_when_the_solver_has_nothing():
     solution = solve(read_instance(WINDOW), "exact", time_limit=0.0, fallback="greedy")
     assert solution.solver == "greedy"

@@ -164,13 +164,14 @@ def report_failures(results: list[Any], what: str = "window(s)") -> int | None:
 
 
 def exit_code_for(solutions: list[Any]) -> int:
-    """3 when a window has no feasible decision, 4 when a time limit left one without any."""
+    """3 when a window has no feasible decision, 4 when a time limit left one without any
+    (no decision at all: a window answered with every request deferred has one)."""
     from qlmio_opt.domain.solution import Status
 
     statuses = {s.status for s in solutions}
     if Status.INFEASIBLE in statuses or Status.ERROR in statuses:
         return opt.EXIT_INFEASIBLE
-    if any(s.status is Status.TIME_LIMIT and not s.assignment for s in solutions):
+    if any(s.status is Status.TIME_LIMIT and not s.requests for s in solutions):
         return opt.EXIT_TIME_LIMIT
     return opt.EXIT_OK
 
