@@ -87,6 +87,7 @@ from qlmio_opt.solvers.local_search import (
 from qlmio_opt.solvers.runtime import hot_path
 from qlmio_opt.solvers.tuning import (
     IMPROVES,
+    LNS_SETUP_SECONDS_PER_PAIR,
     PRICE_PERTURBATION_SIGMA,
     PRICE_SCALES,
     REGRET_RESTART_SHARE,
@@ -300,6 +301,8 @@ def _improved(
     if effort.lns_scale > 0 and not _proven(state.value, bound, effort.gap):
         share = effort.lns_scale * _room_share(state.value, bound, effort)
         rounds = Budget(share * work, budget.deadline)
+        if _outlasts(rounds, LNS_SETUP_SECONDS_PER_PAIR * int(problem.allowed.sum())):
+            return state, escalated
         # imported here: it loads highspy and scipy, which a window that never gets this far
         # (most of them) need not pay for at import (tests/test_imports.py)
         from qlmio_opt.solvers.greedy_lns import Subproblems, neighbourhood_search
@@ -308,6 +311,14 @@ def _improved(
         target = bound + effort.gap * max(1.0, abs(bound))
         state = neighbourhood_search(state, Subproblems(problem), rounds, rng, target)
     return state, escalated
+
+
+def _outlasts(budget: Budget, seconds: float) -> bool:
+    """Whether ``budget`` is spent, or a step of ``seconds`` that cannot stop half-way would
+    end after its deadline."""
+    if budget.exhausted:
+        return True
+    return budget.deadline is not None and time.perf_counter() + seconds > budget.deadline
 
 
 def _room_share(value: float, bound: float, effort: Effort) -> float:

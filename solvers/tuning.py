@@ -283,6 +283,11 @@ LNS_MAX_ITERATIONS = 2000
 # windows 20 x 4 to 100 x 10 and four committed windows, the loaded 2-core machine) gave
 # 1,081 us + 3.1 us per nonzero + 68 us per iteration (median actual / fitted 0.86, p90 1.30).
 LNS_WORK = (1000.0, 3.0, 65.0)
+# Seconds per request-node pair that setting the sub-problems up takes (the window's MILP and its
+# two sparse forms, once a window), so that a time limit skips a search it would overrun (it
+# cannot stop half-way): 0.047 s at 119,427 pairs and 0.0037 s at 11,970 (median of five at
+# load 0.6, a one-off probe on 2026-12-06; 0.4 us a pair), doubled for a busier machine.
+LNS_SETUP_SECONDS_PER_PAIR = 8e-7
 
 # -- work units (Budget) --------------------------------------------------------------------------
 
