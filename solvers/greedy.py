@@ -1,7 +1,8 @@
 """The fast path: Lagrangian prices, rounding, repair and local search.
 
-About 10-50 ms per window of 20-1,000 requests (``benchmarks/greedy_gap.py`` measures it against
-the exact solver), in six steps:
+About 10-50 ms on most windows of 20-1,000 requests, 100-200 ms on tight ones whose answer
+stays away from the bound (``benchmarks/greedy_held_out.py`` measures both against the exact
+solver), in six steps:
 
 1. **Prices.** The Lagrangian dual of the capacity rows (memory per node, bandwidth per link,
    the quality floor) and of the node counts (which carry the congestion term) is maximised
@@ -36,6 +37,8 @@ the exact solver), in six steps:
    result kept if better (:mod:`qlmio_opt.solvers.greedy_perturb`), on a budget that grows
    with the room the bound leaves: it reaches optima several moves across worse or overloaded
    states, as on tight generalized-assignment-style windows.
+   A window of at most :data:`~qlmio_opt.solvers.tuning.LNS_WHOLE_REQUESTS` requests first has
+   its whole MILP tried with step 6's HiGHS run; when that proves it optimal, no search runs.
 6. **Large-neighbourhood search.** If the answer is still further than ``Effort.gap`` (0.5%)
    from the bound, rounds that free the requests of a few random columns (or random requests)
    and re-solve the window's MILP over them alone with HiGHS, every other request fixed
@@ -88,6 +91,7 @@ from qlmio_opt.solvers.runtime import hot_path
 from qlmio_opt.solvers.tuning import (
     IMPROVES,
     LNS_SETUP_SECONDS_PER_PAIR,
+    LNS_WHOLE_REQUESTS,
     PRICE_PERTURBATION_SIGMA,
     PRICE_SCALES,
     REGRET_RESTART_SHARE,
@@ -283,6 +287,10 @@ def _improved(
     """
     escalated = False
     weights = repair_weights(state.w, prices, ROOM_FACTOR)
+    if _small_enough_to_solve(problem, effort) and not _proven(state.value, bound, effort.gap):
+        state, optimal = _solved_whole(problem, state, budget, work, effort, seed)
+        if optimal:
+            return state, escalated
     if not _proven(state.value, bound, effort.gap):
         memo = Memo(weights)
         state = _search(state, prices, memo, budget, effort, seed, bound)
@@ -311,6 +319,27 @@ def _improved(
         target = bound + effort.gap * max(1.0, abs(bound))
         state = neighbourhood_search(state, Subproblems(problem), rounds, rng, target)
     return state, escalated
+
+
+def _small_enough_to_solve(problem: Problem, effort: Effort) -> bool:
+    """Whether the large-neighbourhood search is on and the window small enough to try its
+    MILP whole first (at most :data:`~qlmio_opt.solvers.tuning.LNS_WHOLE_REQUESTS` requests)."""
+    return effort.lns_scale > 0 and problem.num_requests <= LNS_WHOLE_REQUESTS
+
+
+def _solved_whole(
+    problem: Problem, state: State, budget: Budget, work: float, effort: Effort, seed: int
+) -> tuple[State, bool]:
+    """A small window's MILP solved whole from ``state`` before any search (a few ms where
+    the searches would spend their budgets against a loose bound: a scheduler's windows of 5-10
+    requests on full nodes took 0.2-0.3 s with them, ``benchmarks/service_load.py``); the
+    better state, and whether it is proven optimal."""
+    rounds = Budget(effort.lns_scale * work, budget.deadline)
+    if _outlasts(rounds, LNS_SETUP_SECONDS_PER_PAIR * int(problem.allowed.sum())):
+        return state, False
+    from qlmio_opt.solvers.greedy_lns import Subproblems, solved_whole
+
+    return solved_whole(state, Subproblems(problem), rounds, seed + 3)
 
 
 def _outlasts(budget: Budget, seconds: float) -> bool:

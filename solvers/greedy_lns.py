@@ -67,10 +67,12 @@ _OPTIONS: dict[str, bool | int | float | str] = {
 @dataclass(frozen=True)
 class Outcome:
     """One sub-problem's run: the freed requests' new columns (None: no better answer found),
-    and the simplex iterations HiGHS made."""
+    the simplex iterations HiGHS made, and whether HiGHS proved its answer (or the start, when
+    no better one) optimal for the sub-problem."""
 
     columns: IntArray | None
     iterations: int
+    proven: bool = False
 
 
 class Subproblems:
@@ -116,12 +118,12 @@ class Subproblems:
         overhead, per_nonzero, per_iteration = LNS_WORK
         budget.spend(overhead + per_nonzero * sub.num_nonzeros)
         cap = int(min(LNS_MAX_ITERATIONS, max(budget.left, 0.0) / per_iteration))
-        found, iterations = _run_highs(sub, start, seed, cap, budget.deadline)
+        found, iterations, proven = _run_highs(sub, start, seed, cap, budget.deadline)
         budget.spend(per_iteration * iterations)
         if found is None or not sub.col_cost @ found < sub.col_cost @ start - IMPROVES:
-            return Outcome(None, iterations)
+            return Outcome(None, iterations, proven and found is not None)
         values[free] = found
-        return Outcome(self._columns(values, freed, defer), iterations)
+        return Outcome(self._columns(values, freed, defer), iterations, proven)
 
     def _restricted(self, values: FloatArray, free: IntArray) -> tuple[MilpArrays, FloatArray]:
         """The MILP over the ``free`` columns, the others fixed at ``values``: the rows that
@@ -168,9 +170,9 @@ class Subproblems:
 
 def _run_highs(
     sub: MilpArrays, start: FloatArray, seed: int, iterations: int, deadline: float | None
-) -> tuple[FloatArray | None, int]:
-    """HiGHS on ``sub`` from the feasible ``start``: its best columns (None if it has none)
-    and the simplex iterations it made.
+) -> tuple[FloatArray | None, int, bool]:
+    """HiGHS on ``sub`` from the feasible ``start``: its best columns (None if it has none),
+    the simplex iterations it made and whether it proved them optimal.
 
     One thread, and a stop after ``iterations`` simplex iterations (checked by HiGHS's MIP
     interrupt callback, at the same points of the same run every time), so the answer depends
@@ -179,7 +181,7 @@ def _run_highs(
     """
     left = None if deadline is None else deadline - time.perf_counter()
     if left is not None and left <= 0:
-        return None, 0
+        return None, 0, False
     h = new_highs(time_limit=left, mip_rel_gap=_SUB_GAP, threads=1, seed=seed, options=_OPTIONS)
     pass_model(h, sub)
     _set_start(h, start)
@@ -192,12 +194,13 @@ def _run_highs(
     h.cbMipInterrupt.subscribe(cap)
     finished, _ = run_until(h.run, watch, deadline)
     if not finished:
-        return None, 0
+        return None, 0, False
     info = h.getInfo()
     made = int(info.simplex_iteration_count)
     if info.primal_solution_status != 2:  # kSolutionStatusFeasible
-        return None, made
-    return np.array(h.getSolution().col_value), made
+        return None, made, False
+    proven = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    return np.array(h.getSolution().col_value), made, proven
 
 
 def _set_start(h: Any, start: FloatArray) -> None:
@@ -240,14 +243,34 @@ def neighbourhood_search(
     while not budget.exhausted and best.value > target:
         freed = neighbourhood(best, rng)
         outcome = subproblems.solve(best, freed, budget, int(rng.integers(2**31 - 1)))
-        if outcome.columns is None:
-            continue
-        trial = best.copy()
-        for r, col in zip(freed.tolist(), outcome.columns.tolist(), strict=True):
-            trial.shift(r, col)
-        if trial.feasible() and trial.value < best.value - IMPROVES:
-            best = trial
+        if outcome.columns is not None:
+            trial = best.copy()
+            for r, col in zip(freed.tolist(), outcome.columns.tolist(), strict=True):
+                trial.shift(r, col)
+            if trial.feasible() and trial.value < best.value - IMPROVES:
+                best = trial
+        if outcome.proven and len(freed) == len(best.columns):
+            break  # the whole window, solved to optimality: no round can find better
     return best
+
+
+def solved_whole(
+    state: State, subproblems: Subproblems, budget: Budget, seed: int
+) -> tuple[State, bool]:
+    """The window's MILP over every request at once, from ``state`` (a window of at most
+    :data:`~qlmio_opt.solvers.tuning.LNS_FREE_REQUESTS` requests, where one round of
+    :func:`neighbourhood_search` frees them all): the better of ``state`` and HiGHS's answer,
+    and whether HiGHS proved it optimal (then no search can improve on it)."""
+    freed = np.arange(len(state.columns))
+    outcome = subproblems.solve(state, freed, budget, seed)
+    if outcome.columns is None:
+        return state, outcome.proven
+    trial = state.copy()
+    for r, col in zip(freed.tolist(), outcome.columns.tolist(), strict=True):
+        trial.shift(r, col)
+    if trial.feasible() and trial.value < state.value - IMPROVES:
+        return trial, outcome.proven
+    return state, outcome.proven
 
 
 def neighbourhood(state: State, rng: np.random.Generator) -> IntArray:
@@ -255,9 +278,12 @@ def neighbourhood(state: State, rng: np.random.Generator) -> IntArray:
     :data:`~qlmio_opt.solvers.tuning.LNS_COLUMN_SHARE`, those on
     :data:`~qlmio_opt.solvers.tuning.LNS_COLUMNS_FREED` random columns that hold any (deferral
     counts as one), else random ones; at most
-    :data:`~qlmio_opt.solvers.tuning.LNS_FREE_REQUESTS` either way (a random share of them)."""
+    :data:`~qlmio_opt.solvers.tuning.LNS_FREE_REQUESTS` either way (a random share of them).
+    A window of at most that many requests is freed whole."""
     columns = state.columns
     num = len(columns)
+    if num <= LNS_FREE_REQUESTS:
+        return np.arange(num)  # the whole window fits in one sub-problem
     if rng.random() < LNS_COLUMN_SHARE:
         used = np.unique(columns)
         chosen = rng.choice(used, size=min(LNS_COLUMNS_FREED, len(used)), replace=False)

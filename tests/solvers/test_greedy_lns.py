@@ -23,7 +23,12 @@ from qlmio_opt.formulations.evaluation import evaluate
 from qlmio_opt.predictors import predict
 from qlmio_opt.solvers.exact import ExactHighs
 from qlmio_opt.solvers.greedy import Effort, Greedy
-from qlmio_opt.solvers.greedy_lns import Subproblems, neighbourhood, neighbourhood_search
+from qlmio_opt.solvers.greedy_lns import (
+    Subproblems,
+    neighbourhood,
+    neighbourhood_search,
+    solved_whole,
+)
 from qlmio_opt.solvers.greedy_state import State, build_window
 from qlmio_opt.solvers.local_search import Budget
 
@@ -195,3 +200,15 @@ def test_importing_the_greedy_loads_neither_highspy_nor_scipy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_small_window_solved_whole_is_proven_optimal_and_stops_the_searches():
+    _, problem = ten_by_three()
+    start = _start(problem)
+    best, proven = solved_whole(start, Subproblems(problem), Budget(50_000), seed=0)
+    assert proven
+    exact = ExactHighs(warm_start=False).solve(problem)
+    assert best.value == pytest.approx(evaluate(problem, exact.assignment).objective)
+    assert best.value < start.value  # the start (the greedy without the search) missed it
+    # the greedy tries it before its iterated local search, and keeps it
+    assert checked(problem, Greedy().solve(problem)) == pytest.approx(best.value)
