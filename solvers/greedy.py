@@ -37,13 +37,15 @@ solver), in six steps:
    result kept if better (:mod:`qlmio_opt.solvers.greedy_perturb`), on a budget that grows
    with the room the bound leaves: it reaches optima several moves across worse or overloaded
    states, as on tight generalized-assignment-style windows.
-   A window of at most :data:`~qlmio_opt.solvers.tuning.LNS_WHOLE_REQUESTS` requests first has
-   its whole MILP tried with step 6's HiGHS run; when that proves it optimal, no search runs.
 6. **Large-neighbourhood search.** If the answer is still further than ``Effort.gap`` (0.5%)
    from the bound, rounds that free the requests of a few random columns (or random requests)
    and re-solve the window's MILP over them alone with HiGHS, every other request fixed
    (:mod:`qlmio_opt.solvers.greedy_lns`): the exact reshuffle of many requests across packed
    capacities that the kicks do not reach. Its budget grows with the room as the last step's.
+
+Before step 4, a window of at most :data:`~qlmio_opt.solvers.tuning.LNS_WHOLE_REQUESTS`
+requests has its whole MILP tried with step 6's HiGHS run; when that proves it optimal, no
+search runs.
 
 The amount of search is a fixed number of work units per window, counted rather than timed,
 so the answer depends only on the problem and the seed (on one machine: on knife-edge windows a
