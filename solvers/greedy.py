@@ -43,8 +43,8 @@ solver), in six steps:
    (:mod:`qlmio_opt.solvers.greedy_lns`): the exact reshuffle of many requests across packed
    capacities that the kicks do not reach. Its budget grows with the room as the last step's.
 
-Before step 4, a window of at most :data:`~qlmio_opt.solvers.tuning.LNS_WHOLE_REQUESTS`
-requests has its whole MILP tried with step 6's HiGHS run; when that proves it optimal, no
+Before step 4, a window of at most :data:`~qlmio_opt.solvers.tuning.LNS_WHOLE_PAIRS`
+allowed pairs has its whole MILP tried with step 6's HiGHS run; when that proves it optimal, no
 search runs.
 
 The amount of search is a fixed number of work units per window, counted rather than timed,
@@ -93,7 +93,7 @@ from qlmio_opt.solvers.runtime import hot_path
 from qlmio_opt.solvers.tuning import (
     IMPROVES,
     LNS_SETUP_SECONDS_PER_PAIR,
-    LNS_WHOLE_REQUESTS,
+    LNS_WHOLE_PAIRS,
     PRICE_PERTURBATION_SIGMA,
     PRICE_SCALES,
     REGRET_RESTART_SHARE,
@@ -325,8 +325,9 @@ def _improved(
 
 def _small_enough_to_solve(problem: Problem, effort: Effort) -> bool:
     """Whether the large-neighbourhood search is on and the window small enough to try its
-    MILP whole first (at most :data:`~qlmio_opt.solvers.tuning.LNS_WHOLE_REQUESTS` requests)."""
-    return effort.lns_scale > 0 and problem.num_requests <= LNS_WHOLE_REQUESTS
+    MILP whole first (at most :data:`~qlmio_opt.solvers.tuning.LNS_WHOLE_PAIRS` allowed
+    request-node pairs)."""
+    return effort.lns_scale > 0 and int(problem.allowed.sum()) <= LNS_WHOLE_PAIRS
 
 
 def _solved_whole(

@@ -288,15 +288,20 @@ LNS_WORK = (1000.0, 3.0, 65.0)
 # cannot stop half-way): 0.047 s at 119,427 pairs and 0.0037 s at 11,970 (median of five at
 # load 0.6, a one-off probe on 2026-12-06; 0.4 us a pair), doubled for a busier machine.
 LNS_SETUP_SECONDS_PER_PAIR = 8e-7
-# Windows of at most this many requests have their whole MILP tried first (same node limit, same
-# work charge); when HiGHS proves it optimal no search runs. Measured on the tuning sets only
-# (one-off probes, 2026-12-06, load about 1): at 14 / 40 / 80 / 150, GAP seeds 10-19 mean gap
-# 0.471 / 0.439 / 0.404 / 0.390% (greedy median 196 / 149 / 155 / 387 ms); committed windows
-# median 0.031 / - / 0.028 / 0.024%, mean time 82 / - / 95 / 137 ms; the 10-request windows of
-# ``benchmarks/service_load.py``'s in-process scheduler (nodes filling up, the searches spending
-# their budgets against a loose bound) median 52 / 63 / 30 / 42 ms, p90 294 / 99 / 49 / 75 ms;
-# heavy seed 12 median 0.091% at 80.
-LNS_WHOLE_REQUESTS = 80
+# Windows of at most this many allowed request-node pairs have their whole MILP tried first
+# (same node limit, same work charge); when HiGHS proves it optimal no search runs. One-off
+# probes, 2026-12-06, load about 1, first by requests: at 14 / 40 / 80 / 150 requests, GAP seeds
+# 10-19 mean gap 0.471 / 0.439 / 0.404 / 0.390% (greedy median 196 / 149 / 155 / 387 ms);
+# committed windows median 0.031 / - / 0.028 / 0.024%, mean time 82 / - / 95 / 137 ms; the
+# 10-request windows of ``benchmarks/service_load.py``'s in-process scheduler (nodes filling up,
+# the searches spending their budgets against a loose bound) median 52 / 63 / 30 / 42 ms, p90
+# 294 / 99 / 49 / 75 ms. At 80 requests the heavy variant's windows of 54-80 requests took up to
+# 1.2 s (HiGHS's root on 80 x 12 is not stopped by the iteration cap; per-window times of the
+# held-out run 3 in docs/benchmarks.md, seed 6): by pairs instead, 300 keeps the GAP windows up
+# to 50 x 5 (mean 0.404%), the scheduler's windows at median 53 ms and p90 84 ms, and on heavy
+# tuning seed 12 a median of 95 ms, p90 317 ms, max 853 ms (none: 103 / 340 / 382 ms; 80
+# requests: 96 / 541 / 898 ms), median gap 0.091% in all three.
+LNS_WHOLE_PAIRS = 300
 
 # -- work units (Budget) --------------------------------------------------------------------------
 
