@@ -179,6 +179,8 @@ def _run_highs(
     only on the sub-problem and ``seed``; a clock only when ``deadline`` is set (the answer may
     then depend on the machine).
     """
+    if deadline is not None and not np.isfinite(deadline):
+        deadline = None  # an infinite limit (``--time-limit inf``): no clock at all
     left = None if deadline is None else deadline - time.perf_counter()
     if left is not None and left <= 0:
         return None, 0, False
