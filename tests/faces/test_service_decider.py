@@ -19,6 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 from conftest import INSTANCES
+from test_service import metric
 
 from qlmio_opt import Scheduler, read_instance
 from qlmio_opt.client import ServiceClient, ServiceError, ServiceScheduler
@@ -45,13 +46,6 @@ def site():
 def decider(**options):
     """A decider process serving the bundled site (greedy unless ``options`` say otherwise)."""
     return DeciderProcess(functools.partial(service_of, SITE, **{"solver": "greedy", **options}))
-
-
-def metric(text, name, **labels):
-    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name + (f"{{{inner}}}" if labels else "")) + r" ([0-9.e+-]+)"
-    found = re.search(rf"^{pattern}$", text, flags=re.M)
-    return float(found.group(1)) if found else 0.0
 
 
 def alive(pid):
