@@ -245,12 +245,7 @@ def neighbourhood_search(
     while not budget.exhausted and best.value > target:
         freed = neighbourhood(best, rng)
         outcome = subproblems.solve(best, freed, budget, int(rng.integers(2**31 - 1)))
-        if outcome.columns is not None:
-            trial = best.copy()
-            for r, col in zip(freed.tolist(), outcome.columns.tolist(), strict=True):
-                trial.shift(r, col)
-            if trial.feasible() and trial.value < best.value - IMPROVES:
-                best = trial
+        best = _kept_if_better(best, freed, outcome.columns)
         if outcome.proven and len(freed) == len(best.columns):
             break  # the whole window, solved to optimality: no round can find better
     return best
@@ -265,14 +260,20 @@ def solved_whole(
     and whether HiGHS proved it optimal (then no search can improve on it)."""
     freed = np.arange(len(state.columns))
     outcome = subproblems.solve(state, freed, budget, seed)
-    if outcome.columns is None:
-        return state, outcome.proven
+    return _kept_if_better(state, freed, outcome.columns), outcome.proven
+
+
+def _kept_if_better(state: State, freed: IntArray, columns: IntArray | None) -> State:
+    """``state`` with the ``freed`` requests moved to ``columns`` if that is feasible and
+    better; else ``state`` itself."""
+    if columns is None:
+        return state
     trial = state.copy()
-    for r, col in zip(freed.tolist(), outcome.columns.tolist(), strict=True):
+    for r, col in zip(freed.tolist(), columns.tolist(), strict=True):
         trial.shift(r, col)
     if trial.feasible() and trial.value < state.value - IMPROVES:
-        return trial, outcome.proven
-    return state, outcome.proven
+        return trial
+    return state
 
 
 def neighbourhood(state: State, rng: np.random.Generator) -> IntArray:

@@ -7,9 +7,7 @@ import contextlib
 import functools
 import json
 import os
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +18,7 @@ import pandas as pd
 import pytest
 from conftest import INSTANCES
 from test_service import metric
+from test_service import start as start_service
 
 from qlmio_opt import Scheduler, read_instance
 from qlmio_opt.client import ServiceClient, ServiceError, ServiceScheduler
@@ -313,18 +312,10 @@ def test_a_replay_through_a_decider_process_equals_the_in_process_replay():
 
 
 def start(*args):
-    proc = subprocess.Popen(
-        [*SERVE, "--port", "0", "--decider", "process", *map(str, args)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stderr.readline()
-    found = re.search(r"(http://[^\s;]+)", line)
-    if found is None:
-        proc.kill()
-        pytest.fail(f"no address: {line}{proc.stderr.read()}")
+    """``qlmio-opt serve --decider process ARGS``: its process, address and decider process."""
+    proc, url = start_service("--decider", "process", *args)
     (child,) = children(proc.pid)
-    return proc, found.group(1), child
+    return proc, url, child
 
 
 def test_sigterm_ends_the_decider_with_the_server_and_writes_the_state(tmp_path, site):
